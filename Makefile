@@ -1,0 +1,37 @@
+# The few commands people type. Both main targets create/use the virtual environment .venv.
+PY      ?= python3
+VENV    := .venv
+VPY     := $(VENV)/bin/python
+PIP     := $(VPY) -m pip
+STAMP   := $(VENV)/.installed
+
+.PHONY: setup run test test-gpu lint format bench clean
+
+$(STAMP): setup.py constraints-cpu.txt
+	test -x $(VPY) || $(PY) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	# torch first, pinned, so no dependency can pull a CUDA build
+	$(PIP) install -q -c constraints-cpu.txt torch triton
+	$(PIP) install -q -c constraints-cpu.txt -e '.[test,bench,train,dev]'
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+run: $(STAMP)
+	$(VPY) -m canon.train --output-dir runs/default
+
+test: $(STAMP)
+	$(VPY) -m pytest -q tests
+
+lint: $(STAMP)
+	$(VPY) -m ruff check canon kernels bench tests
+	$(VPY) -m ruff format --check canon kernels bench tests
+
+format: $(STAMP)
+	$(VPY) -m ruff format canon kernels bench tests
+
+bench: $(STAMP)
+	$(VPY) -m bench --quick --output-dir bench/results/local
+
+clean:
+	rm -rf $(VENV) *.egg-info .pytest_cache

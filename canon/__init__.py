@@ -1,0 +1,43 @@
+"""canon: fast, exact optimization-based canonicalization for model-agnostic equivariance.
+
+See SPEC: a non-equivariant encoder scores every rotated/reflected copy of an input,
+the best copy is the canonical input for any downstream model.
+"""
+
+from canon import losses
+from canon.backend import get_backend, set_backend, use_backend
+from canon.functional import (
+    Selection,
+    canonicalize,
+    invert,
+    invert_boxes,
+    invert_points,
+    orbit,
+    select,
+    transform,
+)
+from canon.groups import CyclicGroup, DihedralGroup, Group, as_group
+from canon.modules import OrbitCanonicalizer
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Group",
+    "CyclicGroup",
+    "DihedralGroup",
+    "as_group",
+    "Selection",
+    "orbit",
+    "select",
+    "canonicalize",
+    "invert",
+    "invert_points",
+    "invert_boxes",
+    "transform",
+    "losses",
+    "OrbitCanonicalizer",
+    "get_backend",
+    "set_backend",
+    "use_backend",
+    "__version__",
+]

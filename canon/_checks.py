@@ -1,0 +1,99 @@
+"""Argument checks shared by the public API: every message names what was wrong and what was expected."""
+
+from __future__ import annotations
+
+import numbers
+
+import torch
+
+FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+PADDINGS = ("zeros", "border", "reflection")
+INTERPOLATIONS = ("bilinear", "nearest")
+
+
+def check_tensor(t, name: str, fn: str, ndim: int | None = None, float_only: bool = True, shape_doc: str = "") -> torch.Tensor:
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{fn}: {name} must be a torch.Tensor, got {type(t).__name__}")
+    if ndim is not None and t.dim() != ndim:
+        raise ValueError(f"{fn}: {name} must have {ndim} dimensions {shape_doc}, got shape {tuple(t.shape)}")
+    if float_only and t.dtype not in FLOAT_DTYPES:
+        raise TypeError(f"{fn}: {name} must be float16, bfloat16, float32 or float64, got {t.dtype}")
+    return t
+
+
+def check_images(x, fn: str, name: str = "x") -> torch.Tensor:
+    check_tensor(x, name, fn, 4, shape_doc="(B, C, H, W)")
+    B, C, H, W = x.shape
+    if B == 0:
+        raise ValueError(f"{fn}: {name} is an empty batch (B=0), shape {tuple(x.shape)}; expected at least one image")
+    if C == 0 or H == 0 or W == 0:
+        raise ValueError(f"{fn}: {name} has an empty channel or spatial dimension, shape {tuple(x.shape)} (B, C, H, W)")
+    return x
+
+
+def check_same_device(fn: str, **tensors: torch.Tensor) -> None:
+    items = [(k, v) for k, v in tensors.items() if isinstance(v, torch.Tensor)]
+    if not items:
+        return
+    dev = items[0][1].device
+    for k, v in items[1:]:
+        if v.device != dev:
+            raise ValueError(f"{fn}: all tensors must be on one device; {items[0][0]} is on {dev} but {k} is on {v.device}")
+
+
+def check_choice(value, choices, what: str, fn: str) -> str:
+    if value not in choices:
+        raise ValueError(f"{fn}: {what} must be one of {choices}, got {value!r}")
+    return value
+
+
+def check_size(size, default: tuple[int, int], fn: str) -> tuple[int, int]:
+    if size is None:
+        return default
+    if isinstance(size, numbers.Integral) and not isinstance(size, bool):
+        size = (int(size), int(size))
+    if isinstance(size, torch.Size):
+        size = tuple(size)
+    if not (isinstance(size, (tuple, list)) and len(size) == 2 and all(isinstance(s, numbers.Integral) and not isinstance(s, bool) for s in size)):
+        raise TypeError(f"{fn}: size must be None, an int or a pair of ints (h, w), got {size!r}")
+    h, w = int(size[0]), int(size[1])
+    if h < 1 or w < 1:
+        raise ValueError(f"{fn}: size must be positive, got {(h, w)}")
+    return h, w
+
+
+def check_crop_ratio(r, fn: str) -> float:
+    if isinstance(r, bool) or not isinstance(r, numbers.Real):
+        raise TypeError(f"{fn}: crop_ratio must be a number in (0, 1], got {type(r).__name__}")
+    r = float(r)
+    if not 0.0 < r <= 1.0:
+        raise ValueError(f"{fn}: crop_ratio must be in (0, 1], got {r}")
+    return r
+
+
+def check_positive(value, what: str, fn: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{fn}: {what} must be a positive number, got {type(value).__name__}")
+    value = float(value)
+    if not value > 0 or value == float("inf"):
+        raise ValueError(f"{fn}: {what} must be a positive finite number, got {value}")
+    return value
+
+
+def check_index(index, B: int, N: int, device, fn: str) -> torch.Tensor:
+    if not isinstance(index, torch.Tensor) or index.dtype not in (torch.int32, torch.int64):
+        raise TypeError(f"{fn}: element index must be an int32/int64 tensor of shape (B,), got {type(index).__name__ if not isinstance(index, torch.Tensor) else index.dtype}")
+    if index.shape != (B,):
+        raise ValueError(f"{fn}: element index must have shape (B,) = ({B},), got {tuple(index.shape)}")
+    if index.device != device:
+        raise ValueError(f"{fn}: element index is on {index.device} but the images are on {device}")
+    # Range check only where it costs no device synchronisation.
+    if index.device.type == "cpu" and index.numel() and (int(index.min()) < 0 or int(index.max()) >= N):
+        raise ValueError(f"{fn}: element indices must be in [0, {N}), got values in [{int(index.min())}, {int(index.max())}]")
+    return index.long()
+
+
+def check_finite(t: torch.Tensor, name: str, fn: str) -> None:
+    """Raise on NaN/Inf (costs a device synchronisation; only used when asked for)."""
+    if not bool(torch.isfinite(t).all()):
+        raise ValueError(f"{fn}: {name} contains NaN or Inf")

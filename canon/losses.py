@@ -1,0 +1,104 @@
+"""Training objectives of SPEC §4: contrastive (orbit orthogonality), prior, artifact; identity metric."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from canon import ops
+from canon._checks import check_choice, check_positive, check_tensor
+from canon.groups import Group, as_group
+from canon.reference import prior_loss_ref
+
+__all__ = ["contrastive_loss", "prior_loss", "identity_metric", "artifact_loss", "prior_target"]
+
+
+def contrastive_loss(vectors: torch.Tensor, kind: str = "normalized") -> torch.Tensor:
+    """Orbit orthogonality loss on encoder outputs (B, N, D).
+
+    ``"normalized"`` (default): ``mean_b mean_{g≠g'} |cos(v[b,g], v[b,g'])|``, which
+    shrinking the vectors cannot lower. ``"raw"``: equiadapt's variant, the mean over
+    all N² pairs (zeroed diagonal included) of ``|⟨v[b,g], v[b,g']⟩|``.
+
+    Example:
+        >>> v = torch.eye(4).expand(2, 4, 4)  # orthogonal copies
+        >>> float(contrastive_loss(v))
+        0.0
+    """
+    fn = "canon.losses.contrastive_loss"
+    check_tensor(vectors, "vectors", fn, 3, shape_doc="(B, N, D)")
+    if vectors.numel() == 0:
+        raise ValueError(f"{fn}: vectors must be non-empty, got shape {tuple(vectors.shape)}")
+    check_choice(kind, ("normalized", "raw"), "kind", fn)
+    return ops.contrastive_loss(vectors, kind)
+
+
+def prior_target(group: str | Group, applied: torch.Tensor | None, batch: int, device=None) -> torch.Tensor:
+    """Prior targets: identity (0) for upright data, ``a⁻¹`` for inputs augmented by element ``a``.
+
+    Args:
+        applied: (B,) indices of the elements applied to the inputs, or None (upright).
+    """
+    g = as_group(group)
+    if applied is None:
+        return torch.zeros(batch, dtype=torch.int64, device=device)
+    return g.inverse_table.to(applied.device)[applied.long()]
+
+
+def prior_loss(scores: torch.Tensor, target: torch.Tensor | None = None, beta: float = 1.0) -> torch.Tensor:
+    """Cross-entropy of ``beta · scores`` (B, N) towards ``target`` (B,) (default: identity, index 0).
+
+    Example:
+        >>> s = torch.tensor([[1.0, -1.0, -1.0, -1.0]])
+        >>> prior_loss(s, beta=10.0) < prior_loss(-s, beta=10.0)
+        tensor(True)
+    """
+    fn = "canon.losses.prior_loss"
+    check_tensor(scores, "scores", fn, 2, shape_doc="(B, N)")
+    beta = check_positive(beta, "beta", fn)
+    B, N = scores.shape
+    if target is None:
+        target = torch.zeros(B, dtype=torch.int64, device=scores.device)
+    check_tensor(target, "target", fn, 1, float_only=False, shape_doc="(B,)")
+    if target.dtype not in (torch.int32, torch.int64) or target.shape[0] != B:
+        raise ValueError(f"{fn}: target must be an int tensor of shape (B,) = ({B},), got {target.dtype} {tuple(target.shape)}")
+    return prior_loss_ref(scores, target.long(), beta)
+
+
+def identity_metric(index: torch.Tensor) -> torch.Tensor:
+    """Share of samples whose chosen element is the identity (index 0)."""
+    check_tensor(index, "index", "canon.losses.identity_metric", 1, float_only=False, shape_doc="(B,)")
+    return (index == 0).float().mean()
+
+
+def artifact_loss(
+    encoder: torch.nn.Module,
+    views: torch.Tensor,
+    group: str | Group,
+    vectors: torch.Tensor | None = None,
+    padding: str = "zeros",
+    interpolation: str = "bilinear",
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """MSE between ``φ(x̃)`` and ``φ`` of ``x̃`` rotated by a random rotation of the group and back.
+
+    Teaches the encoder to ignore interpolation artifacts of non-90° rotations.
+
+    Args:
+        encoder: φ, (M, C, h, w) → (M, D).
+        views: orbit views (B, N, C, h, w).
+        vectors: φ(views) (B, N, D) if already computed (saves one encoder pass).
+    """
+    from canon.functional import transform
+
+    fn = "canon.losses.artifact_loss"
+    check_tensor(views, "views", fn, 5, shape_doc="(B, N, C, h, w)")
+    g = as_group(group)
+    flat = views.flatten(0, 1)
+    M = flat.shape[0]
+    k = torch.randint(0, g.n, (M,), generator=generator).to(flat.device)
+    there = transform(flat, k, g, padding, interpolation)
+    back = transform(there, g.inverse_table.to(k.device)[k], g, padding, interpolation)
+    v0 = encoder(flat) if vectors is None else vectors.reshape(M, -1)
+    v1 = encoder(back)
+    return F.mse_loss(v1, v0)

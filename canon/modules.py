@@ -1,0 +1,185 @@
+"""``OrbitCanonicalizer``: wrap any encoder into an optimization-based canonicalizer (SPEC §3)."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import nn
+
+from canon import functional as Fn
+from canon import losses
+from canon._checks import (
+    INTERPOLATIONS,
+    PADDINGS,
+    check_choice,
+    check_crop_ratio,
+    check_finite,
+    check_images,
+    check_positive,
+    check_size,
+)
+from canon.groups import Group, as_group
+
+__all__ = ["OrbitCanonicalizer", "CanonicalizationState"]
+
+
+class CanonicalizationState(NamedTuple):
+    """What the last forward computed (kept for the losses and for ``invert``)."""
+
+    views: torch.Tensor  # (B, N, C, h, w)
+    vectors: torch.Tensor  # (B, N, D)
+    selection: Fn.Selection
+
+
+class OrbitCanonicalizer(nn.Module):
+    """Canonicalize images with a non-equivariant encoder scoring the group orbit.
+
+    ``forward(x)`` builds all views (:func:`canon.orbit`), encodes them, scores them
+    against a reference vector (:func:`canon.select`) and returns the canonical
+    images ``T_{g*} x`` (:func:`canon.canonicalize`). In training mode the choice is
+    straight-through (gradients reach the encoder through the scores); in eval mode
+    it is a hard argmax, and for exact groups (C2, C4, D1, D2, D4 on square inputs)
+    ``forward(T_g x) == forward(x)`` bit for bit.
+
+    Args:
+        encoder: φ mapping (M, C, h, w) to (M, D).
+        group: ``"C8"``, ``"D4"``, ... or a :class:`canon.Group`.
+        size: size of the views fed to the encoder (default: the input size).
+        crop_ratio: centre crop of the views, in (0, 1].
+        beta: inverse temperature of the score softmax.
+        dim: D; taken from ``encoder.out_dim`` when not given.
+        learn_reference: make the reference vector a parameter (default: a fixed
+            random buffer drawn from ``seed``).
+        padding, interpolation: resampling settings (see :func:`canon.orbit`).
+        score: ``"cosine"`` or ``"dot"``.
+        gumbel, tau: Gumbel-softmax choice in training.
+        contrastive: ``"normalized"`` or ``"raw"`` (see :func:`canon.losses.contrastive_loss`).
+        prior_beta: inverse temperature of the prior loss.
+        check_finite: raise on NaN/Inf inputs and vectors (synchronises the device).
+        seed: seed of the reference vector.
+
+    Example:
+        >>> from canon.networks import ConvEncoder
+        >>> canon_net = OrbitCanonicalizer(ConvEncoder(1, out_dim=16), "C4").eval()
+        >>> x = torch.rand(2, 1, 12, 12)
+        >>> xc = canon_net(x)
+        >>> torch.equal(canon_net(torch.rot90(x, 1, dims=(-2, -1))), xc)
+        True
+    """
+
+    def __init__(
+        self,
+        encoder: nn.Module,
+        group: str | Group,
+        size: int | tuple[int, int] | None = None,
+        crop_ratio: float = 1.0,
+        beta: float = 1.0,
+        dim: int | None = None,
+        learn_reference: bool = False,
+        padding: str = "zeros",
+        interpolation: str = "bilinear",
+        score: str = "cosine",
+        gumbel: bool = False,
+        tau: float = 1.0,
+        contrastive: str = "normalized",
+        prior_beta: float = 1.0,
+        check_finite: bool = False,
+        seed: int = 0,
+    ):
+        super().__init__()
+        fn = "OrbitCanonicalizer"
+        if not isinstance(encoder, nn.Module):
+            raise TypeError(f"{fn}: encoder must be an nn.Module, got {type(encoder).__name__}")
+        self.encoder = encoder
+        self.group = as_group(group)
+        self.size = None if size is None else check_size(size, (0, 0), fn)
+        self.crop_ratio = check_crop_ratio(crop_ratio, fn)
+        self.beta = check_positive(beta, "beta", fn)
+        self.prior_beta = check_positive(prior_beta, "prior_beta", fn)
+        self.tau = check_positive(tau, "tau", fn)
+        self.padding = check_choice(padding, PADDINGS, "padding", fn)
+        self.interpolation = check_choice(interpolation, INTERPOLATIONS, "interpolation", fn)
+        self.score = check_choice(score, ("cosine", "dot"), "score", fn)
+        self.contrastive = check_choice(contrastive, ("normalized", "raw"), "contrastive", fn)
+        self.gumbel, self.check_finite = bool(gumbel), bool(check_finite)
+        dim = dim if dim is not None else getattr(encoder, "out_dim", None)
+        if not isinstance(dim, int) or dim < 1:
+            raise ValueError(f"{fn}: the vector size D is unknown; pass dim=D (the encoder has no integer out_dim attribute)")
+        ref = torch.randn(dim, generator=torch.Generator().manual_seed(seed))
+        if learn_reference:
+            self.reference = nn.Parameter(ref)
+        else:
+            self.register_buffer("reference", ref)
+        self.learn_reference = bool(learn_reference)
+        self.state: CanonicalizationState | None = None
+
+    def extra_repr(self) -> str:
+        return (
+            f"group={self.group.name}, size={self.size}, crop_ratio={self.crop_ratio}, beta={self.beta}, "
+            f"dim={self.reference.numel()}, learn_reference={self.learn_reference}, padding={self.padding!r}, "
+            f"interpolation={self.interpolation!r}, score={self.score!r}"
+        )
+
+    # -- forward ----------------------------------------------------------------
+    def select(self, x: torch.Tensor) -> CanonicalizationState:
+        """Orbit, encode and score ``x``; store and return the state (no canonical image)."""
+        check_images(x, "OrbitCanonicalizer")
+        if self.check_finite:
+            check_finite(x, "x", "OrbitCanonicalizer")
+        B = x.shape[0]
+        dtype = next((p.dtype for p in self.encoder.parameters()), x.dtype)
+        views = Fn.orbit(x, self.group, self.size, self.crop_ratio, self.padding, self.interpolation, out_dtype=dtype)
+        vectors = self.encoder(views.flatten(0, 1))
+        if vectors.dim() != 2 or vectors.shape[0] != B * self.group.order:
+            raise ValueError(f"OrbitCanonicalizer: the encoder must return (M, D) vectors for M={B * self.group.order} views, got shape {tuple(vectors.shape)}")
+        vectors = vectors.reshape(B, self.group.order, -1)
+        if self.check_finite:
+            check_finite(vectors, "encoder output", "OrbitCanonicalizer")
+        training = self.training
+        sel = Fn.select(vectors, self.reference, self.beta, self.score, straight_through=training, gumbel=self.gumbel and training, tau=self.tau)
+        self.state = CanonicalizationState(views, vectors, sel)
+        return self.state
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Canonical images (B, C, H, W): ``T_{g*[b]} x[b]``."""
+        sel = self.select(x).selection
+        return Fn.canonicalize(x, sel, self.group, self.padding, self.interpolation)
+
+    # -- after a forward --------------------------------------------------------
+    def _state(self) -> CanonicalizationState:
+        if self.state is None:
+            raise RuntimeError("OrbitCanonicalizer: call forward(x) first; no canonicalization state yet")
+        return self.state
+
+    @property
+    def selection(self) -> Fn.Selection:
+        return self._state().selection
+
+    @property
+    def element(self) -> torch.Tensor:
+        """(B,) indices of the chosen elements g*."""
+        return self._state().selection.index
+
+    @property
+    def scores(self) -> torch.Tensor:
+        """(B, N) scores of every orbit copy."""
+        return self._state().selection.scores
+
+    def contrastive_loss(self) -> torch.Tensor:
+        return losses.contrastive_loss(self._state().vectors, self.contrastive)
+
+    def prior_loss(self, target: torch.Tensor | None = None) -> torch.Tensor:
+        """Prior loss towards ``target`` (default identity); see :func:`canon.losses.prior_target`."""
+        return losses.prior_loss(self._state().selection.scores, target, self.prior_beta)
+
+    def identity_metric(self) -> torch.Tensor:
+        return losses.identity_metric(self._state().selection.index)
+
+    def artifact_loss(self, generator: torch.Generator | None = None) -> torch.Tensor:
+        st = self._state()
+        return losses.artifact_loss(self.encoder, st.views, self.group, st.vectors, self.padding, self.interpolation, generator)
+
+    def invert(self, y: torch.Tensor, kind: str = "scalar") -> torch.Tensor:
+        """Undo the last canonicalization on dense outputs (see :func:`canon.invert`)."""
+        return Fn.invert(y, self._state().selection, self.group, kind, self.padding, self.interpolation)

@@ -1,0 +1,1 @@
+"""Triton kernels and their launchers. Knows tensors, strides and affine matrices; nothing about groups or training."""
