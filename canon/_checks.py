@@ -62,9 +62,12 @@ def check_size(size, default: tuple[int, int], fn: str) -> tuple[int, int]:
     return h, w
 
 
-def check_crop_ratio(r, fn: str) -> float:
+def check_crop_ratio(r, fn: str) -> float | tuple[float, float]:
+    """A ratio in (0, 1], or a per-axis pair ``(ry, rx)``."""
+    if isinstance(r, (tuple, list)) and len(r) == 2:
+        return tuple(check_crop_ratio(v, fn) for v in r)  # type: ignore[return-value]
     if isinstance(r, bool) or not isinstance(r, numbers.Real):
-        raise TypeError(f"{fn}: crop_ratio must be a number in (0, 1], got {type(r).__name__}")
+        raise TypeError(f"{fn}: crop_ratio must be a number in (0, 1] or a pair (ry, rx), got {type(r).__name__}")
     r = float(r)
     if not 0.0 < r <= 1.0:
         raise ValueError(f"{fn}: crop_ratio must be in (0, 1], got {r}")
@@ -82,7 +85,9 @@ def check_positive(value, what: str, fn: str) -> float:
 
 def check_index(index, B: int, N: int, device, fn: str) -> torch.Tensor:
     if not isinstance(index, torch.Tensor) or index.dtype not in (torch.int32, torch.int64):
-        raise TypeError(f"{fn}: element index must be an int32/int64 tensor of shape (B,), got {type(index).__name__ if not isinstance(index, torch.Tensor) else index.dtype}")
+        raise TypeError(
+            f"{fn}: element index must be an int32/int64 tensor of shape (B,), got {type(index).__name__ if not isinstance(index, torch.Tensor) else index.dtype}"
+        )
     if index.shape != (B,):
         raise ValueError(f"{fn}: element index must have shape (B,) = ({B},), got {tuple(index.shape)}")
     if index.device != device:

@@ -52,7 +52,7 @@ def orbit(
     x: torch.Tensor,
     group: str | Group,
     size: int | tuple[int, int] | None = None,
-    crop_ratio: float = 1.0,
+    crop_ratio: float | tuple[float, float] = 1.0,
     padding: str = "zeros",
     interpolation: str = "bilinear",
     out_dtype: torch.dtype | None = None,
@@ -69,7 +69,8 @@ def orbit(
         x: images (B, C, H, W), float16/bfloat16/float32/float64.
         group: ``"C8"``, ``"D4"``, ... or a :class:`canon.Group`.
         size: view size ``h`` or ``(h, w)``; default ``(H, W)``.
-        crop_ratio: side of the centre crop relative to the input, in (0, 1].
+        crop_ratio: side of the centre crop relative to the input, in (0, 1], or a
+            pair ``(ry, rx)`` per axis.
         padding: value of pixels sampled from outside the input: ``"zeros"``,
             ``"border"`` (replicate the edge) or ``"reflection"`` (mirror about the
             outer pixel edges).
@@ -154,7 +155,9 @@ def select(
     check_choice(score, ("cosine", "dot"), "score", fn)
     noise = None
     if gumbel:
-        u = torch.rand((B, N), generator=generator, dtype=torch.float32, device="cpu" if generator is not None and generator.device.type == "cpu" else vectors.device)
+        u = torch.rand(
+            (B, N), generator=generator, dtype=torch.float32, device="cpu" if generator is not None and generator.device.type == "cpu" else vectors.device
+        )
         noise = -torch.log(-torch.log(u.clamp(1e-10, 1.0 - 1e-7))).to(vectors.device)
     return ops.select(vectors, reference, beta, score, bool(straight_through), noise, tau)
 

@@ -11,7 +11,7 @@ pixel. The view of element ``g`` with crop ratio ``r`` is
 
     source = c_in + A_g⁻¹ · diag(r·W/w, r·H/h) · ((j, i) − c_out)
 
-with ``c = ((W−1)/2, (H−1)/2)`` and ``A_g`` from :meth:`canon.groups.Group.matrix`.
+with ``c = ((W−1)/2, (H−1)/2)`` (``r`` may differ per axis: ``(ry, rx)``) and ``A_g`` from :meth:`canon.groups.Group.matrix`.
 Everything is built in float64 and cast once to float32, so multiples of 90° and
 flips give exact integer coordinates (they are then pixel permutations).
 """
@@ -36,7 +36,7 @@ def view_matrices(
     group: Group,
     in_hw: tuple[int, int],
     out_hw: tuple[int, int],
-    crop_ratio: float = 1.0,
+    crop_ratio: float | tuple[float, float] = 1.0,
 ) -> tuple[tuple[tuple[float, ...], ...], bool]:
     """Float64 view matrices of every element, and whether all of them are exact.
 
@@ -46,7 +46,8 @@ def view_matrices(
     """
     H, W = in_hw
     h, w = out_hw
-    sx, sy = crop_ratio * W / w, crop_ratio * H / h
+    ry, rx = crop_ratio if isinstance(crop_ratio, tuple) else (crop_ratio, crop_ratio)
+    sx, sy = rx * W / w, ry * H / h
     cxi, cyi = (W - 1) / 2.0, (H - 1) / 2.0
     cxo, cyo = (w - 1) / 2.0, (h - 1) / 2.0
     mats = []
@@ -69,14 +70,15 @@ def view_matrices_tensor(
     group: Group,
     in_hw: tuple[int, int],
     out_hw: tuple[int, int],
-    crop_ratio: float,
+    crop_ratio: float | tuple[float, float],
     device: torch.device,
 ) -> tuple[torch.Tensor, bool]:
     """(N, 2, 3) float32 view matrices on ``device``, cached (no per-call host→device copy)."""
-    key = (group, tuple(in_hw), tuple(out_hw), float(crop_ratio), torch.device(device))
+    crop = tuple(float(c) for c in crop_ratio) if isinstance(crop_ratio, (tuple, list)) else float(crop_ratio)
+    key = (group, tuple(in_hw), tuple(out_hw), crop, torch.device(device))
     hit = _TENSOR_CACHE.get(key)
     if hit is None:
-        mats, exact = view_matrices(group, tuple(in_hw), tuple(out_hw), float(crop_ratio))
+        mats, exact = view_matrices(group, tuple(in_hw), tuple(out_hw), crop)
         t = torch.tensor(mats, dtype=torch.float64).to(torch.float32).to(device)
         if len(_TENSOR_CACHE) > 512:
             _TENSOR_CACHE.clear()

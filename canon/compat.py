@@ -1,0 +1,278 @@
+"""Drop-in replacement for equiadapt's ``OptimizedGroupEquivariantImageCanonicalization``.
+
+Change one import line::
+
+    # from equiadapt.images.canonicalization.discrete_group import OptimizedGroupEquivariantImageCanonicalization
+    from canon.compat import OptimizedGroupEquivariantImageCanonicalization
+
+and keep the rest: same constructor, methods, attributes and
+``canonicalization_info_dict`` keys, computed by canon's single-resampling ops.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from canon import functional as Fn
+from canon import losses
+from canon.geometry import transform_boxes
+from canon.groups import Group
+
+__all__ = ["OptimizedGroupEquivariantImageCanonicalization"]
+
+_REQUIRED = ("beta", "group_type", "num_rotations", "artifact_err_wt", "resize_shape", "learn_ref_vec")
+
+
+def _get(hp: Any, name: str, default: Any = ...) -> Any:
+    if isinstance(hp, Mapping):
+        if name in hp:
+            return hp[name]
+    elif hasattr(hp, name):
+        return getattr(hp, name)
+    if default is ...:
+        raise ValueError(
+            f"OptimizedGroupEquivariantImageCanonicalization: canonicalization_hyperparams has no '{name}' (needs {', '.join(_REQUIRED)}, and input_crop_ratio for colour images)"
+        )
+    return default
+
+
+class OptimizedGroupEquivariantImageCanonicalization(nn.Module):
+    """equiadapt-compatible optimization-based image canonicalizer.
+
+    Args:
+        canonicalization_network: φ, (M, C, h, w) → (M, D), with attribute
+            ``out_vector_size`` (equiadapt's convention) or ``out_dim``.
+        canonicalization_hyperparams: an omegaconf DictConfig, a dict or any object with
+            ``beta``, ``input_crop_ratio`` (colour only), ``resize_shape`` (int),
+            ``group_type`` (``"rotation"`` | ``"roto-reflection"``), ``num_rotations``,
+            ``artifact_err_wt``, ``learn_ref_vec``. Optional extras (not in equiadapt):
+            ``contrastive_kind`` (``"raw"`` default, equiadapt's loss; or ``"normalized"``),
+            ``gradient_trick`` (``"straight_through"`` default, or ``"gumbel_softmax"``).
+        in_shape: (C, H, W) of the inputs.
+
+    Same forward semantics as equiadapt 0.1.2: grayscale inputs (C = 1) are scored at
+    full resolution with zero padding; colour inputs are centre-cropped to
+    ``ceil(H·input_crop_ratio)``, resized so the short side is ``resize_shape``, cut to
+    ``resize_shape²`` and padded by edge replication. Element ``g`` of
+    ``group_activations``/``vector_out`` is equiadapt's: a *clockwise* rotation by
+    ``360·g/N`` degrees for ``g < N`` and, for ``g ≥ N``, that rotation followed by a
+    horizontal flip; ``vector_out`` is group-major (row ``g·B + b``).
+
+    Deliberate differences from equiadapt 0.1.2 (SPEC §6):
+        1. D_n: the canonical image is the copy that was scored (equiadapt scores
+           flip∘rotate but canonicalizes with rotate∘flip), so roto-reflection is exact.
+           ``group_element`` keeps equiadapt's keys; the canonical image is
+           ``hflip(rotate_clockwise(x, rotation))`` when ``reflection`` is 1.
+        2. ``invert_canonicalization`` undoes exactly the applied element (equiadapt's
+           reflection blend is swapped there), and targets (boxes, masks) are flipped per
+           sample, not for the whole batch.
+        3. Each view is one resampling of the full input (no crop → resize → pad →
+           rotate → crop chain, no Python loop). So at angles other than multiples of
+           90° the corners of a colour view show the real image outside the crop, where
+           equiadapt shows the edge-replicated crop; resizing is one bilinear tap (no
+           antialias prefilter).
+        4. Internally the orbit is batch-major; the info dict is laid out as equiadapt's.
+        5. The network is yours; canon's own encoders never apply ``Dropout1d`` to vectors.
+
+    Example:
+        >>> from canon.networks import ConvEncoder
+        >>> hp = dict(beta=1.0, input_crop_ratio=0.8, resize_shape=28, group_type="rotation",
+        ...           num_rotations=4, artifact_err_wt=0.0, learn_ref_vec=False)
+        >>> net = ConvEncoder(1, out_dim=16)
+        >>> canon_layer = OptimizedGroupEquivariantImageCanonicalization(net, hp, (1, 28, 28))
+        >>> canon_layer(torch.rand(2, 1, 28, 28)).shape
+        torch.Size([2, 1, 28, 28])
+    """
+
+    def __init__(self, canonicalization_network: nn.Module, canonicalization_hyperparams: Any, in_shape: tuple):
+        super().__init__()
+        fn = "OptimizedGroupEquivariantImageCanonicalization"
+        hp = canonicalization_hyperparams
+        if not isinstance(canonicalization_network, nn.Module):
+            raise TypeError(f"{fn}: canonicalization_network must be an nn.Module, got {type(canonicalization_network).__name__}")
+        if not isinstance(in_shape, (tuple, list, torch.Size)) or len(in_shape) != 3:
+            raise ValueError(f"{fn}: in_shape must be (C, H, W), got {in_shape!r}")
+        self.canonicalization_network = canonicalization_network
+        self.in_shape = tuple(int(s) for s in in_shape)
+        self.beta = float(_get(hp, "beta"))
+        group_type = _get(hp, "group_type")
+        if group_type not in ("rotation", "roto-reflection"):
+            raise ValueError(f"{fn}: group_type must be 'rotation' or 'roto-reflection', got {group_type!r}")
+        self.group_type = group_type
+        self.num_rotations = int(_get(hp, "num_rotations"))
+        self.group = Group(self.num_rotations, reflections=group_type == "roto-reflection")
+        self.num_group = self.group.order
+        self.group_info_dict = {"num_rotations": self.num_rotations, "num_group": self.num_group}
+        self.artifact_err_wt = float(_get(hp, "artifact_err_wt") or 0.0)
+        self.resize_shape = _get(hp, "resize_shape")
+        self.learn_ref_vec = bool(_get(hp, "learn_ref_vec"))
+        self.contrastive_kind = _get(hp, "contrastive_kind", "raw")
+        self.gradient_trick = _get(hp, "gradient_trick", "straight_through")
+        if self.gradient_trick not in ("straight_through", "gumbel_softmax"):
+            raise ValueError(f"{fn}: gradient_trick must be 'straight_through' or 'gumbel_softmax', got {self.gradient_trick!r}")
+        C, H, W = self.in_shape
+        self.is_grayscale = C == 1
+        if self.is_grayscale:
+            self._view_size, self._crop, self.padding = (H, W), 1.0, "zeros"
+        else:
+            ratio = float(_get(hp, "input_crop_ratio"))
+            if not isinstance(self.resize_shape, int):
+                raise ValueError(f"{fn}: resize_shape must be an int, got {self.resize_shape!r}")
+            # crop ceil(H·r) × ceil(W·r), resize short side to rs, centre-cut rs × rs:
+            # a square window of side m = min(ceil(H·r), ceil(W·r)) input pixels.
+            m = min(math.ceil(H * ratio), math.ceil(W * ratio))
+            self._view_size, self._crop, self.padding = (self.resize_shape, self.resize_shape), (m / H, m / W), "border"
+        D = getattr(canonicalization_network, "out_vector_size", None) or getattr(canonicalization_network, "out_dim", None)
+        if not isinstance(D, int):
+            raise ValueError(f"{fn}: the network needs an int attribute out_vector_size (or out_dim)")
+        self.out_vector_size = D
+        self.reference_vector = nn.Parameter(torch.randn(1, D), requires_grad=self.learn_ref_vec)
+        # equiadapt element e → canon element: clockwise turns are canon's (-e) mod N;
+        # flip∘R(-θ_k) = R(θ_k)∘flip is canon's (k, r=1).
+        N = self.num_rotations
+        e2c = [(-e) % N for e in range(N)] + ([k + N for k in range(N)] if self.group.reflections else [])
+        self.register_buffer("_e2c", torch.tensor(e2c, dtype=torch.int64), persistent=False)
+        self.register_buffer("_c2e", torch.argsort(self._e2c), persistent=False)
+        self.canonicalization_info_dict: dict[str, Any] = {}
+
+    def extra_repr(self) -> str:
+        return f"group={self.group.name} ({self.group_type}, N={self.num_rotations}), in_shape={self.in_shape}, view={self._view_size}, beta={self.beta}"
+
+    # -- orbit and scores ---------------------------------------------------------
+    def _views(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, G, C, h, w) in equiadapt's element order."""
+        views = Fn.orbit(x, self.group, self._view_size, self._crop, self.padding)
+        return views[:, self._e2c]
+
+    def group_augment(self, x: torch.Tensor) -> torch.Tensor:
+        """All views as equiadapt lays them out: (G·B, C, h, w), row ``g·B + b``."""
+        return self._views(x).transpose(0, 1).flatten(0, 1)
+
+    def get_group_activations(self, x: torch.Tensor) -> torch.Tensor:
+        """Cosine similarity of every view's vector with the reference, (B, G)."""
+        B = x.shape[0]
+        views = self._views(x)  # (B, G, C, h, w)
+        G = views.shape[1]
+        flat = views.transpose(0, 1).flatten(0, 1)  # group-major, as equiadapt
+        vector_out = self.canonicalization_network(flat)
+        self.canonicalization_info_dict = {"vector_out": vector_out}
+        if self.artifact_err_wt:
+            k = torch.randint(0, self.num_rotations, (flat.shape[0],), device=flat.device)
+            there = Fn.transform(flat, k, self.group, self.padding)
+            back = Fn.transform(there, self.group.inverse_table.to(k.device)[k], self.group, self.padding)
+            self.canonicalization_info_dict["vector_out_dummy"] = self.canonicalization_network(back)
+        acts = F.cosine_similarity(self.reference_vector.expand(G * B, -1), vector_out, dim=1)
+        return acts.reshape(G, B).T
+
+    def groupactivations_to_groupelementonehot(self, group_activations: torch.Tensor) -> torch.Tensor:
+        if self.gradient_trick == "gumbel_softmax":
+            return F.gumbel_softmax(group_activations, tau=1, hard=True)
+        hard = F.one_hot(group_activations.argmax(-1), self.num_group).to(group_activations.dtype)
+        if self.training:
+            soft = torch.softmax(self.beta * group_activations, dim=-1)
+            return hard + (soft - soft.detach())
+        return hard
+
+    def groupactivations_to_groupelement(self, group_activations: torch.Tensor) -> dict:
+        onehot = self.groupactivations_to_groupelementonehot(group_activations)
+        N = self.num_rotations
+        angles = torch.linspace(0.0, 360.0, N + 1, device=onehot.device, dtype=onehot.dtype)[:N]
+        if self.group.reflections:
+            angles = torch.cat([angles, angles])
+        ged = {"rotation": (onehot * angles).sum(-1)}
+        if self.group.reflections:
+            refl = torch.cat([torch.zeros(N), torch.ones(N)]).to(onehot)
+            ged["reflection"] = (onehot * refl).sum(-1)
+        self._onehot = onehot
+        return ged
+
+    def get_groupelement(self, x: torch.Tensor) -> dict:
+        acts = self.get_group_activations(x)
+        ged = self.groupactivations_to_groupelement(acts)
+        self.canonicalization_info_dict["group_element"] = ged
+        self.canonicalization_info_dict["group_activations"] = acts
+        return ged
+
+    def _selection(self) -> Fn.Selection:
+        """The last choice in canon's element order (gradient flows through the one-hot)."""
+        onehot = self._onehot[:, self._c2e]
+        acts = self.canonicalization_info_dict["group_activations"][:, self._c2e]
+        index = self._e2c[self._onehot.detach().argmax(-1)]
+        return Fn.Selection(acts, torch.softmax(self.beta * acts, -1), index, onehot)
+
+    # -- canonicalize / invert ----------------------------------------------------
+    def canonicalize(self, x: torch.Tensor, targets: list | None = None, **kwargs):
+        """Canonical images (B, C, H, W); with ``targets`` also the moved boxes/masks."""
+        if x.dim() != 4 or tuple(x.shape[1:]) != self.in_shape:
+            raise ValueError(f"OptimizedGroupEquivariantImageCanonicalization: expected (B, {', '.join(map(str, self.in_shape))}) input, got {tuple(x.shape)}")
+        self.device = x.device
+        self.get_groupelement(x)
+        sel = self._selection()
+        xc = Fn.canonicalize(x, sel, self.group, self.padding)
+        if targets:
+            H, W = x.shape[-2:]
+            for b, t in enumerate(targets):
+                idx = sel.index[b : b + 1]
+                if "boxes" in t:
+                    t["boxes"] = transform_boxes(t["boxes"][None].float(), idx, self.group, (H, W))[0]
+                if "masks" in t and t["masks"].numel():
+                    m = t["masks"]
+                    moved = Fn.transform(m[None].float(), idx, self.group, "zeros", "nearest")[0]
+                    t["masks"] = moved.to(m.dtype)
+            return xc, targets
+        return xc
+
+    def forward(self, x: torch.Tensor, targets: list | None = None, **kwargs):
+        return self.canonicalize(x, targets, **kwargs)
+
+    def invert_canonicalization(self, x_canonicalized_out: torch.Tensor, **kwargs) -> torch.Tensor:
+        """Undo the last canonicalization on dense outputs (B, C, H', W').
+
+        ``induced_rep_type``: ``"regular"`` (default, as equiadapt: channels grouped as
+        (C/G, G) in equiadapt's element order) or ``"scalar"``.
+        """
+        kind = kwargs.get("induced_rep_type", "regular")
+        if kind == "vector":
+            raise NotImplementedError("induced_rep_type='vector' is not implemented (as in equiadapt)")
+        if kind not in ("regular", "scalar"):
+            raise ValueError(f"invert_canonicalization: induced_rep_type must be 'regular' or 'scalar', got {kind!r}")
+        y = x_canonicalized_out
+        sel = self._selection()
+        if kind == "scalar":
+            return Fn.invert(y, sel, self.group, "scalar", "zeros")
+        B, C, H, W = y.shape
+        G = self.num_group
+        if C % G:
+            raise ValueError(f"invert_canonicalization: regular features need channels divisible by {G}, got {C}")
+        # relabel the group axis from equiadapt's order to canon's and back
+        y = y.reshape(B, C // G, G, H, W)[:, :, self._c2e].reshape(B, C, H, W)
+        out = Fn.invert(y, sel, self.group, "regular", "zeros")
+        return out.reshape(B, C // G, G, H, W)[:, :, self._e2c].reshape(B, C, H, W)
+
+    # -- losses and metrics -------------------------------------------------------
+    def get_optimization_specific_loss(self) -> torch.Tensor:
+        """Orbit orthogonality loss (equiadapt's raw dot products by default) plus the artifact term."""
+        info = self.canonicalization_info_dict
+        if "vector_out" not in info:
+            raise RuntimeError("get_optimization_specific_loss: call canonicalize/forward first")
+        v = info["vector_out"]
+        G = self.num_group
+        vectors = v.reshape(G, -1, v.shape[-1]).transpose(0, 1)  # (B, G, D)
+        loss = losses.contrastive_loss(vectors, self.contrastive_kind)
+        if self.artifact_err_wt:
+            loss = loss + self.artifact_err_wt * F.mse_loss(info["vector_out_dummy"], v)
+        return loss
+
+    def get_prior_regularization_loss(self) -> torch.Tensor:
+        acts = self.canonicalization_info_dict["group_activations"]
+        return F.cross_entropy(acts, torch.zeros(acts.shape[0], dtype=torch.long, device=acts.device))
+
+    def get_identity_metric(self) -> torch.Tensor:
+        acts = self.canonicalization_info_dict["group_activations"]
+        return (acts.argmax(dim=-1) == 0).float().mean()

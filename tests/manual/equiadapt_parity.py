@@ -1,0 +1,68 @@
+"""Manual parity check of canon.compat against equiadapt 0.1.2 itself (not run in CI).
+
+equiadapt does not import beside the CPU torch of the project venv; run this in a
+separate venv (a multi-GB CUDA build of torch, run on the CPU):
+
+    python3 -m venv /tmp/eqvenv
+    /tmp/eqvenv/bin/pip install torch==2.14.1 torchvision==0.29.1
+    /tmp/eqvenv/bin/pip install equiadapt==0.1.2 kornia omegaconf
+    PYTHONPATH=. /tmp/eqvenv/bin/python tests/manual/equiadapt_parity.py
+
+Same network weights and reference vector in both; prints, per setting, the largest
+difference of the orbit views, the group activations, the canonical images and the
+losses, and the share of samples with the same chosen element.
+"""
+
+import torch
+from equiadapt.images.canonicalization.discrete_group import OptimizedGroupEquivariantImageCanonicalization as Theirs
+from omegaconf import OmegaConf
+
+from canon.compat import OptimizedGroupEquivariantImageCanonicalization as Ours
+from canon.networks import ConvEncoder
+
+
+class Net(ConvEncoder):
+    @property
+    def out_vector_size(self):
+        return self.out_dim
+
+
+def run(in_shape, group_type, n, crop=0.8, rs=32, B=16, seed=0):
+    torch.manual_seed(seed)
+    hp = OmegaConf.create(
+        dict(beta=1.0, input_crop_ratio=crop, resize_shape=rs, group_type=group_type, num_rotations=n, artifact_err_wt=0, learn_ref_vec=False)
+    )
+    net = Net(in_shape[0], out_dim=32, hidden=16)
+    theirs, ours = Theirs(net, hp, in_shape).eval(), Ours(net, hp, in_shape).eval()
+    ours.reference_vector.data.copy_(theirs.reference_vector.data)
+    # smooth-ish random images (a few Gaussian blobs) so resampling differences stay small
+    C, H, W = in_shape
+    yy, xx = torch.meshgrid(torch.arange(H) - (H - 1) / 2, torch.arange(W) - (W - 1) / 2, indexing="ij")
+    x = torch.zeros(B, C, H, W)
+    for _ in range(4):
+        cx, cy = (torch.rand(B, C, 1, 1) - 0.5) * W * 0.6, (torch.rand(B, C, 1, 1) - 0.5) * H * 0.6
+        s = 2 + torch.rand(B, C, 1, 1) * H / 6
+        x += torch.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / (2 * s**2))
+    with torch.no_grad():
+        theirs.device = x.device
+        xt, xo = theirs(x), ours(x)
+        at, ao = theirs.canonicalization_info_dict["group_activations"], ours.canonicalization_info_dict["group_activations"]
+        vt, vo = theirs.group_augment(theirs.resize_canonization(theirs.crop_canonization(x))), ours.group_augment(x)
+        same = (at.argmax(-1) == ao.argmax(-1)).float().mean().item()
+        agree = at.argmax(-1) == ao.argmax(-1)
+        rot_only = agree & (ao.argmax(-1) < n)  # equiadapt's reflected canonical image differs on purpose (SPEC §6.1)
+        img = (xt - xo)[rot_only].abs().max().item() if rot_only.any() else float("nan")
+        lt, lo = theirs.get_optimization_specific_loss().item(), ours.get_optimization_specific_loss().item()
+        pt, po = theirs.get_prior_regularization_loss().item(), ours.get_prior_regularization_loss().item()
+        it, io = theirs.get_identity_metric().item(), ours.get_identity_metric().item()
+    print(
+        f"{str(in_shape):13s} {group_type:15s} N={n:2d}: |views|max={(vt - vo).abs().max().item():.2e} "
+        f"|acts|max={(at - ao).abs().max().item():.2e} same_argmax={same:.3f} |canon img|max(rotations)={img:.2e} "
+        f"loss {lt:.5f}/{lo:.5f} prior {pt:.5f}/{po:.5f} identity {it:.3f}/{io:.3f}"
+    )
+
+
+if __name__ == "__main__":
+    for shape in [(1, 28, 28), (3, 40, 40)]:
+        for gt, n in [("rotation", 4), ("rotation", 8), ("roto-reflection", 4)]:
+            run(shape, gt, n)
