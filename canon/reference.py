@@ -86,6 +86,82 @@ def _taps(u: torch.Tensor, v: torch.Tensor, H: int, W: int, padding: str, interp
     return taps
 
 
+def _grid_sample(src: torch.Tensor, u: torch.Tensor, v: torch.Tensor, out_hw: tuple[int, int], padding: str) -> torch.Tensor:
+    """Bilinear sampling at pixel coordinates ``u, v`` ((B or 1), h·w) with F.grid_sample.
+
+    The fast CPU path for non-exact views; it agrees with the per-tap formula of
+    :func:`_taps` up to float32 rounding of the normalized coordinates (~1e-6 px).
+    """
+    B, _, H, W = src.shape
+    h, w = out_hw
+    gx = (2 * u.to(src.dtype) + 1) / W - 1
+    gy = (2 * v.to(src.dtype) + 1) / H - 1
+    grid = torch.stack([gx, gy], -1).reshape(-1, h, w, 2).expand(B, h, w, 2)
+    return F.grid_sample(src, grid, mode="bilinear", padding_mode=padding, align_corners=False)
+
+
+def _exact_rows(mats: torch.Tensor) -> torch.Tensor:
+    """(…,) bool: which matrices sample integer coordinates only (pixel permutations, SPEC §2)."""
+    m = mats.detach().to("cpu", torch.float64)
+    lin = m[..., :2]
+    exact = ((lin == 0) | (lin.abs() == 1)).all(-1).all(-1) & (m[..., 2] == m[..., 2].round()).all(-1)
+    return exact.to(mats.device)
+
+
+def _gather_taps(src: torch.Tensor, u: torch.Tensor, v: torch.Tensor, H: int, W: int, padding: str, interpolation: str, exact: bool) -> torch.Tensor:
+    """Sample ``src`` (B, C, H·W) at coordinates (P,) shared by the batch, or (B, P) per sample → (B, C, P)."""
+    B, C, _ = src.shape
+    zero = torch.zeros((), dtype=src.dtype, device=src.device)
+    out = None
+    for idx, wt, ok in _taps(u, v, H, W, padding, interpolation, exact):
+        if idx.dim() == 1:
+            val = src.index_select(2, idx)
+        else:
+            val = torch.gather(src, 2, idx[:, None, :].expand(B, C, idx.shape[-1]))
+            wt, ok = wt[:, None, :], ok[:, None, :]
+        if not (exact or interpolation == "nearest"):
+            val = val * wt.to(src.dtype)
+        val = torch.where(ok, val, zero)
+        out = val if out is None else out + val
+    return out
+
+
+def _sample(src: torch.Tensor, mats: torch.Tensor, exact: bool, out_hw: tuple[int, int], padding: str, interpolation: str, per_sample: bool) -> torch.Tensor:
+    """Views of ``src`` (B, C, H, W): all N matrices for every image (→ (B, C, N, h·w)), or
+    one matrix per image (``per_sample``, mats (B, 2, 3) → (B, C, 1, h·w)).
+
+    Exact matrices are gathers; others are bilinear through grid_sample (fast on CPU) or
+    nearest through the tap formula.
+    """
+    B, C, H, W = src.shape
+    h, w = out_hw
+    u, v = sample_coords(mats, h, w)  # (N or B, h*w)
+    flat = src.reshape(B, C, H * W)
+    if exact or interpolation == "nearest":
+        if per_sample:
+            return _gather_taps(flat, u, v, H, W, padding, interpolation, exact)[:, :, None]
+        return _gather_taps(flat, u.reshape(-1), v.reshape(-1), H, W, padding, interpolation, exact).reshape(B, C, -1, h * w)
+    rows = _exact_rows(mats)
+    if per_sample:
+        out = _grid_sample(src, u, v, (h, w), padding).reshape(B, C, 1, h * w)
+        if bool(rows.any()):
+            gathered = _gather_taps(flat, u, v, H, W, padding, interpolation, True)[:, :, None]
+            out = torch.where(rows[:, None, None, None], gathered, out)
+        return out
+    N = mats.shape[0]
+    if not bool(rows.any()):
+        return _grid_sample(src, u.reshape(1, -1), v.reshape(1, -1), (N * h, w), padding).reshape(B, C, N, h * w)
+    ne, ex = (~rows).nonzero().flatten(), rows.nonzero().flatten()
+    out = src.new_zeros(B, C, N, h * w)
+    if ne.numel():
+        part = _grid_sample(src, u[ne].reshape(1, -1), v[ne].reshape(1, -1), (ne.numel() * h, w), padding)
+        out = out.index_copy(2, ne, part.reshape(B, C, -1, h * w))
+    if ex.numel():
+        part = _gather_taps(flat, u[ex].reshape(-1), v[ex].reshape(-1), H, W, padding, interpolation, True)
+        out = out.index_copy(2, ex, part.reshape(B, C, -1, h * w))
+    return out
+
+
 def orbit_ref(
     x: torch.Tensor,
     mats: torch.Tensor,
@@ -98,25 +174,13 @@ def orbit_ref(
 ) -> torch.Tensor:
     """All views ``(B, N, C, h, w)`` of ``x`` (B, C, H, W) through matrices ``(N, 2, 3)``.
 
-    One gather per tap over all views at once (no loop over elements). Differentiable
-    in ``x`` through autograd.
+    All views in one batched call (no loop over elements); exact elements are pixel
+    gathers. Differentiable in ``x`` through autograd.
     """
     B, C, H, W = x.shape
-    N = mats.shape[0]
     h, w = size
-    cdt = _compute_dtype(x.dtype)
-    u, v = sample_coords(mats, h, w)  # (N, h*w)
-    taps = _taps(u.reshape(-1), v.reshape(-1), H, W, padding, interpolation, exact)
-    src = x.reshape(B, C, H * W).to(cdt)
-    out = None
-    zero = torch.zeros((), dtype=cdt, device=x.device)
-    for idx, wt, ok in taps:
-        val = src.index_select(2, idx)
-        if len(taps) > 1:
-            val = val * wt.to(cdt)
-        val = torch.where(ok, val, zero)
-        out = val if out is None else out + val
-    out = out.reshape(B, C, N, h, w).transpose(1, 2)  # (B, N, C, h, w)
+    out = _sample(x.to(_compute_dtype(x.dtype)), mats, exact, (h, w), padding, interpolation, per_sample=False)
+    out = out.reshape(B, C, -1, h, w).transpose(1, 2)  # (B, N, C, h, w)
     dt = out_dtype or x.dtype
     if channels_last:
         return out.permute(0, 1, 3, 4, 2).to(dt).contiguous().permute(0, 1, 4, 2, 3)
@@ -125,32 +189,15 @@ def orbit_ref(
 
 def _sample_per_sample(x: torch.Tensor, mats: torch.Tensor, exact: bool, padding: str, interpolation: str) -> torch.Tensor:
     """``x`` (B, C, H, W) resampled by one matrix per sample ``mats`` (B, 2, 3), same size."""
-    B, C, H, W = x.shape
-    u, v = sample_coords(mats, H, W)  # (B, H*W)
-    taps = _taps(u, v, H, W, padding, interpolation, exact)
-    src = x.reshape(B, C, H * W)
-    out = None
-    zero = torch.zeros((), dtype=x.dtype, device=x.device)
-    for idx, wt, ok in taps:
-        val = torch.gather(src, 2, idx[:, None, :].expand(B, C, H * W))
-        if len(taps) > 1:
-            val = val * wt[:, None, :].to(src.dtype)
-        val = torch.where(ok[:, None, :], val, zero)
-        out = val if out is None else out + val
-    return out.reshape(B, C, H, W)
+    return _sample(x, mats, exact, tuple(x.shape[-2:]), padding, interpolation, per_sample=True).reshape(x.shape)
 
 
 def _sample_per_sample_adjoint(g: torch.Tensor, mats: torch.Tensor, exact: bool, padding: str, interpolation: str) -> torch.Tensor:
-    """Adjoint of :func:`_sample_per_sample` (scatter-add of ``g`` to the taps' sources)."""
-    B, C, H, W = g.shape
-    u, v = sample_coords(mats, H, W)
-    taps = _taps(u, v, H, W, padding, interpolation, exact)
-    gs = g.reshape(B, C, H * W)
-    out = torch.zeros_like(gs)
-    for idx, wt, ok in taps:
-        contrib = torch.where(ok[:, None, :], gs * wt[:, None, :].to(gs.dtype), torch.zeros((), dtype=gs.dtype, device=gs.device))
-        out.scatter_add_(2, idx[:, None, :].expand(B, C, H * W), contrib)
-    return out.reshape(B, C, H, W)
+    """Adjoint of :func:`_sample_per_sample` (the transpose of a linear map, via autograd)."""
+    with torch.enable_grad():
+        x = torch.zeros_like(g, requires_grad=True)
+        (out,) = torch.autograd.grad(_sample_per_sample(x, mats, exact, padding, interpolation), x, g)
+    return out
 
 
 class _Transform(torch.autograd.Function):
