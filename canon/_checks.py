@@ -92,8 +92,8 @@ def check_index(index, B: int, N: int, device, fn: str) -> torch.Tensor:
         raise ValueError(f"{fn}: element index must have shape (B,) = ({B},), got {tuple(index.shape)}")
     if index.device != device:
         raise ValueError(f"{fn}: element index is on {index.device} but the images are on {device}")
-    # Range check only where it costs no device synchronisation.
-    if index.device.type == "cpu" and index.numel() and (int(index.min()) < 0 or int(index.max()) >= N):
+    # Range check only where it costs no device synchronisation (and not while torch.compile traces).
+    if index.device.type == "cpu" and not torch.compiler.is_compiling() and index.numel() and (int(index.min()) < 0 or int(index.max()) >= N):
         raise ValueError(f"{fn}: element indices must be in [0, {N}), got values in [{int(index.min())}, {int(index.max())}]")
     return index.long()
 

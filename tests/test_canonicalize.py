@@ -34,13 +34,15 @@ def test_exact_invariance(group, C, S):
             assert torch.equal(net(_independent(x, group, g)), xc), f"{group}: canon(T_{g} x) != canon(x)"
 
 
-@pytest.mark.parametrize("group,tol", [("C8", 0.15), ("C3", 0.15), ("D8", 0.15)])
-def test_non_exact_invariance_measured(group, tol):
+@pytest.mark.parametrize("group", ["C8", "C3", "D8"])
+def test_non_exact_invariance_measured(group):
     # Rotations by non-multiples of 90° resample, so T_g x is not a permutation of x's
     # orbit: views differ by interpolation error (and the corners by padding). We measure
-    # the canonical images on a smooth, centred blob (interpolation error small, nothing
-    # near the border) and require them to agree up to that resampling error: tol is a
-    # few times the bilinear error of one rotate-and-back on this blob.
+    # the canonical images on a smooth, centred blob (nothing near the border) and require
+    # them to agree up to the resampling error. Bilinear errs by at most (2/8)·max|f''| per
+    # resampling; the blob's max|f''| ≤ 1/4 + 0.6/2.5 (its two Gaussians), and canon(x)
+    # resamples once while canon(T_g x) resamples twice: tol is that bound, not a fitted number.
+    tol = 3 * (2 / 8) * (1 / 4 + 0.6 / 2.5)
     S = 21
     yy, xx = torch.meshgrid(torch.arange(S) - 10.0, torch.arange(S) - 10.0, indexing="ij")
     blob = torch.exp(-((xx - 2) ** 2 + (yy + 3) ** 2) / 8.0) + 0.6 * torch.exp(-((xx + 3) ** 2 + (yy - 1) ** 2) / 5.0)
