@@ -32,7 +32,7 @@ from canon._checks import (
     check_size,
     check_tensor,
 )
-from canon.geometry import transform_boxes, transform_points, view_matrices_tensor
+from canon.geometry import transform_boxes, transform_points, view_matrices_tensor, views_in_range
 from canon.groups import Group, as_group
 from canon.reference import Selection
 
@@ -104,6 +104,7 @@ def orbit(
     if out_dtype is not None and out_dtype not in (torch.float16, torch.bfloat16, torch.float32, torch.float64):
         raise TypeError(f"{fn}: out_dtype must be a floating dtype, got {out_dtype}")
     mats, exact = view_matrices_tensor(g, (H, W), (h, w), crop_ratio, x.device)
+    padding = _effective_padding(padding, exact, g, (H, W), (h, w), crop_ratio)
     return ops.orbit(x, mats, exact, (h, w), padding, interpolation, out_dtype, bool(channels_last))
 
 
@@ -162,6 +163,14 @@ def select(
     return ops.select(vectors, reference, beta, score, bool(straight_through), noise, tau)
 
 
+def _effective_padding(padding: str, exact: bool, g: Group, in_hw, out_hw, crop_ratio) -> str:
+    # Exact views that never leave the input (quarter turns of square images, flips) do
+    # not depend on the padding; "zeros" lets the GPU backward use its gather (no atomics).
+    if exact and padding != "zeros" and views_in_range(g, in_hw, out_hw, crop_ratio):
+        return "zeros"
+    return padding
+
+
 def _selection_parts(selection, B: int, N: int, device, fn: str) -> tuple[torch.Tensor | None, torch.Tensor]:
     """(weights or None, index) from a Selection or an index tensor."""
     if isinstance(selection, Selection):
@@ -180,6 +189,7 @@ def _transform(x, weights, index, g: Group, padding, interpolation, fn) -> torch
     check_choice(interpolation, INTERPOLATIONS, "interpolation", fn)
     H, W = x.shape[-2:]
     mats, exact = view_matrices_tensor(g, (H, W), (H, W), 1.0, x.device)
+    padding = _effective_padding(padding, exact, g, (H, W), (H, W), 1.0)
     if weights is None:
         weights = torch.zeros(x.shape[0], g.order, dtype=x.dtype, device=x.device)
     return ops.transform(x, weights, index, mats, exact, padding, interpolation)

@@ -24,7 +24,7 @@ import torch
 
 from canon.groups import Group
 
-__all__ = ["view_matrices", "view_matrices_tensor", "transform_points", "transform_boxes"]
+__all__ = ["view_matrices", "view_matrices_tensor", "views_in_range", "transform_points", "transform_boxes"]
 
 
 def _inverse_linear(group: Group, index: int) -> tuple[tuple[float, float], tuple[float, float]]:
@@ -61,6 +61,24 @@ def view_matrices(
         mats.append((row0, row1))
         exact &= all(x in (-1.0, 0.0, 1.0) for x in (m00, m01, m10, m11)) and float(m02).is_integer() and float(m12).is_integer()
     return tuple(mats), exact
+
+
+@lru_cache(maxsize=256)
+def views_in_range(group: Group, in_hw: tuple[int, int], out_hw: tuple[int, int], crop_ratio: float | tuple[float, float] = 1.0) -> bool:
+    """True when every view samples only inside the input (then the padding mode cannot matter).
+
+    The maps are affine, so checking the four corner pixels of the output suffices.
+    """
+    H, W = in_hw
+    h, w = out_hw
+    mats, _ = view_matrices(group, tuple(in_hw), tuple(out_hw), crop_ratio)
+    eps = 1e-9
+    for (m00, m01, m02), (m10, m11, m12) in mats:
+        for j, i in ((0, 0), (w - 1, 0), (0, h - 1), (w - 1, h - 1)):
+            u, v = m00 * j + m01 * i + m02, m10 * j + m11 * i + m12
+            if not (-eps <= u <= W - 1 + eps and -eps <= v <= H - 1 + eps):
+                return False
+    return True
 
 
 _TENSOR_CACHE: dict = {}

@@ -23,6 +23,10 @@ __all__ = [
     "contrastive_loss_ref",
     "prior_loss_ref",
     "Selection",
+    "orbit_backward_ref",
+    "transform_backward_ref",
+    "select_backward_ref",
+    "contrastive_loss_backward_ref",
 ]
 
 
@@ -302,3 +306,142 @@ def contrastive_loss_ref(vectors: torch.Tensor, kind: str = "normalized", eps: f
 def prior_loss_ref(scores: torch.Tensor, target: torch.Tensor, beta: float = 1.0) -> torch.Tensor:
     """Cross-entropy of ``beta · scores`` (B, N) against element indices ``target`` (B,)."""
     return F.cross_entropy(beta * scores.to(_compute_dtype(scores.dtype)), target)
+
+
+# ----------------------------------------------------------------------------- explicit adjoints
+# The backward halves of the registered ops in canon.ops on the reference path. Resampling
+# adjoints scatter the taps of :func:`_taps` with ``index_put_(accumulate=True)``, which
+# is deterministic on CPU and, under ``torch.use_deterministic_algorithms(True)``, on CUDA.
+
+
+def _scatter_taps(g: torch.Tensor, u: torch.Tensor, v: torch.Tensor, H: int, W: int, padding: str, interpolation: str, exact: bool) -> torch.Tensor:
+    """Adjoint of :func:`_gather_taps`: ``g`` (B, C, P) → (B, C, H·W); coordinates (P,) or (B, P)."""
+    B, C, P = g.shape
+    acc = g.new_zeros(B * H * W, C)
+    gt = g.permute(0, 2, 1)  # (B, P, C)
+    base = (torch.arange(B, device=g.device) * (H * W))[:, None]
+    for idx, wt, ok in _taps(u, v, H, W, padding, interpolation, exact):
+        idx, wt, ok = idx.expand(B, P), wt.expand(B, P), ok.expand(B, P)
+        val = gt if (exact or interpolation == "nearest") else gt * wt[..., None].to(g.dtype)
+        val = torch.where(ok[..., None], val, torch.zeros((), dtype=g.dtype, device=g.device))
+        acc.index_put_(((idx + base).reshape(-1),), val.reshape(-1, C), accumulate=True)
+    return acc.reshape(B, H * W, C).permute(0, 2, 1).reshape(B, C, H, W).contiguous()
+
+
+def orbit_backward_ref(
+    grad: torch.Tensor,
+    mats: torch.Tensor,
+    exact: bool,
+    in_hw: tuple[int, int],
+    padding: str = "zeros",
+    interpolation: str = "bilinear",
+    x_dtype: torch.dtype | None = None,
+) -> torch.Tensor:
+    """Gradient w.r.t. ``x`` (B, C, H, W) of :func:`orbit_ref`, given ``grad`` (B, N, C, h, w)."""
+    B, N, C, h, w = grad.shape
+    H, W = in_hw
+    g = grad.to(_compute_dtype(grad.dtype)).permute(0, 2, 1, 3, 4).reshape(B, C, N * h * w)
+    u, v = sample_coords(mats, h, w)
+    out = _scatter_taps(g, u.reshape(-1), v.reshape(-1), H, W, padding, interpolation, exact)
+    return out.to(x_dtype or grad.dtype)
+
+
+def transform_backward_ref(
+    grad: torch.Tensor,
+    x: torch.Tensor,
+    index: torch.Tensor,
+    mats: torch.Tensor,
+    exact: bool,
+    padding: str = "zeros",
+    interpolation: str = "bilinear",
+    need_x: bool = True,
+    need_weights: bool = True,
+) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """Backward of :func:`transform_ref`: (grad_x (B, C, H, W) or None, grad_weights (B, N) or None).
+
+    ``grad_x`` is the adjoint of the chosen transforms; ``grad_weights[b, g] =
+    <grad[b], T_g x[b]>`` (mixture straight-through, SPEC §3.5), both in the compute dtype.
+    """
+    B, C, H, W = x.shape
+    cdt = _compute_dtype(x.dtype)
+    g = grad.to(cdt)
+    gx = gw = None
+    if need_x:
+        u, v = sample_coords(mats[index], H, W)
+        gx = _scatter_taps(g.reshape(B, C, H * W), u, v, H, W, padding, interpolation, exact)
+    if need_weights:
+        gw = torch.einsum("bnchw,bchw->bn", orbit_ref(x.to(cdt), mats, exact, (H, W), padding, interpolation), g)
+    return gx, gw
+
+
+def select_backward_ref(
+    grad_scores: torch.Tensor | None,
+    grad_probs: torch.Tensor | None,
+    grad_onehot: torch.Tensor | None,
+    vectors: torch.Tensor,
+    reference: torch.Tensor,
+    beta: float = 1.0,
+    score: str = "cosine",
+    straight_through: bool = True,
+    gumbel_noise: torch.Tensor | None = None,
+    tau: float = 1.0,
+    eps: float = 1e-8,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Gradients (vectors, reference) of :func:`select_ref`, written out (it runs inside a
+    registered op's backward, where autograd is not available).
+
+    softmax: dlogits = p·(g − Σ p·g) with g = grad_probs + grad_onehot (straight-through);
+    dscores = grad_scores + (β / τ if Gumbel else β)·dlogits; cosine: d/dv = r/(|v||r|) −
+    cos·v/|v|², d/dr = Σ_n v/(|v||r|) − cos·r/|r|² (norms clamped at ``eps``).
+    """
+    cdt = _compute_dtype(vectors.dtype)
+    v, r = vectors.to(cdt), reference.to(cdt)
+    B, N, _ = v.shape
+    logits = beta * ((v * r).sum(-1) if score != "cosine" else F.cosine_similarity(v, r.expand_as(v), dim=-1, eps=eps))
+    if gumbel_noise is not None:
+        logits = (logits + gumbel_noise.to(cdt)) / tau
+    p = torch.softmax(logits, dim=-1)
+    gl = torch.zeros_like(p)
+    if grad_probs is not None:
+        gl = gl + grad_probs.to(cdt)
+    if grad_onehot is not None and straight_through:
+        gl = gl + grad_onehot.to(cdt)
+    gs = p * (gl - (p * gl).sum(-1, keepdim=True)) * (beta / tau if gumbel_noise is not None else beta)
+    if grad_scores is not None:
+        gs = gs + grad_scores.to(cdt)
+    if score == "cosine":
+        nv = v.norm(dim=-1).clamp_min(eps)
+        nr = r.norm().clamp_min(eps)
+        cos = (v * r).sum(-1) / (nv * nr)
+        a = gs / (nv * nr)
+        gv = a[..., None] * r - (gs * cos / nv**2)[..., None] * v
+        gr = (a[..., None] * v).sum((0, 1)) - (gs * cos).sum() * r / nr**2
+    else:
+        gv = gs[..., None] * r
+        gr = (gs[..., None] * v).sum((0, 1))
+    return gv.to(vectors.dtype), gr.to(reference.dtype)
+
+
+def contrastive_loss_backward_ref(grad: torch.Tensor, vectors: torch.Tensor, kind: str = "normalized", eps: float = 1e-8) -> torch.Tensor:
+    """Gradient w.r.t. ``vectors`` of :func:`contrastive_loss_ref`, written out (no autograd).
+
+    With G the (normalized) Gram matrix, d/dG of the off-diagonal Σ|G| is sign(G), so
+    d/dV = 2·S·V with S = sign(G)·offdiag·scale; the normalization adds the projection
+    (dVn − vn⟨vn, dVn⟩)/|v|.
+    """
+    cdt = _compute_dtype(vectors.dtype)
+    v = vectors.to(cdt)
+    B, N, _ = v.shape
+    off = 1 - torch.eye(N, dtype=cdt, device=v.device)
+    g = grad.to(cdt)
+    if kind == "raw":
+        S = torch.sign(v @ v.transpose(1, 2)) * off * (g / (B * N * N))
+        return (2 * S @ v).to(vectors.dtype)
+    if N < 2:
+        return torch.zeros_like(vectors)
+    n = v.norm(dim=-1, keepdim=True).clamp_min(eps)
+    vn = v / n
+    G = vn @ vn.transpose(1, 2)
+    S = 2 * torch.sign(G) * off * (g / (B * N * (N - 1)))
+    dvn = S @ vn
+    return ((dvn - vn * (S * G).sum(-1, keepdim=True)) / n).to(vectors.dtype)
