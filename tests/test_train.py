@@ -1,0 +1,174 @@
+"""The training command end to end on tiny budgets (scikit-learn digits, few steps)."""
+
+import csv
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from canon.data import load_dataset
+from canon.train import build_parser, load_checkpoint, main, resolve, run
+from canon.train.cli import param_digest
+from canon.train.evaluate import CONSISTENCY_TOL, evaluate, same_images
+from canon.train.loop import build_models
+
+TINY = ["--dataset", "digits", "--epochs", "1", "--max-steps", "4", "--batch-size", "32", "--threads", "1", "--quiet", "--eval-batch-size", "200"]
+FRACTIONS = ("upright_acc", "group_avg_acc", "invariance_rate")
+
+
+def cfg_of(*args):
+    return resolve(build_parser().parse_args([*TINY, *args]))
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_dataset("digits", 0.2, 0)
+
+
+@pytest.fixture(scope="module")
+def c4_run(tmp_path_factory, digits):
+    out = tmp_path_factory.mktemp("c4")
+    result = run(cfg_of("--group", "C4", "--epochs", "2", "--output-dir", str(out)), digits)
+    return out, result
+
+
+def test_outputs_and_metric_ranges(c4_run):
+    out, result = c4_run
+    for f in ("config.json", "metrics.json", "epochs.csv", "checkpoint.pt", "accuracy_vs_angle.png", "canonical_grid.png"):
+        assert (out / f).is_file(), f"{f} missing"
+    assert not [f for f in os.listdir(out) if ".tmp" in f], "temporary files left behind"
+    import matplotlib.pyplot as plt
+
+    grid = plt.imread(out / "canonical_grid.png")
+    assert grid.ndim == 3 and min(grid.shape[:2]) > 50 and float(grid.std()) > 0.05
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["methods"] == result["methods"] and metrics["wall_time_s"] > 0
+    assert set(metrics["methods"]) == {"canonicalized", "plain", "augmented"}
+    for name, m in metrics["methods"].items():
+        assert len(m["per_element_acc"]) == 4
+        assert all(0.0 <= v <= 1.0 for v in [*m["per_element_acc"], *(m[k] for k in FRACTIONS)]), name
+        assert m["upright_acc"] == m["per_element_acc"][0]
+        assert abs(m["group_avg_acc"] - np.mean(m["per_element_acc"])) < 1e-12
+    ours = metrics["methods"]["canonicalized"]
+    assert 0.0 <= ours["identity_metric"] <= 1.0 and ours["consistency_comparison"] == "exact"
+    # C4 on square images is exact: eval-mode canonicalization is invariant whatever was learnt
+    assert ours["invariance_rate"] == 1.0 and ours["canonical_consistency"] == 1.0 and ours["orientation_consistency"] == 1.0
+    assert len(set(ours["per_element_acc"])) == 1
+    config = json.loads((out / "config.json").read_text())
+    assert config["config"]["group"] == "C4" and config["config"]["lambda_prior"] == 1.0
+    rows = list(csv.DictReader(open(out / "epochs.csv")))
+    assert [r["epoch"] for r in rows] == ["1", "2"] and float(rows[-1]["canonicalized_contrastive"]) >= 0
+
+
+def test_load_checkpoint_gives_working_modules(c4_run, digits):
+    out, result = c4_run
+    m = load_checkpoint(str(out / "checkpoint.pt"))
+    assert m.epoch == 2 and m.config["group"] == "C4" and not m.canonicalizer.training
+    _, test = digits
+    with torch.no_grad():
+        acc = float((m.predictor(m.canonicalizer(test.x)).argmax(1) == test.y).double().mean())
+        rot = float((m.predictor(m.canonicalizer(torch.rot90(test.x, 1, dims=(-2, -1)))).argmax(1) == test.y).double().mean())
+        plain = float((m.plain(test.x).argmax(1) == test.y).double().mean())
+    assert acc == pytest.approx(result["methods"]["canonicalized"]["upright_acc"], abs=1e-9)
+    assert rot == acc
+    assert plain == pytest.approx(result["methods"]["plain"]["upright_acc"], abs=1e-9)
+
+
+def test_resume_is_bit_for_bit(tmp_path, digits):
+    common = ["--group", "C8", "--epochs", "3", "--methods", "canonicalized,plain", "--no-plots", "--lambda-artifact", "0.1"]
+    full = run(cfg_of(*common, "--output-dir", str(tmp_path / "a")), digits)
+    assert run(cfg_of(*common, "--output-dir", str(tmp_path / "b"), "--stop-after", "1"), digits) is None
+    assert load_checkpoint(str(tmp_path / "b" / "checkpoint.pt")).epoch == 1
+    resumed = run(cfg_of(*common, "--output-dir", str(tmp_path / "b"), "--resume"), digits)
+    a = torch.load(tmp_path / "a" / "checkpoint.pt", weights_only=False)
+    b = torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=False)
+    for name in ("canonicalized", "plain"):
+        for k, v in a["models"][name].items():
+            assert torch.equal(v, b["models"][name][k]), f"{name}.{k} differs after resume"
+        sa, sb = a["optimizers"][name]["state"], b["optimizers"][name]["state"]
+        assert all(torch.equal(sa[i]["exp_avg_sq"], sb[i]["exp_avg_sq"]) for i in sa)
+    drop = ("seconds",)
+    assert [{k: v for k, v in r.items() if k not in drop} for r in a["history"]] == [{k: v for k, v in r.items() if k not in drop} for r in b["history"]]
+    assert full["methods"] == resumed["methods"]
+    # the comparison is not vacuous: training moved every model away from its initialisation
+    init = build_models(resolve(build_parser().parse_args([*TINY, *common])), 1, 10, (8, 8))
+    assert all(not torch.equal(v, a["models"]["plain"][k]) for k, v in init["plain"].state_dict().items())
+    assert not torch.equal(init["canonicalized"].canonicalizer.encoder.head.weight, a["models"]["canonicalized"]["canonicalizer.encoder.head.weight"])
+
+
+def test_resume_refuses_changed_options(tmp_path, digits):
+    run(cfg_of("--group", "C4", "--methods", "plain", "--no-plots", "--output-dir", str(tmp_path)), digits)
+    with pytest.raises(ValueError, match="lr=0.003"):
+        run(cfg_of("--group", "C4", "--methods", "plain", "--no-plots", "--output-dir", str(tmp_path), "--resume", "--lr", "0.01"), digits)
+
+
+def test_d4_is_exactly_invariant_and_bf16_autocast_runs(tmp_path, digits):
+    res = run(cfg_of("--group", "D4", "--methods", "canonicalized", "--amp", "bf16", "--no-plots", "--output-dir", str(tmp_path)), digits)
+    ours = res["methods"]["canonicalized"]
+    assert len(ours["per_element_acc"]) == 8
+    assert ours["invariance_rate"] == 1.0 and ours["canonical_consistency"] == 1.0
+
+
+def test_loss_terms_reach_the_canonicalizer(tmp_path, digits):
+    # the prior on augmented inputs teaches the canonicalizer to pick the copy that undoes the
+    # augmentation; without it nothing ties the choice to the upright orientation
+    args = ["--group", "C4", "--methods", "canonicalized", "--no-plots", "--epochs", "3", "--max-steps", "0", "--batch-size", "64"]
+    with_prior = run(cfg_of(*args, "--output-dir", str(tmp_path / "p")), digits)["methods"]["canonicalized"]
+    no_prior = run(cfg_of(*args, "--lambda-prior", "0", "--output-dir", str(tmp_path / "n")), digits)["methods"]["canonicalized"]
+    assert with_prior["identity_metric"] > 0.8
+    assert with_prior["orientation_acc"] > no_prior["orientation_acc"] + 0.2
+
+
+def test_same_images_tolerance():
+    a = torch.zeros(3, 1, 4, 4)
+    a[:, 0, 1:3, 1:3] = 1.0
+    b = a.clone()
+    b[1] *= 1 - CONSISTENCY_TOL / 2  # small change: agrees up to the tolerance, not exactly
+    b[2] = torch.roll(a[2], 2, dims=-1)  # moved: disagrees
+    assert same_images(b, a, exact=False).tolist() == [True, True, False]
+    assert same_images(b, a, exact=True).tolist() == [True, False, False]
+
+
+def test_evaluate_counts_match_a_direct_computation(digits):
+    _, test = digits
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10))
+    m = evaluate({"plain": model}, test, __import__("canon").as_group("C4"), "cpu", 100)["plain"]
+    with torch.no_grad():
+        preds = torch.stack([model(torch.rot90(test.x, k, dims=(-2, -1))).argmax(1) for k in range(4)])
+    assert m["per_element_acc"] == pytest.approx([(p == test.y).double().mean().item() for p in preds], abs=1e-12)
+    assert m["invariance_rate"] == pytest.approx((preds == preds[0]).all(0).double().mean().item(), abs=1e-12)
+
+
+def test_checksum_changes_with_any_parameter():
+    model = torch.nn.Linear(3, 2)
+    before = param_digest(model)
+    with torch.no_grad():
+        model.bias[0] += 1e-7
+    assert param_digest(model) != before
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--methods", "plain,fancy"], "unknown method"),
+        (["--augment-prob", "1.5"], "augment-prob"),
+        (["--epochs", "0"], "epochs"),
+        (["--group", "E3"], "group"),
+        (["--dataset", "/nonexistent/data.npz"], "does not exist"),
+    ],
+)
+def test_bad_options_fail_fast(args, message, capsys, tmp_path):
+    with pytest.raises(SystemExit) as e:
+        main([*TINY, "--output-dir", str(tmp_path / "o"), *args])
+    assert e.value.code == 2 and message in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
+def test_malformed_npz_fails_before_training(tmp_path, capsys):
+    np.savez(tmp_path / "bad.npz", x=np.zeros((10, 8, 8)), y=np.zeros(9, int))
+    with pytest.raises(SystemExit):
+        main([*TINY, "--dataset", str(tmp_path / "bad.npz"), "--output-dir", str(tmp_path / "o")])
+    assert "10 images but 9 labels" in capsys.readouterr().err
