@@ -1,0 +1,125 @@
+"""Figures drawn from a results.csv (never from in-memory numbers): time, speedup, bandwidth, memory, launches, throughput."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+COLORS = {"ours-triton": "tab:green", "ours-reference": "tab:blue", "equiadapt": "tab:red", "equiadapt-loop": "tab:orange"}
+
+
+def read_rows(path: str) -> list[dict]:
+    with open(path, newline="") as f:
+        return [r for r in csv.DictReader(f) if r["status"] == "ok"]
+
+
+def _label(r: dict) -> str:
+    side = r["out_shape"].split("x")[-1] if r["case"] == "orbit" else ""
+    view = f"→{side}" if side and side != r["in_shape"].split("x")[-1] else ""
+    return f"{r['group']} B={r['batch']}\n{r['in_shape']}{view}\n{r['dtype']}"
+
+
+def _series(rows: list[dict], case: str, metric: str, graph: bool = False):
+    """{provider: {config label: value}} and the config labels in order of appearance."""
+    sel = [r for r in rows if r["case"] == case and r.get(metric, "") not in ("", None) and (r["cuda_graph"] == "True") == graph]
+    labels = list(dict.fromkeys(_label(r) for r in sel))
+    data: dict = {}
+    for r in sel:
+        spread = (float(r["q25_ms"]), float(r["q75_ms"])) if metric == "median_ms" and r.get("q25_ms") else None
+        data.setdefault(r["provider"], {})[_label(r)] = (float(r[metric]), spread)
+    return data, labels
+
+
+def _bars(ax, data, labels, log=False):
+    provs = [p for p in COLORS if p in data]
+    width = 0.8 / max(1, len(provs))
+    for i, p in enumerate(provs):
+        xs = [j + i * width for j, lab in enumerate(labels) if lab in data[p]]
+        vals = [data[p][lab] for lab in labels if lab in data[p]]
+        ys = [v for v, _ in vals]
+        yerr = None
+        if all(s is not None for _, s in vals):  # interquartile range as the error bar
+            yerr = [[v - s[0] for v, s in vals], [s[1] - v for v, s in vals]]
+        ax.bar(xs, ys, width, label=p, color=COLORS[p], yerr=yerr, capsize=2)
+    ax.set_xticks([j + width * (len(provs) - 1) / 2 for j in range(len(labels))])
+    ax.set_xticklabels(labels, fontsize=7)
+    if log:
+        ax.set_yscale("log")
+        lo = min(v for p in provs for v, _ in data[p].values())
+        ax.set_ylim(bottom=lo / 3)
+    ax.legend(fontsize=7)
+
+
+def _figure(rows, metric: str, ylabel: str, title: str, path: str, log=False, ref_line: float | None = None) -> str | None:
+    cases = [c for c in dict.fromkeys(r["case"] for r in rows) if _series(rows, c, metric)[1]]
+    if not cases:
+        return None
+    ncols = min(3, len(cases))
+    nrows = (len(cases) + ncols - 1) // ncols
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4.2 * ncols, 3.4 * nrows), squeeze=False)
+    for ax in axes.flat[len(cases) :]:
+        ax.set_visible(False)
+    for ax, case in zip(axes.flat, cases):
+        data, labels = _series(rows, case, metric)
+        _bars(ax, data, labels, log)
+        if ref_line is not None:
+            ax.axhline(ref_line, color="k", lw=0.8, ls="--")
+        ax.set_title(case, fontsize=9)
+        ax.set_ylabel(ylabel, fontsize=8)
+    r0 = rows[0]
+    fig.suptitle(f"{title} — {r0['device_name']}, torch {r0['torch']}, commit {r0['git_commit'][:10]}", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
+def plot_all(csv_path: str, out_dir: str) -> list[str]:
+    rows = read_rows(csv_path)
+    if not rows:
+        return []
+    figs = [
+        ("median_ms", "median ms (log)", "Time per call (lower is better)", "time.png", True, None),
+        (
+            "speedup_vs_equiadapt_loop",
+            "× faster than equiadapt-loop",
+            "Speedup against the equiadapt-loop baseline (>1: ours wins)",
+            "speedup_vs_equiadapt_loop.png",
+            False,
+            1.0,
+        ),
+        ("speedup_vs_equiadapt", "× faster than equiadapt", "Speedup against equiadapt itself", "speedup_vs_equiadapt.png", False, 1.0),
+        (
+            "pct_copy",
+            "% of copy bandwidth",
+            "Achieved bandwidth (inputs read once, outputs written once) / copy bandwidth of this run",
+            "bandwidth.png",
+            False,
+            100.0,
+        ),
+        ("peak_mem_mb", "peak MB", "Peak memory of one call", "peak_memory.png", False, None),
+        ("launches", "launches (log)", "Kernel launches per call (CPU: leaf aten ops)", "launches.png", True, None),
+        ("images_per_s", "images/s", "Images per second", "images_per_s.png", False, None),
+    ]
+    out = []
+    for metric, ylabel, title, name, log, ref in figs:
+        p = _figure(rows, metric, ylabel, title, os.path.join(out_dir, name), log, ref)
+        if p:
+            out.append(p)
+    return out
+
+
+def main(argv: list[str]) -> int:
+    ap = argparse.ArgumentParser(prog="python -m bench plot", description="redraw the figures from a results.csv")
+    ap.add_argument("csv")
+    ap.add_argument("--output-dir", default=None)
+    args = ap.parse_args(argv)
+    for p in plot_all(args.csv, args.output_dir or os.path.dirname(os.path.abspath(args.csv))):
+        print(p)
+    return 0

@@ -1,0 +1,127 @@
+"""``python -m bench profile``: a few canonicalizer training steps under torch.profiler.
+
+Reports launches per step (CUDA kernels on a GPU; leaf aten ops on a CPU), time per
+kernel/op, the share of the step spent outside the encoder, images/s, and writes a
+Chrome trace (open it in chrome://tracing or https://ui.perfetto.dev).
+
+The encoder share is measured, not guessed: the encoder's forward + backward on the
+same number of views, timed alone with the same timer, against the full step.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+
+import torch
+
+from bench import cases as C
+
+
+def _sync(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def _time(fn, device: str, reps: int) -> list[float]:
+    ts = []
+    for _ in range(reps):
+        _sync(device)
+        t0 = time.perf_counter()
+        fn()
+        _sync(device)
+        ts.append((time.perf_counter() - t0) * 1e3)
+    return ts
+
+
+def main(argv: list[str]) -> int:
+    ap = argparse.ArgumentParser(prog="python -m bench profile", description="profile canonicalizer training steps")
+    ap.add_argument("--device", choices=("cpu", "cuda"), default=None)
+    ap.add_argument("--provider", default="ours-reference", choices=C.PROVIDERS, help="default ours-reference (ours-triton on CUDA)")
+    ap.add_argument("--case", default="step", choices=("step", "step-no-encoder"))
+    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--n", type=int, default=8)
+    ap.add_argument("--shape", default="3x32x32", choices=list(C.SHAPES))
+    ap.add_argument("--dtype", default="fp32", choices=list(C.DTYPES))
+    ap.add_argument("--steps", type=int, default=3, help="profiled steps (after 2 warm-up steps)")
+    ap.add_argument("--top", type=int, default=15, help="rows of the per-kernel table")
+    ap.add_argument("--output-dir", default=os.path.join("bench", "results", "local", "profile"))
+    ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
+    args = ap.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("bench profile: --device cuda but CUDA is not available")
+    provider = args.provider
+    if device == "cuda" and provider == "ours-reference" and "--provider" not in argv:
+        provider = "ours-triton"
+    cfg = C.Config(args.case, args.batch, args.n, args.shape, args.dtype)
+    os.makedirs(args.output_dir, exist_ok=True)
+    b = C.build(cfg, provider, device)
+    for _ in range(2):
+        b.fn()
+    step_ms = _time(b.fn, device, max(3, args.steps))
+
+    # the encoder alone, forward + backward, on as many views as the step scores
+    enc = C.make_encoder(cfg).to(device)
+    views = torch.rand(cfg.batch * cfg.n, cfg.in_shape[0], cfg.view, cfg.view, device=device)
+
+    def enc_step():
+        with torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=cfg.dtype == "bf16"):
+            out = enc(views)
+        out.float().square().mean().backward()
+
+    enc_step()
+    enc_ms = _time(enc_step, device, max(3, args.steps))
+
+    from torch.profiler import ProfilerActivity, profile, record_function
+
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device == "cuda" else [])
+    with profile(activities=acts, record_shapes=False) as prof:
+        for i in range(args.steps):
+            with record_function(f"step{i}"):
+                b.fn()
+            _sync(device)
+    trace = os.path.join(args.output_dir, "trace.json")
+    prof.export_chrome_trace(trace)
+    events = prof.events()
+    if device == "cuda":
+        launches = sum(1 for e in events if e.device_type == torch.autograd.DeviceType.CUDA) / args.steps
+        kind, sort_key = "CUDA kernels", "self_cuda_time_total"
+    else:
+        launches = C.count_leaf_ops(events) / args.steps
+        kind, sort_key = "leaf aten ops (CPU: no kernels)", "self_cpu_time_total"
+    table = prof.key_averages().table(sort_by=sort_key, row_limit=args.top)
+
+    med = sorted(step_ms)[len(step_ms) // 2]
+    med_enc = sorted(enc_ms)[len(enc_ms) // 2]
+    outside = max(0.0, 1.0 - med_enc / med)
+    summary = dict(
+        case=cfg.case,
+        provider=provider,
+        device=device,
+        config=cfg.label,
+        step_ms_median=round(med, 3),
+        step_ms_all=[round(t, 3) for t in step_ms],
+        encoder_fwd_bwd_ms_median=round(med_enc, 3),
+        share_outside_encoder=round(outside, 4),
+        launches_per_step=launches,
+        launch_kind=kind,
+        images_per_s=round(cfg.batch / (med * 1e-3), 1),
+        trace=trace,
+        **C.environment(device, "python -m bench profile " + " ".join(argv)),
+    )
+    with open(os.path.join(args.output_dir, "profile.json"), "w") as f:
+        json.dump(summary, f, indent=1)
+    with open(os.path.join(args.output_dir, "ops.txt"), "w") as f:
+        f.write(table)
+    print(table)
+    print(f"# {cfg.case} {cfg.label} provider={provider} device={device} ({summary['device_name']})")
+    print(f"# step median {med:.2f} ms (all: {', '.join(f'{t:.1f}' for t in step_ms)}), images/s {summary['images_per_s']}")
+    print(f"# encoder fwd+bwd alone {med_enc:.2f} ms → share of the step outside the encoder {100 * outside:.1f}%")
+    print(f"# launches per step: {launches:.0f} {kind}")
+    print(f"# Chrome trace: {trace}; summary: {os.path.join(args.output_dir, 'profile.json')}")
+    return 0

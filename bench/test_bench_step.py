@@ -1,0 +1,13 @@
+"""pytest-benchmark: ``step`` for every provider (``pytest bench --benchmark-only``)."""
+
+import pytest
+
+from bench import cases as C
+from bench.conftest import BATCH, run_case
+
+
+@pytest.mark.parametrize("provider", C.PROVIDERS)
+@pytest.mark.parametrize("case", ["step", "step-no-encoder"])
+@pytest.mark.parametrize("n, shape", [(8, "3x32x32"), (4, "1x28x28")])
+def test_bench_step(benchmark, case, n, shape, provider):
+    run_case(benchmark, C.Config(case, BATCH, n, shape), provider)
