@@ -147,11 +147,14 @@ def _sample(src: torch.Tensor, mats: torch.Tensor, exact: bool, out_hw: tuple[in
         return _gather_taps(flat, u.reshape(-1), v.reshape(-1), H, W, padding, interpolation, exact).reshape(B, C, -1, h * w)
     rows = _exact_rows(mats)
     if per_sample:
-        out = _grid_sample(src, u, v, (h, w), padding).reshape(B, C, 1, h * w)
-        if bool(rows.any()):
-            gathered = _gather_taps(flat, u, v, H, W, padding, interpolation, True)[:, :, None]
-            out = torch.where(rows[:, None, None, None], gathered, out)
-        return out
+        if not bool(rows.any()):
+            return _grid_sample(src, u, v, (h, w), padding).reshape(B, C, 1, h * w)
+        if bool(rows.all()):
+            return _gather_taps(flat, u, v, H, W, padding, interpolation, True)[:, :, None]
+        ne, ex = (~rows).nonzero().flatten(), rows.nonzero().flatten()
+        out = src.new_zeros(B, C, 1, h * w)
+        out = out.index_copy(0, ne, _grid_sample(src[ne], u[ne], v[ne], (h, w), padding).reshape(-1, C, 1, h * w))
+        return out.index_copy(0, ex, _gather_taps(flat[ex], u[ex], v[ex], H, W, padding, interpolation, True)[:, :, None])
     N = mats.shape[0]
     if not bool(rows.any()):
         return _grid_sample(src, u.reshape(1, -1), v.reshape(1, -1), (N * h, w), padding).reshape(B, C, N, h * w)
