@@ -90,6 +90,13 @@ def _taps(u: torch.Tensor, v: torch.Tensor, H: int, W: int, padding: str, interp
     return taps
 
 
+def _grid(u: torch.Tensor, v: torch.Tensor, H: int, W: int, out_hw: tuple[int, int], B: int, dtype: torch.dtype) -> torch.Tensor:
+    """grid_sample grid (B, h, w, 2) for pixel coordinates ``u, v`` ((B or 1), h·w), expanded over the batch."""
+    h, w = out_hw
+    grid = torch.stack([(2 * u.to(dtype) + 1) / W - 1, (2 * v.to(dtype) + 1) / H - 1], -1)
+    return grid.reshape(-1, h, w, 2).expand(B, h, w, 2)
+
+
 def _grid_sample(src: torch.Tensor, u: torch.Tensor, v: torch.Tensor, out_hw: tuple[int, int], padding: str) -> torch.Tensor:
     """Bilinear sampling at pixel coordinates ``u, v`` ((B or 1), h·w) with F.grid_sample.
 
@@ -97,11 +104,7 @@ def _grid_sample(src: torch.Tensor, u: torch.Tensor, v: torch.Tensor, out_hw: tu
     :func:`_taps` up to float32 rounding of the normalized coordinates (~1e-6 px).
     """
     B, _, H, W = src.shape
-    h, w = out_hw
-    gx = (2 * u.to(src.dtype) + 1) / W - 1
-    gy = (2 * v.to(src.dtype) + 1) / H - 1
-    grid = torch.stack([gx, gy], -1).reshape(-1, h, w, 2).expand(B, h, w, 2)
-    return F.grid_sample(src, grid, mode="bilinear", padding_mode=padding, align_corners=False)
+    return F.grid_sample(src, _grid(u, v, H, W, out_hw, B, src.dtype), mode="bilinear", padding_mode=padding, align_corners=False)
 
 
 def _exact_rows(mats: torch.Tensor) -> torch.Tensor:
@@ -169,6 +172,9 @@ def _sample(src: torch.Tensor, mats: torch.Tensor, exact: bool, out_hw: tuple[in
     return out
 
 
+_GRID_PADDING = {"zeros": 0, "border": 1, "reflection": 2}  # aten grid_sampler padding codes
+
+
 def orbit_ref(
     x: torch.Tensor,
     mats: torch.Tensor,
@@ -187,11 +193,12 @@ def orbit_ref(
     B, C, H, W = x.shape
     h, w = size
     out = _sample(x.to(_compute_dtype(x.dtype)), mats, exact, (h, w), padding, interpolation, per_sample=False)
-    out = out.reshape(B, C, -1, h, w).transpose(1, 2)  # (B, N, C, h, w)
-    dt = out_dtype or x.dtype
+    out = out.reshape(B, C, -1, h, w).transpose(1, 2)  # (B, N, C, h, w) view
+    N, dt = out.shape[1], out_dtype or x.dtype
+    # one copy into the requested layout and dtype
     if channels_last:
-        return out.permute(0, 1, 3, 4, 2).to(dt).contiguous().permute(0, 1, 4, 2, 3)
-    return out.to(dt).contiguous()
+        return torch.empty((B, N, h, w, C), dtype=dt, device=x.device).copy_(out.permute(0, 1, 3, 4, 2)).permute(0, 1, 4, 2, 3)
+    return torch.empty((B, N, C, h, w), dtype=dt, device=x.device).copy_(out)
 
 
 def _sample_per_sample(x: torch.Tensor, mats: torch.Tensor, exact: bool, padding: str, interpolation: str) -> torch.Tensor:
@@ -343,7 +350,16 @@ def orbit_backward_ref(
     """Gradient w.r.t. ``x`` (B, C, H, W) of :func:`orbit_ref`, given ``grad`` (B, N, C, h, w)."""
     B, N, C, h, w = grad.shape
     H, W = in_hw
-    g = grad.to(_compute_dtype(grad.dtype)).permute(0, 2, 1, 3, 4).reshape(B, C, N * h * w)
+    cdt = _compute_dtype(grad.dtype)
+    if not exact and interpolation == "bilinear" and not bool(_exact_rows(mats).any()):
+        # the adjoint of orbit_ref's grid_sample fast path (the input values do not enter it)
+        g = grad.to(cdt).transpose(1, 2).reshape(B, C, N * h, w)
+        src = torch.zeros((), dtype=cdt, device=grad.device).expand(B, C, H, W)
+        u, v = sample_coords(mats, h, w)
+        grid = _grid(u.reshape(1, -1), v.reshape(1, -1), H, W, (N * h, w), B, cdt)
+        gx, _ = torch.ops.aten.grid_sampler_2d_backward(g, src, grid, 0, _GRID_PADDING[padding], False, [True, False])
+        return gx.to(x_dtype or grad.dtype)
+    g = grad.to(cdt).permute(0, 2, 1, 3, 4).reshape(B, C, N * h * w)
     u, v = sample_coords(mats, h, w)
     out = _scatter_taps(g, u.reshape(-1), v.reshape(-1), H, W, padding, interpolation, exact)
     return out.to(x_dtype or grad.dtype)
