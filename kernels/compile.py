@@ -67,7 +67,7 @@ def variants() -> list[dict]:
         pull = ex and pad == 0
         sig = {"g_ptr": "*fp32", "x_ptr": "*fp32", "mats_ptr": "*fp32", "index_ptr": "*i64", "gx_ptr": "*fp32", "dot_ptr": "*fp32"}
         sig.update(rs_ints(["sg_b", "sg_c", "sg_h", "sg_w", "sx_b", "sx_c", "sx_h", "sx_w", "sgx_b", "sgx_c", "sgx_h", "sgx_w", "C", "H", "W", "N"]))
-        block, warps = resample_config(1 << 20, fused_backward=True)
+        block, warps = resample_config(1 << 20)
         cx = {"PADDING": pad, "NEAREST": near, "EXACT": ex, "NEED_GX": True, "GX_PULL": pull, "NEED_DOT": True, "ACC": tl.float32, "BLOCK": block}
         out.append(dict(kernel="transform_backward_kernel", signature=sig, constexprs=cx, num_warps=warps))
     for bn in (4, 8, 16):

@@ -432,18 +432,17 @@ def transform_backward_kernel(
 
 
 # ----------------------------------------------------------------------------- launchers
-def resample_config(npix: int, fused_backward: bool = False) -> tuple[int, int]:
+def resample_config(npix: int) -> tuple[int, int]:
     """(BLOCK, num_warps) for a kernel that walks ``npix`` pixels of one plane per program.
 
     Shared by every resampling kernel, forward and backward. A block covers a whole
     small plane (one program per view, which also keeps interpreter tests fast) and
-    at most 1024 pixels (4 per thread at 8 warps) on large planes. The fused transform
-    backward (``fused_backward``) stays at 4 warps: at 8 warps ptxas gave its one-tap
-    variants a 16-byte stack frame (local-memory spills) on sm_80/sm_90, at 4 warps none
+    at most 1024 pixels (4 per thread at 8 warps) on large planes: no variant spills on
+    sm_80/sm_90 and the fused bilinear backward stays under 150 registers
     (kernels.compile report, tests/test_compile_gate.py).
     """
     block = min(1024, max(32, triton.next_power_of_2(int(npix))))
-    return block, (8 if block >= 1024 and not fused_backward else 4)
+    return block, (8 if block >= 1024 else 4)
 
 
 def _acc(dtype: torch.dtype):
@@ -545,7 +544,7 @@ def transform_backward(
     N = mats.shape[0]
     _check_plane("grad", grad)
     _check_plane("x", x)
-    block, warps = resample_config(H * W, fused_backward=True)
+    block, warps = resample_config(H * W)
     nblk = triton.cdiv(H * W, block)
     acc_dt = torch.float64 if x.dtype == torch.float64 else torch.float32
     pull = bool(exact) and padding == "zeros"
