@@ -88,5 +88,6 @@ def main(argv: list[str]) -> int:
             w = csv.DictWriter(f, fieldnames=keys)
             w.writeheader()
             w.writerows({k: _cell(r.get(k, "")) for k in keys} for r in rows)
-        print(f"# {len(rows)} kernel variants → {path}")
+        n_archs = len({r.get("arch") for r in rows}) or 1
+        print(f"# {len(rows) // n_archs} kernel variants × {n_archs} archs ({len(rows)} compilations) → {path}")
     return 0
