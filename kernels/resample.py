@@ -60,12 +60,12 @@ def _round_half_even(x):
 
 
 @triton.jit
-def _view_taps(mats_ptr, g, p, w, Wf, Hf, PADDING: tl.constexpr, NEAREST: tl.constexpr, EXACT: tl.constexpr):
+def _view_taps(mats_ptr, g, p, pmask, w, Wf, Hf, PADDING: tl.constexpr, NEAREST: tl.constexpr, EXACT: tl.constexpr):
     """Taps of output pixels ``p`` (flat, row-major in a ``w``-wide plane) under matrix ``g``.
 
     Returns (ix, iy, w00, w01, w10, w11, k00, k01, k10, k11): the top-left tap (int32,
     clamped to [-1, size] so out-of-range values stay representable), the four bilinear
-    weights and in-range masks. One-tap modes (EXACT, NEAREST) use only ``w00``/``k00``.
+    weights and in-range masks (and'ed with ``pmask``, the pixels of this program). One-tap modes (EXACT, NEAREST) use only ``w00``/``k00``.
     Taps of weight zero are masked off (an exact element inside a non-exact group then
     reads one pixel, as the reference's gather does).
     """
@@ -92,7 +92,7 @@ def _view_taps(mats_ptr, g, p, w, Wf, Hf, PADDING: tl.constexpr, NEAREST: tl.con
         if not EXACT:
             u = _round_half_even(u)
             v = _round_half_even(v)
-        ok = (u >= 0.0) & (u <= Wf - 1.0) & (v >= 0.0) & (v <= Hf - 1.0)
+        ok = (u >= 0.0) & (u <= Wf - 1.0) & (v >= 0.0) & (v <= Hf - 1.0) & pmask
         ix = tl.minimum(tl.maximum(u, -1.0), Wf).to(tl.int32)
         iy = tl.minimum(tl.maximum(v, -1.0), Hf).to(tl.int32)
         one = tl.full(u.shape, 1.0, tl.float32)
@@ -102,8 +102,8 @@ def _view_taps(mats_ptr, g, p, w, Wf, Hf, PADDING: tl.constexpr, NEAREST: tl.con
         y0 = tl.floor(v)
         fx = u - x0
         fy = v - y0
-        inx0 = (x0 >= 0.0) & (x0 <= Wf - 1.0)
-        inx1 = (x0 + 1.0 >= 0.0) & (x0 + 1.0 <= Wf - 1.0) & (fx != 0.0)
+        inx0 = (x0 >= 0.0) & (x0 <= Wf - 1.0) & pmask
+        inx1 = (x0 + 1.0 >= 0.0) & (x0 + 1.0 <= Wf - 1.0) & (fx != 0.0) & pmask
         iny0 = (y0 >= 0.0) & (y0 <= Hf - 1.0)
         iny1 = (y0 + 1.0 >= 0.0) & (y0 + 1.0 <= Hf - 1.0) & (fy != 0.0)
         ix = tl.minimum(tl.maximum(x0, -1.0), Wf).to(tl.int32)
@@ -188,11 +188,7 @@ def resample_kernel(
         g = n
     p = blk * BLOCK + tl.arange(0, BLOCK)
     pmask = p < h * w
-    ix, iy, w00, w01, w10, w11, k00, k01, k10, k11 = _view_taps(mats_ptr, g, p, w, W * 1.0, H * 1.0, PADDING, NEAREST, EXACT)
-    k00 = k00 & pmask
-    k01 = k01 & pmask
-    k10 = k10 & pmask
-    k11 = k11 & pmask
+    ix, iy, w00, w01, w10, w11, k00, k01, k10, k11 = _view_taps(mats_ptr, g, p, pmask, w, W * 1.0, H * 1.0, PADDING, NEAREST, EXACT)
     if OUT_CONTIG:
         o_off = p
     else:
@@ -254,11 +250,7 @@ def resample_push_kernel(
         g = n
     p = blk * BLOCK + tl.arange(0, BLOCK)
     pmask = p < h * w
-    ix, iy, w00, w01, w10, w11, k00, k01, k10, k11 = _view_taps(mats_ptr, g, p, w, W * 1.0, H * 1.0, PADDING, NEAREST, EXACT)
-    k00 = k00 & pmask
-    k01 = k01 & pmask
-    k10 = k10 & pmask
-    k11 = k11 & pmask
+    ix, iy, w00, w01, w10, w11, k00, k01, k10, k11 = _view_taps(mats_ptr, g, p, pmask, w, W * 1.0, H * 1.0, PADDING, NEAREST, EXACT)
     i = p // w
     g_off = i * sg_h + (p - i * w) * sg_w
     g_c = g_ptr + b.to(tl.int64) * sg_b + n.to(tl.int64) * sg_n
@@ -390,11 +382,7 @@ def transform_backward_kernel(
     if NEED_DOT:
         x_b = x_ptr + b.to(tl.int64) * sx_b
         for gi in range(N):
-            ix, iy, w00, w01, w10, w11, k00, k01, k10, k11 = _view_taps(mats_ptr, gi, p, W, Wf, Hf, PADDING, NEAREST, EXACT)
-            k00 = k00 & pmask
-            k01 = k01 & pmask
-            k10 = k10 & pmask
-            k11 = k11 & pmask
+            ix, iy, w00, w01, w10, w11, k00, k01, k10, k11 = _view_taps(mats_ptr, gi, p, pmask, W, Wf, Hf, PADDING, NEAREST, EXACT)
             s = tl.zeros([BLOCK], dtype=ACC)
             x_c = x_b
             g_c = g_b
@@ -417,11 +405,7 @@ def transform_backward_kernel(
                 g_c += sg_c
                 gx_c += sgx_c
         else:
-            ix, iy, w00, w01, w10, w11, k00, k01, k10, k11 = _view_taps(mats_ptr, sel, p, W, Wf, Hf, PADDING, NEAREST, EXACT)
-            k00 = k00 & pmask
-            k01 = k01 & pmask
-            k10 = k10 & pmask
-            k11 = k11 & pmask
+            ix, iy, w00, w01, w10, w11, k00, k01, k10, k11 = _view_taps(mats_ptr, sel, p, pmask, W, Wf, Hf, PADDING, NEAREST, EXACT)
             gx_c = gx_ptr + b.to(tl.int64) * C * H * W
             g_c = g_b
             for _ in range(C):
