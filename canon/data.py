@@ -70,8 +70,8 @@ def check_data(x, y, source: str) -> tuple[torch.Tensor, torch.Tensor]:
         raise ValueError(f"{source}: labels must have shape (N,), got shape {y.shape}")
     if y.shape[0] != x.shape[0]:
         raise ValueError(f"{source}: {x.shape[0]} images but {y.shape[0]} labels")
-    if not (np.issubdtype(x.dtype, np.number) or x.dtype == np.bool_):
-        raise ValueError(f"{source}: images must be numeric, got dtype {x.dtype}")
+    if not (np.issubdtype(x.dtype, np.number) or x.dtype == np.bool_) or np.issubdtype(x.dtype, np.complexfloating):
+        raise ValueError(f"{source}: images must be real numbers, got dtype {x.dtype}")
     if np.issubdtype(y.dtype, np.floating):
         if not np.all(np.isfinite(y)) or not np.all(y == np.round(y)):
             raise ValueError(f"{source}: labels must be integers, got non-integer values of dtype {y.dtype}")
@@ -80,6 +80,9 @@ def check_data(x, y, source: str) -> tuple[torch.Tensor, torch.Tensor]:
     y = y.astype(np.int64)
     if y.min() < 0:
         raise ValueError(f"{source}: labels must be >= 0, got minimum {int(y.min())}")
+    distinct = len(np.unique(y))
+    if int(y.max()) + 1 > max(10 * distinct, 100):
+        raise ValueError(f"{source}: labels must be class indices 0..K-1; got a maximum label of {int(y.max())} with only {distinct} distinct values")
     if x.dtype == np.uint8:
         x = x.astype(np.float32) / 255.0
     x = x.astype(np.float32)
@@ -127,15 +130,18 @@ def load_npz(path: str) -> ImageData:
         raise FileNotFoundError(f"dataset file {path!r} does not exist")
     try:
         f = np.load(path, allow_pickle=False)
-    except (OSError, EOFError, ValueError) as e:  # not a zip/npz file (numpy then reads it as a pickle)
-        raise ValueError(f"{path}: not a readable .npz file ({e})") from e
+    except Exception as e:  # not a zip/npz file, a truncated zip, ... (numpy raises many kinds)
+        raise ValueError(f"{path}: not a readable .npz file ({type(e).__name__}: {e})") from e
     if not isinstance(f, np.lib.npyio.NpzFile):
         raise ValueError(f"{path}: not a readable .npz file (holds a single array, expected arrays 'x' and 'y')")
     with f:
         missing = [k for k in ("x", "y") if k not in f.files]
         if missing:
             raise ValueError(f"{path}: missing array(s) {missing}; a dataset .npz needs 'x' (N, C, H, W) or (N, H, W) and 'y' (N,), found {f.files}")
-        x, y = f["x"], f["y"]
+        try:
+            x, y = f["x"], f["y"]
+        except Exception as e:  # damaged member data
+            raise ValueError(f"{path}: not a readable .npz file ({type(e).__name__}: {e})") from e
     x, y = check_data(x, y, path)
     return ImageData(x, y, _num_classes(y), os.path.basename(path))
 

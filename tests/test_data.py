@@ -88,6 +88,23 @@ def test_npz_errors(tmp_path):
         load_npz(str(tmp_path / "inf.npz"))
     with pytest.raises(ValueError, match="unknown dataset 'cifar'"):
         load_dataset("cifar")
+    # a truncated zip and a zip with damaged member data
+    np.savez(tmp_path / "good.npz", x=np.random.rand(20, 8, 8), y=np.arange(20) % 4)
+    raw = (tmp_path / "good.npz").read_bytes()
+    (tmp_path / "half.npz").write_bytes(raw[: len(raw) // 2])
+    damaged = bytearray(raw)
+    damaged[100:140] = bytes(40)
+    (tmp_path / "damaged.npz").write_bytes(bytes(damaged))
+    for name in ("half.npz", "damaged.npz"):
+        with pytest.raises(ValueError, match="not a readable .npz"):
+            load_npz(str(tmp_path / name))
+    # labels that are not class indices, complex images
+    np.savez(tmp_path / "biglabel.npz", x=np.random.rand(20, 8, 8), y=np.array([0] * 19 + [10**9]))
+    with pytest.raises(ValueError, match="class indices 0..K-1"):
+        load_npz(str(tmp_path / "biglabel.npz"))
+    np.savez(tmp_path / "complex.npz", x=np.random.rand(4, 8, 8) + 1j, y=np.arange(4))
+    with pytest.raises(ValueError, match="real numbers"):
+        load_npz(str(tmp_path / "complex.npz"))
 
 
 @pytest.mark.parametrize("module", ["canon.data", "canon.predictors"])

@@ -15,7 +15,7 @@ import torch
 from canon.backend import get_backend
 from canon.data import load_dataset
 from canon.groups import as_group
-from canon.train.config import RESUME_FREE, build_parser, resolve
+from canon.train.config import RESUME_FREE, RESUME_WARN, build_parser, resolve
 from canon.train.evaluate import evaluate, upright_accuracy
 from canon.train.loop import Trainer, read_checkpoint, save_checkpoint
 
@@ -113,6 +113,14 @@ def _check_resume(old: dict, new: dict) -> None:
     diff = [k for k in new if k not in RESUME_FREE and old.get(k) != new[k]]
     if diff:
         raise ValueError("--resume: the checkpoint was written with different options: " + ", ".join(f"{k}={old.get(k)!r} (now {new[k]!r})" for k in diff))
+    changed = [k for k in RESUME_WARN if old.get(k) != new.get(k)]
+    if changed:
+        print(
+            "warning: --resume with different "
+            + ", ".join(f"{k} ({old.get(k)!r} → {new.get(k)!r})" for k in changed)
+            + ": the run continues, but its result will differ from an uninterrupted run with either setting",
+            file=sys.stderr,
+        )
 
 
 def run(cfg: dict, data=None) -> dict | None:

@@ -9,8 +9,11 @@ from canon.groups import as_group
 METHODS = ("canonicalized", "plain", "augmented")
 AMP = {"none": None, "bf16": "bfloat16", "fp16": "float16"}
 
-# Options that may differ between an interrupted run and its --resume (they do not change the result).
+# Options that may differ between an interrupted run and its --resume without an error. Most do
+# not change the result; "epochs" (training longer stretches the learning-rate schedule) and
+# "threads" (float sums in another order) do, and --resume then says so on stderr.
 RESUME_FREE = ("epochs", "resume", "quiet", "output_dir", "stop_after", "threads", "no_plots")
+RESUME_WARN = ("epochs", "threads")
 
 
 def build_parser() -> argparse.ArgumentParser:
