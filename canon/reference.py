@@ -351,8 +351,10 @@ def orbit_backward_ref(
     B, N, C, h, w = grad.shape
     H, W = in_hw
     cdt = _compute_dtype(grad.dtype)
-    if not exact and interpolation == "bilinear" and not bool(_exact_rows(mats).any()):
-        # the adjoint of orbit_ref's grid_sample fast path (the input values do not enter it)
+    # The adjoint of orbit_ref's grid_sample path (the input values do not enter it). Its CUDA
+    # kernel scatters with atomics, so deterministic mode takes the tap scatter below instead.
+    fast_ok = grad.device.type == "cpu" or not torch.are_deterministic_algorithms_enabled()
+    if fast_ok and not exact and interpolation == "bilinear" and not bool(_exact_rows(mats).any()):
         g = grad.to(cdt).transpose(1, 2).reshape(B, C, N * h, w)
         src = torch.zeros((), dtype=cdt, device=grad.device).expand(B, C, H, W)
         u, v = sample_coords(mats, h, w)
