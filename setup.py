@@ -6,7 +6,7 @@ setup(
     description="Fast, exact optimization-based canonicalization for model-agnostic equivariance (Triton + PyTorch)",
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
-    packages=find_packages(include=["canon", "canon.*", "kernels", "kernels.*", "bench", "bench.*"]),
+    packages=find_packages(include=["canon", "canon.*"]),
     python_requires=">=3.10",
     install_requires=[
         "torch>=2.4",

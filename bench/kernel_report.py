@@ -71,7 +71,7 @@ def main(argv: list[str]) -> int:
         print("bench kernels: unset TRITON_INTERPRET (the interpreter replaces the kernels it would compile)", file=sys.stderr)
         return 2
     try:
-        from kernels.compile import compile_report
+        from canon.kernels.compile import compile_report
     except ImportError as e:
         print(f"bench kernels: kernels/compile.py with compile_report(archs) is not available ({e}); nothing to report", file=sys.stderr)
         return 2

@@ -19,7 +19,7 @@ import contextlib
 import torch
 
 from canon import reference as ref
-from kernels import resample, scores
+from canon.kernels import resample, scores
 
 __all__ = ["orbit", "orbit_backward", "transform", "transform_backward", "select", "select_backward", "contrastive_loss", "contrastive_loss_backward"]
 

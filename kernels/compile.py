@@ -2,7 +2,7 @@
 
 :func:`compile_report` is the stable entry point (the compile-gate test and
 ``python -m bench kernels`` use it). Run it in a process where ``TRITON_INTERPRET`` is
-unset: the interpreter replaces ``@triton.jit`` functions. ``python -m kernels.compile``
+unset: the interpreter replaces ``@triton.jit`` functions. ``python -m canon.kernels.compile``
 prints the report as JSON.
 
 Each row: ``{"name", "variant", "arch", "registers", "spill_stores", "spill_loads",
@@ -42,7 +42,7 @@ def variants() -> list[dict]:
     """
     import triton.language as tl
 
-    from kernels.resample import resample_config
+    from .resample import resample_config
 
     out = []
     modes = [(pad, near, ex) for pad in (0, 1, 2) for near, ex in ((False, False), (True, False), (False, True))]
@@ -142,7 +142,7 @@ def compile_one(args: tuple[dict, int]) -> dict:
     import triton
     from triton.backends.compiler import GPUTarget
 
-    from kernels import resample, scores
+    from . import resample, scores
 
     v, arch = args
     fn = getattr(resample, v["kernel"], None) or getattr(scores, v["kernel"])

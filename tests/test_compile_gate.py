@@ -13,7 +13,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def _report():
     pytest.importorskip("triton", reason="the compile gate needs triton")
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    code = "import json; from kernels.compile import compile_report; print('@@' + json.dumps(compile_report(jobs=2)))"
+    code = "import json; from canon.kernels.compile import compile_report; print('@@' + json.dumps(compile_report(jobs=2)))"
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-4000:]
     line = [ln for ln in proc.stdout.splitlines() if ln.startswith("@@")][-1]
@@ -22,7 +22,7 @@ def _report():
 
 def test_every_kernel_compiles_for_sm80_sm90_without_spills():
     rows = _report()
-    from kernels.compile import variants
+    from canon.kernels.compile import variants
 
     assert len(rows) == 2 * len(variants())
     names = {r["name"] for r in rows}
