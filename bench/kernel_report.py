@@ -1,8 +1,9 @@
 """``python -m bench kernels``: static report of every Triton kernel compiled for sm_80/sm_90, no GPU needed.
 
-A thin formatter over ``kernels.compile.compile_report(archs=(80, 90)) -> list[dict]``
-(one dict per kernel × variant × arch: ``name``, ``variant``, ``arch``, ``registers``,
-spills/local/stack, shared memory, global load/store widths read from the SASS).
+A thin formatter over ``canon.kernels.compile.compile_report(archs=(80, 90)) -> list[dict]``
+(one dict per kernel × variant × arch: ``name``, ``variant``, ``arch``, warps, ``registers``,
+occupancy, spills/local/stack, shared memory, global load/store/atomic widths read from the
+SASS, and the launch scenarios that produce the variant).
 Keys it does not know are kept: the table shows the known columns, the CSV every key.
 """
 
@@ -18,7 +19,9 @@ KNOWN = [
     ("name", ("name", "kernel")),
     ("variant", ("variant",)),
     ("arch", ("arch",)),
+    ("warps", ("num_warps",)),
     ("registers", ("registers", "regs", "n_regs")),
+    ("occupancy", ("occupancy",)),
     ("spills", ("spills", "spill_bytes", "n_spills")),
     ("spill_st", ("spill_stores",)),
     ("spill_ld", ("spill_loads",)),
@@ -27,6 +30,8 @@ KNOWN = [
     ("shared", ("shared", "shared_bytes", "smem", "shared_memory")),
     ("ld_bits", ("global_load_bits", "loads", "load_widths", "global_loads", "ld_widths")),
     ("st_bits", ("global_store_bits", "stores", "store_widths", "global_stores", "st_widths")),
+    ("atomic_bits", ("global_atomic_bits",)),
+    ("cases", ("cases",)),
     ("error", ("error",)),
 ]
 
@@ -44,6 +49,8 @@ def _cell(v, short: bool = False) -> str:
         return "-"
     if isinstance(v, str):
         return v.splitlines()[0][:100] if short and v else v
+    if isinstance(v, float):
+        return f"{v:.2f}"
     if isinstance(v, dict):
         return " ".join(f"{k}:{v[k]}" for k in v)
     if isinstance(v, (list, tuple, set)):

@@ -8,12 +8,15 @@ from canon import losses
 from canon.backend import get_backend, set_backend, use_backend
 from canon.functional import (
     Selection,
+    SelectionLosses,
     canonicalize,
     invert,
     invert_boxes,
     invert_points,
     orbit,
     select,
+    select_canonicalize,
+    select_losses,
     transform,
 )
 from canon.groups import CyclicGroup, DihedralGroup, Group, as_group
@@ -27,8 +30,11 @@ __all__ = [
     "DihedralGroup",
     "as_group",
     "Selection",
+    "SelectionLosses",
     "orbit",
     "select",
+    "select_losses",
+    "select_canonicalize",
     "canonicalize",
     "invert",
     "invert_points",

@@ -83,19 +83,22 @@ def check_positive(value, what: str, fn: str) -> float:
     return value
 
 
-def check_index(index, B: int, N: int, device, fn: str) -> torch.Tensor:
+def check_index(index, B: int, N: int, device, fn: str, name: str = "element index") -> torch.Tensor:
     if not isinstance(index, torch.Tensor) or index.dtype not in (torch.int32, torch.int64):
-        raise TypeError(
-            f"{fn}: element index must be an int32/int64 tensor of shape (B,), got {type(index).__name__ if not isinstance(index, torch.Tensor) else index.dtype}"
-        )
-    if index.shape != (B,):
-        raise ValueError(f"{fn}: element index must have shape (B,) = ({B},), got {tuple(index.shape)}")
+        got = index.dtype if isinstance(index, torch.Tensor) else type(index).__name__
+        raise TypeError(f"{fn}: {name} must be an int32/int64 tensor of shape (B,), got {got}")
+    if index.dim() != 1 or index.shape[0] != B:
+        raise ValueError(f"{fn}: {name} must have shape (B,) = ({B},), got {tuple(index.shape)}")
     if index.device != device:
-        raise ValueError(f"{fn}: element index is on {index.device} but the images are on {device}")
-    # Range check only where it costs no device synchronisation (and not while torch.compile traces).
-    if index.device.type == "cpu" and not torch.compiler.is_compiling() and index.numel() and (int(index.min()) < 0 or int(index.max()) >= N):
-        raise ValueError(f"{fn}: element indices must be in [0, {N}), got values in [{int(index.min())}, {int(index.max())}]")
-    return index.long()
+        raise ValueError(f"{fn}: {name} is on {index.device} but the images are on {device}")
+    # Range check only where it costs no device synchronisation (and not while torch.compile
+    # traces); on a GPU the kernels turn an out-of-range index into NaN outputs instead of
+    # reading outside their tables.
+    if index.device.type == "cpu" and not torch.compiler.is_compiling():
+        lo, hi = torch.aminmax(index)
+        if int(lo) < 0 or int(hi) >= N:
+            raise ValueError(f"{fn}: {name} values must be in [0, {N}), got values in [{int(lo)}, {int(hi)}]")
+    return index if index.dtype == torch.int64 else index.long()
 
 
 def check_finite(t: torch.Tensor, name: str, fn: str) -> None:

@@ -32,20 +32,43 @@ from canon._checks import (
     check_size,
     check_tensor,
 )
-from canon.geometry import transform_boxes, transform_points, view_matrices_tensor, views_in_range
+from canon.geometry import channel_tables, transform_boxes, transform_points, view_tables, views_in_range
 from canon.groups import Group, as_group
-from canon.reference import Selection
+from canon.types import Selection, SelectionLosses
 
 __all__ = [
     "Selection",
+    "SelectionLosses",
     "orbit",
     "select",
+    "select_losses",
     "canonicalize",
+    "select_canonicalize",
     "invert",
     "transform",
     "invert_points",
     "invert_boxes",
 ]
+
+
+# Per-call work is kept to checking the tensors: everything derived from the other
+# arguments (parsed group, validated sizes and settings, device tables) is computed once per
+# distinct argument set and cached here. Unhashable arguments (e.g. a list crop ratio) just
+# skip the cache.
+_PLANS: dict = {}
+_PLAN_LIMIT = 1024
+
+
+def _plan(key, build):
+    try:
+        hit = _PLANS.get(key)
+    except TypeError:  # unhashable argument
+        return build()
+    if hit is None:
+        if len(_PLANS) > _PLAN_LIMIT:
+            _PLANS.clear()
+        hit = _PLANS[key] = build()
+    return hit
 
 
 def orbit(
@@ -95,17 +118,22 @@ def orbit(
     """
     fn = "canon.orbit"
     check_images(x, fn)
-    g = as_group(group)
     H, W = x.shape[-2:]
-    h, w = check_size(size, (H, W), fn)
+    key = ("orbit", group, H, W, size, crop_ratio, padding, interpolation, out_dtype, x.device)
+    tables, hw, padding = _plan(key, lambda: _orbit_plan(group, (H, W), size, crop_ratio, padding, interpolation, out_dtype, x.device, fn))
+    return ops.orbit(x, tables, hw, padding, interpolation, out_dtype, bool(channels_last))
+
+
+def _orbit_plan(group, in_hw, size, crop_ratio, padding, interpolation, out_dtype, device, fn):
+    g = as_group(group)
+    h, w = check_size(size, in_hw, fn)
     crop_ratio = check_crop_ratio(crop_ratio, fn)
     check_choice(padding, PADDINGS, "padding", fn)
     check_choice(interpolation, INTERPOLATIONS, "interpolation", fn)
     if out_dtype is not None and out_dtype not in (torch.float16, torch.bfloat16, torch.float32, torch.float64):
         raise TypeError(f"{fn}: out_dtype must be a floating dtype, got {out_dtype}")
-    mats, exact = view_matrices_tensor(g, (H, W), (h, w), crop_ratio, x.device)
-    padding = _effective_padding(padding, exact, g, (H, W), (h, w), crop_ratio)
-    return ops.orbit(x, mats, exact, (h, w), padding, interpolation, out_dtype, bool(channels_last))
+    tables = view_tables(g, in_hw, (h, w), crop_ratio, device)
+    return tables, (h, w), _effective_padding(padding, tables.exact, g, in_hw, (h, w), crop_ratio)
 
 
 def select(
@@ -142,7 +170,65 @@ def select(
         >>> sel.index.shape, sel.onehot.sum(-1)
         (torch.Size([2]), tensor([1., 1.]))
     """
-    fn = "canon.select"
+    noise, settings = _select_args(vectors, reference, beta, score, straight_through, gumbel, tau, generator, "canon.select")
+    return ops.select(vectors, reference, *settings[:3], noise, settings[3])[0]
+
+
+def select_losses(
+    vectors: torch.Tensor,
+    reference: torch.Tensor,
+    beta: float = 1.0,
+    score: str = "cosine",
+    straight_through: bool = True,
+    gumbel: bool = False,
+    tau: float = 1.0,
+    generator: torch.Generator | None = None,
+    contrastive: str = "normalized",
+    prior_target: torch.Tensor | None = None,
+    prior_beta: float = 1.0,
+) -> SelectionLosses:
+    """:func:`select` and both training losses of the same vectors in one pass (SPEC §4).
+
+    The orbit contrastive loss (:func:`canon.losses.contrastive_loss`) and the prior
+    cross-entropy of ``prior_beta · scores`` towards ``prior_target`` (default: the identity,
+    element 0; see :func:`canon.losses.prior_loss`) come out of the same kernel as the
+    selection: one launch and one reduction on a GPU instead of one chain per loss.
+
+    Args:
+        vectors, reference, beta, score, straight_through, gumbel, tau, generator: as in :func:`select`.
+        contrastive: ``"normalized"`` (default) or ``"raw"``.
+        prior_target: (B,) int element indices, or None for the identity.
+        prior_beta: inverse temperature of the prior loss.
+
+    Returns:
+        :class:`SelectionLosses` ``(selection, contrastive, prior)``, the losses 0-d batch means.
+
+    Example:
+        >>> from canon.losses import contrastive_loss, prior_loss
+        >>> v = torch.randn(2, 4, 16)
+        >>> sel, l_c, l_p = select_losses(v, torch.randn(16))
+        >>> bool(torch.isclose(l_c, contrastive_loss(v))), bool(torch.isclose(l_p, prior_loss(sel.scores)))
+        (True, True)
+    """
+    fn = "canon.select_losses"
+    noise, settings = _select_args(vectors, reference, beta, score, straight_through, gumbel, tau, generator, fn)
+    contrastive, prior_beta = _plan(("select_losses", contrastive, prior_beta), lambda: _losses_settings(contrastive, prior_beta, fn))
+    prior = "identity"
+    if prior_target is not None:
+        B, N = vectors.shape[:2]
+        prior_target = check_index(prior_target, B, N, vectors.device, fn, "prior_target")
+        prior = "target"
+    sel, losses = ops.select(vectors, reference, *settings[:3], noise, settings[3], contrastive, prior, prior_target, prior_beta)
+    return SelectionLosses(sel, losses[0], losses[1])
+
+
+def _losses_settings(contrastive, prior_beta, fn):
+    check_choice(contrastive, ("normalized", "raw"), "contrastive", fn)
+    return contrastive, check_positive(prior_beta, "prior_beta", fn)
+
+
+def _select_args(vectors, reference, beta, score, straight_through, gumbel, tau, generator, fn):
+    """Check the tensors of a selection; (Gumbel noise or None, (beta, score, straight_through, tau))."""
     check_tensor(vectors, "vectors", fn, 3, shape_doc="(B, N, D)")
     check_tensor(reference, "reference", fn, 1, shape_doc="(D,)")
     B, N, D = vectors.shape
@@ -150,17 +236,22 @@ def select(
         raise ValueError(f"{fn}: vectors must be non-empty (B, N, D), got shape {tuple(vectors.shape)}")
     if reference.shape[0] != D:
         raise ValueError(f"{fn}: reference has length {reference.shape[0]} but vectors have D={D} (shape {tuple(vectors.shape)})")
-    check_same_device(fn, vectors=vectors, reference=reference)
+    if vectors.device != reference.device:
+        check_same_device(fn, vectors=vectors, reference=reference)
+    settings = _plan(("select", beta, score, straight_through, tau), lambda: _select_settings(beta, score, straight_through, tau, fn))
+    noise = None
+    if gumbel:
+        on_cpu = generator is not None and generator.device.type == "cpu"
+        u = torch.rand((B, N), generator=generator, dtype=torch.float32, device="cpu" if on_cpu else vectors.device)
+        noise = -torch.log(-torch.log(u.clamp(1e-10, 1.0 - 1e-7))).to(vectors.device)
+    return noise, settings
+
+
+def _select_settings(beta, score, straight_through, tau, fn):
     beta = check_positive(beta, "beta", fn)
     tau = check_positive(tau, "tau", fn)
     check_choice(score, ("cosine", "dot"), "score", fn)
-    noise = None
-    if gumbel:
-        u = torch.rand(
-            (B, N), generator=generator, dtype=torch.float32, device="cpu" if generator is not None and generator.device.type == "cpu" else vectors.device
-        )
-        noise = -torch.log(-torch.log(u.clamp(1e-10, 1.0 - 1e-7))).to(vectors.device)
-    return ops.select(vectors, reference, beta, score, bool(straight_through), noise, tau)
+    return beta, score, bool(straight_through), tau
 
 
 def _effective_padding(padding: str, exact: bool, g: Group, in_hw, out_hw, crop_ratio) -> str:
@@ -176,7 +267,7 @@ def _selection_parts(selection, B: int, N: int, device, fn: str) -> tuple[torch.
     if isinstance(selection, Selection):
         weights = selection.onehot
         check_tensor(weights, "selection.onehot", fn, 2, shape_doc="(B, N)")
-        if tuple(weights.shape) != (B, N):
+        if weights.shape[0] != B or weights.shape[1] != N:
             raise ValueError(f"{fn}: selection.onehot must have shape (B, N) = ({B}, {N}), got {tuple(weights.shape)}")
         if weights.device != device:
             raise ValueError(f"{fn}: selection is on {weights.device} but the images are on {device}")
@@ -184,15 +275,19 @@ def _selection_parts(selection, B: int, N: int, device, fn: str) -> tuple[torch.
     return None, check_index(selection, B, N, device, fn)
 
 
-def _transform(x, weights, index, g: Group, padding, interpolation, fn) -> torch.Tensor:
+def _transform_plan(group, hw, padding, interpolation, device, inverse, fn):
+    g = as_group(group)
     check_choice(padding, PADDINGS, "padding", fn)
     check_choice(interpolation, INTERPOLATIONS, "interpolation", fn)
+    tables = view_tables(g, hw, hw, 1.0, device, inverse=inverse)
+    return g, tables, _effective_padding(padding, tables.exact, g, hw, hw, 1.0)
+
+
+def _transform_setup(x, group, padding, interpolation, fn, inverse=False):
+    """(group, tables, effective padding) of a full-resolution transform of ``x`` (cached)."""
     H, W = x.shape[-2:]
-    mats, exact = view_matrices_tensor(g, (H, W), (H, W), 1.0, x.device)
-    padding = _effective_padding(padding, exact, g, (H, W), (H, W), 1.0)
-    if weights is None:
-        weights = torch.zeros(x.shape[0], g.order, dtype=x.dtype, device=x.device)
-    return ops.transform(x, weights, index, mats, exact, padding, interpolation)
+    key = ("transform", group, H, W, padding, interpolation, x.device, inverse)
+    return _plan(key, lambda: _transform_plan(group, (H, W), padding, interpolation, x.device, inverse, fn))
 
 
 def canonicalize(
@@ -226,9 +321,47 @@ def canonicalize(
     """
     fn = "canon.canonicalize"
     check_images(x, fn)
-    g = as_group(group)
+    g, tables, padding = _transform_setup(x, group, padding, interpolation, fn)
     weights, index = _selection_parts(selection, x.shape[0], g.order, x.device, fn)
-    return _transform(x, weights, index, g, padding, interpolation, fn)
+    return ops.transform(x, weights, index, tables, padding, interpolation)
+
+
+def select_canonicalize(
+    x: torch.Tensor,
+    vectors: torch.Tensor,
+    reference: torch.Tensor,
+    group: str | Group,
+    beta: float = 1.0,
+    score: str = "cosine",
+    padding: str = "zeros",
+    interpolation: str = "bilinear",
+) -> tuple[torch.Tensor, Selection]:
+    """Eval canonicalization from orbit vectors: the hard :func:`select` and :func:`canonicalize`
+    in one op (one kernel launch on a GPU: scores, argmax and the chosen transform).
+
+    Same values as ``canonicalize(x, select(vectors, reference, beta, score, straight_through=False), group)``;
+    gradients reach ``x`` only (a hard choice has no gradient to the scores).
+
+    Returns:
+        (canonical images (B, C, H, W), :class:`Selection` with the plain one-hot).
+
+    Example:
+        >>> x, v, ref = torch.rand(2, 1, 8, 8), torch.randn(2, 4, 16), torch.randn(16)
+        >>> xc, sel = select_canonicalize(x, v, ref, "C4")
+        >>> torch.equal(xc, canonicalize(x, select(v, ref, straight_through=False), "C4"))
+        True
+    """
+    fn = "canon.select_canonicalize"
+    check_images(x, fn)
+    _, settings = _select_args(vectors, reference, beta, score, False, False, 1.0, None, fn)
+    g, tables, padding = _transform_setup(x, group, padding, interpolation, fn)
+    if vectors.shape[0] != x.shape[0] or vectors.shape[1] != g.order:
+        raise ValueError(
+            f"{fn}: vectors must have shape (B, N, D) = ({x.shape[0]}, {g.order}, D) for x {tuple(x.shape)} and group {g.name}, got {tuple(vectors.shape)}"
+        )
+    if vectors.device != x.device:
+        check_same_device(fn, x=x, vectors=vectors)
+    return ops.select_transform(vectors, reference, x, tables, settings[0], settings[1], padding, interpolation)
 
 
 def transform(
@@ -252,21 +385,13 @@ def transform(
     """
     fn = "canon.transform"
     check_images(x, fn)
-    g = as_group(group)
+    g, tables, padding = _transform_setup(x, group, padding, interpolation, fn)
     if isinstance(element, int) and not isinstance(element, bool):
         if not 0 <= element < g.order:
             raise ValueError(f"{fn}: element must be in [0, {g.order}) for group {g.name}, got {element}")
         element = torch.full((x.shape[0],), element, dtype=torch.int64, device=x.device)
     index = check_index(element, x.shape[0], g.order, x.device, fn)
-    return _transform(x, None, index, g, padding, interpolation, fn)
-
-
-def _inverse_selection(weights, index, g: Group):
-    inv = g.inverse_table.to(index.device)
-    index_inv = inv[index]
-    # weight of element g moves to g⁻¹ (inverse is an involution on indices)
-    weights_inv = weights[:, inv] if weights is not None else None
-    return weights_inv, index_inv
+    return ops.transform(x, None, index, tables, padding, interpolation)
 
 
 def invert(
@@ -299,21 +424,17 @@ def invert(
     """
     fn = "canon.invert"
     check_images(y, fn, "y")
-    g = as_group(group)
+    # row g of the inverse tables holds the view of g⁻¹: one launch, no index arithmetic
+    g, tables, padding = _transform_setup(y, group, padding, interpolation, fn, inverse=True)
     check_choice(kind, ("scalar", "regular"), "kind", fn)
     weights, index = _selection_parts(selection, y.shape[0], g.order, y.device, fn)
+    chan = None
     if kind == "regular":
-        B, KN, Hy, Wy = y.shape
-        N = g.order
-        if KN % N:
-            raise ValueError(f"{fn}: kind='regular' needs channels divisible by |G|={N} (grouped as (K, N)), got {KN} channels")
+        if y.shape[1] % g.order:
+            raise ValueError(f"{fn}: kind='regular' needs channels divisible by |G|={g.order} (grouped as (K, N)), got {y.shape[1]} channels")
         # out[:, k, h] = (g*⁻¹ acting on the plane of) y[:, k, g*·h]
-        perm = g.cayley_table.to(y.device)[index]  # (B, N): perm[b, h] = g*[b]·h
-        yk = y.reshape(B, KN // N, N, Hy, Wy)
-        gather_idx = perm[:, None, :, None, None].expand(B, KN // N, N, Hy, Wy)
-        y = torch.gather(yk, 2, gather_idx).reshape(B, KN, Hy, Wy)
-    weights_inv, index_inv = _inverse_selection(weights, index, g)
-    return _transform(y, weights_inv, index_inv, g, padding, interpolation, fn)
+        chan = channel_tables(g, y.device)
+    return ops.transform(y, weights, index, tables, padding, interpolation, chan)
 
 
 def _image_hw(image_size, fn) -> tuple[int, int]:

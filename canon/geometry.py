@@ -18,13 +18,27 @@ flips give exact integer coordinates (they are then pixel permutations).
 
 from __future__ import annotations
 
+import math
 from functools import lru_cache
+from typing import NamedTuple
 
 import torch
 
 from canon.groups import Group
 
-__all__ = ["view_matrices", "view_matrices_tensor", "views_in_range", "transform_points", "transform_boxes"]
+__all__ = [
+    "ViewTables",
+    "view_matrices",
+    "view_tables",
+    "view_matrices_tensor",
+    "channel_tables",
+    "group_table",
+    "views_in_range",
+    "pull_rows",
+    "copies_aligned",
+    "transform_points",
+    "transform_boxes",
+]
 
 
 def _inverse_linear(group: Group, index: int) -> tuple[tuple[float, float], tuple[float, float]]:
@@ -81,7 +95,94 @@ def views_in_range(group: Group, in_hw: tuple[int, int], out_hw: tuple[int, int]
     return True
 
 
-_TENSOR_CACHE: dict = {}
+class ViewTables(NamedTuple):
+    """Device tables of one view set, as the ops take them (cached: no per-call host→device copy).
+
+    ``mats`` (N, 2, 3) float32 view matrices; ``pull`` (N, 10) float32 inverse maps and pull
+    windows for the gather adjoints (:func:`pull_rows`, built in plain Python so the CPU path
+    needs no triton); ``exact``: every view is a pixel permutation; ``aligned``: every view
+    that is a permutation (and its inverse) copies runs of source columns that start at
+    multiples of 16 (:func:`copies_aligned`), so the GPU copies can use 128-bit accesses.
+    """
+
+    mats: torch.Tensor
+    pull: torch.Tensor
+    exact: bool
+    aligned: bool
+
+
+_TABLE_CACHE: dict = {}
+_CACHE_LIMIT = 512
+
+
+def _cached(key, build):
+    hit = _TABLE_CACHE.get(key)
+    if hit is None:
+        if len(_TABLE_CACHE) > _CACHE_LIMIT:
+            _TABLE_CACHE.clear()
+        hit = _TABLE_CACHE[key] = build()
+    return hit
+
+
+def pull_rows(mats) -> list[list[float]]:
+    """Rows of the pull table for float64 matrices ``((m00, m01, m02), (m10, m11, m12))``.
+
+    Row layout (kept in step with ``canon.kernels.resample.PULL_SLOTS``): the inverse affine
+    map (input pixel (U, V) → output coordinate (j, i)) in matrix slot order, then the window
+    half-widths RJ = |p00| + |p01|, RI = |p10| + |p11| and the candidate counts
+    ⌊2·R + 0.02⌋ + 2 per axis: a bilinear tap reaches (U, V) only from |u − U| < 1, |v − V| < 1.
+    """
+    rows = []
+    for (m00, m01, m02), (m10, m11, m12) in mats:
+        det = m00 * m11 - m01 * m10
+        p00, p01, p10, p11 = m11 / det, -m01 / det, -m10 / det, m00 / det
+        p02, p12 = -(p00 * m02 + p01 * m12), -(p10 * m02 + p11 * m12)
+        rj, ri = abs(p00) + abs(p01), abs(p10) + abs(p11)
+        rows.append([p00, p01, p02, p10, p11, p12, rj, ri, float(math.floor(2 * rj + 0.02) + 2), float(math.floor(2 * ri + 0.02) + 2)])
+    return rows
+
+
+def copies_aligned(mats) -> bool:
+    """True when every permutation among ``mats`` (float64 2×3) reads 16-aligned runs: an
+    ascending source axis starts at a multiple of 16, a reversed one ends one below a multiple
+    of 16 (it is read ascending and reversed in registers). Non-permutation views do not count."""
+    for (m00, m01, m02), (m10, m11, m12) in mats:
+        straight = m01 == 0 and m10 == 0 and abs(m00) == 1 and abs(m11) == 1
+        swapped = m00 == 0 and m11 == 0 and abs(m01) == 1 and abs(m10) == 1
+        if not ((straight or swapped) and float(m02).is_integer() and float(m12).is_integer()):
+            continue
+        sign = m00 if straight else m01  # direction of the source column axis
+        if (m02 if sign > 0 else m02 + 1) % 16 != 0:
+            return False
+    return True
+
+
+def _inverse_mats(mats):
+    return tuple(((r[0], r[1], r[2]), (r[3], r[4], r[5])) for r in pull_rows(mats))
+
+
+def view_tables(
+    group: Group,
+    in_hw: tuple[int, int],
+    out_hw: tuple[int, int],
+    crop_ratio: float | tuple[float, float],
+    device: torch.device,
+    inverse: bool = False,
+) -> ViewTables:
+    """Cached :class:`ViewTables` on ``device``; ``inverse=True`` orders the views by inverse
+    element (row g holds the view of g⁻¹: what ``invert`` applies for a choice g)."""
+    crop = tuple(float(c) for c in crop_ratio) if isinstance(crop_ratio, (tuple, list)) else float(crop_ratio)
+    key = ("views", group, tuple(in_hw), tuple(out_hw), crop, torch.device(device), bool(inverse))
+
+    def build():
+        mats, exact = view_matrices(group, tuple(in_hw), tuple(out_hw), crop)
+        if inverse:
+            mats = tuple(mats[group.inverse(g)] for g in range(group.order))
+        m = torch.tensor(mats, dtype=torch.float64).to(torch.float32).to(device)
+        pull = torch.tensor(pull_rows(mats), dtype=torch.float64).to(torch.float32).to(device)
+        return ViewTables(m, pull, exact, copies_aligned(mats) and copies_aligned(_inverse_mats(mats)))
+
+    return _cached(key, build)
 
 
 def view_matrices_tensor(
@@ -91,17 +192,25 @@ def view_matrices_tensor(
     crop_ratio: float | tuple[float, float],
     device: torch.device,
 ) -> tuple[torch.Tensor, bool]:
-    """(N, 2, 3) float32 view matrices on ``device``, cached (no per-call host→device copy)."""
-    crop = tuple(float(c) for c in crop_ratio) if isinstance(crop_ratio, (tuple, list)) else float(crop_ratio)
-    key = (group, tuple(in_hw), tuple(out_hw), crop, torch.device(device))
-    hit = _TENSOR_CACHE.get(key)
-    if hit is None:
-        mats, exact = view_matrices(group, tuple(in_hw), tuple(out_hw), crop)
-        t = torch.tensor(mats, dtype=torch.float64).to(torch.float32).to(device)
-        if len(_TENSOR_CACHE) > 512:
-            _TENSOR_CACHE.clear()
-        hit = _TENSOR_CACHE[key] = (t, exact)
-    return hit
+    """(N, 2, 3) float32 view matrices on ``device`` and whether all are exact (cached)."""
+    t = view_tables(group, in_hw, out_hw, crop_ratio, device)
+    return t.mats, t.exact
+
+
+def channel_tables(group: Group, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cached (N, N) int64 tables for the regular representation's group axis: row g of the
+    first is ``h ↦ g·h`` (the Cayley table), row g of the second its inverse ``h ↦ g⁻¹·h``."""
+
+    def build():
+        table = group.cayley_table
+        return table.to(device), table[group.inverse_table].to(device)
+
+    return _cached(("channels", group, torch.device(device)), build)
+
+
+def group_table(group: Group, name: str, device: torch.device) -> torch.Tensor:
+    """A cached device copy of ``group.<name>`` (e.g. ``inverse_table``)."""
+    return _cached(("group", group, name, torch.device(device)), lambda: getattr(group, name).to(device))
 
 
 def _as_index_tensor(index: torch.Tensor, n: int, what: str) -> torch.Tensor:

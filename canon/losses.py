@@ -7,6 +7,7 @@ import torch.nn.functional as F
 
 from canon import ops
 from canon._checks import check_choice, check_positive, check_tensor
+from canon.geometry import group_table
 from canon.groups import Group, as_group
 from canon.reference import prior_loss_ref
 
@@ -42,7 +43,7 @@ def prior_target(group: str | Group, applied: torch.Tensor | None, batch: int, d
     g = as_group(group)
     if applied is None:
         return torch.zeros(batch, dtype=torch.int64, device=device)
-    return g.inverse_table.to(applied.device)[applied.long()]
+    return group_table(g, "inverse_table", applied.device)[applied.long()]
 
 
 def prior_loss(scores: torch.Tensor, target: torch.Tensor | None = None, beta: float = 1.0) -> torch.Tensor:
@@ -96,9 +97,12 @@ def artifact_loss(
     g = as_group(group)
     flat = views.flatten(0, 1)
     M = flat.shape[0]
-    k = torch.randint(0, g.n, (M,), generator=generator).to(flat.device)
+    if generator is None or generator.device == flat.device:
+        k = torch.randint(0, g.n, (M,), generator=generator, device=flat.device)
+    else:
+        k = torch.randint(0, g.n, (M,), generator=generator, device=generator.device).to(flat.device)
     there = transform(flat, k, g, padding, interpolation)
-    back = transform(there, g.inverse_table.to(k.device)[k], g, padding, interpolation)
+    back = transform(there, group_table(g, "inverse_table", flat.device)[k], g, padding, interpolation)
     v0 = encoder(flat) if vectors is None else vectors.reshape(M, -1)
     v1 = encoder(back)
     return F.mse_loss(v1, v0)

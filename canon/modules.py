@@ -113,6 +113,12 @@ class OrbitCanonicalizer(nn.Module):
             self.register_buffer("reference", ref)
         self.learn_reference = bool(learn_reference)
         self.state: CanonicalizationState | None = None
+        self._losses: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._dtype: torch.dtype | None = None  # the encoder's parameter dtype, looked up once
+
+    def _apply(self, fn, *args, **kwargs):
+        self._dtype = None  # .to()/.half()/... may change the encoder's dtype
+        return super()._apply(fn, *args, **kwargs)
 
     def extra_repr(self) -> str:
         return (
@@ -122,29 +128,54 @@ class OrbitCanonicalizer(nn.Module):
         )
 
     # -- forward ----------------------------------------------------------------
-    def select(self, x: torch.Tensor) -> CanonicalizationState:
-        """Orbit, encode and score ``x``; store and return the state (no canonical image)."""
+    def _encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(views (B, N, C, h, w), vectors (B, N, D)) of ``x``."""
         check_images(x, "OrbitCanonicalizer")
         if self.check_finite:
             check_finite(x, "x", "OrbitCanonicalizer")
-        B = x.shape[0]
-        dtype = next((p.dtype for p in self.encoder.parameters()), x.dtype)
-        views = Fn.orbit(x, self.group, self.size, self.crop_ratio, self.padding, self.interpolation, out_dtype=dtype)
+        B, N = x.shape[0], self.group.order
+        if self._dtype is None:
+            self._dtype = next((p.dtype for p in self.encoder.parameters()), None)
+        views = Fn.orbit(x, self.group, self.size, self.crop_ratio, self.padding, self.interpolation, out_dtype=self._dtype or x.dtype)
         vectors = self.encoder(views.flatten(0, 1))
-        if vectors.dim() != 2 or vectors.shape[0] != B * self.group.order:
-            raise ValueError(f"OrbitCanonicalizer: the encoder must return (M, D) vectors for M={B * self.group.order} views, got shape {tuple(vectors.shape)}")
-        vectors = vectors.reshape(B, self.group.order, -1)
+        if not isinstance(vectors, torch.Tensor) or vectors.dim() != 2 or vectors.shape[0] != B * N:
+            got = tuple(vectors.shape) if isinstance(vectors, torch.Tensor) else type(vectors).__name__
+            raise ValueError(f"OrbitCanonicalizer: the encoder must return (M, D) vectors for M={B * N} views, got {got}")
+        vectors = vectors.reshape(B, N, -1)
         if self.check_finite:
             check_finite(vectors, "encoder output", "OrbitCanonicalizer")
-        training = self.training
-        sel = Fn.select(vectors, self.reference, self.beta, self.score, straight_through=training, gumbel=self.gumbel and training, tau=self.tau)
+        return views, vectors
+
+    def _choose(self, views, vectors) -> CanonicalizationState:
+        # Training: the selection and both losses from one pass over the vectors (the losses
+        # are kept for prior_loss()/contrastive_loss()). Eval: a plain hard choice.
+        if self.training:
+            sel, l_c, l_p = Fn.select_losses(
+                vectors, self.reference, self.beta, self.score, straight_through=True, gumbel=self.gumbel, tau=self.tau,
+                contrastive=self.contrastive, prior_beta=self.prior_beta,
+            )  # fmt: skip
+            self._losses = (l_c, l_p)
+        else:
+            sel = Fn.select(vectors, self.reference, self.beta, self.score, straight_through=False)
+            self._losses = None
         self.state = CanonicalizationState(views, vectors, sel)
         return self.state
 
+    def select(self, x: torch.Tensor) -> CanonicalizationState:
+        """Orbit, encode and score ``x``; store and return the state (no canonical image)."""
+        return self._choose(*self._encode(x))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Canonical images (B, C, H, W): ``T_{g*[b]} x[b]``."""
-        sel = self.select(x).selection
-        return Fn.canonicalize(x, sel, self.group, self.padding, self.interpolation)
+        views, vectors = self._encode(x)
+        if self.training:
+            sel = self._choose(views, vectors).selection
+            return Fn.canonicalize(x, sel, self.group, self.padding, self.interpolation)
+        # eval: scores, argmax and the chosen transform in one op
+        xc, sel = Fn.select_canonicalize(x, vectors, self.reference, self.group, self.beta, self.score, self.padding, self.interpolation)
+        self._losses = None
+        self.state = CanonicalizationState(views, vectors, sel)
+        return xc
 
     # -- after a forward --------------------------------------------------------
     def _state(self) -> CanonicalizationState:
@@ -167,11 +198,18 @@ class OrbitCanonicalizer(nn.Module):
         return self._state().selection.scores
 
     def contrastive_loss(self) -> torch.Tensor:
-        return losses.contrastive_loss(self._state().vectors, self.contrastive)
+        """Orbit contrastive loss of the last forward's vectors (computed with the selection in training)."""
+        st = self._state()
+        if self._losses is not None:
+            return self._losses[0]
+        return losses.contrastive_loss(st.vectors, self.contrastive)
 
     def prior_loss(self, target: torch.Tensor | None = None) -> torch.Tensor:
         """Prior loss towards ``target`` (default identity); see :func:`canon.losses.prior_target`."""
-        return losses.prior_loss(self._state().selection.scores, target, self.prior_beta)
+        st = self._state()
+        if target is None and self._losses is not None:
+            return self._losses[1]
+        return losses.prior_loss(st.selection.scores, target, self.prior_beta)
 
     def identity_metric(self) -> torch.Tensor:
         return losses.identity_metric(self._state().selection.index)

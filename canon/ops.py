@@ -1,16 +1,21 @@
-"""Registered tensor-level ops with backend dispatch: the seam between ``canon`` and ``kernels``.
+"""Tensor-level ops with backend dispatch: the seam between ``canon`` and ``canon.kernels``.
 
-Each op is a ``torch.library.custom_op`` (namespace ``canon``) with a fake (meta)
-implementation and an autograd formula whose backward is itself a registered op, so
-``torch.compile(fullgraph=True)`` sees every op as one opaque node, forward and
-backward. The implementation runs the Triton kernels (:mod:`canon.triton_ops`) or the
-plain-PyTorch reference (:mod:`canon.reference`), as chosen at run time by
-:func:`canon.backend.resolve_backend` (CUDA → Triton, elsewhere → reference, unless
-forced). The ops take tensors, view matrices and plain settings (no groups); inputs are
-validated one layer up, in :mod:`canon.functional`.
+Every op has one forward and one backward implementation, each choosing the Triton kernels
+(:mod:`canon.triton_ops`) or the plain-PyTorch reference (:mod:`canon.reference`) in one
+place, :func:`_triton_for`. Two entry paths share them:
 
-Public functions (signatures unchanged): :func:`orbit`, :func:`transform`,
-:func:`select`, :func:`contrastive_loss`.
+* **eager** (the common case): a ``torch.autograd.Function`` per op calls the
+  implementations directly, a few microseconds of Python per call;
+* **torch.compile / torch.export**: the registered ``torch.library.custom_op`` (namespace
+  ``canon``) with a fake implementation and an autograd formula whose backward is itself a
+  registered op, so the compiler sees each op as one opaque node, forward and backward.
+  The custom-op dispatcher costs ~60–100 µs per call in eager mode, which is why eager calls
+  do not go through it.
+
+The ops take tensors, device tables (:class:`canon.geometry.ViewTables`) and plain settings,
+no groups; inputs are validated one layer up, in :mod:`canon.functional`. Backward
+formulas: orbit and transform adjoints; the mixture straight-through gradient of the
+transform to its weights (SPEC §3.5); the select/loss gradients of SPEC §4.
 """
 
 from __future__ import annotations
@@ -20,8 +25,11 @@ from torch import Tensor
 
 from canon import reference as ref
 from canon.backend import resolve_backend
+from canon.types import Selection
 
-__all__ = ["orbit", "transform", "select", "contrastive_loss"]
+__all__ = ["orbit", "transform", "select", "contrastive_loss", "select_transform", "acc_dtype"]
+
+_EMPTY_GRADS = (None,) * 16
 
 
 def _triton():
@@ -30,159 +38,321 @@ def _triton():
     return triton_ops
 
 
-def _use_triton(t: Tensor) -> bool:
+def _triton_for(t: Tensor) -> bool:
+    """The one backend decision: run the Triton kernels for an op whose main input is ``t``."""
     return resolve_backend(t) == "triton"
 
 
-def _acc_dtype(dtype: torch.dtype) -> torch.dtype:
+def acc_dtype(dtype: torch.dtype) -> torch.dtype:
+    """Accumulation dtype of every op: float64 stays float64, everything else accumulates in float32."""
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
-# ----------------------------------------------------------------------------- orbit
-@torch.library.custom_op("canon::orbit", mutates_args=())
-def _orbit(
-    x: Tensor, mats: Tensor, exact: bool, h: int, w: int, padding: str, interpolation: str, out_dtype: torch.dtype | None, channels_last: bool
-) -> Tensor:
-    if _use_triton(x):
-        return _triton().orbit(x, mats, exact, (h, w), padding, interpolation, out_dtype, channels_last)
+def _compiling() -> bool:
+    return torch.compiler.is_compiling() or torch.compiler.is_exporting()
+
+
+# ============================================================================= orbit
+def _orbit_fwd(x, mats, pull, exact, aligned, h, w, padding, interpolation, out_dtype, channels_last):
+    if _triton_for(x):
+        return _triton().orbit(x, mats, pull, exact, aligned, (h, w), padding, interpolation, out_dtype, channels_last)
     return ref.orbit_ref(x, mats, exact, (h, w), padding, interpolation, out_dtype, channels_last)
 
 
-def _orbit_empty(B, N, C, h, w, dtype, device, channels_last):
-    if channels_last:
-        return torch.empty((B, N, h, w, C), dtype=dtype, device=device).permute(0, 1, 4, 2, 3)
-    return torch.empty((B, N, C, h, w), dtype=dtype, device=device)
-
-
-@_orbit.register_fake
-def _(x, mats, exact, h, w, padding, interpolation, out_dtype, channels_last):
-    return _orbit_empty(x.shape[0], mats.shape[0], x.shape[1], h, w, out_dtype or x.dtype, x.device, channels_last)
-
-
-@torch.library.custom_op("canon::orbit_backward", mutates_args=())
-def _orbit_backward(grad: Tensor, mats: Tensor, exact: bool, H: int, W: int, padding: str, interpolation: str, x_dtype: torch.dtype) -> Tensor:
-    if _use_triton(grad):
-        return _triton().orbit_backward(grad, mats, exact, (H, W), padding, interpolation, x_dtype)
+def _orbit_bwd(grad, mats, pull, exact, aligned, H, W, padding, interpolation, x_dtype):
+    if _triton_for(grad):
+        return _triton().orbit_backward(grad, mats, pull, exact, aligned, (H, W), padding, interpolation, x_dtype)
     return ref.orbit_backward_ref(grad, mats, exact, (H, W), padding, interpolation, x_dtype)
 
 
-@_orbit_backward.register_fake
-def _(grad, mats, exact, H, W, padding, interpolation, x_dtype):
+class _Orbit(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, mats, pull, exact, aligned, h, w, padding, interpolation, out_dtype, channels_last):
+        # the tables are cached constants: kept on ctx, not saved (no version tracking needed)
+        ctx.cfg = (mats, pull, exact, aligned, x.shape[-2], x.shape[-1], padding, interpolation, x.dtype)
+        return _orbit_fwd(x, mats, pull, exact, aligned, h, w, padding, interpolation, out_dtype, channels_last)
+
+    @staticmethod
+    def backward(ctx, grad):
+        gx = _orbit_bwd(grad, *ctx.cfg) if ctx.needs_input_grad[0] else None
+        return (gx,) + _EMPTY_GRADS[:10]
+
+
+@torch.library.custom_op("canon::orbit", mutates_args=())
+def _orbit_op(
+    x: Tensor,
+    mats: Tensor,
+    pull: Tensor,
+    exact: bool,
+    aligned: bool,
+    h: int,
+    w: int,
+    padding: str,
+    interpolation: str,
+    out_dtype: torch.dtype | None,
+    channels_last: bool,
+) -> Tensor:
+    return _orbit_fwd(x, mats, pull, exact, aligned, h, w, padding, interpolation, out_dtype, channels_last)
+
+
+@_orbit_op.register_fake
+def _(x, mats, pull, exact, aligned, h, w, padding, interpolation, out_dtype, channels_last):
+    B, C = x.shape[:2]
+    N, dt = mats.shape[0], out_dtype or x.dtype
+    if channels_last:
+        return x.new_empty((B, N, h, w, C), dtype=dt).permute(0, 1, 4, 2, 3)
+    return x.new_empty((B, N, C, h, w), dtype=dt)
+
+
+@torch.library.custom_op("canon::orbit_backward", mutates_args=())
+def _orbit_backward_op(
+    grad: Tensor, mats: Tensor, pull: Tensor, exact: bool, aligned: bool, H: int, W: int, padding: str, interpolation: str, x_dtype: torch.dtype
+) -> Tensor:
+    return _orbit_bwd(grad, mats, pull, exact, aligned, H, W, padding, interpolation, x_dtype)
+
+
+@_orbit_backward_op.register_fake
+def _(grad, mats, pull, exact, aligned, H, W, padding, interpolation, x_dtype):
     return grad.new_empty((grad.shape[0], grad.shape[2], H, W), dtype=x_dtype)
 
 
 def _orbit_setup(ctx, inputs, output):
-    x, mats, exact, h, w, padding, interpolation, out_dtype, channels_last = inputs
-    ctx.save_for_backward(mats)
-    ctx.cfg = (exact, x.shape[-2], x.shape[-1], padding, interpolation, x.dtype)
+    x, mats, pull, exact, aligned, h, w, padding, interpolation, out_dtype, channels_last = inputs
+    ctx.save_for_backward(mats, pull)
+    ctx.cfg = (exact, aligned, x.shape[-2], x.shape[-1], padding, interpolation, x.dtype)
 
 
 def _orbit_grad(ctx, grad):
-    (mats,) = ctx.saved_tensors
-    exact, H, W, padding, interpolation, x_dtype = ctx.cfg
-    gx = torch.ops.canon.orbit_backward(grad, mats, exact, H, W, padding, interpolation, x_dtype) if ctx.needs_input_grad[0] else None
-    return gx, None, None, None, None, None, None, None, None
+    mats, pull = ctx.saved_tensors
+    gx = torch.ops.canon.orbit_backward(grad, mats, pull, *ctx.cfg) if ctx.needs_input_grad[0] else None
+    return (gx,) + _EMPTY_GRADS[:10]
 
 
-_orbit.register_autograd(_orbit_grad, setup_context=_orbit_setup)
+_orbit_op.register_autograd(_orbit_grad, setup_context=_orbit_setup)
 
 
-def orbit(x, mats, exact, size, padding, interpolation, out_dtype=None, channels_last=False) -> Tensor:
-    """All views (B, N, C, h, w) of ``x`` (B, C, H, W) through ``mats`` (N, 2, 3); see :func:`canon.orbit`."""
+def orbit(x: Tensor, tables, size: tuple[int, int], padding: str, interpolation: str, out_dtype=None, channels_last: bool = False) -> Tensor:
+    """All views (B, N, C, h, w) of ``x`` (B, C, H, W) through ``tables``; see :func:`canon.orbit`."""
     h, w = size
-    return torch.ops.canon.orbit(x, mats, bool(exact), int(h), int(w), padding, interpolation, out_dtype, bool(channels_last))
+    args = (x, tables.mats, tables.pull, tables.exact, tables.aligned, h, w, padding, interpolation, out_dtype, channels_last)
+    return torch.ops.canon.orbit(*args) if _compiling() else _Orbit.apply(*args)
 
 
-# ----------------------------------------------------------------------------- transform
-@torch.library.custom_op("canon::transform", mutates_args=())
-def _transform(x: Tensor, weights: Tensor, index: Tensor, mats: Tensor, exact: bool, padding: str, interpolation: str) -> Tensor:
-    if _use_triton(x):
-        return _triton().transform(x, weights, index, mats, exact, padding, interpolation)
+# ============================================================================= transform
+def _transform_fwd(x, index, mats, exact, aligned, padding, interpolation, chan_perm):
+    if _triton_for(x):
+        return _triton().transform(x, index, mats, exact, aligned, padding, interpolation, chan_perm)
     with torch.no_grad():
-        return ref.transform_ref(x, weights, index, mats, exact, padding, interpolation)
+        return ref.transform_ref(x, None, index, mats, exact, padding, interpolation, chan_perm)
 
 
-@_transform.register_fake
-def _(x, weights, index, mats, exact, padding, interpolation):
+def _transform_bwd(grad, x, index, mats, pull, exact, aligned, padding, interpolation, need_x, need_w, chan_perm, chan_inv):
+    if _triton_for(grad):
+        gx, gw = _triton().transform_backward(grad, x, index, mats, pull, exact, aligned, padding, interpolation, need_x, need_w, chan_perm, chan_inv)
+    else:
+        gx, gw = ref.transform_backward_ref(grad, x, index, mats, exact, padding, interpolation, need_x, need_w, chan_perm)
+    return (gx.to(x.dtype) if gx is not None else None), gw
+
+
+class _Transform(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, weights, index, mats, pull, exact, aligned, padding, interpolation, chan_perm, chan_inv):
+        ctx.save_for_backward(x, index)
+        ctx.cfg = (mats, pull, exact, aligned, padding, interpolation, chan_perm, chan_inv, None if weights is None else weights.dtype)
+        return _transform_fwd(x, index, mats, exact, aligned, padding, interpolation, chan_perm)
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, index = ctx.saved_tensors
+        mats, pull, exact, aligned, padding, interpolation, chan_perm, chan_inv, w_dtype = ctx.cfg
+        need_x, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        if not (need_x or need_w):
+            return _EMPTY_GRADS[:11]
+        gx, gw = _transform_bwd(grad, x, index, mats, pull, exact, aligned, padding, interpolation, need_x, need_w, chan_perm, chan_inv)
+        return (gx, gw.to(w_dtype) if need_w else None) + _EMPTY_GRADS[:9]
+
+
+@torch.library.custom_op("canon::transform", mutates_args=())
+def _transform_op(
+    x: Tensor,
+    weights: Tensor | None,
+    index: Tensor,
+    mats: Tensor,
+    pull: Tensor,
+    exact: bool,
+    aligned: bool,
+    padding: str,
+    interpolation: str,
+    chan_perm: Tensor | None,
+    chan_inv: Tensor | None,
+) -> Tensor:
+    return _transform_fwd(x, index, mats, exact, aligned, padding, interpolation, chan_perm)
+
+
+@_transform_op.register_fake
+def _(x, weights, index, mats, pull, exact, aligned, padding, interpolation, chan_perm, chan_inv):
     return torch.empty(x.shape, dtype=x.dtype, device=x.device)
 
 
 @torch.library.custom_op("canon::transform_backward", mutates_args=())
-def _transform_backward(
-    grad: Tensor, x: Tensor, index: Tensor, mats: Tensor, exact: bool, padding: str, interpolation: str, need_x: bool, need_weights: bool
+def _transform_backward_op(
+    grad: Tensor,
+    x: Tensor,
+    index: Tensor,
+    mats: Tensor,
+    pull: Tensor,
+    exact: bool,
+    aligned: bool,
+    padding: str,
+    interpolation: str,
+    need_x: bool,
+    need_weights: bool,
+    chan_perm: Tensor | None,
+    chan_inv: Tensor | None,
 ) -> tuple[Tensor, Tensor]:
-    if _use_triton(grad):
-        gx, gw = _triton().transform_backward(grad, x, index, mats, exact, padding, interpolation, need_x, need_weights)
-    else:
-        gx, gw = ref.transform_backward_ref(grad, x, index, mats, exact, padding, interpolation, need_x, need_weights)
+    gx, gw = _transform_bwd(grad, x, index, mats, pull, exact, aligned, padding, interpolation, need_x, need_weights, chan_perm, chan_inv)
     # Outputs that were not asked for are empty (a custom op returns tensors, never None).
-    gx = gx.to(x.dtype) if gx is not None else x.new_empty((0,))
-    gw = gw if gw is not None else x.new_empty((0,), dtype=_acc_dtype(x.dtype))
-    return gx, gw
+    return (gx if gx is not None else x.new_empty((0,))), (gw if gw is not None else x.new_empty((0,), dtype=acc_dtype(x.dtype)))
 
 
-@_transform_backward.register_fake
-def _(grad, x, index, mats, exact, padding, interpolation, need_x, need_weights):
+@_transform_backward_op.register_fake
+def _(grad, x, index, mats, pull, exact, aligned, padding, interpolation, need_x, need_weights, chan_perm, chan_inv):
     gx = torch.empty(x.shape, dtype=x.dtype, device=x.device) if need_x else x.new_empty((0,))
-    acc = _acc_dtype(x.dtype)
+    acc = acc_dtype(x.dtype)
     gw = x.new_empty((x.shape[0], mats.shape[0]), dtype=acc) if need_weights else x.new_empty((0,), dtype=acc)
     return gx, gw
 
 
 def _transform_setup(ctx, inputs, output):
-    x, weights, index, mats, exact, padding, interpolation = inputs
-    ctx.save_for_backward(x, index, mats)
-    ctx.cfg = (exact, padding, interpolation, weights.dtype)
+    x, weights, index, mats, pull, exact, aligned, padding, interpolation, chan_perm, chan_inv = inputs
+    ctx.save_for_backward(x, index, mats, pull, chan_perm, chan_inv)
+    ctx.cfg = (exact, aligned, padding, interpolation, None if weights is None else weights.dtype)
 
 
 def _transform_grad(ctx, grad):
-    x, index, mats = ctx.saved_tensors
-    exact, padding, interpolation, w_dtype = ctx.cfg
+    x, index, mats, pull, chan_perm, chan_inv = ctx.saved_tensors
+    exact, aligned, padding, interpolation, w_dtype = ctx.cfg
     need_x, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
     if not (need_x or need_w):
-        return None, None, None, None, None, None, None
-    gx, gw = torch.ops.canon.transform_backward(grad, x, index, mats, exact, padding, interpolation, need_x, need_w)
-    return (gx if need_x else None), (gw.to(w_dtype) if need_w else None), None, None, None, None, None
+        return _EMPTY_GRADS[:11]
+    gx, gw = torch.ops.canon.transform_backward(grad, x, index, mats, pull, exact, aligned, padding, interpolation, need_x, need_w, chan_perm, chan_inv)
+    return ((gx if need_x else None), (gw.to(w_dtype) if need_w else None)) + _EMPTY_GRADS[:9]
 
 
-_transform.register_autograd(_transform_grad, setup_context=_transform_setup)
+_transform_op.register_autograd(_transform_grad, setup_context=_transform_setup)
 
 
-def transform(x, weights, index, mats, exact, padding, interpolation) -> Tensor:
-    """``T_{index[b]} x[b]`` with the mixture straight-through gradient to ``weights`` (SPEC §3.5)."""
-    return torch.ops.canon.transform(x, weights, index, mats, bool(exact), padding, interpolation)
+def transform(x: Tensor, weights: Tensor | None, index: Tensor, tables, padding: str, interpolation: str, chan_tables=None) -> Tensor:
+    """``T_{index[b]} x[b]`` with the mixture straight-through gradient to ``weights`` (SPEC §3.5).
+
+    ``chan_tables`` = (perm, inverse perm) (N, N') int64: the regular representation's
+    channel permutation by the chosen element, applied before the resampling.
+    """
+    chan_perm, chan_inv = chan_tables if chan_tables is not None else (None, None)
+    args = (x, weights, index, tables.mats, tables.pull, tables.exact, tables.aligned, padding, interpolation, chan_perm, chan_inv)
+    return torch.ops.canon.transform(*args) if _compiling() else _Transform.apply(*args)
 
 
-# ----------------------------------------------------------------------------- select
-@torch.library.custom_op("canon::select", mutates_args=())
-def _select(
-    vectors: Tensor, reference: Tensor, beta: float, score: str, straight_through: bool, gumbel_noise: Tensor | None, tau: float
-) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    if _use_triton(vectors):
-        sel = _triton().select(vectors, reference, beta, score, straight_through, gumbel_noise, tau)
+# ============================================================================= select (+ losses)
+def _select_fwd(vectors, reference, beta, score, straight_through, noise, tau, contrastive, prior, target, prior_beta):
+    """(scores, probs, index, onehot, loss means (2,) or an empty tensor)."""
+    with_losses = contrastive != "none" or prior != "none"
+    if _triton_for(vectors):
+        sel, losses = _triton().select(vectors, reference, beta, score, noise, tau, contrastive, prior, target, prior_beta)
+        means = losses.mean(-1) if with_losses else vectors.new_empty((0,), dtype=acc_dtype(vectors.dtype))
+        return (*sel, means)
+    # forward values only: the straight-through one-hot's value is the hard one-hot
+    sel = ref.select_ref(vectors, reference, beta, score, False, noise, tau)
+    if not with_losses:
+        return (*sel, vectors.new_empty((0,), dtype=acc_dtype(vectors.dtype)))
+    cl = ref.contrastive_loss_ref(vectors, contrastive) if contrastive != "none" else sel.scores.new_zeros(())
+    pl = ref.prior_loss_ref(sel.scores, target if target is not None else torch.zeros_like(sel.index), prior_beta) if prior != "none" else cl.new_zeros(())
+    return (*sel, torch.stack([cl.to(sel.scores.dtype), pl.to(sel.scores.dtype)]))
+
+
+def _select_bwd(
+    g_scores, g_probs, g_onehot, g_losses, vectors, reference, probs, beta, score, straight_through, noise, tau, contrastive, prior, target, prior_beta
+):
+    with_losses = contrastive != "none" or prior != "none"
+    if g_losses is not None and with_losses:
+        g_losses = g_losses.contiguous()
     else:
-        # Forward values only: the straight-through one-hot's value is the hard one-hot.
-        sel = ref.select_ref(vectors, reference, beta, score, False, gumbel_noise, tau)
-    return sel.scores, sel.probs, sel.index, sel.onehot
+        g_losses = None
+    if _triton_for(vectors):
+        return _triton().select_backward(
+            g_scores, g_probs, g_onehot, g_losses, vectors, reference, probs, beta, score, straight_through, noise is not None, tau,
+            contrastive if g_losses is not None else "none", prior if g_losses is not None else "none", target, prior_beta,
+        )  # fmt: skip
+    g_onehot = g_onehot if straight_through else None
+    if g_losses is None:
+        return ref.select_backward_ref(g_scores, g_probs, g_onehot, vectors, reference, beta, score, straight_through, noise, tau)
+    return ref.select_losses_backward_ref(
+        g_scores, g_probs, g_onehot, g_losses, vectors, reference, beta, score, straight_through, noise, tau,
+        None if contrastive == "none" else contrastive, prior != "none", target, prior_beta,
+    )  # fmt: skip
 
 
-@_select.register_fake
-def _(vectors, reference, beta, score, straight_through, gumbel_noise, tau):
+class _Select(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, vectors, reference, beta, score, straight_through, noise, tau, contrastive, prior, target, prior_beta):
+        ctx.set_materialize_grads(False)  # outputs without a gradient arrive as None: the kernel skips them
+        out = _select_fwd(vectors, reference, beta, score, straight_through, noise, tau, contrastive, prior, target, prior_beta)
+        ctx.save_for_backward(vectors, reference, out[1], noise, target)
+        ctx.cfg = (beta, score, straight_through, tau, contrastive, prior, prior_beta)
+        ctx.mark_non_differentiable(out[2])
+        if not straight_through:  # eval: the one-hot is a constant
+            ctx.mark_non_differentiable(out[3])
+        return out
+
+    @staticmethod
+    def backward(ctx, g_scores, g_probs, g_index, g_onehot, g_losses):
+        vectors, reference, probs, noise, target = ctx.saved_tensors
+        beta, score, straight_through, tau, contrastive, prior, prior_beta = ctx.cfg
+        if not (ctx.needs_input_grad[0] or ctx.needs_input_grad[1]):
+            return _EMPTY_GRADS[:11]
+        gv, gr = _select_bwd(
+            g_scores, g_probs, g_onehot, g_losses, vectors, reference, probs, beta, score, straight_through, noise, tau, contrastive, prior, target, prior_beta
+        )
+        return (gv if ctx.needs_input_grad[0] else None, gr if ctx.needs_input_grad[1] else None) + _EMPTY_GRADS[:9]
+
+
+@torch.library.custom_op("canon::select", mutates_args=())
+def _select_op(
+    vectors: Tensor,
+    reference: Tensor,
+    beta: float,
+    score: str,
+    straight_through: bool,
+    gumbel_noise: Tensor | None,
+    tau: float,
+    contrastive: str,
+    prior: str,
+    target: Tensor | None,
+    prior_beta: float,
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    return tuple(_select_fwd(vectors, reference, beta, score, straight_through, gumbel_noise, tau, contrastive, prior, target, prior_beta))
+
+
+@_select_op.register_fake
+def _(vectors, reference, beta, score, straight_through, gumbel_noise, tau, contrastive, prior, target, prior_beta):
     B, N, _ = vectors.shape
-    acc = _acc_dtype(vectors.dtype)
+    acc = acc_dtype(vectors.dtype)
+    n_losses = 2 if (contrastive != "none" or prior != "none") else 0
     return (
         vectors.new_empty((B, N), dtype=acc),
         vectors.new_empty((B, N), dtype=acc),
         vectors.new_empty((B,), dtype=torch.int64),
         vectors.new_empty((B, N), dtype=acc),
+        vectors.new_empty((n_losses,), dtype=acc),
     )
 
 
 @torch.library.custom_op("canon::select_backward", mutates_args=())
-def _select_backward(
+def _select_backward_op(
     grad_scores: Tensor | None,
     grad_probs: Tensor | None,
     grad_onehot: Tensor | None,
+    grad_losses: Tensor | None,
     vectors: Tensor,
     reference: Tensor,
     probs: Tensor,
@@ -191,68 +361,125 @@ def _select_backward(
     straight_through: bool,
     gumbel_noise: Tensor | None,
     tau: float,
+    contrastive: str,
+    prior: str,
+    target: Tensor | None,
+    prior_beta: float,
 ) -> tuple[Tensor, Tensor]:
-    if _use_triton(vectors):
-        return _triton().select_backward(
-            grad_scores, grad_probs, grad_onehot, vectors, reference, probs, beta, score, straight_through, gumbel_noise is not None, tau
-        )
-    return ref.select_backward_ref(
-        grad_scores, grad_probs, grad_onehot if straight_through else None, vectors, reference, beta, score, straight_through, gumbel_noise, tau
-    )
+    return _select_bwd(
+        grad_scores, grad_probs, grad_onehot, grad_losses, vectors, reference, probs, beta, score, straight_through, gumbel_noise, tau,
+        contrastive, prior, target, prior_beta,
+    )  # fmt: skip
 
 
-@_select_backward.register_fake
-def _(grad_scores, grad_probs, grad_onehot, vectors, reference, probs, beta, score, straight_through, gumbel_noise, tau):
+@_select_backward_op.register_fake
+def _(
+    grad_scores,
+    grad_probs,
+    grad_onehot,
+    grad_losses,
+    vectors,
+    reference,
+    probs,
+    beta,
+    score,
+    straight_through,
+    gumbel_noise,
+    tau,
+    contrastive,
+    prior,
+    target,
+    prior_beta,
+):
     return torch.empty_like(vectors, memory_format=torch.contiguous_format), torch.empty_like(reference, memory_format=torch.contiguous_format)
 
 
 def _select_setup(ctx, inputs, output):
-    vectors, reference, beta, score, straight_through, gumbel_noise, tau = inputs
-    ctx.save_for_backward(vectors, reference, output[1], gumbel_noise)
-    ctx.cfg = (beta, score, straight_through, tau)
+    vectors, reference, beta, score, straight_through, gumbel_noise, tau, contrastive, prior, target, prior_beta = inputs
+    ctx.save_for_backward(vectors, reference, output[1], gumbel_noise, target)
+    ctx.cfg = (beta, score, straight_through, tau, contrastive, prior, prior_beta)
     ctx.mark_non_differentiable(output[2])
-    if not straight_through:  # eval: the one-hot is a constant
+    if not straight_through:
         ctx.mark_non_differentiable(output[3])
 
 
-def _select_grad(ctx, g_scores, g_probs, g_index, g_onehot):
-    vectors, reference, probs, noise = ctx.saved_tensors
-    beta, score, straight_through, tau = ctx.cfg
+def _select_grad(ctx, g_scores, g_probs, g_index, g_onehot, g_losses):
+    vectors, reference, probs, noise, target = ctx.saved_tensors
+    beta, score, straight_through, tau, contrastive, prior, prior_beta = ctx.cfg
     if not (ctx.needs_input_grad[0] or ctx.needs_input_grad[1]):
-        return None, None, None, None, None, None, None
-    gv, gr = torch.ops.canon.select_backward(g_scores, g_probs, g_onehot, vectors, reference, probs, beta, score, straight_through, noise, tau)
-    return (gv if ctx.needs_input_grad[0] else None), (gr if ctx.needs_input_grad[1] else None), None, None, None, None, None
+        return _EMPTY_GRADS[:11]
+    gv, gr = torch.ops.canon.select_backward(
+        g_scores, g_probs, g_onehot, g_losses, vectors, reference, probs, beta, score, straight_through, noise, tau, contrastive, prior, target, prior_beta
+    )
+    return (gv if ctx.needs_input_grad[0] else None, gr if ctx.needs_input_grad[1] else None) + _EMPTY_GRADS[:9]
 
 
-_select.register_autograd(_select_grad, setup_context=_select_setup)
+_select_op.register_autograd(_select_grad, setup_context=_select_setup)
 
 
-def select(vectors, reference, beta, score, straight_through, gumbel_noise, tau) -> ref.Selection:
-    """Scores, β-softmax, argmax and (straight-through) one-hot of ``vectors`` (B, N, D); see :func:`canon.select`."""
-    return ref.Selection(*torch.ops.canon.select(vectors, reference, float(beta), score, bool(straight_through), gumbel_noise, float(tau)))
+def select(
+    vectors: Tensor,
+    reference: Tensor,
+    beta: float,
+    score: str,
+    straight_through: bool,
+    gumbel_noise: Tensor | None,
+    tau: float,
+    contrastive: str = "none",
+    prior: str = "none",
+    target: Tensor | None = None,
+    prior_beta: float = 1.0,
+) -> tuple[Selection, Tensor]:
+    """Scores, β-softmax, argmax and (straight-through) one-hot of ``vectors`` (B, N, D), and
+    when asked (``contrastive`` ``"normalized"``/``"raw"``, ``prior`` ``"identity"``/``"target"``)
+    the batch means of both losses as a (2,) tensor, all from one pass over the vectors."""
+    args = (vectors, reference, float(beta), score, bool(straight_through), gumbel_noise, float(tau), contrastive, prior, target, float(prior_beta))
+    out = torch.ops.canon.select(*args) if _compiling() else _Select.apply(*args)
+    return Selection(*out[:4]), out[4]
 
 
-# ----------------------------------------------------------------------------- contrastive loss
-@torch.library.custom_op("canon::contrastive_loss", mutates_args=())
-def _contrastive_loss(vectors: Tensor, kind: str) -> Tensor:
-    if _use_triton(vectors):
-        return _triton().contrastive_loss(vectors, kind)
+# ============================================================================= contrastive loss
+def _contrastive_fwd(vectors, kind):
+    if _triton_for(vectors):
+        return _triton().contrastive_loss(vectors, kind).mean()
     return ref.contrastive_loss_ref(vectors, kind)
 
 
-@_contrastive_loss.register_fake
-def _(vectors, kind):
-    return vectors.new_empty((), dtype=_acc_dtype(vectors.dtype))
-
-
-@torch.library.custom_op("canon::contrastive_loss_backward", mutates_args=())
-def _contrastive_loss_backward(grad: Tensor, vectors: Tensor, kind: str) -> Tensor:
-    if _use_triton(vectors):
+def _contrastive_bwd(grad, vectors, kind):
+    if _triton_for(vectors):
         return _triton().contrastive_loss_backward(grad, vectors, kind)
     return ref.contrastive_loss_backward_ref(grad, vectors, kind)
 
 
-@_contrastive_loss_backward.register_fake
+class _Contrastive(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, vectors, kind):
+        ctx.save_for_backward(vectors)
+        ctx.kind = kind
+        return _contrastive_fwd(vectors, kind)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (vectors,) = ctx.saved_tensors
+        return _contrastive_bwd(grad, vectors, ctx.kind), None
+
+
+@torch.library.custom_op("canon::contrastive_loss", mutates_args=())
+def _contrastive_op(vectors: Tensor, kind: str) -> Tensor:
+    return _contrastive_fwd(vectors, kind)
+
+
+@_contrastive_op.register_fake
+def _(vectors, kind):
+    return vectors.new_empty((), dtype=acc_dtype(vectors.dtype))
+
+
+@torch.library.custom_op("canon::contrastive_loss_backward", mutates_args=())
+def _contrastive_backward_op(grad: Tensor, vectors: Tensor, kind: str) -> Tensor:
+    return _contrastive_bwd(grad, vectors, kind)
+
+
+@_contrastive_backward_op.register_fake
 def _(grad, vectors, kind):
     return torch.empty_like(vectors, memory_format=torch.contiguous_format)
 
@@ -268,9 +495,98 @@ def _contrastive_grad(ctx, grad):
     return torch.ops.canon.contrastive_loss_backward(grad, vectors, ctx.kind), None
 
 
-_contrastive_loss.register_autograd(_contrastive_grad, setup_context=_contrastive_setup)
+_contrastive_op.register_autograd(_contrastive_grad, setup_context=_contrastive_setup)
 
 
-def contrastive_loss(vectors, kind) -> Tensor:
+def contrastive_loss(vectors: Tensor, kind: str) -> Tensor:
     """Orbit orthogonality loss of ``vectors`` (B, N, D) (SPEC §4)."""
-    return torch.ops.canon.contrastive_loss(vectors, kind)
+    return torch.ops.canon.contrastive_loss(vectors, kind) if _compiling() else _Contrastive.apply(vectors, kind)
+
+
+# ============================================================================= fused eval canonicalization
+def _select_transform_fwd(vectors, reference, x, mats, exact, aligned, beta, score, padding, interpolation):
+    if _triton_for(x):
+        xc, sel = _triton().select_transform(vectors, reference, x, mats, exact, aligned, beta, score, padding, interpolation)
+        return (xc, *sel)
+    sel = ref.select_ref(vectors, reference, beta, score, False)
+    with torch.no_grad():
+        xc = ref.transform_ref(x, None, sel.index, mats, exact, padding, interpolation)
+    return (xc, *sel)
+
+
+class _SelectTransform(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, vectors, reference, x, mats, pull, exact, aligned, beta, score, padding, interpolation):
+        ctx.set_materialize_grads(False)
+        out = _select_transform_fwd(vectors, reference, x, mats, exact, aligned, beta, score, padding, interpolation)
+        ctx.save_for_backward(x, out[3])
+        ctx.cfg = (mats, pull, exact, aligned, padding, interpolation)
+        ctx.mark_non_differentiable(*out[1:])
+        return out
+
+    @staticmethod
+    def backward(ctx, g_xc, *_):
+        x, index = ctx.saved_tensors
+        mats, pull, exact, aligned, padding, interpolation = ctx.cfg
+        gx = None
+        if ctx.needs_input_grad[2] and g_xc is not None:  # a hard choice: only x receives a gradient
+            gx, _ = _transform_bwd(g_xc, x, index, mats, pull, exact, aligned, padding, interpolation, True, False, None, None)
+        return (None, None, gx) + _EMPTY_GRADS[:8]
+
+
+@torch.library.custom_op("canon::select_transform", mutates_args=())
+def _select_transform_op(
+    vectors: Tensor,
+    reference: Tensor,
+    x: Tensor,
+    mats: Tensor,
+    pull: Tensor,
+    exact: bool,
+    aligned: bool,
+    beta: float,
+    score: str,
+    padding: str,
+    interpolation: str,
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    return tuple(_select_transform_fwd(vectors, reference, x, mats, exact, aligned, beta, score, padding, interpolation))
+
+
+@_select_transform_op.register_fake
+def _(vectors, reference, x, mats, pull, exact, aligned, beta, score, padding, interpolation):
+    B, N, _ = vectors.shape
+    acc = acc_dtype(vectors.dtype)
+    return (
+        torch.empty(x.shape, dtype=x.dtype, device=x.device),
+        vectors.new_empty((B, N), dtype=acc),
+        vectors.new_empty((B, N), dtype=acc),
+        vectors.new_empty((B,), dtype=torch.int64),
+        vectors.new_empty((B, N), dtype=acc),
+    )
+
+
+def _select_transform_setup(ctx, inputs, output):
+    vectors, reference, x, mats, pull, exact, aligned, beta, score, padding, interpolation = inputs
+    ctx.save_for_backward(x, output[3], mats, pull)
+    ctx.cfg = (exact, aligned, padding, interpolation)
+    ctx.mark_non_differentiable(*output[1:])
+
+
+def _select_transform_grad(ctx, g_xc, *_):
+    x, index, mats, pull = ctx.saved_tensors
+    exact, aligned, padding, interpolation = ctx.cfg
+    gx = None
+    if ctx.needs_input_grad[2]:
+        gx, _ = torch.ops.canon.transform_backward(g_xc, x, index, mats, pull, exact, aligned, padding, interpolation, True, False, None, None)
+    return (None, None, gx) + _EMPTY_GRADS[:8]
+
+
+_select_transform_op.register_autograd(_select_transform_grad, setup_context=_select_transform_setup)
+
+
+def select_transform(
+    vectors: Tensor, reference: Tensor, x: Tensor, tables, beta: float, score: str, padding: str, interpolation: str
+) -> tuple[Tensor, Selection]:
+    """Eval canonicalization from orbit vectors in one op: (canonical images ``T_{g*} x``, hard Selection)."""
+    args = (vectors, reference, x, tables.mats, tables.pull, tables.exact, tables.aligned, float(beta), score, padding, interpolation)
+    out = torch.ops.canon.select_transform(*args) if _compiling() else _SelectTransform.apply(*args)
+    return out[0], Selection(*out[1:])

@@ -10,10 +10,10 @@ input) and cast back to the output dtype.
 
 from __future__ import annotations
 
-from typing import NamedTuple
-
 import torch
 import torch.nn.functional as F
+
+from canon.types import Selection
 
 __all__ = [
     "sample_coords",
@@ -22,10 +22,12 @@ __all__ = [
     "select_ref",
     "contrastive_loss_ref",
     "prior_loss_ref",
-    "Selection",
+    "select_losses_ref",
+    "permute_channels_ref",
     "orbit_backward_ref",
     "transform_backward_ref",
     "select_backward_ref",
+    "select_losses_backward_ref",
     "contrastive_loss_backward_ref",
 ]
 
@@ -214,14 +216,22 @@ def _sample_per_sample_adjoint(g: torch.Tensor, mats: torch.Tensor, exact: bool,
     return out
 
 
+def permute_channels_ref(y: torch.Tensor, index: torch.Tensor, chan_perm: torch.Tensor) -> torch.Tensor:
+    """Channels grouped (K, N'): output channel ``k·N' + h`` is input channel ``k·N' + chan_perm[index[b], h]``."""
+    B, C, H, W = y.shape
+    n = chan_perm.shape[1]
+    perm = chan_perm[index]  # (B, N')
+    yk = y.reshape(B, C // n, n, H, W)
+    return torch.gather(yk, 2, perm[:, None, :, None, None].expand(B, C // n, n, H, W)).reshape(B, C, H, W)
+
+
 class _Transform(torch.autograd.Function):
     """``out[b] = T_{index[b]} x[b]`` with the mixture straight-through gradient (SPEC §3.5)."""
 
     @staticmethod
     def forward(ctx, x, weights, index, mats, exact, padding, interpolation):
         cdt = _compute_dtype(x.dtype)
-        sel = mats[index]
-        out = _sample_per_sample(x.to(cdt), sel, exact, padding, interpolation).to(x.dtype)
+        out = _sample_per_sample(x.to(cdt), mats[index], exact, padding, interpolation).to(x.dtype)
         ctx.save_for_backward(x, index, mats)
         ctx.cfg = (exact, padding, interpolation)
         return out
@@ -244,29 +254,29 @@ class _Transform(torch.autograd.Function):
 
 def transform_ref(
     x: torch.Tensor,
-    weights: torch.Tensor,
+    weights: torch.Tensor | None,
     index: torch.Tensor,
     mats: torch.Tensor,
     exact: bool,
     padding: str = "zeros",
     interpolation: str = "bilinear",
+    chan_perm: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Resample each sample by its chosen view matrix, gradient to ``weights`` by mixture ST.
 
     Args:
         x: (B, C, H, W).
-        weights: (B, N) the (straight-through) one-hot; only its gradient is used.
+        weights: (B, N) the (straight-through) one-hot, or None; only its gradient is used.
         index: (B,) int64 chosen element.
         mats: (N, 2, 3) full-resolution view matrices.
+        chan_perm: (N, N') channel permutation per element (regular representation), applied
+            by the chosen element before the resampling; it carries no weight gradient.
     """
+    if chan_perm is not None:
+        x = permute_channels_ref(x, index, chan_perm)
+    if weights is None:
+        weights = torch.zeros(x.shape[0], mats.shape[0], dtype=_compute_dtype(x.dtype), device=x.device)
     return _Transform.apply(x, weights, index, mats, exact, padding, interpolation)
-
-
-class Selection(NamedTuple):
-    scores: torch.Tensor
-    probs: torch.Tensor
-    index: torch.Tensor
-    onehot: torch.Tensor
 
 
 def select_ref(
@@ -316,6 +326,28 @@ def contrastive_loss_ref(vectors: torch.Tensor, kind: str = "normalized", eps: f
 def prior_loss_ref(scores: torch.Tensor, target: torch.Tensor, beta: float = 1.0) -> torch.Tensor:
     """Cross-entropy of ``beta · scores`` (B, N) against element indices ``target`` (B,)."""
     return F.cross_entropy(beta * scores.to(_compute_dtype(scores.dtype)), target)
+
+
+def select_losses_ref(
+    vectors: torch.Tensor,
+    reference: torch.Tensor,
+    beta: float = 1.0,
+    score: str = "cosine",
+    straight_through: bool = True,
+    gumbel_noise: torch.Tensor | None = None,
+    tau: float = 1.0,
+    contrastive: str = "normalized",
+    target: torch.Tensor | None = None,
+    prior_beta: float = 1.0,
+) -> tuple[Selection, torch.Tensor, torch.Tensor]:
+    """:func:`select_ref` and both losses of the same vectors: (selection, contrastive, prior).
+
+    ``target`` None means the identity (element 0) for every sample.
+    """
+    sel = select_ref(vectors, reference, beta, score, straight_through, gumbel_noise, tau)
+    if target is None:
+        target = torch.zeros(vectors.shape[0], dtype=torch.int64, device=vectors.device)
+    return sel, contrastive_loss_ref(vectors, contrastive), prior_loss_ref(sel.scores, target, prior_beta)
 
 
 # ----------------------------------------------------------------------------- explicit adjoints
@@ -377,11 +409,13 @@ def transform_backward_ref(
     interpolation: str = "bilinear",
     need_x: bool = True,
     need_weights: bool = True,
+    chan_perm: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
     """Backward of :func:`transform_ref`: (grad_x (B, C, H, W) or None, grad_weights (B, N) or None).
 
-    ``grad_x`` is the adjoint of the chosen transforms; ``grad_weights[b, g] =
-    <grad[b], T_g x[b]>`` (mixture straight-through, SPEC §3.5), both in the compute dtype.
+    ``grad_x`` is the adjoint of the chosen transforms (and of the channel permutation);
+    ``grad_weights[b, g] = <grad[b], T_g P x[b]>`` (mixture straight-through, SPEC §3.5),
+    both in the compute dtype.
     """
     B, C, H, W = x.shape
     cdt = _compute_dtype(x.dtype)
@@ -390,8 +424,13 @@ def transform_backward_ref(
     if need_x:
         u, v = sample_coords(mats[index], H, W)
         gx = _scatter_taps(g.reshape(B, C, H * W), u, v, H, W, padding, interpolation, exact)
+        if chan_perm is not None:  # the adjoint of a gather by a permutation is the scatter by it
+            n = chan_perm.shape[1]
+            perm = chan_perm[index][:, None, :, None, None].expand(B, C // n, n, H, W)
+            gx = torch.zeros_like(gx).reshape(B, C // n, n, H, W).scatter_(2, perm, gx.reshape(B, C // n, n, H, W)).reshape(B, C, H, W)
     if need_weights:
-        gw = torch.einsum("bnchw,bchw->bn", orbit_ref(x.to(cdt), mats, exact, (H, W), padding, interpolation), g)
+        xp = permute_channels_ref(x, index, chan_perm) if chan_perm is not None else x
+        gw = torch.einsum("bnchw,bchw->bn", orbit_ref(xp.to(cdt), mats, exact, (H, W), padding, interpolation), g)
     return gx, gw
 
 
@@ -466,3 +505,41 @@ def contrastive_loss_backward_ref(grad: torch.Tensor, vectors: torch.Tensor, kin
     S = 2 * torch.sign(G) * off * (g / (B * N * (N - 1)))
     dvn = S @ vn
     return ((dvn - vn * (S * G).sum(-1, keepdim=True)) / n).to(vectors.dtype)
+
+
+def select_losses_backward_ref(
+    grad_scores: torch.Tensor | None,
+    grad_probs: torch.Tensor | None,
+    grad_onehot: torch.Tensor | None,
+    grad_losses: torch.Tensor,
+    vectors: torch.Tensor,
+    reference: torch.Tensor,
+    beta: float = 1.0,
+    score: str = "cosine",
+    straight_through: bool = True,
+    gumbel_noise: torch.Tensor | None = None,
+    tau: float = 1.0,
+    contrastive: str | None = "normalized",
+    prior: bool = True,
+    target: torch.Tensor | None = None,
+    prior_beta: float = 1.0,
+    eps: float = 1e-8,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Gradients (vectors, reference) of :func:`select_losses_ref`; ``grad_losses`` (2,) holds the
+    gradients of the contrastive and the prior loss (``contrastive`` None / ``prior`` False: that
+    loss was not computed). The prior's gradient to the scores,
+    ``g·β_p·(softmax(β_p·s) − onehot(target)) / B``, joins ``grad_scores``."""
+    cdt = _compute_dtype(vectors.dtype)
+    v, r = vectors.to(cdt), reference.to(cdt)
+    B, N, _ = v.shape
+    gs = None if grad_scores is None else grad_scores.to(cdt)
+    if prior:
+        s = F.cosine_similarity(v, r.expand_as(v), dim=-1, eps=eps) if score == "cosine" else (v * r).sum(-1)
+        if target is None:
+            target = torch.zeros(B, dtype=torch.int64, device=v.device)
+        g_prior = grad_losses[1].to(cdt) / B * prior_beta * (torch.softmax(prior_beta * s, -1) - F.one_hot(target, N).to(cdt))
+        gs = g_prior if gs is None else gs + g_prior
+    gv, gr = select_backward_ref(gs, grad_probs, grad_onehot, vectors, reference, beta, score, straight_through, gumbel_noise, tau, eps)
+    if contrastive is not None:
+        gv = gv + contrastive_loss_backward_ref(grad_losses[0], vectors, contrastive, eps).to(gv.dtype)
+    return gv, gr

@@ -1,15 +1,13 @@
 """The Triton side of :mod:`canon.ops`: allocate outputs, pick the kernel variant, launch.
 
-Plain functions without autograd (the registered ops in :mod:`canon.ops` wire the
-forward and backward halves together). Every function reads its inputs through their
-strides (no copies) and never synchronises with the host. Forward functions accept a
-preallocated ``out`` (tests poison it with NaN).
+Plain functions without autograd (:mod:`canon.ops` wires forward and backward together).
+Every function reads its inputs through their strides (no copies) and never synchronises
+with the host. Forward functions accept preallocated outputs (tests poison them with NaN).
 
-Determinism: every backward here is deterministic except the adjoint of non-exact
-(bilinear/nearest, or padded exact) resampling, which scatters with atomics (see
-``kernels.resample.resample_push_kernel`` for why). Under
-``torch.use_deterministic_algorithms(True)`` those adjoints run the sort-based
-reference adjoint instead (:func:`canon.reference.orbit_backward_ref`).
+Determinism: every backward here is deterministic except the adjoint of border/reflection
+padded resampling, which scatters with atomics (see
+``canon.kernels.resample.orbit_backward_scatter_kernel`` for why). Under
+``torch.use_deterministic_algorithms(True)`` that adjoint runs the reference instead.
 """
 
 from __future__ import annotations
@@ -19,21 +17,33 @@ import contextlib
 import torch
 
 from canon import reference as ref
-from canon.kernels import resample, scores
+from canon.kernels import resample
+from canon.kernels import select as select_k
+from canon.types import Selection
 
-__all__ = ["orbit", "orbit_backward", "transform", "transform_backward", "select", "select_backward", "contrastive_loss", "contrastive_loss_backward"]
+__all__ = [
+    "orbit",
+    "orbit_backward",
+    "transform",
+    "transform_backward",
+    "select",
+    "select_backward",
+    "contrastive_loss",
+    "contrastive_loss_backward",
+    "select_transform",
+    "orbit_empty",
+]
+
+PRIOR_CODES = {"none": select_k.PRIOR_NONE, "identity": select_k.PRIOR_IDENTITY, "target": select_k.PRIOR_TARGET}
 
 
 def _device(t: torch.Tensor):
     return torch.cuda.device(t.device) if t.is_cuda else contextlib.nullcontext()
 
 
-def _pull_adjoint(exact: bool, padding: str) -> bool:
-    return bool(exact) and padding == "zeros"
-
-
-def _deterministic_fallback(exact: bool, padding: str) -> bool:
-    return torch.are_deterministic_algorithms_enabled() and not _pull_adjoint(exact, padding)
+def _scatter_fallback(padding: str) -> bool:
+    """The adjoint of a padded view scatters with atomics: deterministic mode takes the reference."""
+    return padding != "zeros" and torch.are_deterministic_algorithms_enabled()
 
 
 def orbit_empty(B: int, N: int, C: int, h: int, w: int, dtype: torch.dtype, device, channels_last: bool) -> torch.Tensor:
@@ -43,69 +53,101 @@ def orbit_empty(B: int, N: int, C: int, h: int, w: int, dtype: torch.dtype, devi
     return torch.empty((B, N, C, h, w), dtype=dtype, device=device)
 
 
-def orbit(x, mats, exact, size, padding, interpolation, out_dtype=None, channels_last=False, out=None) -> torch.Tensor:
+def orbit(x, mats, pull, exact, aligned, size, padding, interpolation, out_dtype=None, channels_last=False, out=None) -> torch.Tensor:
     B, C = x.shape[:2]
     h, w = size
     if out is None:
         out = orbit_empty(B, mats.shape[0], C, h, w, out_dtype or x.dtype, x.device, channels_last)
     with _device(x):
-        return resample.orbit_forward(x, mats.contiguous(), exact, (h, w), padding, interpolation, out)
+        return resample.orbit_forward(x, mats, exact, aligned, (h, w), padding, interpolation, out)
 
 
-def orbit_backward(grad, mats, exact, in_hw, padding, interpolation, x_dtype, out=None) -> torch.Tensor:
-    if _deterministic_fallback(exact, padding):
+def orbit_backward(grad, mats, pull, exact, aligned, in_hw, padding, interpolation, x_dtype, out=None) -> torch.Tensor:
+    if _scatter_fallback(padding):
         return ref.orbit_backward_ref(grad, mats, exact, in_hw, padding, interpolation, x_dtype)
     B, N, C = grad.shape[:3]
     if out is None:
         out = torch.empty((B, C, *in_hw), dtype=x_dtype, device=grad.device)
     with _device(grad):
-        return resample.orbit_backward(grad, mats.contiguous(), exact, tuple(in_hw), padding, interpolation, out)
+        return resample.orbit_backward(grad, mats, pull, exact, aligned, tuple(in_hw), padding, interpolation, out)
 
 
-def transform(x, weights, index, mats, exact, padding, interpolation, out=None) -> torch.Tensor:
+def transform(x, index, mats, exact, aligned, padding, interpolation, chan_perm=None, out=None) -> torch.Tensor:
     if out is None:
         out = torch.empty(x.shape, dtype=x.dtype, device=x.device)
     with _device(x):
-        return resample.transform_forward(x, index.contiguous(), mats.contiguous(), exact, padding, interpolation, out)
+        return resample.transform_forward(x, index, mats, exact, aligned, padding, interpolation, out, chan_perm)
 
 
-def transform_backward(grad, x, index, mats, exact, padding, interpolation, need_x=True, need_weights=True):
+def transform_backward(grad, x, index, mats, pull, exact, aligned, padding, interpolation, need_x=True, need_weights=True, chan_perm=None, chan_inv=None):
     """(grad_x in x.dtype or None, grad_weights (B, N) in the accumulation dtype or None)."""
-    if need_x and _deterministic_fallback(exact, padding):
-        gx, _ = ref.transform_backward_ref(grad, x, index, mats, exact, padding, interpolation, True, False)
+    gx = gw = None
+    if need_x and _scatter_fallback(padding):
+        gx, _ = ref.transform_backward_ref(grad, x, index, mats, exact, padding, interpolation, True, False, chan_perm)
         gx = gx.to(x.dtype)
-        if not need_weights:
-            return gx, None
         need_x = False
-    else:
-        gx = torch.empty(x.shape, dtype=x.dtype, device=x.device) if need_x else None
-    acc = torch.float64 if x.dtype == torch.float64 else torch.float32
-    gw = torch.empty((x.shape[0], mats.shape[0]), dtype=acc, device=x.device) if need_weights else None
-    with _device(x):
-        resample.transform_backward(grad, x, index.contiguous(), mats.contiguous(), exact, padding, interpolation, gx if need_x else None, gw)
+    elif need_x:
+        gx = torch.empty(x.shape, dtype=x.dtype, device=x.device)
+    if need_weights:
+        acc = torch.float64 if x.dtype == torch.float64 else torch.float32
+        gw = torch.empty((x.shape[0], mats.shape[0]), dtype=acc, device=x.device)
+    if need_x or need_weights:
+        with _device(x):
+            resample.transform_backward(grad, x, index, mats, pull, exact, aligned, padding, interpolation, gx if need_x else None, gw, chan_perm, chan_inv)
     return gx, gw
 
 
-def select(vectors, reference, beta, score, straight_through, gumbel_noise, tau, out=None) -> ref.Selection:
-    """Forward values only; the straight-through one-hot's value is the hard one-hot."""
+def select(vectors, reference, beta, score, gumbel_noise, tau, contrastive="none", prior="none", target=None, prior_beta=1.0, out=None):
+    """Forward values (the straight-through one-hot's value is the hard one-hot) and, when asked,
+    the per-sample losses (2, B): row 0 contrastive, row 1 prior."""
     with _device(vectors):
-        sel, _ = scores.scores_forward(vectors, reference, beta, score == "cosine", gumbel_noise, tau, out=out)
-    return ref.Selection(*sel)
+        sel, losses = select_k.select_forward(
+            vectors, reference, beta, score == "cosine", gumbel_noise, tau,
+            contrastive=None if contrastive == "none" else contrastive, prior=PRIOR_CODES[prior], target=target, prior_beta=prior_beta, out=out,
+        )  # fmt: skip
+    return Selection(*sel), losses
 
 
-def select_backward(grad_scores, grad_probs, grad_onehot, vectors, reference, probs, beta, score, straight_through, gumbel, tau):
+def select_backward(
+    grad_scores, grad_probs, grad_onehot, grad_losses, vectors, reference, probs, beta, score, straight_through, gumbel, tau,
+    contrastive="none", prior="none", target=None, prior_beta=1.0,
+):  # fmt: skip
     scale = beta / tau if gumbel else beta
     with _device(vectors):
-        gv, gr = scores.select_backward(vectors, reference, probs, grad_scores, grad_probs, grad_onehot if straight_through else None, scale, score == "cosine")
+        gv, gr = select_k.select_backward(
+            vectors, reference, probs, grad_scores, grad_probs, grad_onehot if straight_through else None, grad_losses, scale, score == "cosine",
+            contrastive=None if contrastive == "none" else contrastive, prior=PRIOR_CODES[prior], target=target, prior_beta=prior_beta,
+        )  # fmt: skip
     return gv, gr.to(reference.dtype)
 
 
 def contrastive_loss(vectors, kind) -> torch.Tensor:
+    """Per-sample losses (B,)."""
     with _device(vectors):
-        _, per_sample = scores.scores_forward(vectors, None, contrastive=kind)
-    return per_sample.mean()
+        _, losses = select_k.select_forward(vectors, None, contrastive=kind)
+    return losses[0]
 
 
 def contrastive_loss_backward(grad, vectors, kind) -> torch.Tensor:
+    """Gradient (B, N, D) of the batch mean, given its 0-d gradient ``grad`` (read on the device)."""
+    grad_losses = grad.reshape(1).expand(2)
     with _device(vectors):
-        return scores.contrastive_backward(grad.reshape(()), vectors, kind)
+        gv, _ = select_k.select_backward(vectors, None, None, None, None, None, grad_losses, contrastive=kind)
+    return gv
+
+
+def select_transform(vectors, reference, x, mats, exact, aligned, beta, score, padding, interpolation, out=None, sel_out=None):
+    """Eval canonicalization in one launch: (canonical images, Selection)."""
+    B, N, _ = vectors.shape
+    acc = torch.float64 if vectors.dtype == torch.float64 else torch.float32
+    dev = vectors.device
+    if sel_out is None:
+        sel_out = (
+            torch.empty((B, N), dtype=acc, device=dev), torch.empty((B, N), dtype=acc, device=dev),
+            torch.empty((B,), dtype=torch.int64, device=dev), torch.empty((B, N), dtype=acc, device=dev),
+        )  # fmt: skip
+    if out is None:
+        out = torch.empty(x.shape, dtype=x.dtype, device=x.device)
+    with _device(x):
+        resample.select_transform_forward(vectors, reference, x, mats, exact, aligned, beta, score == "cosine", padding, interpolation, out, sel_out)
+    return out, Selection(*sel_out)

@@ -1,30 +1,44 @@
-"""Compile every kernel variant in use for real GPU targets, without a GPU, and report resources.
+"""Compile the kernel variants that real launches produce, for real GPU targets, without a GPU.
 
-:func:`compile_report` is the stable entry point (the compile-gate test and
-``python -m bench kernels`` use it). Run it in a process where ``TRITON_INTERPRET`` is
-unset: the interpreter replaces ``@triton.jit`` functions. ``python -m canon.kernels.compile``
+The variants are not restated here: :func:`launch_scenarios` runs the launchers of
+:mod:`canon.kernels` on ``meta`` tensors of real sizes (B = 256, 224×224 images, 96×96
+views, MNIST-sized planes, …) while :func:`canon.kernels.launch.recording` captures each
+launch instead of running it. Every captured launch is then specialised exactly as
+Triton's JIT specialises a real one (integers equal to 1 become constants, integers and
+pointers divisible by 16 get ``tt.divisibility=16``; fresh allocations are 256-byte
+aligned, so pointers are) and compiled with ``triton.compile(..., target=GPUTarget("cuda",
+arch, 32))``.
+
+:func:`compile_report` is the stable entry point (the compile-gate test and ``python -m
+bench kernels`` use it). Run it in a process where ``TRITON_INTERPRET`` is unset (the
+interpreter replaces ``@triton.jit`` functions). ``python -m canon.kernels.compile``
 prints the report as JSON.
 
-Each row: ``{"name", "variant", "arch", "registers", "spill_stores", "spill_loads",
-"local", "stack", "shared", "global_load_bits", "global_store_bits", "global_atomic_bits", "error"}``:
-registers/stack/local/shared from ``cuobjdump --dump-resource-usage`` (bytes for
-stack/local/shared), spill stores/loads = count of STL/LDL instructions in the SASS, and the sorted set of widths
-(bits) of global loads (LDG), stores (STG) and reductions/atomics (RED, REDG, ATOM, ATOMG) in the SASS. ``error`` is None or the
-compile error text (the other fields are then None).
+Each row: ``{"name", "variant", "arch", "num_warps", "registers", "spill_stores",
+"spill_loads", "local", "stack", "shared", "occupancy", "global_load_bits",
+"global_store_bits", "global_atomic_bits", "vector_store", "error"}``: registers/stack/
+local/shared from ``cuobjdump --dump-resource-usage`` (bytes for stack/local/shared);
+spill stores/loads = count of STL/LDL instructions in the SASS; ``occupancy`` = resident
+warps per SM / 64 as limited by registers, shared memory and block count (sm_80/sm_90: 64K
+registers, 64 warps, 32 blocks, 164/228 KB shared); the sorted sets of widths (bits) of
+global loads (LDG), stores (STG) and reductions/atomics (RED, ATOM); ``vector_store``: the
+launch writes row-contiguous, 16-byte aligned rows, so its stores should be 128-bit;
+``error`` is None or the compile error text (the other fields are then None).
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import subprocess
 import tempfile
 from concurrent.futures import ProcessPoolExecutor
 
-__all__ = ["variants", "compile_report", "compile_one"]
+__all__ = ["launch_scenarios", "variants", "compile_report", "compile_one", "occupancy"]
 
-_PTR_DT = {"fp32": "*fp32", "fp16": "*fp16", "bf16": "*bf16", "fp64": "*fp64"}
+_SM = {80: dict(warps=64, blocks=32, shared=164 * 1024), 90: dict(warps=64, blocks=32, shared=228 * 1024)}
 
 
 def _bin(name: str) -> str:
@@ -33,88 +47,187 @@ def _bin(name: str) -> str:
     return os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", name)
 
 
-def variants() -> list[dict]:
-    """The kernel variants that the launchers in :mod:`kernels` actually produce.
+def launch_scenarios() -> list[tuple[str, bool, object]]:
+    """(label, vector_store, Launch) for every launch the launchers make in the scenarios below."""
+    import torch
 
-    Mode constexprs (padding × interpolation × exact) are covered in full for fp32; the
-    fp16/bf16 I/O variants once each (their code differs only in load/store casts).
-    Block sizes are the largest :func:`resample_config`/:func:`scores_config` give.
-    """
-    import triton.language as tl
+    from . import resample, select
+    from .launch import recording
 
-    from .resample import resample_config
+    meta = torch.device("meta")
+
+    def t(*shape, dtype=torch.float32):
+        return torch.empty(shape, dtype=dtype, device=meta)
+
+    def tables(n):
+        return t(n, 2, 3), t(n, 10)
 
     out = []
-    modes = [(pad, near, ex) for pad in (0, 1, 2) for near, ex in ((False, False), (True, False), (False, True))]
-    rs_ints = lambda names: {n: "i32" for n in names}  # noqa: E731
-    for dt_in, dt_out in (("fp32", "fp32"), ("fp16", "fp16"), ("bf16", "bf16"), ("fp32", "fp16")):
-        for use_index in (False, True):
-            for pad, near, ex in modes if (dt_in, dt_out) == ("fp32", "fp32") else [(0, False, False), (0, False, True)]:
-                sig = {"x_ptr": _PTR_DT[dt_in], "mats_ptr": "*fp32", "index_ptr": "*i64", "out_ptr": _PTR_DT[dt_out]}
-                sig.update(rs_ints(["sx_b", "sx_c", "sx_h", "sx_w", "so_b", "so_n", "so_c", "so_h", "so_w", "C", "H", "W", "h", "w", "NV"]))
-                cx = {"PADDING": pad, "NEAREST": near, "EXACT": ex, "USE_INDEX": use_index, "OUT_CONTIG": True, "ACC": tl.float32, "BLOCK": 1024}
-                out.append(dict(kernel="resample_kernel", signature=sig, constexprs=cx, num_warps=8))
-    for pad, near, ex in modes:
-        sig = {"g_ptr": "*fp32", "mats_ptr": "*fp32", "index_ptr": "*i64", "gx_ptr": "*fp32"}
-        sig.update(rs_ints(["sg_b", "sg_n", "sg_c", "sg_h", "sg_w", "C", "H", "W", "h", "w", "NV"]))
-        cx = {"PADDING": pad, "NEAREST": near, "EXACT": ex, "USE_INDEX": False, "ACC": tl.float32, "BLOCK": 1024}
-        out.append(dict(kernel="resample_push_kernel", signature=sig, constexprs=cx, num_warps=8))
-    for dt in ("fp32", "fp16", "bf16"):
-        sig = {"g_ptr": _PTR_DT[dt], "mats_ptr": "*fp32", "index_ptr": "*i64", "gx_ptr": _PTR_DT[dt]}
-        sig.update(rs_ints(["sg_b", "sg_n", "sg_c", "sg_h", "sg_w", "sgx_b", "sgx_c", "sgx_h", "sgx_w", "C", "H", "W", "h", "w", "NV"]))
-        out.append(dict(kernel="resample_pull_kernel", signature=sig, constexprs={"USE_INDEX": False, "ACC": tl.float32, "BLOCK": 1024}, num_warps=8))
-    for pad, near, ex in modes:
-        pull = ex and pad == 0
-        sig = {"g_ptr": "*fp32", "x_ptr": "*fp32", "mats_ptr": "*fp32", "index_ptr": "*i64", "gx_ptr": "*fp32", "dot_ptr": "*fp32"}
-        sig.update(rs_ints(["sg_b", "sg_c", "sg_h", "sg_w", "sx_b", "sx_c", "sx_h", "sx_w", "sgx_b", "sgx_c", "sgx_h", "sgx_w", "C", "H", "W", "N"]))
-        block, warps = resample_config(1 << 20)
-        cx = {"PADDING": pad, "NEAREST": near, "EXACT": ex, "NEED_GX": True, "GX_PULL": pull, "NEED_DOT": True, "ACC": tl.float32, "BLOCK": block}
-        out.append(dict(kernel="transform_backward_kernel", signature=sig, constexprs=cx, num_warps=warps))
-    for bn in (4, 8, 16):
-        bd = max(1, min(64, 4096 // (bn * bn)))
-        for select, gram in ((True, False), (False, True)):
-            for cos in (True, False) if select else (True,):
-                sig = {
-                    "v_ptr": "*fp32",
-                    "r_ptr": "*fp32",
-                    "noise_ptr": "*fp32",
-                    "scores_ptr": "*fp32",
-                    "probs_ptr": "*fp32",
-                    "index_ptr": "*i64",
-                    "onehot_ptr": "*fp32",
-                    "loss_ptr": "*fp32",
-                }
-                sig.update(rs_ints(["sv_b", "sv_n", "sv_d", "sr_d", "sn_b", "sn_n", "N", "D"]))
-                sig.update({"beta": "fp32", "tau": "fp32", "eps": "fp32", "pair_scale": "fp32"})
-                cx = {"COSINE": cos, "HAS_NOISE": False, "SELECT": select, "GRAM": gram, "NORMALIZED": True, "ACC": tl.float32, "BLOCK_N": bn, "BLOCK_D": bd}
-                out.append(dict(kernel="scores_kernel", signature=sig, constexprs=cx, num_warps=4))
-        sig = {
-            "v_ptr": "*fp32",
-            "r_ptr": "*fp32",
-            "probs_ptr": "*fp32",
-            "gs_ptr": "*fp32",
-            "gp_ptr": "*fp32",
-            "gh_ptr": "*fp32",
-            "gv_ptr": "*fp32",
-            "gr_ptr": "*fp32",
-        }
-        sig.update(rs_ints(["sv_b", "sv_n", "sv_d", "sr_d", "N", "D"]))
-        sig.update({"logit_scale": "fp32", "eps": "fp32"})
-        cx = {"COSINE": True, "HAS_GS": True, "HAS_GP": False, "HAS_GH": True, "ACC": tl.float32, "BLOCK_N": bn, "BLOCK_D": bd}
-        out.append(dict(kernel="select_backward_kernel", signature=sig, constexprs=cx, num_warps=4))
-        for norm in (True, False):
-            sig = {"v_ptr": "*fp32", "gloss_ptr": "*fp32", "gv_ptr": "*fp32"}
-            sig.update(rs_ints(["sv_b", "sv_n", "sv_d", "N", "D"]))
-            sig.update({"eps": "fp32", "pair_scale": "fp32"})
-            cx = {"NORMALIZED": norm, "ACC": tl.float32, "BLOCK_N": bn, "BLOCK_D": bd}
-            out.append(dict(kernel="contrastive_backward_kernel", signature=sig, constexprs=cx, num_warps=4))
+
+    def record(label: str, vector_store: bool, fn, *args, **kw):
+        sink: list = []
+        with recording(sink):
+            fn(*args, **kw)
+        out.extend((label, vector_store, la) for la in sink)
+
+    B = 256
+    f32, bf16, f16, f64 = torch.float32, torch.bfloat16, torch.float16, torch.float64
+    # ---- orbit forward: the issue's table, every mode, dtypes, layouts, small planes
+    # (aligned: quarter turns of square planes whose side is a multiple of 16 copy 16-aligned runs)
+    for label, dt_in, dt_out, n, hw, size, exact, aligned, pad, interp in (
+        ("C4 exact 224", f32, f32, 4, 224, 224, True, True, "zeros", "bilinear"),
+        ("D4 exact 224", f32, f32, 8, 224, 224, True, True, "zeros", "bilinear"),
+        ("C4 exact crop 224->112 (unaligned)", f32, f32, 4, 224, 112, True, False, "zeros", "bilinear"),
+        ("C8 bilinear 224", f32, f32, 8, 224, 224, False, True, "zeros", "bilinear"),
+        ("C16 224->96 crop border", f32, f32, 16, 224, 96, False, True, "border", "bilinear"),
+        ("C8 32->96 crop border", f32, f32, 8, 32, 96, False, True, "border", "bilinear"),
+        ("C8 reflection", f32, f32, 8, 224, 224, False, True, "reflection", "bilinear"),
+        ("C8 nearest zeros", f32, f32, 8, 224, 224, False, True, "zeros", "nearest"),
+        ("C8 nearest border", f32, f32, 8, 224, 96, False, True, "border", "nearest"),
+        ("C4 exact border (non-square)", f32, f32, 4, 224, 224, True, False, "border", "bilinear"),
+        ("C4 exact reflection (non-square)", f32, f32, 4, 224, 224, True, False, "reflection", "bilinear"),
+        ("C4 exact 28 (MNIST)", f32, f32, 4, 28, 28, True, False, "zeros", "bilinear"),
+        ("C8 bilinear 28 (MNIST)", f32, f32, 8, 28, 28, False, False, "zeros", "bilinear"),
+        ("C4 exact 224 bf16", bf16, bf16, 4, 224, 224, True, True, "zeros", "bilinear"),
+        ("C8 bilinear 224 bf16", bf16, bf16, 8, 224, 224, False, True, "zeros", "bilinear"),
+        ("C8 bilinear 224 fp16", f16, f16, 8, 224, 224, False, True, "zeros", "bilinear"),
+        ("C8 224->96 fp32 in bf16 out", f32, bf16, 8, 224, 96, False, True, "border", "bilinear"),
+        ("C8 bilinear 64 fp64", f64, f64, 8, 64, 64, False, True, "zeros", "bilinear"),
+    ):
+        mats, _ = tables(n)
+        out_t = t(B, n, 3, size, size, dtype=dt_out)
+        copy = exact and aligned and pad == "zeros"  # row-contiguous 16-byte-aligned copies: 128-bit stores
+        record(f"orbit {label}", copy, resample.orbit_forward, t(B, 3, hw, hw, dtype=dt_in), mats, exact, aligned, (size, size), pad, interp, out_t)
+    mats, _ = tables(8)
+    cl = torch.empty((B, 8, 96, 96, 3), device=meta).permute(0, 1, 4, 2, 3)
+    record("orbit C8 224->96 channels_last out", False, resample.orbit_forward, t(B, 3, 224, 224), mats, False, True, (96, 96), "border", "bilinear", cl)
+    # ---- transform (canonicalize / invert) and the fused eval canonicalization
+    idx = t(B, dtype=torch.int64)
+    for label, dt, n, exact, pad, interp, C, perm in (
+        ("C4 exact 224", f32, 4, True, "zeros", "bilinear", 3, None),
+        ("C8 bilinear 224", f32, 8, False, "zeros", "bilinear", 3, None),
+        ("C8 border 224", f32, 8, False, "border", "bilinear", 3, None),
+        ("C8 nearest 224", f32, 8, False, "zeros", "nearest", 3, None),
+        ("C8 bilinear 224 bf16", bf16, 8, False, "zeros", "bilinear", 3, None),
+        ("D4 regular invert 64 channels", f32, 8, True, "zeros", "bilinear", 64, t(8, 8, dtype=torch.int64)),
+    ):
+        mats, _ = tables(n)
+        x_t, out_t = t(B, C, 224, 224, dtype=dt), t(B, C, 224, 224, dtype=dt)
+        record(f"transform {label}", exact and pad == "zeros", resample.transform_forward, x_t, idx, mats, exact, True, pad, interp, out_t, perm)
+    for label, n, exact, D in (("C4 exact 224 D128", 4, True, 128), ("C8 bilinear 224 D128", 8, False, 128), ("C16 bilinear 224 D512", 16, False, 512)):
+        mats, _ = tables(n)
+        sel = (t(B, n), t(B, n), idx, t(B, n))
+        record(
+            f"select_transform {label}", exact, resample.select_transform_forward,
+            t(B, n, D), t(D), t(B, 3, 224, 224), mats, exact, True, 1.0, True, "zeros", "bilinear", t(B, 3, 224, 224), sel,
+        )  # fmt: skip
+    # ---- adjoints
+    for label, dt, n, hw, size, exact, pad, interp in (
+        ("pull C8 224->96 crop", f32, 8, 224, 96, False, "zeros", "bilinear"),
+        ("pull C8 224", f32, 8, 224, 224, False, "zeros", "bilinear"),
+        ("pull C8 32->96 (upsampling)", f32, 8, 32, 96, False, "zeros", "bilinear"),
+        ("pull D4 exact 224", f32, 8, 224, 224, True, "zeros", "bilinear"),
+        ("pull C8 nearest", f32, 8, 224, 96, False, "zeros", "nearest"),
+        ("pull C8 bf16", bf16, 8, 224, 96, False, "zeros", "bilinear"),
+        ("pull C8 fp64", f64, 8, 64, 64, False, "zeros", "bilinear"),
+        ("scatter C8 border", f32, 8, 224, 96, False, "border", "bilinear"),
+        ("scatter C8 reflection nearest", f32, 8, 224, 96, False, "reflection", "nearest"),
+        ("scatter C4 exact border", f32, 4, 224, 224, True, "border", "bilinear"),
+    ):
+        mats, pull = tables(n)
+        g_t, gx_t = t(64, n, 3, size, size, dtype=dt), t(64, 3, hw, hw, dtype=dt)
+        record(f"orbit_backward {label}", False, resample.orbit_backward, g_t, mats, pull, exact, True, (hw, hw), pad, interp, gx_t)
+    for label, n, exact, pad, interp, C, perms in (
+        ("C8 bilinear 224", 8, False, "zeros", "bilinear", 3, None),
+        ("C4 exact 224", 4, True, "zeros", "bilinear", 3, None),
+        ("C8 border 224", 8, False, "border", "bilinear", 3, None),
+        ("C8 nearest 224", 8, False, "zeros", "nearest", 3, None),
+        ("D4 regular 64 channels", 8, True, "zeros", "bilinear", 64, (t(8, 8, dtype=torch.int64), t(8, 8, dtype=torch.int64))),
+    ):
+        mats, pull = tables(n)
+        perm, inv = perms or (None, None)
+        record(
+            f"transform_backward {label}", False, resample.transform_backward,
+            t(B, C, 224, 224), t(B, C, 224, 224), idx, mats, pull, exact, True, pad, interp, t(B, C, 224, 224), t(B, n), perm, inv,
+        )  # fmt: skip
+        record(
+            f"transform_backward {label}, x only (eval)", False, resample.transform_backward,
+            t(B, C, 224, 224), t(B, C, 224, 224), idx, mats, pull, exact, True, pad, interp, t(B, C, 224, 224), None, perm, inv,
+        )  # fmt: skip
+    # ---- selection
+    for n in (4, 8, 16):
+        v, r = t(B, n, 128), t(128)
+        record(f"select N={n}", False, select.select_forward, v, r)
+        record(f"select N={n} gumbel", False, select.select_forward, v, r, noise=t(B, n))
+        record(f"select N={n} + losses", False, select.select_forward, v, r, contrastive="normalized", prior=select.PRIOR_IDENTITY)
+        record(f"select N={n} dot + raw + target", False, select.select_forward, v, r, cosine=False, contrastive="raw", prior=select.PRIOR_TARGET, target=idx)
+        record(f"contrastive N={n}", False, select.select_forward, v, None, contrastive="normalized")
+        record(f"select_backward N={n}", False, select.select_backward, v, r, t(B, n), t(B, n), None, t(B, n))
+        record(
+            f"select_backward N={n} + losses", False, select.select_backward,
+            v, r, t(B, n), t(B, n), None, t(B, n), t(2), contrastive="normalized", prior=select.PRIOR_TARGET, target=idx,
+        )  # fmt: skip
+        record(f"contrastive_backward N={n} raw", False, select.select_backward, v, None, None, None, None, None, t(2), contrastive="raw")
     return out
 
 
-def _variant_name(v: dict) -> str:
-    dts = "/".join(t[1:] for k, t in v["signature"].items() if k in ("x_ptr", "out_ptr", "g_ptr", "gx_ptr") and t.startswith("*"))
-    cx = ",".join(f"{k}={getattr(val, 'name', val)}" for k, val in v["constexprs"].items() if k != "ACC")
-    return f"{dts} {cx}".strip()
+def _specialize(la) -> tuple[dict, dict, dict]:
+    """(signature, constexprs, attrs) of a recorded launch, as the JIT builds them."""
+    from triton._C.libtriton import native_specialize_impl
+    from triton.backends.nvidia.compiler import CUDABackend
+
+    fn = la.kernel
+    signature, constexprs, attrs = {}, {}, {}
+    for i, p in enumerate(fn.params):
+        value = la.args[p.name]
+        if p.is_constexpr:
+            signature[p.name], constexprs[(i,)] = "constexpr", value
+            continue
+        ty, attr = native_specialize_impl(CUDABackend, value, False, True, True)
+        signature[p.name] = ty
+        if ty == "constexpr":  # integers equal to 1
+            constexprs[(i,)] = value
+        elif isinstance(attr, str) and attr:
+            attrs[(i,)] = CUDABackend.parse_attr(attr)
+    return signature, constexprs, attrs
+
+
+def _describe(la) -> str:
+    """The launch's meta-parameters (accumulation dtypes left out: they follow the pointers)."""
+    names = [p.name for p in la.kernel.params if p.is_constexpr and p.name not in ("ACC", "SCORE_ACC")]
+    return ",".join(f"{k}={la.args[k]}" for k in names)
+
+
+def variants() -> list[dict]:
+    """Distinct compilations (kernel, signature, constexprs, attrs, options) of :func:`launch_scenarios`."""
+    seen, out = {}, []
+    for label, vector_store, la in launch_scenarios():
+        sig, cx, attrs = _specialize(la)
+        key = (
+            la.name,
+            tuple(sorted(sig.items())),
+            tuple(sorted((k, str(v)) for k, v in cx.items())),
+            tuple(sorted((k, str(v)) for k, v in attrs.items())),
+            tuple(sorted(la.options.items())),
+        )
+        if key in seen:
+            seen[key]["labels"].append(label)
+            seen[key]["vector_store"] |= vector_store
+            continue
+        v = dict(
+            kernel=la.name,
+            module=la.kernel.fn.__module__,
+            signature=sig,
+            constexprs=cx,
+            attrs=attrs,
+            options=dict(la.options),
+            labels=[label],
+            vector_store=vector_store,
+            desc=_describe(la),
+        )
+        seen[key] = v
+        out.append(v)
+    return out
 
 
 def _parse_usage(text: str) -> dict:
@@ -128,45 +241,41 @@ def _widths(sass: str, op: str) -> list[int]:
         mm = re.search(rf"\b{op}(\.[A-Z0-9_.]+)?\s", line)
         if not mm:
             continue
-        mods = (mm.group(1) or "").split(".")
         bits = 32
-        for mod in mods:
+        for mod in (mm.group(1) or "").split("."):
             if mod in ("128", "64", "U8", "S8", "U16", "S16", "8", "16"):
                 bits = {"U8": 8, "S8": 8, "8": 8, "U16": 16, "S16": 16, "16": 16}.get(mod, int(mod) if mod.isdigit() else 32)
         found.add(bits)
     return sorted(found)
 
 
+def occupancy(registers: int, num_warps: int, shared: int, arch: int) -> float:
+    """Resident warps per SM / 64 for a kernel using ``registers`` per thread and ``shared`` bytes per block."""
+    sm = _SM.get(arch, _SM[90])
+    regs_per_warp = math.ceil(max(registers, 1) * 32 / 256) * 256  # allocated per warp in units of 256
+    by_regs = (65536 // regs_per_warp) // num_warps
+    by_shared = sm["shared"] // shared if shared else sm["blocks"]
+    blocks = min(by_regs, by_shared, sm["blocks"], sm["warps"] // num_warps)
+    return blocks * num_warps / sm["warps"]
+
+
 def compile_one(args: tuple[dict, int]) -> dict:
     """Compile one variant for one arch (sm_XX) and measure it; never raises."""
+    import importlib
+
     import triton
     from triton.backends.compiler import GPUTarget
 
-    from . import resample, scores
-
     v, arch = args
-    fn = getattr(resample, v["kernel"], None) or getattr(scores, v["kernel"])
+    fn = getattr(importlib.import_module(v["module"]), v["kernel"])
     row = dict(
-        name=v["kernel"],
-        variant=_variant_name(v),
-        arch=arch,
-        registers=None,
-        spill_stores=None,
-        spill_loads=None,
-        local=None,
-        stack=None,
-        shared=None,
-        global_load_bits=None,
-        global_store_bits=None,
-        global_atomic_bits=None,
-        error=None,
-    )
+        name=v["kernel"], variant=v["desc"], cases="; ".join(v["labels"]), arch=arch, num_warps=v["options"]["num_warps"],
+        registers=None, spill_stores=None, spill_loads=None, local=None, stack=None, shared=None, occupancy=None,
+        global_load_bits=None, global_store_bits=None, global_atomic_bits=None, vector_store=v["vector_store"], error=None,
+    )  # fmt: skip
     try:
-        sig = dict(v["signature"])
-        for k in v["constexprs"]:
-            sig[k] = "constexpr"
-        src = triton.compiler.ASTSource(fn=fn, signature=sig, constexprs=v["constexprs"])
-        k = triton.compile(src, target=GPUTarget("cuda", arch, 32), options={"num_warps": v["num_warps"]})
+        src = triton.compiler.ASTSource(fn=fn, signature=v["signature"], constexprs=v["constexprs"], attrs=v["attrs"])
+        k = triton.compile(src, target=GPUTarget("cuda", arch, 32), options=v["options"])
         with tempfile.TemporaryDirectory() as d:
             path = os.path.join(d, "k.cubin")
             with open(path, "wb") as f:
@@ -181,6 +290,9 @@ def compile_one(args: tuple[dict, int]) -> dict:
         row["global_load_bits"] = _widths(sass, "LDG")
         row["global_store_bits"] = _widths(sass, "STG")
         row["global_atomic_bits"] = sorted({b for op in ("RED", "REDG", "ATOM", "ATOMG") for b in _widths(sass, op)})
+        shared = max(u["SHARED"] or 0, getattr(k.metadata, "shared", 0) or 0)
+        row["shared"] = shared
+        row["occupancy"] = round(occupancy(u["REG"], v["options"]["num_warps"], shared, arch), 4)
     except Exception as e:  # reported, not raised: the gate decides
         row["error"] = f"{type(e).__name__}: {e}"[:2000]
     return row
@@ -193,7 +305,7 @@ def compile_report(archs: tuple[int, ...] = (80, 90), jobs: int | None = None) -
     unset in this process (raises RuntimeError otherwise).
     """
     if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
-        raise RuntimeError("kernels.compile.compile_report: unset TRITON_INTERPRET (the interpreter replaces the kernels)")
+        raise RuntimeError("canon.kernels.compile.compile_report: unset TRITON_INTERPRET (the interpreter replaces the kernels)")
     work = [(v, a) for v in variants() for a in archs]
     jobs = jobs or min(8, os.cpu_count() or 1)
     if jobs <= 1:

@@ -1,16 +1,36 @@
-"""Resampling kernels: orbit views, the per-sample canonicalize/invert transform, and their adjoints.
+"""Resampling kernels: orbit views, the per-sample transform (canonicalize/invert), their adjoints.
 
-A view matrix ``M`` (2×3, float32, row-major in memory) maps output pixel ``(j, i)``
-(column, row) to the input coordinate ``u = (M00·j + M01·i) + M02``,
+Geometry. A view matrix ``M`` (2×3 float32, row-major, slots ``M00 … M12``) maps output pixel
+``(j, i)`` (column, row) to the input coordinate ``u = (M00·j + M01·i) + M02``,
 ``v = (M10·j + M11·i) + M12``. Sampling matches ``canon.reference`` (and
 ``grid_sample(align_corners=False)``): pixel centres at integer coordinates, padding
-``zeros``/``border``/``reflection`` applied to the coordinates, ``nearest`` rounds
-half to even, bilinear taps outside the input read nothing. ``EXACT`` means every
-matrix is a signed permutation with an integer translation: one tap, no weights.
+``zeros``/``border``/``reflection`` applied to the coordinates, ``nearest`` rounds half to
+even, bilinear taps outside the input read nothing, taps of weight zero read nothing.
 
-Coordinates and weights are float32; values accumulate in ``ACC`` (float32, or float64
-for float64 tensors) and are cast on store. Batch, view and channel offsets are int64;
-offsets inside one image plane are int32 (the launchers check that they fit).
+Two ways to produce a tile of a view, chosen per program from its matrix:
+
+* **permutation copy**: the matrix is a signed permutation with an integer translation
+  (quarter turns, flips, exact crops) and padding is ``zeros``. The source tile is read
+  with rows along memory (coalesced, 128-bit where alignment allows), transposed in
+  registers/shared memory for quarter turns (``tl.permute``), and stored row-contiguous.
+  No arithmetic touches the values: copies are bit-exact.
+* **taps**: anything else. Coordinates are computed once per tile and reused by every
+  channel; bilinear reads four taps, nearest (and exact views with border/reflection
+  padding) one.
+
+Programs own 2-D output tiles (``TILE_H × TILE_W``) and a block of ``CHANNELS`` channels at a
+time, so that a warp's rotated gathers stay within a few input rows (L1 hits) and every
+channel's loads are issued before the stores. Adjoints are gathers too ("pull"): each
+input pixel sums, in a fixed order, the output pixels whose taps read it, found by the
+inverse map (a per-view pull table, see ``P_RJ``). Border/reflection padding folds whole half-planes
+onto edge pixels (unbounded fan-in), so their adjoint stays a scatter with atomics
+(:func:`orbit_backward_scatter_kernel`); ``canon.triton_ops`` routes it to the
+deterministic reference under ``torch.use_deterministic_algorithms(True)``.
+
+Coordinates and weights are float32 and computed without FMA contraction (the same IEEE
+operations as the reference); values accumulate in ``ACC`` (float32, or float64 for float64
+tensors) and are cast on store. Batch, view and channel offsets are int64; offsets inside
+one image plane are int32 (the launchers check that they fit).
 
 These kernels know tensors, strides and matrices, nothing about groups or training.
 """
@@ -21,24 +41,155 @@ import torch
 import triton
 import triton.language as tl
 
+from .launch import launch
+from .select import select_config, select_scores_row
+
 __all__ = [
     "PADDING_CODES",
+    "MAT_SLOTS",
+    "PULL_SLOTS",
     "resample_config",
     "orbit_forward",
     "orbit_backward",
     "transform_forward",
     "transform_backward",
-    "resample_kernel",
-    "resample_push_kernel",
-    "resample_pull_kernel",
+    "select_transform_forward",
+    "orbit_kernel",
+    "transform_kernel",
+    "select_transform_kernel",
+    "orbit_backward_kernel",
+    "orbit_backward_scatter_kernel",
     "transform_backward_kernel",
 ]
 
+# ----------------------------------------------------------------------------- named constants
+PADDING_ZEROS = tl.constexpr(0)
+PADDING_BORDER = tl.constexpr(1)
+PADDING_REFLECTION = tl.constexpr(2)
 PADDING_CODES = {"zeros": 0, "border": 1, "reflection": 2}
+
+# Slots of a view matrix (2×3, row-major) in the (N, MAT_SLOTS) table.
+M00 = tl.constexpr(0)
+M01 = tl.constexpr(1)
+M02 = tl.constexpr(2)
+M10 = tl.constexpr(3)
+M11 = tl.constexpr(4)
+M12 = tl.constexpr(5)
+MAT_SLOTS = tl.constexpr(6)
+
+# Slots of the pull table (N, PULL_SLOTS): the inverse affine map (input pixel -> output
+# coordinate, same slot order as a view matrix), the half-widths of the window of output
+# pixels whose taps can reach one input pixel, and the number of candidates per axis. The
+# caller builds it on the host in float64 (canon.geometry.pull_rows); the kernel starts
+# each window 0.01 px before its left/top edge to absorb float32 rounding.
+P_RJ = tl.constexpr(6)
+P_RI = tl.constexpr(7)
+P_KJ = tl.constexpr(8)
+P_KI = tl.constexpr(9)
+PULL_SLOTS = tl.constexpr(10)
+
 _I32_MAX = 2**31 - 1
 
 
 # ----------------------------------------------------------------------------- helpers (jit)
+@triton.jit
+def _load_matrix(table_ptr, g, SLOTS: tl.constexpr):
+    """The six affine slots of row ``g`` of a (N, SLOTS) float32 table."""
+    row = table_ptr + g * SLOTS
+    return tl.load(row + M00), tl.load(row + M01), tl.load(row + M02), tl.load(row + M10), tl.load(row + M11), tl.load(row + M12)
+
+
+@triton.jit
+def _is_permutation(m00, m01, m02, m10, m11, m12):
+    """The view is a pixel copy: signed permutation matrix, integer translation."""
+    straight = (m01 == 0.0) & (m10 == 0.0) & (tl.abs(m00) == 1.0) & (tl.abs(m11) == 1.0)
+    swapped = (m00 == 0.0) & (m11 == 0.0) & (tl.abs(m01) == 1.0) & (tl.abs(m10) == 1.0)
+    whole = (m02 == tl.floor(m02)) & (m12 == tl.floor(m12))
+    return (straight | swapped) & whole
+
+
+@triton.jit
+def _load_segments(src, chan_off, chan_ok, row_off, row_ok, lo, keep_lo, keep_hi, src_w, s_w, LEN: tl.constexpr, ALIGNED: tl.constexpr):
+    """[CHANNELS, rows, LEN] tile: source columns ``lo, lo + 1, …`` of the rows at ``row_off``
+    (valid where ``row_ok``), kept where the column lies in [0, src_w) and its position in
+    [keep_lo, keep_hi). ``ALIGNED``: the launcher guarantees ``lo`` is a multiple of 16; the
+    column index is then rebuilt as ``(lo // 16) * 16 + j``, the same value, from which the
+    compiler proves 16-element alignment and issues 128-bit loads."""
+    j = tl.arange(0, LEN)
+    if ALIGNED:
+        cols = (lo // 16) * 16 + j
+    else:
+        cols = lo + j
+    ok = chan_ok & (row_ok[:, None] & ((cols >= 0) & (cols < src_w) & (j >= keep_lo) & (j < keep_hi))[None, :])[None, :, :]
+    return tl.load(src + chan_off + (row_off[:, None] + cols[None, :] * s_w)[None, :, :], mask=ok, other=0.0)
+
+
+@triton.jit
+def _permuted_tile(
+    src,  # pointer to the source plane's origin (batch/view offset applied)
+    chan_off,  # [CHANNELS, 1, 1] int64 source channel offsets
+    chan_ok,  # [CHANNELS, 1, 1] which channels exist
+    s_h,
+    s_w,  # source row and column strides
+    src_h,
+    src_w,  # source plane size
+    m00,
+    m01,
+    m02,
+    m10,
+    m11,
+    m12,  # the signed permutation (float32 holding integers)
+    r,  # [TILE_H] destination rows, r0 + 0..TILE_H-1
+    q,  # [TILE_W] destination columns, q0 + 0..TILE_W-1
+    r0,
+    q0,  # tile origin
+    dst_h,
+    dst_w,  # destination plane size
+    TILE_H: tl.constexpr,
+    TILE_W: tl.constexpr,
+    ALIGNED: tl.constexpr,  # every run starts at a multiple of 16 (see _load_segments)
+):
+    """Tile [CHANNELS, TILE_H, TILE_W] of the destination pixels (r, q) copied from ``src``
+    through a signed permutation; sources outside the plane read 0 (zero padding).
+
+    Every read is a run of ascending source columns (coalesced, vectorised when aligned).
+    Straight matrices read the source rows directly; swapped ones (quarter turns) read the
+    transposed tile and transpose it (``tl.permute``: a shared-memory transpose). A reversed
+    axis is read ascending and reversed in registers (``tl.flip``: bit moves, no arithmetic,
+    so copies stay bit-exact, NaN and -0.0 included).
+    """
+    a = m00.to(tl.int32)
+    b = m01.to(tl.int32)
+    c = m10.to(tl.int32)
+    d = m11.to(tl.int32)
+    tx = m02.to(tl.int32)
+    ty = m12.to(tl.int32)
+    if b == 0:
+        # straight: source row from r, source column from q
+        s_rows = d * r + ty
+        s_row_ok = (r < dst_h) & (s_rows >= 0) & (s_rows < src_h)
+        if a > 0:
+            tile = _load_segments(src, chan_off, chan_ok, s_rows * s_h, s_row_ok, q0 + tx, 0, dst_w - q0, src_w, s_w, TILE_W, ALIGNED)
+        else:
+            seg = _load_segments(
+                src, chan_off, chan_ok, s_rows * s_h, s_row_ok, tx - q0 - (TILE_W - 1), q0 + TILE_W - dst_w, TILE_W, src_w, s_w, TILE_W, ALIGNED
+            )
+            tile = tl.flip(seg, 2)
+    else:
+        # swapped: source row from q, source column from r; read [CHANNELS, TILE_W, TILE_H]
+        t_rows = c * q + ty
+        t_row_ok = (q < dst_w) & (t_rows >= 0) & (t_rows < src_h)
+        if b > 0:
+            seg_t = _load_segments(src, chan_off, chan_ok, t_rows * s_h, t_row_ok, r0 + tx, 0, dst_h - r0, src_w, s_w, TILE_H, ALIGNED)
+        else:
+            seg_t = _load_segments(
+                src, chan_off, chan_ok, t_rows * s_h, t_row_ok, tx - r0 - (TILE_H - 1), r0 + TILE_H - dst_h, TILE_H, src_w, s_w, TILE_H, ALIGNED
+            )
+            seg_t = tl.flip(seg_t, 2)
+        tile = tl.permute(seg_t, (0, 2, 1))
+    return tile
+
+
 @triton.jit
 def _reflect(x, size_f):
     # Mirror about -0.5 and size-0.5 (grid_sample, align_corners=False), then clip; size 1 maps to 0.
@@ -60,39 +211,34 @@ def _round_half_even(x):
 
 
 @triton.jit
-def _view_taps(mats_ptr, g, p, pmask, w, Wf, Hf, PADDING: tl.constexpr, NEAREST: tl.constexpr, EXACT: tl.constexpr):
-    """Taps of output pixels ``p`` (flat, row-major in a ``w``-wide plane) under matrix ``g``.
-
-    Returns (ix, iy, w00, w01, w10, w11, k00, k01, k10, k11): the top-left tap (int32,
-    clamped to [-1, size] so out-of-range values stay representable), the four bilinear
-    weights and in-range masks (and'ed with ``pmask``, the pixels of this program). One-tap modes (EXACT, NEAREST) use only ``w00``/``k00``.
-    Taps of weight zero are masked off (an exact element inside a non-exact group then
-    reads one pixel, as the reference's gather does).
-    """
-    mp = mats_ptr + g * 6
-    m00 = tl.load(mp)
-    m01 = tl.load(mp + 1)
-    m02 = tl.load(mp + 2)
-    m10 = tl.load(mp + 3)
-    m11 = tl.load(mp + 4)
-    m12 = tl.load(mp + 5)
-    i = p // w
-    j = p - i * w
-    jf = j.to(tl.float32)
-    if_ = i.to(tl.float32)
+def _source_coords(m00, m01, m02, m10, m11, m12, jf, if_):
+    """Input coordinate (u, v) of output pixel (jf, if_), in the reference's operation order."""
     u = (m00 * jf + m01 * if_) + m02
     v = (m10 * jf + m11 * if_) + m12
-    if PADDING == 1:
+    return u, v
+
+
+@triton.jit
+def _pad(u, v, Wf, Hf, PADDING: tl.constexpr):
+    if PADDING == PADDING_BORDER:
         u = tl.minimum(tl.maximum(u, 0.0), Wf - 1.0)
         v = tl.minimum(tl.maximum(v, 0.0), Hf - 1.0)
-    elif PADDING == 2:
+    elif PADDING == PADDING_REFLECTION:
         u = _reflect(u, Wf)
         v = _reflect(v, Hf)
-    if EXACT or NEAREST:
-        if not EXACT:
+    return u, v
+
+
+@triton.jit
+def _taps(u, v, pix_ok, Wf, Hf, ONE_TAP: tl.constexpr, NEAREST: tl.constexpr):
+    """Taps of padded coordinates (u, v): top-left tap (int32, clamped to [-1, size] so it stays
+    representable), the four bilinear weights and the four in-range masks (and'ed with
+    ``pix_ok``). One-tap modes (nearest, exact views) use ``w00``/``k00`` only."""
+    if ONE_TAP:
+        if NEAREST:
             u = _round_half_even(u)
             v = _round_half_even(v)
-        ok = (u >= 0.0) & (u <= Wf - 1.0) & (v >= 0.0) & (v <= Hf - 1.0) & pmask
+        ok = (u >= 0.0) & (u <= Wf - 1.0) & (v >= 0.0) & (v <= Hf - 1.0) & pix_ok
         ix = tl.minimum(tl.maximum(u, -1.0), Wf).to(tl.int32)
         iy = tl.minimum(tl.maximum(v, -1.0), Hf).to(tl.int32)
         one = tl.full(u.shape, 1.0, tl.float32)
@@ -102,38 +248,535 @@ def _view_taps(mats_ptr, g, p, pmask, w, Wf, Hf, PADDING: tl.constexpr, NEAREST:
         y0 = tl.floor(v)
         fx = u - x0
         fy = v - y0
-        inx0 = (x0 >= 0.0) & (x0 <= Wf - 1.0) & pmask
-        inx1 = (x0 + 1.0 >= 0.0) & (x0 + 1.0 <= Wf - 1.0) & (fx != 0.0) & pmask
-        iny0 = (y0 >= 0.0) & (y0 <= Hf - 1.0)
-        iny1 = (y0 + 1.0 >= 0.0) & (y0 + 1.0 <= Hf - 1.0) & (fy != 0.0)
+        in_x0 = (x0 >= 0.0) & (x0 <= Wf - 1.0) & pix_ok
+        in_x1 = (x0 + 1.0 >= 0.0) & (x0 + 1.0 <= Wf - 1.0) & (fx != 0.0) & pix_ok
+        in_y0 = (y0 >= 0.0) & (y0 <= Hf - 1.0)
+        in_y1 = (y0 + 1.0 >= 0.0) & (y0 + 1.0 <= Hf - 1.0) & (fy != 0.0)
         ix = tl.minimum(tl.maximum(x0, -1.0), Wf).to(tl.int32)
         iy = tl.minimum(tl.maximum(y0, -1.0), Hf).to(tl.int32)
         gx = 1.0 - fx
         gy = 1.0 - fy
-        return ix, iy, gx * gy, fx * gy, gx * fy, fx * fy, inx0 & iny0, inx1 & iny0, inx0 & iny1, inx1 & iny1
+        return ix, iy, gx * gy, fx * gy, gx * fy, fx * fy, in_x0 & in_y0, in_x1 & in_y0, in_x0 & in_y1, in_x1 & in_y1
 
 
 @triton.jit
-def _gather(base, s_h, s_w, ix, iy, w00, w01, w10, w11, k00, k01, k10, k11, ACC: tl.constexpr, ONE_TAP: tl.constexpr):
-    """Sample one channel plane at the taps; ONE_TAP returns the raw value (no arithmetic)."""
-    off = iy * s_h + ix * s_w
+def _gather(src, chan_off, chan_ok, s_h, s_w, ix, iy, w00, w01, w10, w11, k00, k01, k10, k11, ACC: tl.constexpr, ONE_TAP: tl.constexpr):
+    """Sample [CHANNELS, TILE_H, TILE_W] at the taps; one-tap modes return the raw values."""
+    off = (iy * s_h + ix * s_w)[None, :, :]
+    base = src + chan_off + off
     if ONE_TAP:
-        return tl.load(base + off, mask=k00, other=0.0)
+        return tl.load(base, mask=chan_ok & k00[None, :, :], other=0.0)
     else:
-        # Same summation order as the reference: ((t00 + t01) + t10) + t11.
-        t = tl.load(base + off, mask=k00, other=0.0).to(ACC) * w00
-        t += tl.load(base + off + s_w, mask=k01, other=0.0).to(ACC) * w01
-        t += tl.load(base + off + s_h, mask=k10, other=0.0).to(ACC) * w10
-        t += tl.load(base + off + s_h + s_w, mask=k11, other=0.0).to(ACC) * w11
-        return t
+        # every tap's load is issued before the sums; same summation order as the reference
+        t00 = tl.load(base, mask=chan_ok & k00[None, :, :], other=0.0).to(ACC)
+        t01 = tl.load(base + s_w, mask=chan_ok & k01[None, :, :], other=0.0).to(ACC)
+        t10 = tl.load(base + s_h, mask=chan_ok & k10[None, :, :], other=0.0).to(ACC)
+        t11 = tl.load(base + s_h + s_w, mask=chan_ok & k11[None, :, :], other=0.0).to(ACC)
+        return ((t00 * w00[None, :, :] + t01 * w01[None, :, :]) + t10 * w10[None, :, :]) + t11 * w11[None, :, :]
 
 
+@triton.jit
+def _tile_coords(t, w, TILE_H: tl.constexpr, TILE_W: tl.constexpr):
+    """Rows [TILE_H], columns [TILE_W] and origin (r0, q0) of tile ``t`` of a plane ``w`` columns wide."""
+    n_cols = tl.cdiv(w, TILE_W)
+    ti = t // n_cols
+    r0 = ti * TILE_H
+    q0 = (t - ti * n_cols) * TILE_W
+    return r0 + tl.arange(0, TILE_H), q0 + tl.arange(0, TILE_W), r0, q0
+
+
+@triton.jit
+def _channels(c0, C, N_PERM, chan_perm_row, s_c, CHANNELS: tl.constexpr, CHANNEL_PERM: tl.constexpr):
+    """(channels [CHANNELS], source offsets [CHANNELS,1,1] int64, exists [CHANNELS,1,1]) of chunk ``c0``.
+
+    ``CHANNEL_PERM``: channels are grouped (K, N_PERM) and channel ``k·N_PERM + h`` reads
+    source channel ``k·N_PERM + chan_perm_row[h]`` (the regular representation's group axis).
+    """
+    c = c0 + tl.arange(0, CHANNELS)
+    ok = c < C
+    src = c
+    if CHANNEL_PERM:
+        k = c // N_PERM
+        src = k * N_PERM + tl.load(chan_perm_row + (c - k * N_PERM), mask=ok, other=0).to(tl.int32)
+    return c, (src.to(tl.int64) * s_c)[:, None, None], ok[:, None, None]
+
+
+@triton.jit
+def _resample_tile(
+    x_img,  # pointer to image b of the source (B, C, H, W)
+    out_view,  # pointer to the destination plane set (view n of image b)
+    mats_ptr,  # (N, MAT_SLOTS) float32 view matrices
+    g,  # which matrix this program applies
+    chan_perm_row,  # (N_PERM,) int64 row of the channel permutation table (CHANNEL_PERM)
+    t,  # tile index in the destination plane
+    sx_c,
+    sx_h,
+    sx_w,
+    so_c,
+    so_h,
+    so_w,
+    C,
+    H,
+    W,  # source size
+    h,
+    w,  # destination size
+    N_PERM,
+    PADDING: tl.constexpr,
+    NEAREST: tl.constexpr,
+    ALL_EXACT: tl.constexpr,  # every matrix of the launch is a permutation: taps code for padded copies only
+    ALIGNED: tl.constexpr,  # permutation reads start at multiples of 16 (see _load_segments)
+    CHANNEL_PERM: tl.constexpr,
+    ACC: tl.constexpr,
+    CHANNELS: tl.constexpr,
+    TILE_H: tl.constexpr,
+    TILE_W: tl.constexpr,
+):
+    """One destination tile of one view, every channel, in chunks of CHANNELS."""
+    r, q, r0, q0 = _tile_coords(t, w, TILE_H, TILE_W)
+    m00, m01, m02, m10, m11, m12 = _load_matrix(mats_ptr, g, MAT_SLOTS)
+    pix_ok = (r < h)[:, None] & (q < w)[None, :]
+    out_off = (r[:, None] * so_h + q[None, :] * so_w)[None, :, :]
+    out_ty = out_view.dtype.element_ty
+    # Tile copies need zero padding and 16-aligned runs; other permutations take the
+    # one-tap gather below (still exact: no arithmetic on the values).
+    if (PADDING == PADDING_ZEROS) and ALIGNED:
+        if ALL_EXACT:
+            copy = True  # every matrix is a permutation: only the copy path is compiled
+        else:
+            copy = _is_permutation(m00, m01, m02, m10, m11, m12)
+    else:
+        copy = False
+    if copy:
+        for c0 in range(0, C, CHANNELS):
+            c, src_off, c_ok = _channels(c0, C, N_PERM, chan_perm_row, sx_c, CHANNELS, CHANNEL_PERM)
+            tile = _permuted_tile(x_img, src_off, c_ok, sx_h, sx_w, H, W, m00, m01, m02, m10, m11, m12, r, q, r0, q0, h, w, TILE_H, TILE_W, ALIGNED)
+            tl.store(out_view + (c.to(tl.int64) * so_c)[:, None, None] + out_off, tile.to(out_ty), mask=c_ok & pix_ok[None, :, :])
+    else:
+        Wf = W * 1.0
+        Hf = H * 1.0
+        u, v = _source_coords(m00, m01, m02, m10, m11, m12, q[None, :].to(tl.float32), r[:, None].to(tl.float32))
+        u, v = _pad(u, v, Wf, Hf, PADDING)
+        ix, iy, w00, w01, w10, w11, k00, k01, k10, k11 = _taps(u, v, pix_ok, Wf, Hf, ALL_EXACT or NEAREST, NEAREST)
+        for c0 in range(0, C, CHANNELS):
+            c, src_off, c_ok = _channels(c0, C, N_PERM, chan_perm_row, sx_c, CHANNELS, CHANNEL_PERM)
+            val = _gather(x_img, src_off, c_ok, sx_h, sx_w, ix, iy, w00, w01, w10, w11, k00, k01, k10, k11, ACC, ALL_EXACT or NEAREST)
+            tl.store(out_view + (c.to(tl.int64) * so_c)[:, None, None] + out_off, val.to(out_ty), mask=c_ok & pix_ok[None, :, :])
+
+
+# ----------------------------------------------------------------------------- forward kernels
+@triton.jit
+def orbit_kernel(
+    # pointers
+    x_ptr,  # (B, C, H, W) input, any strides
+    mats_ptr,  # (N, MAT_SLOTS) float32 view matrices, contiguous
+    out_ptr,  # (B, N, C, h, w) views, any strides
+    # strides (elements)
+    sx_b,
+    sx_c,
+    sx_h,
+    sx_w,
+    so_b,
+    so_n,
+    so_c,
+    so_h,
+    so_w,
+    # sizes
+    C,
+    H,
+    W,  # input plane
+    h,
+    w,  # view plane
+    N,  # views per image
+    # meta-parameters
+    PADDING: tl.constexpr,  # PADDING_ZEROS | PADDING_BORDER | PADDING_REFLECTION
+    NEAREST: tl.constexpr,  # nearest instead of bilinear
+    ALL_EXACT: tl.constexpr,  # every matrix is a permutation
+    ALIGNED: tl.constexpr,  # permutation reads start at multiples of 16
+    ACC: tl.constexpr,  # accumulation dtype
+    CHANNELS: tl.constexpr,  # channels per chunk
+    TILE_H: tl.constexpr,
+    TILE_W: tl.constexpr,
+):
+    """``out[b, n] = view n of x[b]``: one program per (b, n, output tile)."""
+    pid = tl.program_id(0)
+    tiles = tl.cdiv(h, TILE_H) * tl.cdiv(w, TILE_W)
+    view = pid // tiles
+    b = view // N
+    n = view - b * N
+    _resample_tile(
+        x_ptr + b.to(tl.int64) * sx_b, out_ptr + b.to(tl.int64) * so_b + n.to(tl.int64) * so_n, mats_ptr, n, x_ptr, pid - view * tiles,
+        sx_c, sx_h, sx_w, so_c, so_h, so_w, C, H, W, h, w, 1,
+        PADDING, NEAREST, ALL_EXACT, ALIGNED, False, ACC, CHANNELS, TILE_H, TILE_W,
+    )  # fmt: skip
+
+
+@triton.jit
+def transform_kernel(
+    # pointers
+    x_ptr,  # (B, C, H, W) input, any strides
+    mats_ptr,  # (N, MAT_SLOTS) float32 matrices, one per element
+    index_ptr,  # (B,) int64 element per image; out-of-range indices give NaN images
+    chan_perm_ptr,  # (N, N_PERM) int64 channel permutation per element (CHANNEL_PERM) else unused
+    out_ptr,  # (B, C, H, W) output, any strides
+    # strides
+    sx_b,
+    sx_c,
+    sx_h,
+    sx_w,
+    so_b,
+    so_c,
+    so_h,
+    so_w,
+    # sizes
+    C,
+    H,
+    W,
+    N,  # number of matrices (the valid index range)
+    N_PERM,  # group order of the channel grouping (CHANNEL_PERM)
+    # meta-parameters
+    PADDING: tl.constexpr,
+    NEAREST: tl.constexpr,
+    ALL_EXACT: tl.constexpr,
+    ALIGNED: tl.constexpr,
+    CHANNEL_PERM: tl.constexpr,
+    ACC: tl.constexpr,
+    CHANNELS: tl.constexpr,
+    TILE_H: tl.constexpr,
+    TILE_W: tl.constexpr,
+):
+    """``out[b] = T_{index[b]} x[b]`` at the input size: one program per (b, tile)."""
+    pid = tl.program_id(0)
+    tiles = tl.cdiv(H, TILE_H) * tl.cdiv(W, TILE_W)
+    b = pid // tiles
+    g = tl.load(index_ptr + b)
+    out_b = out_ptr + b.to(tl.int64) * so_b
+    if (g >= 0) & (g < N):
+        _resample_tile(
+            x_ptr + b.to(tl.int64) * sx_b, out_b, mats_ptr, g, chan_perm_ptr + g * N_PERM, pid - b * tiles,
+            sx_c, sx_h, sx_w, so_c, so_h, so_w, C, H, W, H, W, N_PERM,
+            PADDING, NEAREST, ALL_EXACT, ALIGNED, CHANNEL_PERM, ACC, CHANNELS, TILE_H, TILE_W,
+        )  # fmt: skip
+    else:
+        _poison_tile(out_b, pid - b * tiles, so_c, so_h, so_w, C, H, W, CHANNELS, TILE_H, TILE_W)
+
+
+@triton.jit
+def _poison_tile(out_img, t, so_c, so_h, so_w, C, h, w, CHANNELS: tl.constexpr, TILE_H: tl.constexpr, TILE_W: tl.constexpr):
+    """NaN into one tile: an element index outside the table must not read outside it, nor look valid."""
+    r, q, r0, q0 = _tile_coords(t, w, TILE_H, TILE_W)
+    pix_ok = ((r < h)[:, None] & (q < w)[None, :])[None, :, :]
+    off = (r[:, None] * so_h + q[None, :] * so_w)[None, :, :]
+    for c0 in range(0, C, CHANNELS):
+        c = c0 + tl.arange(0, CHANNELS)
+        nan = tl.full([CHANNELS, TILE_H, TILE_W], float("nan"), tl.float32)
+        tl.store(out_img + (c.to(tl.int64) * so_c)[:, None, None] + off, nan.to(out_img.dtype.element_ty), mask=(c < C)[:, None, None] & pix_ok)
+
+
+@triton.jit
+def select_transform_kernel(
+    # pointers
+    v_ptr,  # (B, N, D) orbit vectors, any strides
+    r_ptr,  # (D,) reference vector
+    x_ptr,  # (B, C, H, W) images
+    mats_ptr,  # (N, MAT_SLOTS) float32 matrices
+    scores_ptr,  # (B, N) ACC, contiguous: written by each image's first tile
+    probs_ptr,  # (B, N) ACC
+    index_ptr,  # (B,) int64
+    onehot_ptr,  # (B, N) ACC
+    out_ptr,  # (B, C, H, W) canonical images, any strides
+    # strides
+    sv_b,
+    sv_n,
+    sv_d,
+    sr_d,
+    sx_b,
+    sx_c,
+    sx_h,
+    sx_w,
+    so_b,
+    so_c,
+    so_h,
+    so_w,
+    # sizes
+    N,
+    D,
+    C,
+    H,
+    W,
+    # runtime scalars
+    beta,  # inverse temperature of the softmax
+    eps,  # norm clamp of the cosine
+    # meta-parameters
+    COSINE: tl.constexpr,
+    PADDING: tl.constexpr,
+    NEAREST: tl.constexpr,
+    ALL_EXACT: tl.constexpr,
+    ALIGNED: tl.constexpr,
+    SCORE_ACC: tl.constexpr,  # accumulation dtype of the scores (the select kernel's)
+    ACC: tl.constexpr,  # accumulation dtype of the resampling
+    BLOCK_N: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+    CHANNELS: tl.constexpr,
+    TILE_H: tl.constexpr,
+    TILE_W: tl.constexpr,
+):
+    """Eval canonicalization in one launch: scores of image b's orbit vectors, argmax (ties to the
+    lowest index), then ``out[b] = T_{argmax} x[b]``. The scores come from the same helper as
+    the select kernel (same values, same choice)."""
+    pid = tl.program_id(0)
+    tiles = tl.cdiv(H, TILE_H) * tl.cdiv(W, TILE_W)
+    b = pid // tiles
+    t = pid - b * tiles
+    s, n, n_ok = select_scores_row(v_ptr + b.to(tl.int64) * sv_b, sv_n, sv_d, r_ptr, sr_d, N, D, eps, COSINE, SCORE_ACC, BLOCK_N, BLOCK_D)
+    logits = tl.where(n_ok, beta * s, -float("inf"))
+    g = tl.argmax(logits, axis=0, tie_break_left=True)
+    if t == 0:
+        e = tl.where(n_ok, tl.exp(logits - tl.max(logits, axis=0)), 0.0)
+        row = b.to(tl.int64) * N + n
+        tl.store(scores_ptr + row, s, mask=n_ok)
+        tl.store(probs_ptr + row, e / tl.sum(e, axis=0), mask=n_ok)
+        tl.store(onehot_ptr + row, tl.where(n == g, 1.0, 0.0), mask=n_ok)
+        tl.store(index_ptr + b, g.to(tl.int64))
+    _resample_tile(
+        x_ptr + b.to(tl.int64) * sx_b, out_ptr + b.to(tl.int64) * so_b, mats_ptr, g, x_ptr, t,
+        sx_c, sx_h, sx_w, so_c, so_h, so_w, C, H, W, H, W, 1,
+        PADDING, NEAREST, ALL_EXACT, ALIGNED, False, ACC, CHANNELS, TILE_H, TILE_W,
+    )  # fmt: skip
+
+
+# ----------------------------------------------------------------------------- adjoints (pull)
+@triton.jit
+def _pull_tile(
+    g_view,  # pointer to the gradient planes of one view of one image
+    pull_ptr,  # (N, PULL_SLOTS) float32 pull table
+    mats_ptr,
+    g,  # which view
+    chan_off,
+    chan_ok,
+    sg_h,
+    sg_w,
+    h,
+    w,  # gradient (view) plane size
+    r,
+    q,  # [TILE_H] input rows V, [TILE_W] input columns U
+    r0,
+    q0,  # tile origin
+    H,
+    W,  # input plane size
+    NEAREST: tl.constexpr,
+    ALL_EXACT: tl.constexpr,  # every view is a permutation: only the copy path is compiled
+    ALIGNED: tl.constexpr,
+    ACC: tl.constexpr,
+    CHANNELS: tl.constexpr,
+    TILE_H: tl.constexpr,
+    TILE_W: tl.constexpr,
+):
+    """Adjoint of one zero-padded view at input pixels (r, q): Σ over the view's output pixels
+    whose taps read (r, q) of tap weight × gradient, as [CHANNELS, TILE_H, TILE_W] in ACC.
+
+    Permutation views read the one output pixel the inverse permutation names. Other views
+    enumerate the window of candidate output pixels around the inverse image of the input
+    pixel (pull table) and recompute each candidate's forward taps with the forward's
+    operations, so the weights are exactly the forward's.
+    """
+    m00, m01, m02, m10, m11, m12 = _load_matrix(mats_ptr, g, MAT_SLOTS)
+    p00, p01, p02, p10, p11, p12 = _load_matrix(pull_ptr, g, PULL_SLOTS)
+    if ALL_EXACT:
+        exact = True
+    else:
+        exact = _is_permutation(m00, m01, m02, m10, m11, m12)
+    if exact:
+        # the adjoint of a zero-padded permutation is the inverse permutation, zero-padded
+        if ALIGNED:
+            acc = _permuted_tile(g_view, chan_off, chan_ok, sg_h, sg_w, h, w, p00, p01, p02, p10, p11, p12, r, q, r0, q0, H, W, TILE_H, TILE_W, ALIGNED).to(ACC)
+        else:
+            in_ok = (r < H)[:, None] & (q < W)[None, :]
+            u, v = _source_coords(p00, p01, p02, p10, p11, p12, q[None, :].to(tl.float32), r[:, None].to(tl.float32))
+            ix, iy, w00, w01, w10, w11, k00, k01, k10, k11 = _taps(u, v, in_ok, w * 1.0, h * 1.0, True, False)
+            acc = _gather(g_view, chan_off, chan_ok, sg_h, sg_w, ix, iy, w00, w01, w10, w11, k00, k01, k10, k11, ACC, True).to(ACC)
+    else:
+        row = pull_ptr + g * PULL_SLOTS
+        rj = tl.load(row + P_RJ)
+        ri = tl.load(row + P_RI)
+        kj = tl.load(row + P_KJ).to(tl.int32)
+        ki = tl.load(row + P_KI).to(tl.int32)
+        uu = q[None, :].to(tl.float32)
+        vv = r[:, None].to(tl.float32)
+        in_ok = (r < H)[:, None] & (q < W)[None, :]
+        # first candidate per axis: left/top edge of the window around the inverse image
+        j0 = tl.floor((p00 * uu + p01 * vv) + p02 - rj - 0.01).to(tl.int32)
+        i0 = tl.floor((p10 * uu + p11 * vv) + p12 - ri - 0.01).to(tl.int32)
+        acc = tl.zeros([CHANNELS, TILE_H, TILE_W], dtype=ACC)
+        for di in range(ki):
+            ii = i0 + di
+            for dj in range(kj):
+                jj = j0 + dj
+                ok = in_ok & (ii >= 0) & (ii < h) & (jj >= 0) & (jj < w)
+                u, v = _source_coords(m00, m01, m02, m10, m11, m12, jj.to(tl.float32), ii.to(tl.float32))
+                if NEAREST:
+                    wt = tl.where((_round_half_even(u) == uu) & (_round_half_even(v) == vv), 1.0, 0.0)
+                else:
+                    x0 = tl.floor(u)
+                    y0 = tl.floor(v)
+                    fx = u - x0
+                    fy = v - y0
+                    wx = tl.where(x0 == uu, 1.0 - fx, tl.where((x0 + 1.0 == uu) & (fx != 0.0), fx, 0.0))
+                    wy = tl.where(y0 == vv, 1.0 - fy, tl.where((y0 + 1.0 == vv) & (fy != 0.0), fy, 0.0))
+                    wt = wx * wy
+                ok = ok & (wt != 0.0)
+                off = (tl.minimum(tl.maximum(ii, 0), h - 1) * sg_h + tl.minimum(tl.maximum(jj, 0), w - 1) * sg_w)[None, :, :]
+                gv = tl.load(g_view + chan_off + off, mask=chan_ok & ok[None, :, :], other=0.0).to(ACC)
+                acc += gv * wt[None, :, :]
+    return acc
+
+
+@triton.jit
+def orbit_backward_kernel(
+    # pointers
+    g_ptr,  # (B, N, C, h, w) gradient of the views, any strides
+    mats_ptr,  # (N, MAT_SLOTS) float32 view matrices
+    pull_ptr,  # (N, PULL_SLOTS) float32 pull table
+    gx_ptr,  # (B, C, H, W) gradient of the input, any strides; written once
+    # strides
+    sg_b,
+    sg_n,
+    sg_c,
+    sg_h,
+    sg_w,
+    sgx_b,
+    sgx_c,
+    sgx_h,
+    sgx_w,
+    # sizes
+    C,
+    H,
+    W,
+    h,
+    w,
+    N,
+    # meta-parameters
+    NEAREST: tl.constexpr,
+    ALL_EXACT: tl.constexpr,
+    ALIGNED: tl.constexpr,
+    ACC: tl.constexpr,
+    CHANNELS: tl.constexpr,
+    TILE_H: tl.constexpr,
+    TILE_W: tl.constexpr,
+):
+    """Adjoint of a zero-padded :func:`orbit_kernel` by gather: ``gx[b] = Σ_n T_nᵀ g[b, n]``,
+    views summed in order n = 0, 1, … (deterministic, no atomics). One program per (b, input tile)."""
+    pid = tl.program_id(0)
+    tiles = tl.cdiv(H, TILE_H) * tl.cdiv(W, TILE_W)
+    b = pid // tiles
+    r, q, r0, q0 = _tile_coords(pid - b * tiles, W, TILE_H, TILE_W)
+    pix_ok = ((r < H)[:, None] & (q < W)[None, :])[None, :, :]
+    g_b = g_ptr + b.to(tl.int64) * sg_b
+    gx_b = gx_ptr + b.to(tl.int64) * sgx_b
+    gx_off = (r[:, None] * sgx_h + q[None, :] * sgx_w)[None, :, :]
+    for c0 in range(0, C, CHANNELS):
+        c = c0 + tl.arange(0, CHANNELS)
+        c_ok = (c < C)[:, None, None]
+        chan_off = (c.to(tl.int64) * sg_c)[:, None, None]
+        acc = tl.zeros([CHANNELS, TILE_H, TILE_W], dtype=ACC)
+        g_view = g_b  # advanced by the view stride: 64-bit addresses, no int32 product
+        for n in range(N):
+            acc += _pull_tile(
+                g_view, pull_ptr, mats_ptr, n, chan_off, c_ok, sg_h, sg_w, h, w, r, q, r0, q0, H, W, NEAREST, ALL_EXACT, ALIGNED, ACC, CHANNELS, TILE_H, TILE_W
+            )
+            g_view += sg_n
+        tl.store(gx_b + (c.to(tl.int64) * sgx_c)[:, None, None] + gx_off, acc.to(gx_ptr.dtype.element_ty), mask=c_ok & pix_ok)
+
+
+@triton.jit
+def transform_backward_kernel(
+    # pointers
+    g_ptr,  # (B, C, H, W) gradient of the output, any strides
+    x_ptr,  # (B, C, H, W) input of the forward (NEED_DOT)
+    mats_ptr,  # (N, MAT_SLOTS) float32 matrices
+    pull_ptr,  # (N, PULL_SLOTS) float32 pull table (NEED_GX)
+    index_ptr,  # (B,) int64 chosen elements
+    chan_perm_ptr,  # (N, N_PERM) forward channel permutation (CHANNEL_PERM, for the inner products)
+    chan_inv_ptr,  # (N, N_PERM) its inverse (CHANNEL_PERM, for the adjoint)
+    gx_ptr,  # (B, C, H, W) gradient of x, any strides (NEED_GX)
+    dot_ptr,  # (B, N, tiles) ACC partial inner products per tile (NEED_DOT)
+    # strides
+    sg_b,
+    sg_c,
+    sg_h,
+    sg_w,
+    sx_b,
+    sx_c,
+    sx_h,
+    sx_w,
+    sgx_b,
+    sgx_c,
+    sgx_h,
+    sgx_w,
+    # sizes
+    C,
+    H,
+    W,
+    N,
+    N_PERM,
+    # meta-parameters
+    PADDING: tl.constexpr,
+    NEAREST: tl.constexpr,
+    ALL_EXACT: tl.constexpr,
+    ALIGNED: tl.constexpr,
+    CHANNEL_PERM: tl.constexpr,
+    NEED_GX: tl.constexpr,  # the adjoint to x (zero padding only: pull)
+    NEED_DOT: tl.constexpr,  # <grad[b], T_g x[b]> for every g (mixture straight-through)
+    ACC: tl.constexpr,
+    CHANNELS: tl.constexpr,
+    TILE_H: tl.constexpr,
+    TILE_W: tl.constexpr,
+):
+    """Backward of :func:`transform_kernel` for ``out[b] = T_{index[b]} x[b]``: one program per
+    (b, tile) writes the adjoint to x on its tile and its share of every inner product."""
+    pid = tl.program_id(0)
+    tiles = tl.cdiv(H, TILE_H) * tl.cdiv(W, TILE_W)
+    b = pid // tiles
+    t = pid - b * tiles
+    r, q, r0, q0 = _tile_coords(t, W, TILE_H, TILE_W)
+    pix_ok = (r < H)[:, None] & (q < W)[None, :]
+    g_b = g_ptr + b.to(tl.int64) * sg_b
+    sel = tl.load(index_ptr + b)
+    if NEED_GX:
+        gx_b = gx_ptr + b.to(tl.int64) * sgx_b
+        gx_off = (r[:, None] * sgx_h + q[None, :] * sgx_w)[None, :, :]
+        for c0 in range(0, C, CHANNELS):
+            # gradient channel that the input channel's values went to
+            c, g_off, c_ok = _channels(c0, C, N_PERM, chan_inv_ptr + sel * N_PERM, sg_c, CHANNELS, CHANNEL_PERM)
+            acc = _pull_tile(
+                g_b, pull_ptr, mats_ptr, sel, g_off, c_ok, sg_h, sg_w, H, W, r, q, r0, q0, H, W, NEAREST, ALL_EXACT, ALIGNED, ACC, CHANNELS, TILE_H, TILE_W
+            )
+            tl.store(gx_b + (c.to(tl.int64) * sgx_c)[:, None, None] + gx_off, acc.to(gx_ptr.dtype.element_ty), mask=c_ok & pix_ok[None, :, :])
+    if NEED_DOT:
+        x_b = x_ptr + b.to(tl.int64) * sx_b
+        g_off2 = (r[:, None] * sg_h + q[None, :] * sg_w)[None, :, :]
+        Wf = W * 1.0
+        Hf = H * 1.0
+        for gi in range(N):
+            m00, m01, m02, m10, m11, m12 = _load_matrix(mats_ptr, gi, MAT_SLOTS)
+            part = tl.zeros([CHANNELS, TILE_H, TILE_W], dtype=ACC)
+            u, v = _source_coords(m00, m01, m02, m10, m11, m12, q[None, :].to(tl.float32), r[:, None].to(tl.float32))
+            u, v = _pad(u, v, Wf, Hf, PADDING)
+            ix, iy, w00, w01, w10, w11, k00, k01, k10, k11 = _taps(u, v, pix_ok, Wf, Hf, ALL_EXACT or NEAREST, NEAREST)
+            for c0 in range(0, C, CHANNELS):
+                c, src_off, c_ok = _channels(c0, C, N_PERM, chan_perm_ptr + sel * N_PERM, sx_c, CHANNELS, CHANNEL_PERM)
+                xs = _gather(x_b, src_off, c_ok, sx_h, sx_w, ix, iy, w00, w01, w10, w11, k00, k01, k10, k11, ACC, ALL_EXACT or NEAREST).to(ACC)
+                gv = tl.load(g_b + (c.to(tl.int64) * sg_c)[:, None, None] + g_off2, mask=c_ok & pix_ok[None, :, :], other=0.0).to(ACC)
+                part += xs * gv
+            tl.store(dot_ptr + (b.to(tl.int64) * N + gi) * tiles + t, tl.sum(tl.sum(tl.sum(part, axis=2), axis=1), axis=0))
+
+
+# ----------------------------------------------------------------------------- adjoint (scatter)
 @triton.jit
 def _scatter(base, W, H, val, ix, iy, w00, w01, w10, w11, k00, k01, k10, k11, ONE_TAP: tl.constexpr):
-    """Adjoint of :func:`_gather` into a contiguous (H, W) plane: atomically add ``val`` times each tap weight."""
+    """Adjoint of :func:`_gather` into one contiguous (H, W) plane: atomically add ``val`` times each tap weight."""
     if ONE_TAP:
         # Unmasked add of 0 at a clamped address where the tap is out of range: the masked
-        # form gave ptxas a stack frame (local-memory spills) on sm_90 in the fused backward.
+        # form gave ptxas a stack frame (local-memory spills) on sm_90.
         cx = tl.minimum(tl.maximum(ix, 0), W - 1)
         cy = tl.minimum(tl.maximum(iy, 0), H - 1)
         tl.atomic_add(base + cy * W + cx, tl.where(k00, val, 0.0), sem="relaxed")
@@ -145,99 +788,38 @@ def _scatter(base, W, H, val, ix, iy, w00, w01, w10, w11, k00, k01, k10, k11, ON
         tl.atomic_add(base + off + W + 1, val * w11, mask=k11, sem="relaxed")
 
 
-# ----------------------------------------------------------------------------- kernels
 @triton.jit
-def resample_kernel(
-    x_ptr,
-    mats_ptr,
-    index_ptr,  # (B,) int64 chosen matrix per image (USE_INDEX) else unused
-    out_ptr,
-    sx_b,
-    sx_c,
-    sx_h,
-    sx_w,
-    so_b,
-    so_n,
-    so_c,
-    so_h,
-    so_w,
-    C,
-    H,
-    W,
-    h,
-    w,
-    NV,  # views per image: N for the orbit, 1 for transform
-    PADDING: tl.constexpr,  # 0 zeros, 1 border, 2 reflection
-    NEAREST: tl.constexpr,
-    EXACT: tl.constexpr,
-    USE_INDEX: tl.constexpr,
-    OUT_CONTIG: tl.constexpr,  # the (h, w) plane of out is contiguous: store at base + p
-    ACC: tl.constexpr,
-    BLOCK: tl.constexpr,
-):
-    """out[b, n, c] = view (matrix ``n``, or ``index[b]``) of x[b, c], for every channel."""
-    pid = tl.program_id(0)
-    nblk = tl.cdiv(h * w, BLOCK)
-    o = pid // nblk
-    blk = pid - o * nblk
-    b = o // NV
-    n = o - b * NV
-    if USE_INDEX:
-        g = tl.load(index_ptr + b)
-    else:
-        g = n
-    p = blk * BLOCK + tl.arange(0, BLOCK)
-    pmask = p < h * w
-    ix, iy, w00, w01, w10, w11, k00, k01, k10, k11 = _view_taps(mats_ptr, g, p, pmask, w, W * 1.0, H * 1.0, PADDING, NEAREST, EXACT)
-    if OUT_CONTIG:
-        o_off = p
-    else:
-        i = p // w
-        o_off = i * so_h + (p - i * w) * so_w
-    # Channel pointers advance by the stride each step: 64-bit addresses, no int32 product.
-    x_c = x_ptr + b.to(tl.int64) * sx_b
-    o_c = out_ptr + b.to(tl.int64) * so_b + n.to(tl.int64) * so_n
-    for _ in range(C):
-        val = _gather(x_c, sx_h, sx_w, ix, iy, w00, w01, w10, w11, k00, k01, k10, k11, ACC, EXACT or NEAREST)
-        tl.store(o_c + o_off, val.to(out_ptr.dtype.element_ty), mask=pmask)
-        x_c += sx_c
-        o_c += so_c
-
-
-@triton.jit
-def resample_push_kernel(
-    g_ptr,  # gradient of the views, (B, NV, C, h, w) through strides
-    mats_ptr,
-    index_ptr,
-    gx_ptr,  # (B, C, H, W) contiguous accumulator in ACC, zero-initialised
+def orbit_backward_scatter_kernel(
+    # pointers
+    g_ptr,  # (B, NV, C, h, w) gradient of the views, any strides
+    mats_ptr,  # (N, MAT_SLOTS) float32 matrices
+    index_ptr,  # (B,) int64 (USE_INDEX: one view per image, matrix index[b]) else unused
+    gx_ptr,  # (B, C, H, W) contiguous ACC accumulator, zero-initialised
+    # strides
     sg_b,
     sg_n,
     sg_c,
     sg_h,
     sg_w,
+    # sizes
     C,
     H,
     W,
     h,
     w,
-    NV,
+    NV,  # views per image (N; 1 with USE_INDEX)
+    # meta-parameters
     PADDING: tl.constexpr,
     NEAREST: tl.constexpr,
-    EXACT: tl.constexpr,
+    ALL_EXACT: tl.constexpr,
     USE_INDEX: tl.constexpr,
     ACC: tl.constexpr,
-    BLOCK: tl.constexpr,
+    BLOCK: tl.constexpr,  # output pixels per program
 ):
-    """Adjoint of :func:`resample_kernel` by scatter (atomics).
-
-    Why a scatter: the bilinear adjoint of an arbitrary affine view has a data-dependent
-    fan-in per input pixel (a downscaled rotation reaches a rotated parallelogram of
-    output pixels; border padding folds a whole half-plane onto an edge pixel,
-    reflection folds it back in), so a pull would have to enumerate preimages per
-    pixel. Exact elements with zero padding use :func:`resample_pull_kernel` instead,
-    and ``torch.use_deterministic_algorithms(True)`` routes the general case to the
-    sort-based reference adjoint (see ``canon.triton_ops``).
-    """
+    """Adjoint of a border/reflection-padded view by scatter (atomics): these paddings fold whole
+    half-planes onto edge pixels, so an input pixel has no bounded set of output pixels to pull
+    from. Not bit-deterministic on a GPU; ``canon.triton_ops`` uses the reference adjoint in
+    deterministic mode."""
     pid = tl.program_id(0)
     nblk = tl.cdiv(h * w, BLOCK)
     o = pid // nblk
@@ -249,184 +831,52 @@ def resample_push_kernel(
     else:
         g = n
     p = blk * BLOCK + tl.arange(0, BLOCK)
-    pmask = p < h * w
-    ix, iy, w00, w01, w10, w11, k00, k01, k10, k11 = _view_taps(mats_ptr, g, p, pmask, w, W * 1.0, H * 1.0, PADDING, NEAREST, EXACT)
+    p_ok = p < h * w
     i = p // w
-    g_off = i * sg_h + (p - i * w) * sg_w
+    j = p - i * w
+    m00, m01, m02, m10, m11, m12 = _load_matrix(mats_ptr, g, MAT_SLOTS)
+    Wf = W * 1.0
+    Hf = H * 1.0
+    u, v = _source_coords(m00, m01, m02, m10, m11, m12, j.to(tl.float32), i.to(tl.float32))
+    u, v = _pad(u, v, Wf, Hf, PADDING)
+    ix, iy, w00, w01, w10, w11, k00, k01, k10, k11 = _taps(u, v, p_ok, Wf, Hf, ALL_EXACT or NEAREST, NEAREST)
     g_c = g_ptr + b.to(tl.int64) * sg_b + n.to(tl.int64) * sg_n
     gx_c = gx_ptr + b.to(tl.int64) * C * H * W
+    g_off = i * sg_h + j * sg_w
     for _ in range(C):
-        val = tl.load(g_c + g_off, mask=pmask, other=0.0).to(ACC)
-        _scatter(gx_c, W, H, val, ix, iy, w00, w01, w10, w11, k00, k01, k10, k11, EXACT or NEAREST)
+        val = tl.load(g_c + g_off, mask=p_ok, other=0.0).to(ACC)
+        _scatter(gx_c, W, H, val, ix, iy, w00, w01, w10, w11, k00, k01, k10, k11, ALL_EXACT or NEAREST)
         g_c += sg_c
         gx_c += H * W
 
 
-@triton.jit
-def _pull_view(g_base, mats_ptr, g, py, px, pmask, sg_h, sg_w, h, w):
-    """Gradient of an exact, zero-padded view at input pixels (py, px): the view's value at the
-    output pixel the inverse map sends them to (the inverse of a signed permutation is its transpose)."""
-    mp = mats_ptr + g * 6
-    du = px.to(tl.float32) - tl.load(mp + 2)
-    dv = py.to(tl.float32) - tl.load(mp + 5)
-    jf = tl.load(mp) * du + tl.load(mp + 3) * dv
-    if_ = tl.load(mp + 1) * du + tl.load(mp + 4) * dv
-    ok = pmask & (jf >= 0.0) & (jf <= (w - 1) * 1.0) & (if_ >= 0.0) & (if_ <= (h - 1) * 1.0)
-    jj = tl.minimum(tl.maximum(jf, 0.0), (w - 1) * 1.0).to(tl.int32)
-    ii = tl.minimum(tl.maximum(if_, 0.0), (h - 1) * 1.0).to(tl.int32)
-    return tl.load(g_base + ii * sg_h + jj * sg_w, mask=ok, other=0.0)
+# ----------------------------------------------------------------------------- host side
+def resample_config(h: int, w: int, C: int, dtype: torch.dtype, kind: str) -> dict:
+    """Tile, channel block and warps of one resampling launch, by the kind of work per pixel.
 
+    A program owns a ``TILE_H × TILE_W`` tile of the plane it writes and ``CHANNELS`` channels
+    at a time. ``kind``:
 
-@triton.jit
-def resample_pull_kernel(
-    g_ptr,  # gradient of the views, (B, NV, C, h, w) through strides
-    mats_ptr,
-    index_ptr,
-    gx_ptr,  # (B, C, H, W) output through strides, written once (no accumulation across programs)
-    sg_b,
-    sg_n,
-    sg_c,
-    sg_h,
-    sg_w,
-    sgx_b,
-    sgx_c,
-    sgx_h,
-    sgx_w,
-    C,
-    H,
-    W,
-    h,
-    w,
-    NV,
-    USE_INDEX: tl.constexpr,
-    ACC: tl.constexpr,
-    BLOCK: tl.constexpr,
-):
-    """Adjoint of an EXACT zero-padded :func:`resample_kernel` by gather: deterministic, no atomics.
+    * ``copy`` (every view a permutation, zero padding): square tiles, as a transpose wants,
+      one 128-bit vector (4 fp32 / 8 half) per thread and channel, 8 warps;
+    * ``taps`` (bilinear/nearest/padded views): one pixel per thread, tiles 8 columns wide
+      so that a warp covers a 4×8 patch whose rotated footprint spans few input rows;
+    * ``pull`` (adjoints by gather, many candidates per pixel): like ``taps``.
 
-    Each input pixel sums, over the views in a fixed order, the one output pixel
-    (if any) that read it.
+    Register use, spills and occupancy of every variant are checked by ``canon.kernels.compile``.
     """
-    pid = tl.program_id(0)
-    nblk = tl.cdiv(H * W, BLOCK)
-    b = pid // nblk
-    blk = pid - b * nblk
-    p = blk * BLOCK + tl.arange(0, BLOCK)
-    pmask = p < H * W
-    py = p // W
-    px = p - py * W
-    g_c = g_ptr + b.to(tl.int64) * sg_b
-    gx_c = gx_ptr + b.to(tl.int64) * sgx_b
-    gx_off = py * sgx_h + px * sgx_w
-    for _ in range(C):
-        acc = tl.zeros([BLOCK], dtype=ACC)
-        if USE_INDEX:
-            acc += _pull_view(g_c, mats_ptr, tl.load(index_ptr + b), py, px, pmask, sg_h, sg_w, h, w).to(ACC)
-        else:
-            g_n = g_c
-            for n in range(NV):
-                acc += _pull_view(g_n, mats_ptr, n, py, px, pmask, sg_h, sg_w, h, w).to(ACC)
-                g_n += sg_n
-        tl.store(gx_c + gx_off, acc.to(gx_ptr.dtype.element_ty), mask=pmask)
-        g_c += sg_c
-        gx_c += sgx_c
-
-
-@triton.jit
-def transform_backward_kernel(
-    g_ptr,  # grad_out (B, C, H, W) through strides
-    x_ptr,  # x (B, C, H, W) through strides
-    mats_ptr,
-    index_ptr,
-    gx_ptr,  # GX_PULL: (B, C, H, W) through strides; else contiguous zeroed ACC accumulator
-    dot_ptr,  # (B, N, nblk) ACC partial sums of <grad_out, T_g x> per pixel block
-    sg_b,
-    sg_c,
-    sg_h,
-    sg_w,
-    sx_b,
-    sx_c,
-    sx_h,
-    sx_w,
-    sgx_b,
-    sgx_c,
-    sgx_h,
-    sgx_w,
-    C,
-    H,
-    W,
-    N,
-    PADDING: tl.constexpr,
-    NEAREST: tl.constexpr,
-    EXACT: tl.constexpr,
-    NEED_GX: tl.constexpr,
-    GX_PULL: tl.constexpr,  # exact + zeros: gather adjoint; else scatter (see resample_push_kernel)
-    NEED_DOT: tl.constexpr,
-    ACC: tl.constexpr,
-    BLOCK: tl.constexpr,
-):
-    """One pass over grad_out for ``out[b] = T_{index[b]} x[b]``: the adjoint to x and the
-    mixture straight-through inner products ``<grad_out[b], T_g x[b]>`` for every g."""
-    pid = tl.program_id(0)
-    nblk = tl.cdiv(H * W, BLOCK)
-    b = pid // nblk
-    blk = pid - b * nblk
-    p = blk * BLOCK + tl.arange(0, BLOCK)
-    pmask = p < H * W
-    py = p // W
-    px = p - py * W
-    Wf = W * 1.0
-    Hf = H * 1.0
-    g_b = g_ptr + b.to(tl.int64) * sg_b
-    g_off = py * sg_h + px * sg_w
-    if NEED_DOT:
-        x_b = x_ptr + b.to(tl.int64) * sx_b
-        for gi in range(N):
-            ix, iy, w00, w01, w10, w11, k00, k01, k10, k11 = _view_taps(mats_ptr, gi, p, pmask, W, Wf, Hf, PADDING, NEAREST, EXACT)
-            s = tl.zeros([BLOCK], dtype=ACC)
-            x_c = x_b
-            g_c = g_b
-            for _ in range(C):
-                xs = _gather(x_c, sx_h, sx_w, ix, iy, w00, w01, w10, w11, k00, k01, k10, k11, ACC, EXACT or NEAREST).to(ACC)
-                gv = tl.load(g_c + g_off, mask=pmask, other=0.0).to(ACC)
-                s += xs * gv
-                x_c += sx_c
-                g_c += sg_c
-            tl.store(dot_ptr + (b.to(tl.int64) * N + gi) * nblk + blk, tl.sum(s, axis=0))
-    if NEED_GX:
-        sel = tl.load(index_ptr + b)
-        if GX_PULL:
-            gx_c = gx_ptr + b.to(tl.int64) * sgx_b
-            gx_off = py * sgx_h + px * sgx_w
-            g_c = g_b
-            for _ in range(C):
-                val = _pull_view(g_c, mats_ptr, sel, py, px, pmask, sg_h, sg_w, H, W)
-                tl.store(gx_c + gx_off, val.to(gx_ptr.dtype.element_ty), mask=pmask)
-                g_c += sg_c
-                gx_c += sgx_c
-        else:
-            ix, iy, w00, w01, w10, w11, k00, k01, k10, k11 = _view_taps(mats_ptr, sel, p, pmask, W, Wf, Hf, PADDING, NEAREST, EXACT)
-            gx_c = gx_ptr + b.to(tl.int64) * C * H * W
-            g_c = g_b
-            for _ in range(C):
-                val = tl.load(g_c + g_off, mask=pmask, other=0.0).to(ACC)
-                _scatter(gx_c, W, H, val, ix, iy, w00, w01, w10, w11, k00, k01, k10, k11, EXACT or NEAREST)
-                g_c += sg_c
-                gx_c += H * W
-
-
-# ----------------------------------------------------------------------------- launchers
-def resample_config(npix: int) -> tuple[int, int]:
-    """(BLOCK, num_warps) for a kernel that walks ``npix`` pixels of one plane per program.
-
-    Shared by every resampling kernel, forward and backward. A block covers a whole
-    small plane (one program per view, which also keeps interpreter tests fast) and
-    at most 1024 pixels (4 per thread at 8 warps) on large planes: no variant spills on
-    sm_80/sm_90 and the fused bilinear backward stays under 150 registers
-    (kernels.compile report, tests/test_compile_gate.py).
-    """
-    block = min(1024, max(32, triton.next_power_of_2(int(npix))))
-    return block, (8 if block >= 1024 else 4)
+    elt = torch.finfo(dtype).bits // 8 if dtype.is_floating_point else 4
+    if kind == "copy":
+        # one 128-bit vector per thread per channel at 8 warps: ~32 registers, full occupancy
+        tile_h, tile_w, channels, warps = 32, 32 if elt >= 4 else 64, 1, 8
+    elif kind == "pull":
+        tile_h, tile_w, channels, warps = 16, 8, 1, 4
+    else:
+        tile_h, tile_w, channels, warps = 16, 8, 2, 4
+    tile_w = min(tile_w, max(8, triton.next_power_of_2(w)))
+    tile_h = min(tile_h, max(1, triton.next_power_of_2(h)))
+    channels = min(channels, triton.next_power_of_2(max(int(C), 1)))
+    return dict(TILE_H=tile_h, TILE_W=tile_w, CHANNELS=channels, num_warps=warps)
 
 
 def _acc(dtype: torch.dtype):
@@ -440,110 +890,181 @@ def _check_plane(name: str, t: torch.Tensor, hw_dims=(-2, -1)) -> None:
         raise ValueError(f"kernels.resample: one image plane of {name} spans {extent} elements, more than int32 offsets allow")
 
 
-def orbit_forward(x: torch.Tensor, mats: torch.Tensor, exact: bool, size: tuple[int, int], padding: str, interpolation: str, out: torch.Tensor) -> torch.Tensor:
-    """Write all views of ``x`` (B, C, H, W) through ``mats`` (N, 2, 3) into ``out`` (B, N, C, h, w), any strides."""
+def _tiles(h: int, w: int, cfg: dict) -> int:
+    return triton.cdiv(h, cfg["TILE_H"]) * triton.cdiv(w, cfg["TILE_W"])
+
+
+def _kind(all_exact: bool, aligned: bool, padding: str) -> str:
+    return "copy" if all_exact and aligned and padding == "zeros" else "taps"
+
+
+def _split(cfg: dict) -> tuple[dict, int]:
+    meta = dict(cfg)
+    return meta, meta.pop("num_warps")
+
+
+def _aligned(aligned: bool, meta: dict) -> bool:
+    # the runs of a permutation copy start at (tile origin + translation): 16-aligned when the
+    # translations are (``aligned``, from the host's float64 matrices) and the tiles are
+    return bool(aligned) and meta["TILE_W"] % 16 == 0 and meta["TILE_H"] % 16 == 0
+
+
+def orbit_forward(x, mats, all_exact: bool, aligned: bool, size, padding: str, interpolation: str, out: torch.Tensor) -> torch.Tensor:
+    """Write all views of ``x`` (B, C, H, W) through ``mats`` (N, 2, 3) into ``out`` (B, N, C, h, w), any strides.
+
+    ``all_exact``: every matrix is a signed permutation with integer translation;
+    ``aligned``: the translations of those that are put every copied run on a multiple of 16
+    (ascending axes at multiples of 16, reversed axes one below).
+    """
     B, C, H, W = x.shape
     N = mats.shape[0]
     h, w = size
     _check_plane("x", x)
     _check_plane("out", out)
-    block, warps = resample_config(h * w)
-    so = out.stride()
-    grid = (B * N * triton.cdiv(h * w, block),)
-    resample_kernel[grid](
-        x, mats, mats, out, *x.stride(), *so, C, H, W, h, w, N,
-        PADDING=PADDING_CODES[padding], NEAREST=interpolation == "nearest", EXACT=bool(exact), USE_INDEX=False,
-        OUT_CONTIG=(so[4] == 1 and so[3] == w), ACC=_acc(x.dtype), BLOCK=block, num_warps=warps,
+    meta, warps = _split(resample_config(h, w, C, out.dtype, _kind(all_exact, aligned, padding)))
+    launch(
+        orbit_kernel, (B * N * _tiles(h, w, meta),), warps, fp_fusion=False,
+        x_ptr=x, mats_ptr=mats, out_ptr=out,
+        sx_b=x.stride(0), sx_c=x.stride(1), sx_h=x.stride(2), sx_w=x.stride(3),
+        so_b=out.stride(0), so_n=out.stride(1), so_c=out.stride(2), so_h=out.stride(3), so_w=out.stride(4),
+        C=C, H=H, W=W, h=h, w=w, N=N,
+        PADDING=PADDING_CODES[padding], NEAREST=interpolation == "nearest", ALL_EXACT=bool(all_exact), ALIGNED=_aligned(aligned, meta),
+        ACC=_acc(x.dtype), **meta,
     )  # fmt: skip
     return out
 
 
-def transform_forward(
-    x: torch.Tensor, index: torch.Tensor, mats: torch.Tensor, exact: bool, padding: str, interpolation: str, out: torch.Tensor
-) -> torch.Tensor:
-    """``out[b] = T_{index[b]} x[b]`` at the input size; ``out`` (B, C, H, W), any strides."""
+def transform_forward(x, index, mats, all_exact: bool, aligned: bool, padding: str, interpolation: str, out: torch.Tensor, chan_perm=None) -> torch.Tensor:
+    """``out[b] = T_{index[b]} x[b]`` at the input size; ``out`` (B, C, H, W), any strides.
+
+    ``chan_perm`` (N, N') int64: channels grouped (K, N'), output channel ``k·N' + h`` reads
+    input channel ``k·N' + chan_perm[index[b], h]``. An index outside [0, N) gives a NaN image.
+    """
     B, C, H, W = x.shape
     _check_plane("x", x)
     _check_plane("out", out)
-    block, warps = resample_config(H * W)
-    so = out.stride()
-    grid = (B * triton.cdiv(H * W, block),)
-    resample_kernel[grid](
-        x, mats, index, out, *x.stride(), so[0], 0, so[1], so[2], so[3], C, H, W, H, W, 1,
-        PADDING=PADDING_CODES[padding], NEAREST=interpolation == "nearest", EXACT=bool(exact), USE_INDEX=True,
-        OUT_CONTIG=(so[3] == 1 and so[2] == W), ACC=_acc(x.dtype), BLOCK=block, num_warps=warps,
+    meta, warps = _split(resample_config(H, W, C, out.dtype, _kind(all_exact, aligned, padding)))
+    n_perm = chan_perm.shape[1] if chan_perm is not None else 1
+    launch(
+        transform_kernel, (B * _tiles(H, W, meta),), warps, fp_fusion=False,
+        x_ptr=x, mats_ptr=mats, index_ptr=index, chan_perm_ptr=chan_perm if chan_perm is not None else index, out_ptr=out,
+        sx_b=x.stride(0), sx_c=x.stride(1), sx_h=x.stride(2), sx_w=x.stride(3),
+        so_b=out.stride(0), so_c=out.stride(1), so_h=out.stride(2), so_w=out.stride(3),
+        C=C, H=H, W=W, N=mats.shape[0], N_PERM=n_perm,
+        PADDING=PADDING_CODES[padding], NEAREST=interpolation == "nearest", ALL_EXACT=bool(all_exact), ALIGNED=_aligned(aligned, meta),
+        CHANNEL_PERM=chan_perm is not None, ACC=_acc(x.dtype), **meta,
     )  # fmt: skip
     return out
 
 
-def orbit_backward(
-    grad: torch.Tensor, mats: torch.Tensor, exact: bool, in_hw: tuple[int, int], padding: str, interpolation: str, out: torch.Tensor
-) -> torch.Tensor:
+def select_transform_forward(
+    vectors, reference, x, mats, all_exact: bool, aligned: bool, beta: float, cosine: bool, padding: str, interpolation: str, out, selection, eps: float = 1e-8
+):
+    """Eval canonicalization in one launch; ``selection`` = (scores, probs, index, onehot) outputs to fill."""
+    B, N, D = vectors.shape
+    _, C, H, W = x.shape
+    _check_plane("x", x)
+    _check_plane("out", out)
+    meta, warps = _split(resample_config(H, W, C, out.dtype, _kind(all_exact, aligned, padding)))
+    block_n, block_d, _ = select_config(N, D)
+    scores, probs, index, onehot = selection
+    launch(
+        select_transform_kernel, (B * _tiles(H, W, meta),), warps, fp_fusion=False,
+        v_ptr=vectors, r_ptr=reference, x_ptr=x, mats_ptr=mats,
+        scores_ptr=scores, probs_ptr=probs, index_ptr=index, onehot_ptr=onehot, out_ptr=out,
+        sv_b=vectors.stride(0), sv_n=vectors.stride(1), sv_d=vectors.stride(2), sr_d=reference.stride(0),
+        sx_b=x.stride(0), sx_c=x.stride(1), sx_h=x.stride(2), sx_w=x.stride(3),
+        so_b=out.stride(0), so_c=out.stride(1), so_h=out.stride(2), so_w=out.stride(3),
+        N=N, D=D, C=C, H=H, W=W, beta=float(beta), eps=float(eps),
+        COSINE=bool(cosine), PADDING=PADDING_CODES[padding], NEAREST=interpolation == "nearest", ALL_EXACT=bool(all_exact),
+        ALIGNED=_aligned(aligned, meta), SCORE_ACC=_acc(vectors.dtype), ACC=_acc(x.dtype), BLOCK_N=block_n, BLOCK_D=block_d, **meta,
+    )  # fmt: skip
+    return out
+
+
+def orbit_backward(grad, mats, pull, all_exact: bool, aligned: bool, in_hw, padding: str, interpolation: str, out: torch.Tensor) -> torch.Tensor:
     """Adjoint of :func:`orbit_forward`: ``out`` (B, C, H, W) ← Σ_n T_nᵀ grad[:, n].
 
-    Exact views with zero padding: one gather launch writing ``out`` directly
-    (deterministic). Otherwise a scatter into a zeroed accumulator, then a copy into
-    ``out`` (see :func:`resample_push_kernel` for why).
+    Zero padding: one gather launch writing ``out`` directly (deterministic, no atomics).
+    Border/reflection: a scatter into a zeroed accumulator, then a copy into ``out``.
+    ``aligned`` refers to the inverse permutations of the pull table.
     """
     B, N, C, h, w = grad.shape
     H, W = in_hw
     _check_plane("grad", grad)
-    if exact and padding == "zeros":
-        block, warps = resample_config(H * W)
-        resample_pull_kernel[(B * triton.cdiv(H * W, block),)](
-            grad, mats, mats, out, *grad.stride(), *out.stride(), C, H, W, h, w, N,
-            USE_INDEX=False, ACC=_acc(out.dtype), BLOCK=block, num_warps=warps,
+    _check_plane("out", out)
+    nearest = interpolation == "nearest"
+    if padding == "zeros":
+        meta, warps = _split(resample_config(H, W, C, out.dtype, _kind(all_exact, aligned, padding) if all_exact else "pull"))
+        launch(
+            orbit_backward_kernel, (B * _tiles(H, W, meta),), warps, fp_fusion=False,
+            g_ptr=grad, mats_ptr=mats, pull_ptr=pull, gx_ptr=out,
+            sg_b=grad.stride(0), sg_n=grad.stride(1), sg_c=grad.stride(2), sg_h=grad.stride(3), sg_w=grad.stride(4),
+            sgx_b=out.stride(0), sgx_c=out.stride(1), sgx_h=out.stride(2), sgx_w=out.stride(3),
+            C=C, H=H, W=W, h=h, w=w, N=N, NEAREST=nearest, ALL_EXACT=bool(all_exact), ALIGNED=_aligned(aligned, meta), ACC=_acc(out.dtype), **meta,
         )  # fmt: skip
         return out
     accum = torch.zeros((B, C, H, W), dtype=torch.float64 if out.dtype == torch.float64 else torch.float32, device=grad.device)
-    block, warps = resample_config(h * w)
-    resample_push_kernel[(B * N * triton.cdiv(h * w, block),)](
-        grad, mats, mats, accum, *grad.stride(), C, H, W, h, w, N,
-        PADDING=PADDING_CODES[padding], NEAREST=interpolation == "nearest", EXACT=bool(exact), USE_INDEX=False,
-        ACC=_acc(accum.dtype), BLOCK=block, num_warps=warps,
-    )  # fmt: skip
+    _scatter_launch(grad, mats, None, all_exact, padding, nearest, accum, (h, w))
     out.copy_(accum)
     return out
 
 
-def transform_backward(
-    grad: torch.Tensor,
-    x: torch.Tensor,
-    index: torch.Tensor,
-    mats: torch.Tensor,
-    exact: bool,
-    padding: str,
-    interpolation: str,
-    grad_x: torch.Tensor | None,
-    grad_w: torch.Tensor | None,
-) -> None:
-    """Backward of :func:`transform_forward` in one launch over ``grad`` (B, C, H, W).
+def _scatter_launch(grad5, mats, index, all_exact, padding, nearest, accum, hw):
+    B, NV, C = grad5.shape[:3]
+    H, W = accum.shape[-2:]
+    h, w = hw
+    block = min(512, max(32, triton.next_power_of_2(h * w)))  # 2 pixels per thread at 8 warps
+    launch(
+        orbit_backward_scatter_kernel, (B * NV * triton.cdiv(h * w, block),), 8 if block >= 512 else 4, fp_fusion=False,
+        g_ptr=grad5, mats_ptr=mats, index_ptr=index if index is not None else mats, gx_ptr=accum,
+        sg_b=grad5.stride(0), sg_n=grad5.stride(1), sg_c=grad5.stride(2), sg_h=grad5.stride(3), sg_w=grad5.stride(4),
+        C=C, H=H, W=W, h=h, w=w, NV=NV,
+        PADDING=PADDING_CODES[padding], NEAREST=nearest, ALL_EXACT=bool(all_exact), USE_INDEX=index is not None,
+        ACC=_acc(accum.dtype), BLOCK=block,
+    )  # fmt: skip
 
-    Fills ``grad_x`` (B, C, H, W) with the adjoint of the chosen transforms and
-    ``grad_w`` (B, N) with ``<grad[b], T_g x[b]>``; either may be None (not computed).
-    The inner products are summed per pixel block in the kernel and over blocks here,
-    in a fixed order (deterministic).
+
+def transform_backward(
+    grad, x, index, mats, pull, all_exact: bool, aligned: bool, padding: str, interpolation: str, grad_x, grad_w, chan_perm=None, chan_inv=None
+) -> None:
+    """Backward of :func:`transform_forward` over ``grad`` (B, C, H, W).
+
+    Fills ``grad_x`` (B, C, H, W) with the adjoint of the chosen transforms and ``grad_w``
+    (B, N) with ``<grad[b], T_g x[b]>``; either may be None (not computed). Zero padding:
+    one launch (plus the fixed-order sum of the per-tile inner products). Border/reflection:
+    the adjoint is a scatter (a second launch into a zeroed accumulator).
     """
     B, C, H, W = grad.shape
     N = mats.shape[0]
     _check_plane("grad", grad)
     _check_plane("x", x)
-    block, warps = resample_config(H * W)
-    nblk = triton.cdiv(H * W, block)
+    meta, warps = _split(resample_config(H, W, C, x.dtype, _kind(all_exact, aligned, padding) if (all_exact and grad_w is None) else "pull"))
+    tiles = _tiles(H, W, meta)
     acc_dt = torch.float64 if x.dtype == torch.float64 else torch.float32
-    pull = bool(exact) and padding == "zeros"
-    need_gx, need_dot = grad_x is not None, grad_w is not None
-    if need_gx and not pull:
-        gx = torch.zeros((B, C, H, W), dtype=acc_dt, device=grad.device)
-    else:
-        gx = grad_x if need_gx else grad
-    dot = torch.empty((B, N, nblk), dtype=acc_dt, device=grad.device) if need_dot else grad
-    transform_backward_kernel[(B * nblk,)](
-        grad, x, mats, index, gx, dot, *grad.stride(), *x.stride(), *gx.stride(), C, H, W, N,
-        PADDING=PADDING_CODES[padding], NEAREST=interpolation == "nearest", EXACT=bool(exact),
-        NEED_GX=need_gx, GX_PULL=pull, NEED_DOT=need_dot, ACC=_acc(x.dtype), BLOCK=block, num_warps=warps,
-    )  # fmt: skip
-    if need_gx and not pull:
-        grad_x.copy_(gx)
-    if need_dot:
-        grad_w.copy_(dot.sum(-1))
+    nearest = interpolation == "nearest"
+    pull_gx = grad_x is not None and padding == "zeros"
+    dot = torch.empty((B, N, tiles), dtype=acc_dt, device=grad.device) if grad_w is not None else None
+    n_perm = chan_perm.shape[1] if chan_perm is not None else 1
+    if pull_gx or dot is not None:
+        gx = grad_x if pull_gx else grad
+        launch(
+            transform_backward_kernel, (B * tiles,), warps, fp_fusion=False,
+            g_ptr=grad, x_ptr=x, mats_ptr=mats, pull_ptr=pull, index_ptr=index,
+            chan_perm_ptr=chan_perm if chan_perm is not None else index, chan_inv_ptr=chan_inv if chan_inv is not None else index,
+            gx_ptr=gx, dot_ptr=dot if dot is not None else grad,
+            sg_b=grad.stride(0), sg_c=grad.stride(1), sg_h=grad.stride(2), sg_w=grad.stride(3),
+            sx_b=x.stride(0), sx_c=x.stride(1), sx_h=x.stride(2), sx_w=x.stride(3),
+            sgx_b=gx.stride(0), sgx_c=gx.stride(1), sgx_h=gx.stride(2), sgx_w=gx.stride(3),
+            C=C, H=H, W=W, N=N, N_PERM=n_perm,
+            PADDING=PADDING_CODES[padding], NEAREST=nearest, ALL_EXACT=bool(all_exact), ALIGNED=_aligned(aligned, meta),
+            CHANNEL_PERM=chan_perm is not None, NEED_GX=pull_gx, NEED_DOT=dot is not None, ACC=_acc(x.dtype), **meta,
+        )  # fmt: skip
+    if grad_x is not None and not pull_gx:
+        if chan_perm is not None:
+            raise NotImplementedError("kernels.resample.transform_backward: channel permutation with border/reflection padding")
+        accum = torch.zeros((B, C, H, W), dtype=acc_dt, device=grad.device)
+        _scatter_launch(grad.unsqueeze(1), mats, index, all_exact, padding, nearest, accum, (H, W))
+        grad_x.copy_(accum)
+    if dot is not None:
+        torch.sum(dot, dim=-1, out=grad_w)

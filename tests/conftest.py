@@ -36,6 +36,31 @@ def assert_close(actual: torch.Tensor, expected: torch.Tensor, dtype: torch.dtyp
         )
 
 
+def _kernel_devices() -> list:
+    """Where the Triton kernels run in this session: the interpreter on CPU tensors
+    (TRITON_INTERPRET=1, the default here), or compiled on CUDA (TRITON_INTERPRET=0 on a GPU
+    machine: ``make test-gpu``). Empty when neither is possible (tests then skip with the reason)."""
+    try:
+        import triton  # noqa: F401
+    except Exception:
+        return []
+    if os.environ.get("TRITON_INTERPRET") == "1":
+        return ["cpu"]
+    return ["cuda"] if torch.cuda.is_available() else []
+
+
+KERNEL_DEVICES = _kernel_devices()
+NO_KERNEL_DEVICE = "no Triton kernel device: triton missing, or TRITON_INTERPRET=0 without CUDA"
+kernel_device = pytest.mark.parametrize("dev", KERNEL_DEVICES or [pytest.param("none", marks=pytest.mark.skip(reason=NO_KERNEL_DEVICE))])
+cuda_only = pytest.mark.skipif(
+    not torch.cuda.is_available() or os.environ.get("TRITON_INTERPRET") == "1", reason="needs compiled kernels on a CUDA device (make test-gpu)"
+)
+
+
+def to_cpu(t):
+    return t.detach().cpu() if isinstance(t, torch.Tensor) else t
+
+
 @pytest.fixture
 def rng():
     """A fresh, seeded generator per test (fresh random inputs, reproducible failures)."""

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import canon  # noqa: F401  (registers the ops)
-from canon.geometry import view_matrices_tensor
+from canon.geometry import channel_tables, view_tables
 from canon.groups import as_group
 
 BACKENDS = [
@@ -15,28 +15,44 @@ BACKENDS = [
 
 def _samples(rng):
     x = torch.randn(2, 2, 5, 5, generator=rng, requires_grad=True)
-    m8, e8 = view_matrices_tensor(as_group("C8"), (5, 5), (4, 4), 0.9, "cpu")
-    m4, e4 = view_matrices_tensor(as_group("C4"), (5, 5), (5, 5), 1.0, "cpu")
-    mf, ef = view_matrices_tensor(as_group("C8"), (5, 5), (5, 5), 1.0, "cpu")
+    t8 = view_tables(as_group("C8"), (5, 5), (4, 4), 0.9, torch.device("cpu"))
+    t4 = view_tables(as_group("C4"), (5, 5), (5, 5), 1.0, torch.device("cpu"))
+    tf = view_tables(as_group("C8"), (5, 5), (5, 5), 1.0, torch.device("cpu"))
+    ti = view_tables(as_group("D2"), (5, 5), (5, 5), 1.0, torch.device("cpu"), inverse=True)
+    perm, inv = channel_tables(as_group("D2"), torch.device("cpu"))
     v = torch.randn(2, 4, 6, generator=rng, requires_grad=True)
     r = torch.randn(6, generator=rng, requires_grad=True)
     w = torch.zeros(2, 8, requires_grad=True)
     idx = torch.tensor([3, 6])
+    target = torch.tensor([1, 0])
     g = torch.randn(2, 8, 2, 4, 4, generator=rng)
+    y = torch.randn(2, 8, 5, 5, generator=rng, requires_grad=True)
     return [
-        (torch.ops.canon.orbit.default, (x, m8, e8, 4, 4, "reflection", "bilinear", None, False)),
-        (torch.ops.canon.orbit.default, (x, m4, e4, 5, 5, "zeros", "bilinear", torch.float32, True)),
-        (torch.ops.canon.orbit_backward.default, (g, m8, e8, 5, 5, "border", "nearest", torch.float32)),
-        (torch.ops.canon.transform.default, (x, w, idx, mf, ef, "border", "bilinear")),
-        (torch.ops.canon.transform_backward.default, (torch.randn(2, 2, 5, 5, generator=rng), x.detach(), idx, mf, ef, "zeros", "bilinear", True, True)),
-        (torch.ops.canon.select.default, (v, r, 1.5, "cosine", True, None, 1.0)),
-        (torch.ops.canon.select.default, (v, r, 1.0, "dot", False, torch.randn(2, 4, generator=rng), 0.5)),
+        (torch.ops.canon.orbit.default, (x, t8.mats, t8.pull, t8.exact, t8.aligned, 4, 4, "reflection", "bilinear", None, False)),
+        (torch.ops.canon.orbit.default, (x, t8.mats, t8.pull, t8.exact, t8.aligned, 4, 4, "zeros", "bilinear", None, False)),
+        (torch.ops.canon.orbit.default, (x, t4.mats, t4.pull, t4.exact, t4.aligned, 5, 5, "zeros", "bilinear", torch.float32, True)),
+        (torch.ops.canon.orbit_backward.default, (g, t8.mats, t8.pull, t8.exact, t8.aligned, 5, 5, "border", "nearest", torch.float32)),
+        (torch.ops.canon.transform.default, (x, w, idx, tf.mats, tf.pull, tf.exact, tf.aligned, "border", "bilinear", None, None)),
+        (torch.ops.canon.transform.default, (x, None, idx, tf.mats, tf.pull, tf.exact, tf.aligned, "zeros", "bilinear", None, None)),
+        (
+            torch.ops.canon.transform.default,
+            (y, torch.zeros(2, 4, requires_grad=True), torch.tensor([1, 3]), ti.mats, ti.pull, ti.exact, ti.aligned, "zeros", "bilinear", perm, inv),
+        ),
+        (
+            torch.ops.canon.transform_backward.default,
+            (torch.randn(2, 2, 5, 5, generator=rng), x.detach(), idx, tf.mats, tf.pull, tf.exact, tf.aligned, "zeros", "bilinear", True, True, None, None),
+        ),
+        (torch.ops.canon.select.default, (v, r, 1.5, "cosine", True, None, 1.0, "none", "none", None, 1.0)),
+        (torch.ops.canon.select.default, (v, r, 1.0, "dot", False, torch.randn(2, 4, generator=rng), 0.5, "none", "none", None, 1.0)),
+        (torch.ops.canon.select.default, (v, r, 1.5, "cosine", True, None, 1.0, "normalized", "identity", None, 2.0)),
+        (torch.ops.canon.select.default, (v, r, 1.5, "cosine", True, None, 1.0, "raw", "target", target, 2.0)),
         (
             torch.ops.canon.select_backward.default,
             (
                 torch.randn(2, 4, generator=rng),
                 None,
                 torch.randn(2, 4, generator=rng),
+                torch.tensor([0.5, 1.5]),
                 v.detach(),
                 r.detach(),
                 torch.softmax(torch.randn(2, 4, generator=rng), -1),
@@ -45,11 +61,19 @@ def _samples(rng):
                 True,
                 None,
                 1.0,
+                "normalized",
+                "target",
+                target,
+                2.0,
             ),
-        ),
+        ),  # fmt: skip
         (torch.ops.canon.contrastive_loss.default, (v, "normalized")),
         (torch.ops.canon.contrastive_loss.default, (v, "raw")),
         (torch.ops.canon.contrastive_loss_backward.default, (torch.tensor(1.0), v.detach(), "normalized")),
+        (
+            torch.ops.canon.select_transform.default,
+            (torch.randn(2, 8, 6, generator=rng), r.detach(), x, tf.mats, tf.pull, tf.exact, tf.aligned, 1.0, "cosine", "zeros", "bilinear"),
+        ),
     ]
 
 

@@ -1,27 +1,29 @@
-"""Resampling kernels (orbit, transform/canonicalize/invert) through the Triton interpreter, against the reference."""
+"""Resampling kernels (orbit, transform = canonicalize/invert, the fused eval canonicalization),
+forward and backward, against the reference. Runs under the Triton interpreter on CPU here and
+on compiled kernels on a CUDA machine (``make test-gpu``)."""
 
 import pytest
 import torch
-from conftest import TOLERANCES, assert_close
+from conftest import TOLERANCES, assert_close, kernel_device, to_cpu
 
 pytest.importorskip("triton", reason="the Triton path needs triton")
 
 import canon  # noqa: E402
 from canon import reference as ref  # noqa: E402
 from canon import triton_ops  # noqa: E402
-from canon.geometry import view_matrices_tensor  # noqa: E402
+from canon.geometry import channel_tables, view_tables  # noqa: E402
 from canon.groups import as_group  # noqa: E402
 
 NAN = float("nan")
 
 
-def _mats(group, in_hw, out_hw, crop=1.0):
-    return view_matrices_tensor(as_group(group), in_hw, out_hw, crop, "cpu")
+def _tables(group, in_hw, out_hw, crop=1.0, dev="cpu", inverse=False):
+    return view_tables(as_group(group), in_hw, out_hw, crop, torch.device(dev), inverse)
 
 
 CASES = [
     # group, (H, W), (h, w), crop, padding, interpolation
-    ("C4", (7, 7), (7, 7), 1.0, "zeros", "bilinear"),
+    ("C4", (7, 7), (7, 7), 1.0, "zeros", "bilinear"),  # quarter turns: permutation copies
     ("D4", (5, 5), (5, 5), 1.0, "reflection", "bilinear"),
     ("C8", (7, 9), (5, 6), 0.8, "zeros", "bilinear"),
     ("C3", (6, 5), (7, 3), 0.7, "border", "bilinear"),
@@ -29,124 +31,217 @@ CASES = [
     ("C6", (9, 9), (4, 4), 1.0, "border", "nearest"),
     ("C2", (4, 6), (4, 6), 1.0, "border", "bilinear"),
     ("D2", (1, 5), (3, 2), 1.0, "reflection", "bilinear"),
-    ("C4", (8, 8), (4, 4), 0.5, "zeros", "bilinear"),  # exact crop
+    ("C4", (8, 8), (4, 4), 0.5, "zeros", "bilinear"),  # exact crop: copies with an offset
+    ("C8", (9, 9), (20, 20), 0.8, "zeros", "bilinear"),  # upsampling: wide pull windows
+    ("C8", (9, 9), (4, 5), 1.0, "zeros", "nearest"),
+    ("D4", (6, 9), (6, 9), 1.0, "zeros", "bilinear"),  # non-square: rotations leave the input
+    ("C4", (33, 35), (40, 37), 1.0, "zeros", "bilinear"),  # several tiles per plane, ragged edges
+    ("D8", (17, 17), (9, 9), 0.9, "zeros", "bilinear"),
+    # sides that are multiples of 16: tile copies with 16-aligned runs (transposes, reversed runs)
+    ("D4", (32, 32), (32, 32), 1.0, "zeros", "bilinear"),
+    ("D2", (32, 48), (32, 48), 1.0, "zeros", "bilinear"),  # flips of a non-square plane
+    ("C8", (32, 32), (32, 32), 1.0, "zeros", "bilinear"),  # copies and gathers in one launch
 ]
 
 
+@kernel_device
 @pytest.mark.parametrize("group,in_hw,out_hw,crop,padding,interp", CASES)
-def test_orbit_forward_backward_matches_reference(group, in_hw, out_hw, crop, padding, interp, rng):
+def test_orbit_forward_backward_matches_reference(dev, group, in_hw, out_hw, crop, padding, interp, rng):
     B, C = 2, 3
     x = torch.randn(B, C, *in_hw, generator=rng)
-    mats, exact = _mats(group, in_hw, out_hw, crop)
-    out = torch.full((B, mats.shape[0], C, *out_hw), NAN)
-    triton_ops.orbit(x, mats, exact, out_hw, padding, interp, out=out)
-    assert_close(out, ref.orbit_ref(x, mats, exact, out_hw, padding, interp), msg="orbit")
+    t = _tables(group, in_hw, out_hw, crop)
+    td = _tables(group, in_hw, out_hw, crop, dev)
+    out = torch.full((B, t.mats.shape[0], C, *out_hw), NAN, device=dev)
+    triton_ops.orbit(x.to(dev), td.mats, td.pull, t.exact, t.aligned, out_hw, padding, interp, out=out)
+    assert_close(to_cpu(out), ref.orbit_ref(x, t.mats, t.exact, out_hw, padding, interp), msg="orbit")
     g = torch.randn(out.shape, generator=rng)
-    gx = torch.full_like(x, NAN)
-    triton_ops.orbit_backward(g, mats, exact, in_hw, padding, interp, x.dtype, out=gx)
+    gx = torch.full((B, C, *in_hw), NAN, device=dev)
+    triton_ops.orbit_backward(g.to(dev), td.mats, td.pull, t.exact, t.aligned, in_hw, padding, interp, x.dtype, out=gx)
     xr = x.clone().requires_grad_()
-    ref.orbit_ref(xr, mats, exact, out_hw, padding, interp).backward(g)
-    assert_close(gx, xr.grad, msg="orbit grad_x vs autograd of the reference")
-    assert_close(gx, ref.orbit_backward_ref(g, mats, exact, in_hw, padding, interp), msg="orbit grad_x vs explicit adjoint")
+    ref.orbit_ref(xr, t.mats, t.exact, out_hw, padding, interp).backward(g)
+    assert_close(to_cpu(gx), xr.grad, msg="orbit grad_x vs autograd of the reference")
+    assert_close(to_cpu(gx), ref.orbit_backward_ref(g, t.mats, t.exact, in_hw, padding, interp), msg="orbit grad_x vs explicit adjoint")
 
 
+@kernel_device
 @pytest.mark.parametrize(
     "group,in_hw,padding,interp",
-    [("C4", (7, 7), "zeros", "bilinear"), ("C8", (5, 7), "reflection", "bilinear"), ("D5", (6, 6), "border", "nearest"), ("D4", (5, 5), "border", "bilinear")],
-)
-def test_transform_forward_backward_matches_reference(group, in_hw, padding, interp, rng):
+    [("C4", (7, 7), "zeros", "bilinear"), ("C8", (5, 7), "reflection", "bilinear"), ("D5", (6, 6), "border", "nearest"), ("D4", (5, 5), "border", "bilinear"),
+     ("C8", (9, 9), "zeros", "bilinear"), ("D4", (6, 8), "zeros", "nearest"), ("D4", (32, 32), "zeros", "bilinear"), ("C8", (16, 16), "zeros", "bilinear")],
+)  # fmt: skip
+def test_transform_forward_backward_matches_reference(dev, group, in_hw, padding, interp, rng):
     B, C = 3, 2
     x = torch.randn(B, C, *in_hw, generator=rng)
-    mats, exact = _mats(group, in_hw, in_hw)
-    N = mats.shape[0]
+    t, td = _tables(group, in_hw, in_hw), _tables(group, in_hw, in_hw, dev=dev)
+    N = t.mats.shape[0]
     index = torch.randint(0, N, (B,), generator=rng)
-    out = torch.full_like(x, NAN)
-    triton_ops.transform(x, None, index, mats, exact, padding, interp, out=out)
+    out = torch.full((B, C, *in_hw), NAN, device=dev)
+    triton_ops.transform(x.to(dev), index.to(dev), td.mats, t.exact, t.aligned, padding, interp, out=out)
     xr = x.clone().requires_grad_()
     w = torch.zeros(B, N, requires_grad=True)
-    expect = ref.transform_ref(xr, w, index, mats, exact, padding, interp)
-    assert_close(out, expect, msg="transform")
+    expect = ref.transform_ref(xr, w, index, t.mats, t.exact, padding, interp)
+    assert_close(to_cpu(out), expect, msg="transform")
     g = torch.randn(x.shape, generator=rng)
     expect.backward(g)
-    gx, gw = triton_ops.transform_backward(g, x, index, mats, exact, padding, interp)
-    assert_close(gx, xr.grad, msg="grad_x")
-    assert_close(gw, w.grad, atol=1e-4, msg="grad_weights")  # sums of H·W·C products
+    gx, gw = triton_ops.transform_backward(g.to(dev), x.to(dev), index.to(dev), td.mats, td.pull, t.exact, t.aligned, padding, interp)
+    assert_close(to_cpu(gx), xr.grad, msg="grad_x")
+    assert_close(to_cpu(gw), w.grad, atol=1e-4, msg="grad_weights")  # sums of H·W·C products
 
 
-def test_layouts_channels_last_sliced_and_out_formats(rng):
-    base = torch.randn(3, 5, 11, 10, generator=rng)
+@kernel_device
+def test_regular_invert_permutes_channels_forward_and_backward(dev, rng):
+    G = as_group("D4")
+    B, K, N = 3, 2, G.order
+    y = torch.randn(B, K * N, 6, 6, generator=rng)
+    index = torch.tensor([0, 5, 3])
+    t, td = _tables(G, (6, 6), (6, 6), inverse=True), _tables(G, (6, 6), (6, 6), dev=dev, inverse=True)
+    perm, inv = channel_tables(G, torch.device("cpu"))
+    perm_d, inv_d = channel_tables(G, torch.device(dev))
+    out = torch.full(y.shape, NAN, device=dev)
+    triton_ops.transform(y.to(dev), index.to(dev), td.mats, t.exact, t.aligned, "zeros", "bilinear", chan_perm=perm_d, out=out)
+    yr = y.clone().requires_grad_()
+    w = torch.zeros(B, N, requires_grad=True)
+    expect = ref.transform_ref(yr, w, index, t.mats, t.exact, "zeros", "bilinear", chan_perm=perm)
+    assert torch.equal(to_cpu(out), expect.detach())
+    g = torch.randn(y.shape, generator=rng)
+    expect.backward(g)
+    gx, gw = triton_ops.transform_backward(
+        g.to(dev), y.to(dev), index.to(dev), td.mats, td.pull, t.exact, t.aligned, "zeros", "bilinear", True, True, perm_d, inv_d
+    )
+    assert torch.equal(to_cpu(gx), yr.grad)
+    assert_close(to_cpu(gw), w.grad, atol=1e-4)
+    assert_close(ref.transform_backward_ref(g, y, index, t.mats, t.exact, "zeros", "bilinear", True, True, perm)[0], yr.grad, msg="explicit adjoint")
+
+
+@kernel_device
+def test_index_outside_the_table_gives_nan_never_a_read_outside_it(dev, rng):
+    x = torch.randn(2, 2, 5, 5, generator=rng, device="cpu").to(dev)
+    td = _tables("C4", (5, 5), (5, 5), dev=dev)
+    out = triton_ops.transform(x, torch.tensor([1, 7], device=dev), td.mats, td.exact, td.aligned, "zeros", "bilinear")
+    assert torch.equal(to_cpu(out[0]), torch.rot90(to_cpu(x[0]), 1, dims=(-2, -1)))
+    assert torch.isnan(out[1]).all()
+
+
+@kernel_device
+@pytest.mark.parametrize("group,in_hw,score", [("C4", (6, 6), "cosine"), ("C8", (7, 9), "dot"), ("D4", (5, 5), "cosine")])
+def test_fused_select_transform_matches_select_then_transform(dev, group, in_hw, score, rng):
+    G = as_group(group)
+    B, C, D = 3, 2, 10
+    x = torch.randn(B, C, *in_hw, generator=rng)
+    v = torch.randn(B, G.order, D, generator=rng)
+    r = torch.randn(D, generator=rng)
+    t, td = _tables(G, in_hw, in_hw), _tables(G, in_hw, in_hw, dev=dev)
+    poison = (
+        tuple(torch.full(s, NAN, device=dev) for s in ((B, G.order), (B, G.order)))
+        + (torch.full((B,), -3, device=dev),)
+        + (torch.full((B, G.order), NAN, device=dev),)
+    )
+    out = torch.full(x.shape, NAN, device=dev)
+    xc, sel = triton_ops.select_transform(
+        v.to(dev), r.to(dev), x.to(dev), td.mats, t.exact, t.aligned, 1.3, score, "zeros", "bilinear", out=out, sel_out=poison
+    )
+    e = ref.select_ref(v, r, 1.3, score, False)
+    assert torch.equal(to_cpu(sel.index), e.index)
+    assert_close(to_cpu(sel.scores), e.scores)
+    assert_close(to_cpu(sel.probs), e.probs)
+    assert torch.equal(to_cpu(sel.onehot), e.onehot)
+    assert_close(to_cpu(xc), ref.transform_ref(x, None, e.index, t.mats, t.exact, "zeros", "bilinear"))
+    # and the same choice as the select kernel itself
+    alone, _ = triton_ops.select(v.to(dev), r.to(dev), 1.3, score, None, 1.0)
+    assert torch.equal(alone.index, sel.index) and torch.equal(alone.scores, sel.scores)
+
+
+@kernel_device
+def test_layouts_channels_last_sliced_and_out_formats(dev, rng):
+    base = torch.randn(3, 5, 11, 10, generator=rng).to(dev)
     x = base[1:, 1:4, 2:9, 1:8]  # (2, 3, 7, 7), non-contiguous
     xcl = x.contiguous(memory_format=torch.channels_last)
-    mats, exact = _mats("C8", (7, 7), (5, 5), 0.9)
-    expect = ref.orbit_ref(x.contiguous(), mats, exact, (5, 5), "zeros", "bilinear")
+    t = _tables("C8", (7, 7), (5, 5), 0.9)
+    td = _tables("C8", (7, 7), (5, 5), 0.9, dev)
+    expect = ref.orbit_ref(to_cpu(x).contiguous(), t.mats, t.exact, (5, 5), "zeros", "bilinear")
     for inp in (x, xcl):
-        out = triton_ops.orbit(inp, mats, exact, (5, 5), "zeros", "bilinear")
-        assert_close(out, expect, msg="strided input")
-        cl = triton_ops.orbit(inp, mats, exact, (5, 5), "zeros", "bilinear", channels_last=True)
+        out = triton_ops.orbit(inp, td.mats, td.pull, t.exact, t.aligned, (5, 5), "zeros", "bilinear")
+        assert_close(to_cpu(out), expect, msg="strided input")
+        cl = triton_ops.orbit(inp, td.mats, td.pull, t.exact, t.aligned, (5, 5), "zeros", "bilinear", channels_last=True)
         assert cl.flatten(0, 1).is_contiguous(memory_format=torch.channels_last)
-        assert_close(cl, expect, msg="channels_last output")
+        assert_close(to_cpu(cl), expect, msg="channels_last output")
     g = torch.randn(expect.shape, generator=rng).transpose(3, 4).contiguous().transpose(3, 4)  # strided grad
-    gx = triton_ops.orbit_backward(g, mats, exact, (7, 7), "zeros", "bilinear", x.dtype)
-    assert_close(gx, ref.orbit_backward_ref(g, mats, exact, (7, 7), "zeros", "bilinear"), msg="strided grad")
-    ex_m, ex = _mats("D4", (7, 7), (7, 7))
-    gx = triton_ops.orbit_backward(torch.randn(2, 8, 3, 7, 7, generator=rng)[:, :, :, :, :], ex_m, ex, (7, 7), "zeros", "bilinear", x.dtype)
-    assert gx.shape == x.shape
+    gx = triton_ops.orbit_backward(g.to(dev), td.mats, td.pull, t.exact, t.aligned, (7, 7), "zeros", "bilinear", x.dtype)
+    assert_close(to_cpu(gx), ref.orbit_backward_ref(g, t.mats, t.exact, (7, 7), "zeros", "bilinear"), msg="strided grad")
+    gx_out = torch.full((2, 3, 7, 9), NAN, device=dev)[..., 1:8]  # strided gradient output
+    triton_ops.orbit_backward(g.to(dev), td.mats, td.pull, t.exact, t.aligned, (7, 7), "zeros", "bilinear", x.dtype, out=gx_out)
+    assert_close(to_cpu(gx_out), ref.orbit_backward_ref(g, t.mats, t.exact, (7, 7), "zeros", "bilinear"), msg="strided grad output")
 
 
+@kernel_device
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
-def test_low_precision_io_within_torch_own_error(dtype, rng):
+def test_low_precision_io_within_torch_own_error(dev, dtype, rng):
     x32 = torch.randn(2, 3, 9, 9, generator=rng)
     x = x32.to(dtype)
-    mats, exact = _mats("C8", (9, 9), (6, 6), 0.8)
-    truth = ref.orbit_ref(x.double(), mats, exact, (6, 6), "border", "bilinear")
-    out = triton_ops.orbit(x, mats, exact, (6, 6), "border", "bilinear")
+    t = _tables("C8", (9, 9), (6, 6), 0.8)
+    td = _tables("C8", (9, 9), (6, 6), 0.8, dev)
+    truth = ref.orbit_ref(x.double(), t.mats, t.exact, (6, 6), "border", "bilinear")
+    out = to_cpu(triton_ops.orbit(x.to(dev), td.mats, td.pull, t.exact, t.aligned, (6, 6), "border", "bilinear"))
     assert out.dtype == dtype
-    torch_err = (ref.orbit_ref(x, mats, exact, (6, 6), "border", "bilinear").double() - truth).abs().max()
+    torch_err = (ref.orbit_ref(x, t.mats, t.exact, (6, 6), "border", "bilinear").double() - truth).abs().max()
     ours = (out.double() - truth).abs().max()
     assert ours <= 2 * torch_err + TOLERANCES[torch.float32][1], (ours, torch_err)
     # fp32 in, low precision out (the encoder's dtype): one rounding of the fp32 result
-    o = triton_ops.orbit(x32, mats, exact, (6, 6), "border", "bilinear", out_dtype=dtype)
-    assert torch.equal(o, ref.orbit_ref(x32, mats, exact, (6, 6), "border", "bilinear").to(dtype)) or (o.double() - truth.new_tensor(0)).isfinite().all()
-    assert_close(o.float(), ref.orbit_ref(x32, mats, exact, (6, 6), "border", "bilinear"), dtype=dtype)
+    o = to_cpu(triton_ops.orbit(x32.to(dev), td.mats, td.pull, t.exact, t.aligned, (6, 6), "border", "bilinear", out_dtype=dtype))
+    assert o.dtype == dtype
+    assert_close(o.float(), ref.orbit_ref(x32, t.mats, t.exact, (6, 6), "border", "bilinear"), dtype=dtype)
     # exact views are copies: bit-identical in any dtype
-    em, ex = _mats("D4", (9, 9), (9, 9))
-    assert torch.equal(triton_ops.orbit(x, em, ex, (9, 9), "zeros", "bilinear"), ref.orbit_ref(x, em, ex, (9, 9), "zeros", "bilinear"))
+    te, ted = _tables("D4", (9, 9), (9, 9)), _tables("D4", (9, 9), (9, 9), dev=dev)
+    copies = to_cpu(triton_ops.orbit(x.to(dev), ted.mats, ted.pull, te.exact, te.aligned, (9, 9), "zeros", "bilinear"))
+    assert torch.equal(copies, ref.orbit_ref(x, te.mats, te.exact, (9, 9), "zeros", "bilinear"))
 
 
-def test_gradcheck_float64_through_triton(rng):
+@kernel_device
+def test_gradcheck_float64_through_triton(dev, rng):
     # fast_mode (random projections of the Jacobian) keeps the interpreter calls few.
     torch.manual_seed(0)
-    x = torch.randn(1, 2, 5, 4, dtype=torch.float64, generator=rng, requires_grad=True)
+    x = torch.randn(1, 2, 5, 4, dtype=torch.float64, generator=rng).to(dev).requires_grad_()
     with canon.use_backend("triton"):
         assert torch.autograd.gradcheck(lambda t: canon.orbit(t, "C8", size=(3, 4), crop_ratio=0.9, padding="reflection"), (x,), fast_mode=True)
+        assert torch.autograd.gradcheck(lambda t: canon.orbit(t, "C8", size=(6, 7), crop_ratio=0.9, padding="zeros"), (x,), fast_mode=True)
         assert torch.autograd.gradcheck(lambda t: canon.orbit(t, "D4", size=(3, 3), padding="zeros", interpolation="nearest"), (x,), fast_mode=True)
-        xs = torch.randn(2, 2, 5, 5, dtype=torch.float64, generator=rng, requires_grad=True)
-        idx = torch.tensor([3, 1])
+        xs = torch.randn(2, 2, 5, 5, dtype=torch.float64, generator=rng).to(dev).requires_grad_()
+        idx = torch.tensor([3, 1], device=dev)
         assert torch.autograd.gradcheck(lambda t: canon.canonicalize(t, idx, "C8", padding="border"), (xs,), fast_mode=True)
+        assert torch.autograd.gradcheck(lambda t: canon.canonicalize(t, idx, "C8"), (xs,), fast_mode=True)
         assert torch.autograd.gradcheck(lambda t: canon.canonicalize(t, idx, "C4"), (xs,), fast_mode=True)
+        assert torch.autograd.gradcheck(lambda t: canon.invert(t, idx, "C8"), (xs,), fast_mode=True)
 
 
-def test_straight_through_weights_gradient_is_the_mixture_inner_product(rng):
+@kernel_device
+def test_straight_through_weights_gradient_is_the_mixture_inner_product(dev, rng):
     G = as_group("C8")
-    x = torch.randn(2, 2, 7, 7, dtype=torch.float64, generator=rng)
-    onehot = torch.nn.functional.one_hot(torch.tensor([5, 2]), G.order).double().requires_grad_()
-    sel = canon.Selection(onehot.detach(), onehot.detach(), torch.tensor([5, 2]), onehot)
+    x = torch.randn(2, 2, 7, 7, dtype=torch.float64, generator=rng).to(dev)
+    idx = torch.tensor([5, 2], device=dev)
+    onehot = torch.nn.functional.one_hot(idx, G.order).double().requires_grad_()
+    sel = canon.Selection(onehot.detach(), onehot.detach(), idx, onehot)
     with canon.use_backend("triton"):
         xc = canon.canonicalize(x, sel, G)
-        go = torch.randn(xc.shape, dtype=torch.float64, generator=rng)
+        go = torch.randn(xc.shape, dtype=torch.float64, generator=rng).to(dev)
         xc.backward(go)
         orbit = canon.orbit(x, G)
-    assert_close(onehot.grad, torch.einsum("bnchw,bchw->bn", orbit, go))
+        assert_close(to_cpu(onehot.grad), to_cpu(torch.einsum("bnchw,bchw->bn", orbit, go)))
+        # invert: the weight of element g gets <grad, T_{g⁻¹} y>
+        onehot.grad = None
+        canon.invert(x, sel, G).backward(go)
+        inv_views = canon.orbit(x, G)[:, G.inverse_table.to(dev)]
+        assert_close(to_cpu(onehot.grad), to_cpu(torch.einsum("bnchw,bchw->bn", inv_views, go)))
 
 
+@kernel_device
 @pytest.mark.parametrize("group", ["C4", "D4"])
-def test_exact_invariance_through_triton(group, rng):
+def test_exact_invariance_through_triton(dev, group, rng):
     from canon.networks import ConvEncoder
 
     G = as_group(group)
     torch.manual_seed(0)
-    net = canon.OrbitCanonicalizer(ConvEncoder(2, out_dim=8, hidden=4, num_layers=2, kernel_size=3), G).eval()
-    x = torch.rand(2, 2, 6, 6, generator=rng)
+    net = canon.OrbitCanonicalizer(ConvEncoder(2, out_dim=8, hidden=4, num_layers=2, kernel_size=3), G).eval().to(dev)
+    x = torch.rand(2, 2, 6, 6, generator=rng).to(dev)
     with canon.use_backend("triton"), torch.no_grad():
         xc = net(x)
         for g in range(1, G.order):
@@ -154,38 +249,45 @@ def test_exact_invariance_through_triton(group, rng):
             assert torch.equal(net(xg), xc), f"element {g}"
 
 
-def test_invert_round_trip_through_triton(rng):
-    x = torch.randn(3, 4, 5, 5, generator=rng)
-    idx = torch.tensor([0, 5, 3])
+@kernel_device
+def test_invert_round_trip_through_triton(dev, rng):
+    x = torch.randn(3, 4, 5, 5, generator=rng).to(dev)
+    idx = torch.tensor([0, 5, 3], device=dev)
     with canon.use_backend("triton"):
         assert torch.equal(canon.invert(canon.canonicalize(x, idx, "D4"), idx, "D4"), x)
-        y = torch.randn(3, 8, 5, 5, generator=rng)
+        y = torch.randn(3, 8, 5, 5, generator=rng).to(dev)
         got = canon.invert(y, idx, "D4", kind="regular")
     with canon.use_backend("reference"):
-        assert torch.equal(got, canon.invert(y, idx, "D4", kind="regular"))
+        assert torch.equal(to_cpu(got), canon.invert(to_cpu(y), to_cpu(idx), "D4", kind="regular"))
 
 
-def test_backward_is_deterministic(rng):
-    x = torch.randn(2, 3, 7, 7, generator=rng)
-    for group, pad in (("D4", "zeros"), ("C8", "border")):
-        mats, exact = _mats(group, (7, 7), (7, 7))
-        g = torch.randn(2, mats.shape[0], 3, 7, 7, generator=rng)
-        a = triton_ops.orbit_backward(g, mats, exact, (7, 7), pad, "bilinear", x.dtype)
-        b = triton_ops.orbit_backward(g, mats, exact, (7, 7), pad, "bilinear", x.dtype)
-        assert torch.equal(a, b)
-        idx = torch.tensor([1, 2])
-        a = triton_ops.transform_backward(g[:, 0], x, idx, mats, exact, pad, "bilinear")
-        b = triton_ops.transform_backward(g[:, 0], x, idx, mats, exact, pad, "bilinear")
-        assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+@kernel_device
+def test_backward_is_deterministic(dev, rng):
+    x = torch.randn(2, 3, 7, 7, generator=rng).to(dev)
+    for group, pad in (("D4", "zeros"), ("C8", "zeros"), ("C8", "border")):
+        t = _tables(group, (7, 7), (7, 7), dev=dev)
+        g = torch.randn(2, t.mats.shape[0], 3, 7, 7, generator=rng).to(dev)
+        a = triton_ops.orbit_backward(g, t.mats, t.pull, t.exact, t.aligned, (7, 7), pad, "bilinear", x.dtype)
+        b = triton_ops.orbit_backward(g, t.mats, t.pull, t.exact, t.aligned, (7, 7), pad, "bilinear", x.dtype)
+        if pad == "zeros":  # the pull adjoint: bit-deterministic by construction (no atomics)
+            assert torch.equal(a, b)
+        idx = torch.tensor([1, 2], device=dev)
+        a = triton_ops.transform_backward(g[:, 0], x, idx, t.mats, t.pull, t.exact, t.aligned, pad, "bilinear")
+        b = triton_ops.transform_backward(g[:, 0], x, idx, t.mats, t.pull, t.exact, t.aligned, pad, "bilinear")
+        if pad == "zeros":
+            assert torch.equal(a[0], b[0])
+        assert torch.equal(a[1], b[1])
 
 
-def test_deterministic_mode_uses_sorted_reference_adjoint(rng):
-    mats, exact = _mats("C8", (6, 6), (6, 6))
-    g = torch.randn(1, 8, 2, 6, 6, generator=rng)
+@kernel_device
+def test_deterministic_mode_uses_the_reference_adjoint_for_padded_views(dev, rng):
+    t = _tables("C8", (6, 6), (6, 6), dev=dev)
+    g = torch.randn(1, 8, 2, 6, 6, generator=rng).to(dev)
     prev = torch.are_deterministic_algorithms_enabled()
     torch.use_deterministic_algorithms(True)
     try:
-        got = triton_ops.orbit_backward(g, mats, exact, (6, 6), "border", "bilinear", torch.float32)
+        got = triton_ops.orbit_backward(g, t.mats, t.pull, t.exact, t.aligned, (6, 6), "border", "bilinear", torch.float32)
+        expect = ref.orbit_backward_ref(g, t.mats, t.exact, (6, 6), "border", "bilinear")
     finally:
         torch.use_deterministic_algorithms(prev)
-    assert torch.equal(got, ref.orbit_backward_ref(g, mats, exact, (6, 6), "border", "bilinear"))
+    assert torch.equal(got, expect)
