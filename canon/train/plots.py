@@ -8,6 +8,7 @@ import torch
 
 from canon.functional import transform
 from canon.groups import Group
+from canon.train.checkpoint import write_atomic
 
 LABELS = {"canonicalized": "canonicalized (ours)", "plain": "plain", "augmented": "plain + group augmentation"}
 
@@ -41,7 +42,7 @@ def plot_accuracy(metrics: dict, group: Group, path: str) -> None:
     ax.set_title(f"{group.name}: accuracy against rotation")
     ax.legend(fontsize=8, loc="lower left")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    write_atomic(path, lambda f: fig.savefig(f, dpi=120, format="png"))
     plt.close(fig)
 
 
@@ -80,5 +81,5 @@ def plot_canonical_grid(model, test, group: Group, device, path: str, samples: i
     ax.set_yticks([])
     ax.set_title("test input turned by each element (left) and its canonical image (right)", fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    write_atomic(path, lambda f: fig.savefig(f, dpi=110, format="png"))
     plt.close(fig)
