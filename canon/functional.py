@@ -17,6 +17,8 @@ to raise instead.
 
 from __future__ import annotations
 
+import numbers
+
 import torch
 
 from canon import ops
@@ -317,11 +319,14 @@ def invert(
 
 
 def _image_hw(image_size, fn) -> tuple[int, int]:
-    if isinstance(image_size, int):
-        return image_size, image_size
-    if isinstance(image_size, (tuple, list, torch.Size)) and len(image_size) == 2:
-        return int(image_size[0]), int(image_size[1])
-    raise TypeError(f"{fn}: image_size must be an int or (H, W), got {image_size!r}")
+    """``(H, W)`` of the image the coordinates refer to: positive ints (an int means a square)."""
+    pair = (image_size, image_size) if not isinstance(image_size, (tuple, list, torch.Size)) else tuple(image_size)
+    if len(pair) != 2 or not all(isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in pair):
+        raise TypeError(f"{fn}: image_size must be an int or a pair of ints (H, W), got {image_size!r}")
+    H, W = int(pair[0]), int(pair[1])
+    if H < 1 or W < 1:
+        raise ValueError(f"{fn}: image_size must be positive, got {(H, W)}")
+    return H, W
 
 
 def _point_args(t, selection, group, nd, doc, fn):
