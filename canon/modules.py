@@ -114,6 +114,12 @@ class OrbitCanonicalizer(nn.Module):
         self.learn_reference = bool(learn_reference)
         self.state: CanonicalizationState | None = None
 
+    def __getstate__(self) -> dict:
+        # The last forward's state (views, vectors and their autograd graph) belongs to that call:
+        # copy.deepcopy and pickling (torch.save(module)) leave it out, the copy starts fresh.
+        state = super().__getstate__()
+        return {**state, "state": None}
+
     def extra_repr(self) -> str:
         return (
             f"group={self.group.name}, size={self.size}, crop_ratio={self.crop_ratio}, beta={self.beta}, "
@@ -131,6 +137,10 @@ class OrbitCanonicalizer(nn.Module):
         dtype = next((p.dtype for p in self.encoder.parameters()), x.dtype)
         views = Fn.orbit(x, self.group, self.size, self.crop_ratio, self.padding, self.interpolation, out_dtype=dtype)
         vectors = self.encoder(views.flatten(0, 1))
+        if not isinstance(vectors, torch.Tensor):
+            raise TypeError(
+                f"OrbitCanonicalizer: the encoder must return one (M, D) tensor, got a {type(vectors).__name__}; wrap it so that it returns the vectors only"
+            )
         if vectors.dim() != 2 or vectors.shape[0] != B * self.group.order:
             raise ValueError(f"OrbitCanonicalizer: the encoder must return (M, D) vectors for M={B * self.group.order} views, got shape {tuple(vectors.shape)}")
         vectors = vectors.reshape(B, self.group.order, -1)
