@@ -329,13 +329,12 @@ def _image_hw(image_size, fn) -> tuple[int, int]:
     return H, W
 
 
-def _point_args(t, selection, group, nd, doc, fn):
-    check_tensor(t, doc.split()[0], fn, 3, shape_doc=doc)
-    g = as_group(group)
-    index = selection.index if isinstance(selection, Selection) else selection
-    index = check_index(index, t.shape[0], g.order, t.device, fn)
+def _point_args(t, selection, group, nd, name, doc, fn):
+    check_tensor(t, name, fn, 3, shape_doc=doc)
+    g = as_group(group, fn)
+    _, index = _selection_parts(selection, t.shape[0], g.order, t.device, fn)  # a Selection of another group is refused
     if t.shape[-1] != nd:
-        raise ValueError(f"{fn}: last dimension must be {nd} {doc}, got shape {tuple(t.shape)}")
+        raise ValueError(f"{fn}: {name} {doc}: last dimension must be {nd}, got shape {tuple(t.shape)}")
     return g, index
 
 
@@ -348,7 +347,7 @@ def invert_points(points: torch.Tensor, selection: Selection | torch.Tensor, gro
         tensor([[[3., 0.]]])
     """
     fn = "canon.invert_points"
-    g, index = _point_args(points, selection, group, 2, "points (B, P, 2)", fn)
+    g, index = _point_args(points, selection, group, 2, "points", "(B, P, 2)", fn)
     return transform_points(points, index, g, _image_hw(image_size, fn), inverse=True)
 
 
@@ -358,5 +357,5 @@ def invert_boxes(boxes: torch.Tensor, selection: Selection | torch.Tensor, group
     Returns the axis-aligned box enclosing the moved corners (exact for 90° multiples and flips).
     """
     fn = "canon.invert_boxes"
-    g, index = _point_args(boxes, selection, group, 4, "boxes (B, K, 4)", fn)
+    g, index = _point_args(boxes, selection, group, 4, "boxes", "(B, K, 4)", fn)
     return transform_boxes(boxes, index, g, _image_hw(image_size, fn), inverse=True)

@@ -201,8 +201,12 @@ def DihedralGroup(n: int) -> Group:  # noqa: N802
     return Group(n, reflections=True)
 
 
-def as_group(spec: str | Group) -> Group:
+def as_group(spec: str | Group, fn: str | None = None) -> Group:
     """Parse ``"C8"``, ``"d4"``, or pass a :class:`Group` through.
+
+    Args:
+        spec: the group.
+        fn: name of the public function asking, put in front of error messages.
 
     Raises:
         TypeError: ``spec`` is neither a string nor a Group.
@@ -210,12 +214,13 @@ def as_group(spec: str | Group) -> Group:
     """
     if isinstance(spec, Group):
         return spec
+    prefix = f"{fn}: " if fn else ""
     if not isinstance(spec, str):
-        raise TypeError(f"group must be a string like 'C8' or 'D4' or a canon.Group, got {type(spec).__name__}")
+        raise TypeError(f"{prefix}group must be a string like 'C8' or 'D4' or a canon.Group, got {type(spec).__name__}")
     m = _SPEC_RE.match(spec)
     if m is None:
-        raise ValueError(f"group: cannot parse {spec!r}; expected 'C<n>' (rotations) or 'D<n>' (rotations and flips), e.g. 'C8', 'D4'")
+        raise ValueError(f"{prefix}group must be 'C<n>' (rotations) or 'D<n>' (rotations and flips), e.g. 'C8', 'D4'; cannot parse {spec!r}")
     n = int(m.group(2))
     if n < 1:
-        raise ValueError(f"group: n must be >= 1 in {spec!r}")
+        raise ValueError(f"{prefix}group must have n >= 1, got {spec!r}")
     return Group(n, reflections=m.group(1).upper() == "D")
