@@ -151,6 +151,7 @@ def _nan_checkpoint(src, dst):
         ("truncated", "not a readable checkpoint"),
         ("state_dict", "not a canon.train checkpoint"),
         ("format1", "format 1"),
+        ("format1_numpy", r"refused, not loaded.*earlier version \(format 1\)"),
         ("no_checksum", "no checksum"),
         ("nan", r"NaN/Inf in \['models'\]\['plain'\]\['head.1.weight'\]"),
         ("npz", "not a readable checkpoint"),
@@ -167,6 +168,10 @@ def test_bad_checkpoint_files_are_refused(trained, tmp_path, content, message):
         torch.save(torch.nn.Linear(2, 2).state_dict(), path)
     elif content == "format1":
         torch.save({"format": 1, "models": {}}, path)
+    elif content == "format1_numpy":  # what earlier versions wrote: numpy's RNG state, pickled
+        import numpy as np
+
+        torch.save({"format": 1, "rng": {"numpy": np.random.get_state()}}, path)
     elif content == "no_checksum":
         torch.save(read_checkpoint(str(good)), path)
     elif content == "nan":
@@ -245,6 +250,20 @@ def test_lock_refuses_a_second_run_and_is_released(tmp_path, capsys, digits):
     assert run(cfg_of("--methods", "plain", "--output-dir", str(out)), digits) is not None
     assert (out / LOCK_NAME).exists()
     RunDirectory(str(out), resume=True).release()  # run() released its lock
+
+
+def test_lock_goes_with_a_killed_process(tmp_path):
+    out = tmp_path / "run"
+    code = f"from canon.train.rundir import RunDirectory; d = RunDirectory({str(out)!r}); print('locked', flush=True); import time; time.sleep(600)"
+    holder = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(RuntimeError, match=f"in use by another run \\(pid {holder.pid}\\)"):
+            RunDirectory(str(out))
+    finally:
+        holder.kill()  # SIGKILL: no Python clean-up runs
+        holder.wait()
+    RunDirectory(str(out)).release()
 
 
 @pytest.mark.parametrize(

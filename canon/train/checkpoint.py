@@ -158,7 +158,8 @@ def _load(path: str) -> dict:
         detail = next((ln.strip() for ln in str(e).splitlines() if "nsupported" in ln), _first_line(e))
         raise CheckpointError(
             f"{path}: refused, not loaded: it holds something other than tensors and plain values ({detail}); "
-            "canon.train checkpoints never do, so the file comes from elsewhere or was modified (loading it without weights_only could run code)"
+            f"checkpoints of this canon version (format {CHECKPOINT_FORMAT}) never do, so the file was written by an earlier version (format 1), "
+            "comes from elsewhere or was modified (loading it without weights_only could run code)"
         ) from None
     except Exception as e:  # torch/zip/pickle raise many kinds for truncated or foreign files
         raise CheckpointError(f"{path}: not a readable checkpoint (truncated, damaged or another format): {type(e).__name__}: {_first_line(e)}") from None

@@ -332,5 +332,6 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def _fail(message: str, status: int) -> None:
-    print(f"python -m canon.train: error: {message}", file=sys.stderr, flush=True)
+    if os.environ.get("RANK", "0") == "0":  # under torchrun every rank stops, rank 0 says why
+        print(f"python -m canon.train: error: {message}", file=sys.stderr, flush=True)
     sys.exit(status)
