@@ -297,6 +297,18 @@ def test_bad_options_fail_before_anything_is_written(args, message, tmp_path, ca
     assert "Traceback" not in err and not out.exists()
 
 
+def test_encoder_that_cannot_be_built_leaves_nothing(tmp_path, capsys, monkeypatch):
+    import canon.train.loop as loop
+
+    def unknown(*args, **kwargs):  # what torchvision_encoder raises for a model name torchvision lacks
+        raise AttributeError("module 'torchvision.models' has no attribute 'resnet7'")
+
+    monkeypatch.setattr(loop, "build_encoder", unknown)
+    out = tmp_path / "o"
+    code, err = _main_exit([*TINY, "--encoder", "torchvision:resnet7", "--output-dir", str(out)], capsys)
+    assert code == 2 and "--encoder torchvision:resnet7: cannot build it" in err and not out.exists()
+
+
 def test_output_dir_that_cannot_be_a_folder(tmp_path, capsys):
     f = tmp_path / "file"
     f.write_text("x")

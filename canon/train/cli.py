@@ -186,6 +186,8 @@ def run(cfg: dict, data=None) -> dict | None:
             trainer = Trainer(cfg, train, device, rank, world, ddp=world > 1)
         except (ValueError, ImportError) as e:
             raise ConfigError(str(e)) from e
+        except AttributeError as e:  # torchvision:<name> with a name torchvision does not have
+            raise ConfigError(f"--encoder {cfg['encoder']}: cannot build it ({e})") from e
         run_dir = _open_run_dir(cfg, rank, world)
         out = cfg["output_dir"]
         ckpt_path = os.path.join(out, "checkpoint.pt")
@@ -315,6 +317,8 @@ def main(argv: list[str] | None = None) -> None:
         _fail(str(e), 1)
     except (ValueError, FileNotFoundError, ImportError) as e:
         parser.error(str(e))
+    except KeyboardInterrupt:
+        _fail("interrupted while loading the data; nothing was written", 130)
     try:
         run(cfg, data)
     except ConfigError as e:
