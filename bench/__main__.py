@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import math
 import os
 import shlex
 import sys
@@ -125,6 +126,15 @@ def run_suite(argv: list[str]) -> int:
     ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice, all cores)")
     ap.add_argument("--no-plots", action="store_true")
     args = ap.parse_args(argv)
+    if args.batch is not None and args.batch < 1:
+        ap.error(f"--batch must be >= 1, got {args.batch}")
+    if args.min_time is not None and not (math.isfinite(args.min_time) and args.min_time >= 0):
+        ap.error(f"--min-time must be a finite number of seconds >= 0, got {args.min_time}")
+    cores = os.cpu_count() or 1
+    if args.threads is not None and not 1 <= args.threads <= cores:
+        ap.error(f"--threads must be in [1, {cores}] (the cores of this machine), got {args.threads}")
+    if os.path.exists(args.output_dir) and not os.path.isdir(args.output_dir):
+        ap.error(f"--output-dir {args.output_dir} is a file; choose a folder")
     if args.threads:
         torch.set_num_threads(args.threads)
     device = _device(args.device)

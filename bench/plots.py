@@ -14,9 +14,41 @@ import matplotlib.pyplot as plt  # noqa: E402
 COLORS = {"ours-triton": "tab:green", "ours-reference": "tab:blue", "equiadapt": "tab:red", "equiadapt-loop": "tab:orange"}
 
 
+# what the figures read: a results.csv of ``python -m bench`` has these and more
+REQUIRED = ("case", "provider", "status", "dtype", "batch", "group", "in_shape", "out_shape", "median_ms", "cuda_graph", "device_name", "torch", "git_commit")
+NUMERIC = ("median_ms", "q25_ms", "q75_ms", "speedup_vs_equiadapt_loop", "speedup_vs_equiadapt", "pct_copy", "peak_mem_mb", "launches", "images_per_s")
+
+
+class ResultsError(ValueError):
+    """A results CSV that the figures cannot be drawn from."""
+
+
 def read_rows(path: str) -> list[dict]:
+    """The ``status == ok`` rows of a results CSV, checked.
+
+    Raises:
+        ResultsError: the file is empty, lacks a column the figures need, or an ok row holds a
+            number that does not parse.
+    """
     with open(path, newline="") as f:
-        return [r for r in csv.DictReader(f) if r["status"] == "ok"]
+        reader = csv.DictReader(f)
+        header = reader.fieldnames
+        if not header:
+            raise ResultsError(f"{path} is empty; expected a results.csv written by python -m bench")
+        missing = [c for c in REQUIRED if c not in header]
+        if missing:
+            raise ResultsError(f"{path} lacks the column(s) {', '.join(missing)}; expected a results.csv written by python -m bench")
+        rows = [r for r in reader if r["status"] == "ok"]
+    for i, r in enumerate(rows):
+        for c in NUMERIC:
+            v = r.get(c)
+            if v in ("", None):
+                continue
+            try:
+                float(v)
+            except ValueError:
+                raise ResultsError(f"{path}: ok row {i + 1} ({r['case']}, {r['provider']}) has {c}={v!r}, not a number") from None
+    return rows
 
 
 def _label(r: dict) -> str:
@@ -118,8 +150,26 @@ def plot_all(csv_path: str, out_dir: str) -> list[str]:
 def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench plot", description="redraw the figures from a results.csv")
     ap.add_argument("csv")
-    ap.add_argument("--output-dir", default=None)
+    ap.add_argument("--output-dir", default=None, help="default: the folder of the CSV (created when missing)")
     args = ap.parse_args(argv)
-    for p in plot_all(args.csv, args.output_dir or os.path.dirname(os.path.abspath(args.csv))):
+    if not os.path.isfile(args.csv):
+        ap.error(f"{args.csv}: no such file")
+    out = args.output_dir or os.path.dirname(os.path.abspath(args.csv))
+    if os.path.exists(out) and not os.path.isdir(out):
+        ap.error(f"--output-dir {out} is a file; choose a folder")
+    try:
+        rows = read_rows(args.csv)
+    except (ResultsError, UnicodeDecodeError, csv.Error) as e:
+        ap.error(str(e))
+    if not rows:
+        ap.error(f"{args.csv} has no rows with status 'ok': nothing to plot")
+    try:
+        os.makedirs(out, exist_ok=True)
+    except OSError as e:
+        ap.error(f"--output-dir {out}: cannot create the folder: {e.strerror or e}")
+    paths = plot_all(args.csv, out)
+    if not paths:
+        ap.error(f"{args.csv}: no figure could be drawn from its ok rows")
+    for p in paths:
         print(p)
     return 0

@@ -50,6 +50,14 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--output-dir", default=os.path.join("bench", "results", "local", "profile"))
     ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
     args = ap.parse_args(argv)
+    for name in ("batch", "n", "steps", "top"):
+        if getattr(args, name) < 1:
+            ap.error(f"--{name} must be >= 1, got {getattr(args, name)}")
+    cores = os.cpu_count() or 1
+    if args.threads is not None and not 1 <= args.threads <= cores:
+        ap.error(f"--threads must be in [1, {cores}] (the cores of this machine), got {args.threads}")
+    if os.path.exists(args.output_dir) and not os.path.isdir(args.output_dir):
+        ap.error(f"--output-dir {args.output_dir} is a file; choose a folder")
     if args.threads:
         torch.set_num_threads(args.threads)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")

@@ -26,7 +26,14 @@ def _check(name: str) -> str:
     return name.lower()
 
 
-_default = _check(os.environ.get("CANON_BACKEND", "auto") or "auto")
+def _from_environment() -> str:
+    value = os.environ.get("CANON_BACKEND", "") or "auto"
+    if value.lower() not in BACKENDS:
+        raise ValueError(f"environment variable CANON_BACKEND must be one of {BACKENDS} (or unset), got {value!r}")
+    return value.lower()
+
+
+_default = _from_environment()
 
 
 def get_backend() -> str:

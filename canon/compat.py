@@ -12,15 +12,18 @@ and keep the rest: same constructor, methods, attributes and
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Mapping
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from canon import functional as Fn
 from canon import losses
+from canon._checks import check_choice, check_positive
 from canon.geometry import transform_boxes
 from canon.groups import Group
 
@@ -96,23 +99,37 @@ class OptimizedGroupEquivariantImageCanonicalization(nn.Module):
         hp = canonicalization_hyperparams
         if not isinstance(canonicalization_network, nn.Module):
             raise TypeError(f"{fn}: canonicalization_network must be an nn.Module, got {type(canonicalization_network).__name__}")
-        if not isinstance(in_shape, (tuple, list, torch.Size)) or len(in_shape) != 3:
-            raise ValueError(f"{fn}: in_shape must be (C, H, W), got {in_shape!r}")
+        if not (
+            isinstance(in_shape, (tuple, list, torch.Size))
+            and len(in_shape) == 3
+            and all(isinstance(v, numbers.Integral) and not isinstance(v, bool) and v >= 1 for v in in_shape)
+        ):
+            raise ValueError(f"{fn}: in_shape must be (C, H, W) with positive integers, got {in_shape!r}")
         self.canonicalization_network = canonicalization_network
         self.in_shape = tuple(int(s) for s in in_shape)
-        self.beta = float(_get(hp, "beta"))
+        self.beta = check_positive(_get(hp, "beta"), "beta", fn)
         group_type = _get(hp, "group_type")
         if group_type not in ("rotation", "roto-reflection"):
             raise ValueError(f"{fn}: group_type must be 'rotation' or 'roto-reflection', got {group_type!r}")
         self.group_type = group_type
-        self.num_rotations = int(_get(hp, "num_rotations"))
+        self.num_rotations = _get(hp, "num_rotations")
+        if isinstance(self.num_rotations, bool) or not isinstance(self.num_rotations, numbers.Integral) or self.num_rotations < 1:
+            raise ValueError(f"{fn}: num_rotations must be an integer >= 1, got {self.num_rotations!r}")
+        self.num_rotations = int(self.num_rotations)
         self.group = Group(self.num_rotations, reflections=group_type == "roto-reflection")
         self.num_group = self.group.order
         self.group_info_dict = {"num_rotations": self.num_rotations, "num_group": self.num_group}
-        self.artifact_err_wt = float(_get(hp, "artifact_err_wt") or 0.0)
+        wt = _get(hp, "artifact_err_wt")
+        wt = 0.0 if wt is None else wt
+        if isinstance(wt, bool) or not isinstance(wt, numbers.Real) or not (math.isfinite(wt) and wt >= 0):
+            raise ValueError(f"{fn}: artifact_err_wt must be a finite number >= 0 (or None), got {wt!r}")
+        self.artifact_err_wt = float(wt)
         self.resize_shape = _get(hp, "resize_shape")
-        self.learn_ref_vec = bool(_get(hp, "learn_ref_vec"))
-        self.contrastive_kind = _get(hp, "contrastive_kind", "raw")
+        learn = _get(hp, "learn_ref_vec")
+        if not isinstance(learn, (bool, np.bool_)):
+            raise TypeError(f"{fn}: learn_ref_vec must be True or False, got {learn!r} ({type(learn).__name__})")
+        self.learn_ref_vec = bool(learn)
+        self.contrastive_kind = check_choice(_get(hp, "contrastive_kind", "raw"), ("raw", "normalized"), "contrastive_kind", fn)
         self.gradient_trick = _get(hp, "gradient_trick", "straight_through")
         if self.gradient_trick not in ("straight_through", "gumbel_softmax"):
             raise ValueError(f"{fn}: gradient_trick must be 'straight_through' or 'gumbel_softmax', got {self.gradient_trick!r}")
@@ -121,9 +138,12 @@ class OptimizedGroupEquivariantImageCanonicalization(nn.Module):
         if self.is_grayscale:
             self._view_size, self._crop, self.padding = (H, W), 1.0, "zeros"
         else:
-            ratio = float(_get(hp, "input_crop_ratio"))
-            if not isinstance(self.resize_shape, int):
-                raise ValueError(f"{fn}: resize_shape must be an int, got {self.resize_shape!r}")
+            ratio = _get(hp, "input_crop_ratio")
+            if isinstance(ratio, bool) or not isinstance(ratio, numbers.Real) or not 0.0 < ratio <= 1.0:
+                raise ValueError(f"{fn}: input_crop_ratio must be a number in (0, 1], got {ratio!r}")
+            if isinstance(self.resize_shape, bool) or not isinstance(self.resize_shape, numbers.Integral) or self.resize_shape < 1:
+                raise ValueError(f"{fn}: resize_shape must be a positive int, got {self.resize_shape!r}")
+            self.resize_shape = int(self.resize_shape)
             # crop ceil(H·r) × ceil(W·r), resize short side to rs, centre-cut rs × rs:
             # a square window of side m = min(ceil(H·r), ceil(W·r)) input pixels.
             m = min(math.ceil(H * ratio), math.ceil(W * ratio))
@@ -140,6 +160,11 @@ class OptimizedGroupEquivariantImageCanonicalization(nn.Module):
         self.register_buffer("_e2c", torch.tensor(e2c, dtype=torch.int64), persistent=False)
         self.register_buffer("_c2e", torch.argsort(self._e2c), persistent=False)
         self.canonicalization_info_dict: dict[str, Any] = {}
+        self._onehot: torch.Tensor | None = None
+
+    def __getstate__(self) -> dict:
+        # the last call's tensors (and autograd graph) stay out of copy.deepcopy and torch.save(module)
+        return {**super().__getstate__(), "canonicalization_info_dict": {}, "_onehot": None}
 
     def extra_repr(self) -> str:
         return f"group={self.group.name} ({self.group_type}, N={self.num_rotations}), in_shape={self.in_shape}, view={self._view_size}, beta={self.beta}"
@@ -161,6 +186,11 @@ class OptimizedGroupEquivariantImageCanonicalization(nn.Module):
         G = views.shape[1]
         flat = views.transpose(0, 1).flatten(0, 1)  # group-major, as equiadapt
         vector_out = self.canonicalization_network(flat)
+        if not isinstance(vector_out, torch.Tensor) or vector_out.dim() != 2 or vector_out.shape[0] != G * B:
+            got = f"shape {tuple(vector_out.shape)}" if isinstance(vector_out, torch.Tensor) else f"a {type(vector_out).__name__}"
+            raise ValueError(
+                f"OptimizedGroupEquivariantImageCanonicalization: canonicalization_network must return a (G·B, D) = ({G * B}, D) tensor, got {got}"
+            )
         self.canonicalization_info_dict = {"vector_out": vector_out}
         if self.artifact_err_wt:
             k = torch.randint(0, self.num_rotations, (flat.shape[0],), device=flat.device)
@@ -199,10 +229,16 @@ class OptimizedGroupEquivariantImageCanonicalization(nn.Module):
         self.canonicalization_info_dict["group_activations"] = acts
         return ged
 
-    def _selection(self) -> Fn.Selection:
+    def _last(self, key: str, method: str):
+        """An entry of the last canonicalization's info dict, or a clear error when there was none."""
+        if key not in self.canonicalization_info_dict:
+            raise RuntimeError(f"{method}: nothing canonicalized yet; call canonicalize(x) (or forward) first")
+        return self.canonicalization_info_dict[key]
+
+    def _selection(self, method: str = "_selection") -> Fn.Selection:
         """The last choice in canon's element order (gradient flows through the one-hot)."""
+        acts = self._last("group_activations", method)[:, self._c2e]
         onehot = self._onehot[:, self._c2e]
-        acts = self.canonicalization_info_dict["group_activations"][:, self._c2e]
         index = self._e2c[self._onehot.detach().argmax(-1)]
         return Fn.Selection(acts, torch.softmax(self.beta * acts, -1), index, onehot)
 
@@ -213,7 +249,7 @@ class OptimizedGroupEquivariantImageCanonicalization(nn.Module):
             raise ValueError(f"OptimizedGroupEquivariantImageCanonicalization: expected (B, {', '.join(map(str, self.in_shape))}) input, got {tuple(x.shape)}")
         self.device = x.device
         self.get_groupelement(x)
-        sel = self._selection()
+        sel = self._selection("canonicalize")
         xc = Fn.canonicalize(x, sel, self.group, self.padding)
         if targets:
             H, W = x.shape[-2:]
@@ -243,7 +279,7 @@ class OptimizedGroupEquivariantImageCanonicalization(nn.Module):
         if kind not in ("regular", "scalar"):
             raise ValueError(f"invert_canonicalization: induced_rep_type must be 'regular' or 'scalar', got {kind!r}")
         y = x_canonicalized_out
-        sel = self._selection()
+        sel = self._selection("invert_canonicalization")
         if kind == "scalar":
             return Fn.invert(y, sel, self.group, "scalar", "zeros")
         B, C, H, W = y.shape
@@ -258,10 +294,8 @@ class OptimizedGroupEquivariantImageCanonicalization(nn.Module):
     # -- losses and metrics -------------------------------------------------------
     def get_optimization_specific_loss(self) -> torch.Tensor:
         """Orbit orthogonality loss (equiadapt's raw dot products by default) plus the artifact term."""
+        v = self._last("vector_out", "get_optimization_specific_loss")
         info = self.canonicalization_info_dict
-        if "vector_out" not in info:
-            raise RuntimeError("get_optimization_specific_loss: call canonicalize/forward first")
-        v = info["vector_out"]
         G = self.num_group
         vectors = v.reshape(G, -1, v.shape[-1]).transpose(0, 1)  # (B, G, D)
         loss = losses.contrastive_loss(vectors, self.contrastive_kind)
@@ -270,9 +304,9 @@ class OptimizedGroupEquivariantImageCanonicalization(nn.Module):
         return loss
 
     def get_prior_regularization_loss(self) -> torch.Tensor:
-        acts = self.canonicalization_info_dict["group_activations"]
+        acts = self._last("group_activations", "get_prior_regularization_loss")
         return F.cross_entropy(acts, torch.zeros(acts.shape[0], dtype=torch.long, device=acts.device))
 
     def get_identity_metric(self) -> torch.Tensor:
-        acts = self.canonicalization_info_dict["group_activations"]
+        acts = self._last("group_activations", "get_identity_metric")
         return (acts.argmax(dim=-1) == 0).float().mean()

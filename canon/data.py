@@ -7,7 +7,9 @@ Built in (nothing is downloaded):
     * ``"digits"``: scikit-learn's ``load_digits`` (1,797 images, 8×8, 17 grey levels).
 
 User data: a ``.npz`` file with ``x`` (N, C, H, W) or (N, H, W) and ``y`` (N,) integer
-labels. ``uint8`` images are scaled to [0, 1]; float images are used as they are.
+labels. ``uint8`` and ``uint16`` images are scaled to [0, 1] (divided by 255 and 65535), bool
+images become 0/1, float images are used as they are; other integer dtypes (int8 … int64,
+uint32, uint64) have no agreed range and are refused.
 
 Every loader returns float32 images (N, C, H, W) and int64 labels (N,), checked:
 wrong shapes, NaN/Inf, label-count mismatch or a missing file raise ``ValueError`` /
@@ -83,13 +85,26 @@ def check_data(x, y, source: str) -> tuple[torch.Tensor, torch.Tensor]:
     distinct = len(np.unique(y))
     if int(y.max()) + 1 > max(10 * distinct, 100):
         raise ValueError(f"{source}: labels must be class indices 0..K-1; got a maximum label of {int(y.max())} with only {distinct} distinct values")
-    if x.dtype == np.uint8:
-        x = x.astype(np.float32) / 255.0
-    x = x.astype(np.float32)
+    x = _to_unit_float(x, source)
     bad = ~np.isfinite(x)
     if bad.any():
         raise ValueError(f"{source}: images contain {int(bad.sum())} NaN/Inf values (first at index {tuple(int(i) for i in np.argwhere(bad)[0])})")
     return torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(y)
+
+
+SCALED_INTS = (np.uint8, np.uint16)  # image formats: 8- and 16-bit grey levels
+
+
+def _to_unit_float(x: np.ndarray, source: str) -> np.ndarray:
+    """float32 images: uint8/uint16 divided by their maximum (255, 65535), bool as 0/1, floats as they are."""
+    if x.dtype.type in SCALED_INTS:
+        return (x.astype(np.float64) / np.iinfo(x.dtype).max).astype(np.float32)
+    if np.issubdtype(x.dtype, np.integer):
+        raise ValueError(
+            f"{source}: images of dtype {x.dtype} have no agreed pixel range; store uint8 (0..255) or uint16 (0..65535) "
+            "grey levels, which are scaled to [0, 1], or floats, which are used as they are"
+        )
+    return x.astype(np.float32)
 
 
 def _num_classes(*ys: torch.Tensor) -> int:

@@ -17,6 +17,8 @@ to raise instead.
 
 from __future__ import annotations
 
+import numbers
+
 import torch
 
 from canon import ops
@@ -125,7 +127,7 @@ def orbit(
 
 
 def _orbit_plan(group, in_hw, size, crop_ratio, padding, interpolation, out_dtype, device, fn):
-    g = as_group(group)
+    g = as_group(group, fn)
     h, w = check_size(size, in_hw, fn)
     crop_ratio = check_crop_ratio(crop_ratio, fn)
     check_choice(padding, PADDINGS, "padding", fn)
@@ -276,7 +278,7 @@ def _selection_parts(selection, B: int, N: int, device, fn: str) -> tuple[torch.
 
 
 def _transform_plan(group, hw, padding, interpolation, device, inverse, fn):
-    g = as_group(group)
+    g = as_group(group, fn)
     check_choice(padding, PADDINGS, "padding", fn)
     check_choice(interpolation, INTERPOLATIONS, "interpolation", fn)
     tables = view_tables(g, hw, hw, 1.0, device, inverse=inverse)
@@ -438,20 +440,22 @@ def invert(
 
 
 def _image_hw(image_size, fn) -> tuple[int, int]:
-    if isinstance(image_size, int):
-        return image_size, image_size
-    if isinstance(image_size, (tuple, list, torch.Size)) and len(image_size) == 2:
-        return int(image_size[0]), int(image_size[1])
-    raise TypeError(f"{fn}: image_size must be an int or (H, W), got {image_size!r}")
+    """``(H, W)`` of the image the coordinates refer to: positive ints (an int means a square)."""
+    pair = (image_size, image_size) if not isinstance(image_size, (tuple, list, torch.Size)) else tuple(image_size)
+    if len(pair) != 2 or not all(isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in pair):
+        raise TypeError(f"{fn}: image_size must be an int or a pair of ints (H, W), got {image_size!r}")
+    H, W = int(pair[0]), int(pair[1])
+    if H < 1 or W < 1:
+        raise ValueError(f"{fn}: image_size must be positive, got {(H, W)}")
+    return H, W
 
 
-def _point_args(t, selection, group, nd, doc, fn):
-    check_tensor(t, doc.split()[0], fn, 3, shape_doc=doc)
-    g = as_group(group)
-    index = selection.index if isinstance(selection, Selection) else selection
-    index = check_index(index, t.shape[0], g.order, t.device, fn)
+def _point_args(t, selection, group, nd, name, doc, fn):
+    check_tensor(t, name, fn, 3, shape_doc=doc)
+    g = as_group(group, fn)
+    _, index = _selection_parts(selection, t.shape[0], g.order, t.device, fn)  # a Selection of another group is refused
     if t.shape[-1] != nd:
-        raise ValueError(f"{fn}: last dimension must be {nd} {doc}, got shape {tuple(t.shape)}")
+        raise ValueError(f"{fn}: {name} {doc}: last dimension must be {nd}, got shape {tuple(t.shape)}")
     return g, index
 
 
@@ -464,7 +468,7 @@ def invert_points(points: torch.Tensor, selection: Selection | torch.Tensor, gro
         tensor([[[3., 0.]]])
     """
     fn = "canon.invert_points"
-    g, index = _point_args(points, selection, group, 2, "points (B, P, 2)", fn)
+    g, index = _point_args(points, selection, group, 2, "points", "(B, P, 2)", fn)
     return transform_points(points, index, g, _image_hw(image_size, fn), inverse=True)
 
 
@@ -474,5 +478,5 @@ def invert_boxes(boxes: torch.Tensor, selection: Selection | torch.Tensor, group
     Returns the axis-aligned box enclosing the moved corners (exact for 90° multiples and flips).
     """
     fn = "canon.invert_boxes"
-    g, index = _point_args(boxes, selection, group, 4, "boxes (B, K, 4)", fn)
+    g, index = _point_args(boxes, selection, group, 4, "boxes", "(B, K, 4)", fn)
     return transform_boxes(boxes, index, g, _image_hw(image_size, fn), inverse=True)

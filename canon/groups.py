@@ -23,8 +23,9 @@ from functools import cached_property
 
 import torch
 
-__all__ = ["Group", "CyclicGroup", "DihedralGroup", "as_group"]
+__all__ = ["Group", "CyclicGroup", "DihedralGroup", "as_group", "MAX_TABLE_ORDER"]
 
+MAX_TABLE_ORDER = 2**14  # a Cayley table of this order holds 2.1 GB of int64
 _SPEC_RE = re.compile(r"^\s*([CcDd])\s*(\d+)\s*$")
 
 
@@ -112,16 +113,45 @@ class Group:
         k, r = self.element(a)
         return a if r else self.index(-k, 0)
 
+    def compose_indices(self, a: torch.Tensor, b: torch.Tensor | int) -> torch.Tensor:
+        """Element-wise index of ``a ∘ b`` for int tensors (broadcast), O(numel), no table.
+
+        Example:
+            >>> Group(4, reflections=True).compose_indices(torch.tensor([1, 4]), torch.tensor([4, 1]))
+            tensor([5, 7])
+        """
+        a = self._check_indices(a, "a")
+        b = self._check_indices(torch.as_tensor(b, device=a.device), "b")
+        n = self.n
+        ka, ra, kb, rb = a % n, a // n, b % n, b // n
+        k = torch.where(ra == 1, ka - kb, ka + kb) % n  # F R_k F = R_{-k}
+        return k + n * (ra ^ rb)
+
+    def inverse_indices(self, a: torch.Tensor) -> torch.Tensor:
+        """Element-wise index of ``a⁻¹`` for an int tensor (reflections are their own inverse)."""
+        a = self._check_indices(a, "a")
+        return torch.where(a >= self.n, a, (-a) % self.n)
+
     @cached_property
     def cayley_table(self) -> torch.Tensor:
-        """(N, N) int64 table, ``table[a, b] = index(a ∘ b)``."""
-        n = self.order
-        return torch.tensor([[self.compose(a, b) for b in range(n)] for a in range(n)], dtype=torch.int64)
+        """(N, N) int64 table, ``table[a, b] = index(a ∘ b)``.
+
+        Raises:
+            ValueError: ``N > MAX_TABLE_ORDER``: the table would not fit in memory; use
+                :meth:`compose_indices`, which needs no table.
+        """
+        if self.order > MAX_TABLE_ORDER:
+            raise ValueError(
+                f"group {self.name}: the Cayley table would hold {self.order}² = {self.order**2:,} entries (order at most {MAX_TABLE_ORDER}); "
+                "use compose_indices(a, b), which needs no table"
+            )
+        ar = torch.arange(self.order)
+        return self.compose_indices(ar[:, None], ar[None, :])
 
     @cached_property
     def inverse_table(self) -> torch.Tensor:
         """(N,) int64 table of inverse indices."""
-        return torch.tensor([self.inverse(a) for a in range(self.order)], dtype=torch.int64)
+        return self.inverse_indices(torch.arange(self.order))
 
     # -- geometry -----------------------------------------------------------
     def matrix(self, index: int) -> tuple[tuple[float, float], tuple[float, float]]:
@@ -145,6 +175,15 @@ class Group:
     def all_exact(self) -> bool:
         return all(self.is_exact(i) for i in range(self.order))
 
+    def _check_indices(self, t: torch.Tensor, name: str) -> torch.Tensor:
+        if not isinstance(t, torch.Tensor) or t.dtype not in (torch.int32, torch.int64, torch.uint8, torch.int16, torch.int8):
+            raise TypeError(f"group {self.name}: {name} must be an integer tensor of element indices, got {getattr(t, 'dtype', type(t).__name__)}")
+        t = t.long()
+        # range check only where it costs no device synchronisation
+        if t.device.type == "cpu" and t.numel() and (int(t.min()) < 0 or int(t.max()) >= self.order):
+            raise ValueError(f"group {self.name}: {name} must hold indices in [0, {self.order}), got values in [{int(t.min())}, {int(t.max())}]")
+        return t
+
     def _check_index(self, index: int) -> None:
         if isinstance(index, bool) or not isinstance(index, int):
             raise TypeError(f"group {self.name}: element index must be an int, got {type(index).__name__}")
@@ -162,8 +201,12 @@ def DihedralGroup(n: int) -> Group:  # noqa: N802
     return Group(n, reflections=True)
 
 
-def as_group(spec: str | Group) -> Group:
+def as_group(spec: str | Group, fn: str | None = None) -> Group:
     """Parse ``"C8"``, ``"d4"``, or pass a :class:`Group` through.
+
+    Args:
+        spec: the group.
+        fn: name of the public function asking, put in front of error messages.
 
     Raises:
         TypeError: ``spec`` is neither a string nor a Group.
@@ -171,12 +214,13 @@ def as_group(spec: str | Group) -> Group:
     """
     if isinstance(spec, Group):
         return spec
+    prefix = f"{fn}: " if fn else ""
     if not isinstance(spec, str):
-        raise TypeError(f"group must be a string like 'C8' or 'D4' or a canon.Group, got {type(spec).__name__}")
+        raise TypeError(f"{prefix}group must be a string like 'C8' or 'D4' or a canon.Group, got {type(spec).__name__}")
     m = _SPEC_RE.match(spec)
     if m is None:
-        raise ValueError(f"group: cannot parse {spec!r}; expected 'C<n>' (rotations) or 'D<n>' (rotations and flips), e.g. 'C8', 'D4'")
+        raise ValueError(f"{prefix}group must be 'C<n>' (rotations) or 'D<n>' (rotations and flips), e.g. 'C8', 'D4'; cannot parse {spec!r}")
     n = int(m.group(2))
     if n < 1:
-        raise ValueError(f"group: n must be >= 1 in {spec!r}")
+        raise ValueError(f"{prefix}group must have n >= 1, got {spec!r}")
     return Group(n, reflections=m.group(1).upper() == "D")

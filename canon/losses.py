@@ -38,16 +38,44 @@ def prior_target(group: str | Group, applied: torch.Tensor | None, batch: int, d
     """Prior targets: identity (0) for upright data, ``a⁻¹`` for inputs augmented by element ``a``.
 
     Args:
-        applied: (B,) indices of the elements applied to the inputs, or None (upright).
+        applied: (B,) int indices of the elements applied to the inputs, or None (upright).
+        batch: B, used when ``applied`` is None.
+
+    Raises:
+        TypeError/ValueError: ``applied`` is not a (B,) int tensor, or (CPU tensors only) holds
+            an index outside ``[0, |G|)``. CUDA tensors are not range-checked, since that
+            would synchronise the device; an out-of-range index there fails in the lookup
+            (a device-side assertion) instead of wrapping around.
     """
+    fn = "canon.losses.prior_target"
     g = as_group(group)
     if applied is None:
+        if isinstance(batch, bool) or not isinstance(batch, int) or batch < 0:
+            raise ValueError(f"{fn}: batch must be an int >= 0, got {batch!r}")
         return torch.zeros(batch, dtype=torch.int64, device=device)
+    check_tensor(applied, "applied", fn, 1, float_only=False, shape_doc="(B,)")
+    if applied.dtype not in INDEX_DTYPES:
+        raise TypeError(f"{fn}: applied must be an int32/int64 tensor of element indices, got {applied.dtype}")
+    _check_range(applied, g.order, "applied", fn)
     return group_table(g, "inverse_table", applied.device)[applied.long()]
+
+
+INDEX_DTYPES = (torch.int32, torch.int64)
+
+
+def _check_range(index: torch.Tensor, N: int, name: str, fn: str) -> None:
+    # only where it costs no device synchronisation, and not while torch.compile traces
+    if index.device.type == "cpu" and not torch.compiler.is_compiling() and index.numel():
+        lo, hi = int(index.min()), int(index.max())
+        if lo < 0 or hi >= N:
+            raise ValueError(f"{fn}: {name} must hold element indices in [0, {N}), got values in [{lo}, {hi}]")
 
 
 def prior_loss(scores: torch.Tensor, target: torch.Tensor | None = None, beta: float = 1.0) -> torch.Tensor:
     """Cross-entropy of ``beta · scores`` (B, N) towards ``target`` (B,) (default: identity, index 0).
+
+    ``target`` must hold indices in ``[0, N)``: checked on CPU; on CUDA (no device
+    synchronisation) an index out of range fails in the cross-entropy kernel instead.
 
     Example:
         >>> s = torch.tensor([[1.0, -1.0, -1.0, -1.0]])
@@ -61,8 +89,11 @@ def prior_loss(scores: torch.Tensor, target: torch.Tensor | None = None, beta: f
     if target is None:
         target = torch.zeros(B, dtype=torch.int64, device=scores.device)
     check_tensor(target, "target", fn, 1, float_only=False, shape_doc="(B,)")
-    if target.dtype not in (torch.int32, torch.int64) or target.shape[0] != B:
+    if target.dtype not in INDEX_DTYPES or target.shape[0] != B:
         raise ValueError(f"{fn}: target must be an int tensor of shape (B,) = ({B},), got {target.dtype} {tuple(target.shape)}")
+    if target.device != scores.device:
+        raise ValueError(f"{fn}: target is on {target.device} but scores are on {scores.device}")
+    _check_range(target, N, "target", fn)
     return prior_loss_ref(scores, target.long(), beta)
 
 

@@ -120,6 +120,12 @@ class OrbitCanonicalizer(nn.Module):
         self._dtype = None  # .to()/.half()/... may change the encoder's dtype
         return super()._apply(fn, *args, **kwargs)
 
+    def __getstate__(self) -> dict:
+        # The last forward's state (views, vectors and their autograd graph) belongs to that call:
+        # copy.deepcopy and pickling (torch.save(module)) leave it out, the copy starts fresh.
+        state = super().__getstate__()
+        return {**state, "state": None, "_losses": None}
+
     def extra_repr(self) -> str:
         return (
             f"group={self.group.name}, size={self.size}, crop_ratio={self.crop_ratio}, beta={self.beta}, "
@@ -138,9 +144,12 @@ class OrbitCanonicalizer(nn.Module):
             self._dtype = next((p.dtype for p in self.encoder.parameters()), None)
         views = Fn.orbit(x, self.group, self.size, self.crop_ratio, self.padding, self.interpolation, out_dtype=self._dtype or x.dtype)
         vectors = self.encoder(views.flatten(0, 1))
-        if not isinstance(vectors, torch.Tensor) or vectors.dim() != 2 or vectors.shape[0] != B * N:
-            got = tuple(vectors.shape) if isinstance(vectors, torch.Tensor) else type(vectors).__name__
-            raise ValueError(f"OrbitCanonicalizer: the encoder must return (M, D) vectors for M={B * N} views, got {got}")
+        if not isinstance(vectors, torch.Tensor):
+            raise TypeError(
+                f"OrbitCanonicalizer: the encoder must return one (M, D) tensor, got a {type(vectors).__name__}; wrap it so that it returns the vectors only"
+            )
+        if vectors.dim() != 2 or vectors.shape[0] != B * N:
+            raise ValueError(f"OrbitCanonicalizer: the encoder must return (M, D) vectors for M={B * N} views, got shape {tuple(vectors.shape)}")
         vectors = vectors.reshape(B, N, -1)
         if self.check_finite:
             check_finite(vectors, "encoder output", "OrbitCanonicalizer")

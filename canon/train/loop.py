@@ -14,7 +14,6 @@ for bit (on the same device and thread count).
 from __future__ import annotations
 
 import math
-import os
 import random
 from collections import defaultdict
 from typing import NamedTuple
@@ -29,11 +28,21 @@ from canon.groups import as_group
 from canon.losses import prior_target
 from canon.modules import OrbitCanonicalizer
 from canon.predictors import build_encoder, build_predictor
-from canon.train.config import AMP
+from canon.train.checkpoint import CHECKPOINT_FORMAT, CheckpointError, save_checkpoint
+from canon.train.checkpoint import read_checkpoint as _read_checked
+from canon.train.config import AMP, RunError
 
-__all__ = ["CanonicalizedClassifier", "build_models", "TrainedModels", "load_checkpoint", "save_checkpoint", "Trainer"]
-
-CHECKPOINT_FORMAT = 1
+__all__ = [
+    "CanonicalizedClassifier",
+    "build_models",
+    "TrainedModels",
+    "load_checkpoint",
+    "read_checkpoint",
+    "save_checkpoint",
+    "CheckpointError",
+    "NonFiniteError",
+    "Trainer",
+]
 
 
 class CanonicalizedClassifier(nn.Module):
@@ -100,7 +109,13 @@ def unwrap(model: nn.Module) -> nn.Module:
 
 # -- checkpoints ------------------------------------------------------------------
 def rng_states() -> dict:
-    st = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    """The global RNG states as tensors and plain values (a checkpoint loads with ``weights_only=True``)."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    st = {
+        "torch": torch.get_rng_state(),
+        "numpy": {"kind": str(kind), "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos), "has_gauss": int(has_gauss), "gauss": float(gauss)},
+        "python": random.getstate(),
+    }
     if torch.cuda.is_available():
         st["cuda"] = torch.cuda.get_rng_state_all()
     return st
@@ -108,25 +123,27 @@ def rng_states() -> dict:
 
 def set_rng_states(st: dict) -> None:
     torch.set_rng_state(st["torch"])
-    np.random.set_state(st["numpy"])
+    n = st["numpy"]
+    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
     random.setstate(st["python"])
     if "cuda" in st and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(st["cuda"])
 
 
-def save_checkpoint(path: str, state: dict) -> None:
-    """Write atomically: a temporary file in the same folder, then ``os.replace``."""
-    tmp = f"{path}.tmp.{os.getpid()}"
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+_CHECKPOINT_KEYS = ("config", "data", "epoch", "step", "models", "optimizers", "scalers", "rng", "history", "train_time")
 
 
-def read_checkpoint(path: str, map_location="cpu") -> dict:
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"checkpoint {path!r} does not exist")
-    ck = torch.load(path, map_location=map_location, weights_only=False)
-    if not isinstance(ck, dict) or ck.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"{path}: not a canon.train checkpoint (format {CHECKPOINT_FORMAT})")
+def read_checkpoint(path: str) -> dict:
+    """A checked training checkpoint (see :mod:`canon.train.checkpoint` for what is refused).
+
+    Raises:
+        FileNotFoundError: no file at ``path``.
+        CheckpointError: the file is not a sound canon.train checkpoint.
+    """
+    ck = _read_checked(path)
+    missing = [k for k in _CHECKPOINT_KEYS if k not in ck]
+    if missing:
+        raise CheckpointError(f"{path}: not a canon.train checkpoint (missing {', '.join(missing)})")
     return ck
 
 
@@ -149,12 +166,17 @@ def load_checkpoint(path: str, map_location="cpu") -> TrainedModels:
         m = load_checkpoint("runs/default/checkpoint.pt")
         logits = m.predictor(m.canonicalizer(images))  # invariant to the group
     """
-    ck = read_checkpoint(path, map_location)
+    ck = read_checkpoint(path)
     d = ck["data"]
-    models = build_models(ck["config"], d["in_channels"], d["num_classes"], tuple(d["image_size"]))
-    for name, model in models.items():
-        model.load_state_dict(ck["models"][name])
-        model.eval()
+    try:
+        models = build_models(ck["config"], d["in_channels"], d["num_classes"], tuple(d["image_size"]))
+        for name, model in models.items():
+            model.load_state_dict(ck["models"][name])
+            model.to(map_location).eval()
+    except (KeyError, TypeError, ValueError, RuntimeError) as e:
+        raise CheckpointError(
+            f"{path}: the saved weights do not fit the models of its configuration ({type(e).__name__}: {str(e).splitlines()[0][:200]})"
+        ) from None
     ours = models.get("canonicalized")
     return TrainedModels(
         ours.canonicalizer if ours is not None else None,
@@ -167,6 +189,13 @@ def load_checkpoint(path: str, map_location="cpu") -> TrainedModels:
 
 
 # -- training ---------------------------------------------------------------------
+class NonFiniteError(RunError):
+    """The loss or the weights became NaN/Inf: training stops (the last checkpoint stays as it was)."""
+
+
+_HINT = "lower --lr/--canon-lr, --weight-decay or the --lambda-* weights, or check the data"
+
+
 class Trainer:
     """One object holding the models, optimizers and counters of a run."""
 
@@ -216,14 +245,43 @@ class Trainer:
         }
 
     def load_state_dict(self, ck: dict) -> None:
-        for k, m in self.raw.items():
-            m.load_state_dict(ck["models"][k])
-        for k, o in self.optimizers.items():
-            o.load_state_dict(ck["optimizers"][k])
-        for k, s in self.scalers.items():
-            s.load_state_dict(ck["scalers"][k])
-        set_rng_states(ck["rng"])
+        """Restore a checkpoint's payload (checked by :func:`read_checkpoint`); raises CheckpointError when it does not fit."""
+        try:
+            for k, m in self.raw.items():
+                m.load_state_dict(ck["models"][k])
+            for k, o in self.optimizers.items():
+                o.load_state_dict(ck["optimizers"][k])
+            for k, s in self.scalers.items():
+                s.load_state_dict(ck["scalers"][k])
+            set_rng_states(ck["rng"])
+        except (KeyError, TypeError, ValueError, RuntimeError) as e:
+            raise CheckpointError(f"the checkpoint does not fit this run's models ({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
         self.epoch, self.step, self.history, self.train_time = ck["epoch"], ck["step"], ck["history"], ck["train_time"]
+
+    def nonfinite_weights(self) -> list[str]:
+        """Names (``plain.0.weight``) of parameters and buffers holding NaN/Inf."""
+        return [f"{name}.{k}" for name, m in self.raw.items() for k, v in m.state_dict().items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+
+    def check_finite(self, sums: dict | None = None) -> None:
+        """Raise :class:`NonFiniteError` when a weight or a summed statistic of the epoch is NaN/Inf."""
+        bad = self.nonfinite_weights()
+        if bad:
+            raise NonFiniteError(
+                f"training stopped after epoch {self.epoch + 1}: NaN/Inf in the weights ({', '.join(bad[:3])}{' …' if len(bad) > 3 else ''}); {_HINT}"
+            )
+        bad = [k for k, v in (sums or {}).items() if not math.isfinite(v)]
+        if bad:
+            raise NonFiniteError(f"training stopped after epoch {self.epoch + 1}: NaN/Inf in {', '.join(sorted(bad))}; {_HINT}")
+
+    def _check_loss(self, name: str, loss: torch.Tensor, parts: dict) -> None:
+        # One host sync per step and method, as the statistics below already need; under DDP the
+        # ranks would disagree on stopping mid-epoch, so there the reduced epoch sums are checked.
+        if self.world > 1 or math.isfinite(float(loss.detach())):
+            return
+        detail = ", ".join(f"{k} {float(v.detach()):.4g}" for k, v in parts.items())
+        raise NonFiniteError(
+            f"training stopped at epoch {self.epoch + 1}, step {self.step + 1}: the loss of {name!r} is {float(loss.detach())} ({detail}); {_HINT}"
+        )
 
     def _autocast(self):
         return torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None)
@@ -268,15 +326,16 @@ class Trainer:
                     target = prior_target(G, a_can.to(dev), b, dev)
                     prior = can.prior_loss(target)
                     contr = can.contrastive_loss()
-                    loss = task
+                    loss, parts = task, {"task": task, "prior": prior, "contrastive": contr}
                     if cfg["lambda_prior"] > 0:
                         loss = loss + cfg["lambda_prior"] * prior
                     if cfg["lambda_contrastive"] > 0:
                         loss = loss + cfg["lambda_contrastive"] * contr
                     if cfg["lambda_artifact"] > 0:
                         art = can.artifact_loss(generator=gen)
-                        loss = loss + cfg["lambda_artifact"] * art
+                        loss, parts["artifact"] = loss + cfg["lambda_artifact"] * art, art
                         sums["canonicalized/artifact"] += float(art.detach()) * b
+                    self._check_loss(name, loss, parts)
                     sums["canonicalized/prior"] += float(prior.detach()) * b
                     sums["canonicalized/contrastive"] += float(contr.detach()) * b
                     sums["canonicalized/orient_acc"] += float((can.element == target).sum())
@@ -285,6 +344,7 @@ class Trainer:
                     with self._autocast():
                         logits = model(xin)
                     task = loss = F.cross_entropy(logits.float(), y)
+                    self._check_loss(name, loss, {"task": task})
                 self._update(name, loss)
                 sums[f"{name}/loss"] += float(task.detach()) * b
                 sums[f"{name}/acc"] += float((logits.argmax(1) == y).sum())

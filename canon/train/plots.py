@@ -8,7 +8,9 @@ import torch
 
 from canon.functional import transform
 from canon.groups import Group
+from canon.train.checkpoint import write_atomic
 
+MAX_GRID_COLUMNS = 16
 LABELS = {"canonicalized": "canonicalized (ours)", "plain": "plain", "augmented": "plain + group augmentation"}
 
 
@@ -35,13 +37,14 @@ def plot_accuracy(metrics: dict, group: Group, path: str) -> None:
             ax.plot(angles, acc, "o-" if r == 0 else "s--", color=color, label=label)
     ax.set_xlabel("rotation of the test set (degrees, counter-clockwise)")
     ax.set_ylabel("test accuracy (%)")
-    ax.set_xticks([360.0 * k / group.n for k in range(group.n + 1)])
+    step = max(1, math.ceil(group.n / 12))  # at most 13 labelled angles
+    ax.set_xticks([360.0 * k / group.n for k in range(0, group.n + 1, step)])
     ax.set_ylim(0, 100)
     ax.grid(alpha=0.3)
     ax.set_title(f"{group.name}: accuracy against rotation")
     ax.legend(fontsize=8, loc="lower left")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    write_atomic(path, lambda f: fig.savefig(f, dpi=120, format="png"))
     plt.close(fig)
 
 
@@ -49,7 +52,8 @@ def plot_accuracy(metrics: dict, group: Group, path: str) -> None:
 def plot_canonical_grid(model, test, group: Group, device, path: str, samples: int = 10, padding: str = "zeros") -> None:
     """One row per test sample, one column per group element: the transformed input beside its canonical image.
 
-    Drawn as a single mosaic (one ``imshow``) so that it stays fast for large groups.
+    Drawn as a single mosaic (one ``imshow``); groups of more than ``MAX_GRID_COLUMNS`` elements
+    show that many elements, evenly spaced in index order, so the figure keeps a sane size.
     """
     plt = _pyplot()
     model.eval()
@@ -63,22 +67,24 @@ def plot_canonical_grid(model, test, group: Group, device, path: str, samples: i
     C, H, W = x.shape[1:]
     gap = max(1, H // 8)
     cell_w = 2 * W + 3 * gap
-    mosaic = torch.full((n * (H + gap) + gap, group.order * cell_w, 3 if C == 3 else 1), 0.5)
-    for e in range(group.order):
+    N = group.order
+    elements = list(range(N)) if N <= MAX_GRID_COLUMNS else sorted({i * N // MAX_GRID_COLUMNS for i in range(MAX_GRID_COLUMNS)})
+    mosaic = torch.full((n * (H + gap) + gap, len(elements) * cell_w, 3 if C == 3 else 1), 0.5)
+    for col, e in enumerate(elements):
         xt = transform(x, e, group, padding)
         xc = model.canonicalizer(xt)
         for b in range(n):
             top = gap + b * (H + gap)
             for j, img in enumerate((xt[b], xc[b])):
-                left = e * cell_w + gap + j * (W + gap)
+                left = col * cell_w + gap + j * (W + gap)
                 im = img.float().cpu()
                 mosaic[top : top + H, left : left + W] = (im if C == 3 else im[:1]).permute(1, 2, 0).clamp(0, 1)
-    fig, ax = plt.subplots(figsize=(max(4.0, 0.9 * group.order * 2), max(2.0, 0.45 * n * 2)))
+    fig, ax = plt.subplots(figsize=(max(4.0, 0.9 * len(elements) * 2), max(2.0, 0.45 * n * 2)))
     ax.imshow(mosaic.squeeze(-1).numpy() if C != 3 else mosaic.numpy(), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
-    ax.set_xticks([e * cell_w + cell_w / 2 for e in range(group.order)])
-    ax.set_xticklabels([f"{round(math.degrees(group.angle(e)))}°" + (" flip" if group.element(e)[1] else "") for e in range(group.order)], fontsize=7)
+    ax.set_xticks([col * cell_w + cell_w / 2 for col in range(len(elements))])
+    ax.set_xticklabels([f"{round(math.degrees(group.angle(e)))}°" + (" flip" if group.element(e)[1] else "") for e in elements], fontsize=7)
     ax.set_yticks([])
     ax.set_title("test input turned by each element (left) and its canonical image (right)", fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    write_atomic(path, lambda f: fig.savefig(f, dpi=110, format="png"))
     plt.close(fig)

@@ -1,0 +1,103 @@
+"""``python -m bench`` refuses bad options and bad result files with a message (issue 12, item 9)."""
+
+import csv
+
+import pytest
+
+from bench import __main__ as bench_cli
+from bench import cases as C
+
+
+def _row(provider: str, median: str) -> dict:
+    row = dict.fromkeys(C.COLUMNS, "")
+    row.update(
+        case="orbit",
+        provider=provider,
+        status="ok",
+        device="cpu",
+        dtype="fp32",
+        batch="2",
+        group="C8",
+        in_shape="3x32x32",
+        out_shape="2x8x3x96x96",
+        median_ms=median,
+        q25_ms=median,
+        q75_ms=median,
+        cuda_graph="False",
+        device_name="cpu",
+        torch="2.13",
+        git_commit="0123456789abcdef",
+    )
+    return row
+
+
+def _write(path, rows, columns=None):
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=columns or C.COLUMNS, extrasaction="ignore")
+        w.writeheader()
+        w.writerows(rows)
+    return str(path)
+
+
+def _exit(argv, capsys) -> tuple[int, str]:
+    with pytest.raises(SystemExit) as e:
+        bench_cli.main(argv)
+    return e.value.code, capsys.readouterr().err
+
+
+def test_plot_creates_a_new_output_folder(tmp_path, capsys):
+    src = _write(tmp_path / "results.csv", [_row("ours-reference", "2.0"), _row("equiadapt-loop", "9.0")])
+    out = tmp_path / "new" / "figures"
+    assert bench_cli.main(["plot", src, "--output-dir", str(out)]) == 0
+    assert (out / "time.png").is_file() and str(out / "time.png") in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ("empty", "is empty"),
+        ("other", "lacks the column(s) case, provider, status"),
+        ("no_ok", "no rows with status 'ok'"),
+        ("not_a_number", "has median_ms='fast', not a number"),
+        ("missing", "no such file"),
+    ],
+)
+def test_plot_refuses_files_it_cannot_draw(tmp_path, capsys, content, message):
+    path = tmp_path / "results.csv"
+    if content == "empty":
+        path.write_text("")
+    elif content == "other":
+        path.write_text("a,b\n1,2\n")
+    elif content == "no_ok":
+        _write(path, [{**_row("ours-reference", ""), "status": "error"}])
+    elif content == "not_a_number":
+        _write(path, [_row("ours-reference", "fast")])
+    code, err = _exit(["plot", str(path), "--output-dir", str(tmp_path / "figs")], capsys)
+    assert code == 2 and message in err and "Traceback" not in err
+    assert not (tmp_path / "figs").exists()
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["profile", "--steps", "0"], "--steps must be >= 1, got 0"),
+        (["profile", "--batch", "0"], "--batch must be >= 1"),
+        (["profile", "--threads", "100000"], "--threads must be in [1,"),
+        (["--threads", "100000"], "--threads must be in [1,"),
+        (["--batch", "0"], "--batch must be >= 1"),
+        (["--min-time", "nan"], "--min-time must be a finite number"),
+        (["--min-time", "-1"], "--min-time must be a finite number"),
+    ],
+)
+def test_bad_bench_options(argv, message, tmp_path, capsys):
+    code, err = _exit([*argv, "--output-dir", str(tmp_path / "o")], capsys)
+    assert code == 2 and message in err
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("sub", [[], ["profile"]])
+def test_output_dir_that_is_a_file(tmp_path, capsys, sub):
+    f = tmp_path / "f"
+    f.write_text("x")
+    code, err = _exit([*sub, "--output-dir", str(f)], capsys)
+    assert code == 2 and "is a file" in err and f.read_text() == "x"
