@@ -5,6 +5,7 @@ the best copy is the canonical input for any downstream model.
 """
 
 from canon import losses
+from canon._version import __version__
 from canon.backend import get_backend, set_backend, use_backend
 from canon.functional import (
     Selection,
@@ -18,8 +19,7 @@ from canon.functional import (
 )
 from canon.groups import CyclicGroup, DihedralGroup, Group, as_group
 from canon.modules import OrbitCanonicalizer
-
-__version__ = "0.1.0"
+from canon.wrappers import Canonicalized
 
 __all__ = [
     "Group",
@@ -36,6 +36,7 @@ __all__ = [
     "transform",
     "losses",
     "OrbitCanonicalizer",
+    "Canonicalized",
     "get_backend",
     "set_backend",
     "use_backend",
