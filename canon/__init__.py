@@ -4,7 +4,7 @@ See SPEC: a non-equivariant encoder scores every rotated/reflected copy of an in
 the best copy is the canonical input for any downstream model.
 """
 
-from canon import losses
+from canon import export, losses
 from canon._version import __version__
 from canon.backend import get_backend, set_backend, use_backend
 from canon.functional import (
@@ -35,6 +35,7 @@ __all__ = [
     "invert_boxes",
     "transform",
     "losses",
+    "export",
     "OrbitCanonicalizer",
     "Canonicalized",
     "get_backend",
