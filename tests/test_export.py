@@ -3,6 +3,7 @@
 import doctest
 import importlib.util
 import io
+from pathlib import Path
 
 import pytest
 import torch
@@ -245,3 +246,19 @@ def test_docstring_examples():
         pytest.skip("the to_onnx example needs onnx, onnxscript and onnxruntime")
     result = doctest.testmod(cx, extraglobs={"torch": torch}, optionflags=doctest.ELLIPSIS)
     assert result.attempted > 0 and result.failed == 0
+
+
+def test_readme_deployment_example_runs(tmp_path, monkeypatch):
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    after = text[text.index("### Deployment") :]
+    start = after.index("```python\n") + len("```python\n")
+    code = after[start : after.index("```", start)]
+    if not HAS_ONNX:
+        code = "\n".join(line for line in code.splitlines() if "to_onnx" not in line)
+    monkeypatch.chdir(tmp_path)
+    scope = {"model": small_model("C4"), "x": torch.rand(2, 1, 12, 12)}
+    exec(compile(code, "README.md", "exec"), scope)
+    with torch.no_grad():
+        assert torch.equal(scope["program"].module()(scope["x"]), scope["model"](scope["x"]))
+        assert torch.equal(scope["traced"](scope["x"]), scope["model"](scope["x"]))
+    assert (tmp_path / "model.onnx").exists() == HAS_ONNX

@@ -2,6 +2,7 @@
 
 import doctest
 import io
+from pathlib import Path
 
 import pytest
 import torch
@@ -167,3 +168,32 @@ def test_errors_are_clear():
 def test_docstring_examples():
     result = doctest.testmod(canon.wrappers, extraglobs={"torch": torch}, optionflags=doctest.ELLIPSIS)
     assert result.attempted > 0 and result.failed == 0
+
+
+def readme_block(heading: str) -> str:
+    """The first ```python block after a README heading."""
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    after = text[text.index(heading) :]
+    start = after.index("```python\n") + len("```python\n")
+    return after[start : after.index("```", start)]
+
+
+def test_readme_wrapper_example_runs():
+    code = readme_block("### One line: `canon.Canonicalized`")
+    try:
+        import torchvision  # noqa: F401
+    except Exception:  # the backbone line needs torchvision; everything else runs here
+        code = "\n".join(line for line in code.splitlines() if "torchvision:" not in line)
+    G = canon.as_group("C8")
+    scope = {
+        "my_classifier": classifier(3, 32, 10),
+        "my_segmenter": segmenter(3, 2),
+        "my_head": segmenter(3, 2 * G.order),
+        "x": torch.rand(2, 3, 32, 32),
+        "y": torch.tensor([1, 2]),
+        "task": torch.tensor(0.5),
+        "a": torch.tensor([3, 0]),
+    }
+    exec(compile(code, "README.md", "exec"), scope)
+    assert scope["logits"].shape == (2, 10) and scope["loss"].ndim == 0
+    assert scope["seg"](scope["x"]).shape == (2, 2, 32, 32)
