@@ -209,6 +209,12 @@ def export(model: nn.Module, args, dynamic_batch: bool = False, core_aten: bool 
     missing = missing_decompositions()
     if missing:
         raise RuntimeError(f"{fn}: no aten decomposition for the canon op(s) {missing}; add one to canon/export.py")
+    checking = [name for name, m in model.named_modules() if isinstance(m, OrbitCanonicalizer) and m.check_finite]
+    if checking:
+        raise ValueError(
+            f"{fn}: OrbitCanonicalizer(check_finite=True) at {checking} raises on NaN/Inf by reading tensor values, "
+            "which an exported graph cannot do; set check_finite=False on it before exporting"
+        )
     _warm_up(model, args)
     dynamic_shapes = None
     if dynamic_batch:

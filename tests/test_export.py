@@ -140,6 +140,17 @@ def test_export_checks_its_arguments():
         cx.export(lambda x: x, (torch.rand(1, 1, 12, 12),))
     with pytest.raises(TypeError, match="tuple of tensors"):
         cx.export(model.eval(), [1, 2])
+    model.canonicalizer.check_finite = True
+    with pytest.raises(ValueError, match=r"check_finite=True\) at \['canonicalizer'\]"):
+        cx.export(model, (torch.rand(1, 1, 12, 12),))
+
+
+def test_export_regular_dense_output():
+    model = canon.Canonicalized(nn.Conv2d(1, 8, 3, padding=1), small_model("D4").canonicalizer, output="dense", kind="regular").eval()
+    x = torch.rand(2, 1, 12, 12)
+    program = cx.export(model, (x,))
+    with torch.no_grad():
+        assert torch.equal(program.module()(x), model(x))
 
 
 def test_export_fails_clearly_without_a_decomposition(monkeypatch):
