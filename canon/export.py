@@ -301,7 +301,7 @@ class _ShapeGuard(nn.Module):
 
 
 def trace(model: nn.Module, x: torch.Tensor) -> torch.jit.ScriptModule:
-    """``torch.jit.trace`` a canonicalized model (one image-batch input), guarded to the traced image size.
+    """``torch.jit.trace`` a canonicalized model (one image-batch input, one tensor output), guarded to the traced image size.
 
     The traced graph keeps the ``canon::*`` ops (loading it needs ``import canon``) and
     the view matrices of the example's size as constants, so the returned module checks
