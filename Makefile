@@ -10,9 +10,10 @@ STAMP   := $(VENV)/.installed
 $(STAMP): setup.py constraints-cpu.txt
 	test -x $(VPY) || $(PY) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
-	# torch first, pinned, so no dependency can pull a CUDA build
+	# torch first, pinned, so no dependency can pull a CUDA build; triton (the [gpu] extra)
+	# too, since the tests run the kernels under the Triton interpreter
 	$(PIP) install -q -c constraints-cpu.txt torch triton
-	$(PIP) install -q -c constraints-cpu.txt -e '.[test,bench,train,dev]'
+	$(PIP) install -q -c constraints-cpu.txt -e '.[gpu,test,bench,train,dev]'
 	touch $(STAMP)
 
 setup: $(STAMP)
@@ -24,11 +25,11 @@ test: $(STAMP)
 	$(VPY) -m pytest -q tests
 
 lint: $(STAMP)
-	$(VPY) -m ruff check canon kernels bench tests
-	$(VPY) -m ruff format --check canon kernels bench tests
+	$(VPY) -m ruff check canon kernels bench tests examples
+	$(VPY) -m ruff format --check canon kernels bench tests examples
 
 format: $(STAMP)
-	$(VPY) -m ruff format canon kernels bench tests
+	$(VPY) -m ruff format canon kernels bench tests examples
 
 bench: $(STAMP)
 	$(VPY) -m bench --quick --output-dir bench/results/local

@@ -4,7 +4,8 @@ See SPEC: a non-equivariant encoder scores every rotated/reflected copy of an in
 the best copy is the canonical input for any downstream model.
 """
 
-from canon import losses
+from canon import export, losses
+from canon._version import __version__
 from canon.backend import get_backend, set_backend, use_backend
 from canon.functional import (
     Selection,
@@ -21,8 +22,7 @@ from canon.functional import (
 )
 from canon.groups import CyclicGroup, DihedralGroup, Group, as_group
 from canon.modules import OrbitCanonicalizer
-
-__version__ = "0.1.0"
+from canon.wrappers import Canonicalized
 
 __all__ = [
     "Group",
@@ -41,7 +41,9 @@ __all__ = [
     "invert_boxes",
     "transform",
     "losses",
+    "export",
     "OrbitCanonicalizer",
+    "Canonicalized",
     "get_backend",
     "set_backend",
     "use_backend",

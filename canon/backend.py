@@ -4,17 +4,22 @@ The default comes from the environment variable ``CANON_BACKEND`` (``auto`` when
 unset). ``auto`` runs the Triton kernels on CUDA tensors and the plain-PyTorch
 reference everywhere else; ``triton`` forces the kernels (on CPU tensors this needs
 ``TRITON_INTERPRET=1`` set before triton is imported); ``reference`` forces PyTorch.
+
+Triton is optional (``pip install 'canon-equivariance[gpu]'``; CUDA builds of torch bring
+it already): without it ``auto`` runs the reference everywhere, and asking for ``triton``
+raises an ImportError that says how to install it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import threading
 
 import torch
 
-__all__ = ["BACKENDS", "get_backend", "set_backend", "use_backend", "resolve_backend"]
+__all__ = ["BACKENDS", "get_backend", "set_backend", "use_backend", "resolve_backend", "triton_available", "require_triton"]
 
 BACKENDS = ("auto", "reference", "triton")
 _state = threading.local()
@@ -42,9 +47,12 @@ def get_backend() -> str:
 
 
 def set_backend(name: str) -> None:
-    """Set the process-wide default backend."""
+    """Set the process-wide default backend (``triton`` needs the triton package)."""
     global _default
-    _default = _check(name)
+    name = _check(name)
+    if name == "triton":
+        require_triton("canon.set_backend")
+    _default = name
 
 
 @contextlib.contextmanager
@@ -57,6 +65,8 @@ def use_backend(name: str):
         ...     pass
     """
     name = _check(name)
+    if name == "triton":
+        require_triton("canon.use_backend")
     prev = getattr(_state, "name", None)
     _state.name = name
     try:
@@ -65,12 +75,31 @@ def use_backend(name: str):
         _state.name = prev
 
 
-def triton_available() -> bool:
+@functools.lru_cache(maxsize=1)
+def _triton_import_error() -> str | None:
+    """Why ``import triton`` fails (None when it works); tried once per process."""
     try:
         import triton  # noqa: F401
-    except Exception:  # pragma: no cover - depends on the install
-        return False
-    return True
+    except Exception as e:  # ImportError, or a broken install raising anything else
+        return f"{type(e).__name__}: {e}"
+    return None
+
+
+def triton_available() -> bool:
+    """Whether the triton package imports (the Triton backend can run)."""
+    return _triton_import_error() is None
+
+
+def require_triton(fn: str) -> None:
+    """Raise an ImportError naming the fix when the triton package does not import."""
+    err = _triton_import_error()
+    if err is not None:
+        raise ImportError(
+            f"{fn}: backend 'triton' needs the triton package, which did not import ({err}). "
+            "Install it with `pip install 'canon-equivariance[gpu]'` (or `pip install triton`; Linux only, "
+            "CUDA builds of torch already include it), or use the 'auto' or 'reference' backend "
+            "(CANON_BACKEND=auto|reference), which run without triton."
+        )
 
 
 def resolve_backend(t: torch.Tensor) -> str:
@@ -78,6 +107,8 @@ def resolve_backend(t: torch.Tensor) -> str:
     name = get_backend()
     if name == "auto":
         return "triton" if (t.is_cuda and triton_available()) else "reference"
+    if name == "triton":
+        require_triton(f"canon (CANON_BACKEND={os.environ.get('CANON_BACKEND', '')!r})")
     if name == "triton" and not (t.is_cuda or os.environ.get("TRITON_INTERPRET") == "1"):
         raise RuntimeError(
             "backend 'triton' on a CPU tensor needs the Triton interpreter: set TRITON_INTERPRET=1 "

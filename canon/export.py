@@ -1,0 +1,336 @@
+"""Deployment: a canonicalized model as an aten-only ``torch.export`` program, ONNX, or TorchScript.
+
+The ``canon::*`` ops are ``torch.library`` custom ops: ``torch.export`` keeps them as
+opaque nodes, which ONNX and other exporters cannot read. :func:`export` therefore
+decomposes every one of them into plain PyTorch taken from :mod:`canon.reference`
+(:func:`decompositions`), leaving a graph of aten ops only; :func:`to_onnx` turns that
+graph into an ONNX model (``pip install 'canon-equivariance[export]'``).
+
+What the decomposed graph computes:
+
+* views and canonical images sample with the reference's tap formula
+  (:func:`canon.reference.sample_coords` and its gathers): quarter turns and flips are
+  exact pixel gathers, other angles bilinear (or nearest) taps with ``zeros``,
+  ``border`` or ``reflection`` padding, all as ONNX ``Gather``/``Where`` nodes (no
+  ``GridSample``). The eager reference samples non-exact views with
+  ``grid_sample``; the two agree to float32 rounding (about 1e-6);
+* selection is the reference's cosine/dot score and ``argmax`` (ties to the lowest
+  index, as ONNX ``ArgMax`` with ``select_last_index=0``), so for exact groups (C2, C4,
+  D1, D2, D4 on square inputs) the exported model keeps ``canon(T_g x) == canon(x)``
+  bit for bit.
+
+The graph is specialised to the example's channel count and image size (the view
+matrices are constants); :func:`export` can leave the batch size dynamic.
+
+Example:
+    >>> import canon
+    >>> from canon.networks import ConvEncoder
+    >>> model = canon.OrbitCanonicalizer(ConvEncoder(1, 8, hidden=4), "C4").eval()
+    >>> x = torch.rand(2, 1, 8, 8)
+    >>> program = export(model, (x,))
+    >>> any(str(n.target).startswith("canon.") for n in program.graph.nodes)
+    False
+    >>> torch.equal(program.module()(x), model(x))
+    True
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from canon import reference as ref
+from canon.modules import OrbitCanonicalizer
+
+__all__ = ["decompositions", "registered_ops", "missing_decompositions", "export", "to_onnx", "trace"]
+
+
+# ----------------------------------------------------------------------------- decompositions
+def _acc(dtype: torch.dtype) -> torch.dtype:
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def _resample(src: torch.Tensor, mats: torch.Tensor, exact: bool, out_hw: tuple[int, int], padding: str, interpolation: str, per_sample: bool) -> torch.Tensor:
+    """``src`` (B, C, H, W) sampled through matrices by the reference's tap formula.
+
+    All N matrices for every image → (B, C, N, h·w), or one matrix per image
+    (``per_sample``, mats (B, 2, 3)) → (B, C, h·w). No branch depends on tensor
+    values, so it traces with symbolic inputs (the eager reference inspects which
+    matrices are exact, which a traced graph cannot).
+    """
+    B, C, H, W = src.shape
+    h, w = out_hw
+    u, v = ref.sample_coords(mats, h, w)
+    flat = src.reshape(B, C, H * W)
+    if per_sample:
+        return ref._gather_taps(flat, u, v, H, W, padding, interpolation, exact)
+    return ref._gather_taps(flat, u.reshape(-1), v.reshape(-1), H, W, padding, interpolation, exact).reshape(B, C, -1, h * w)
+
+
+def _orbit(x, mats, exact, h, w, padding, interpolation, out_dtype, channels_last):
+    B, C = x.shape[:2]
+    views = _resample(x.to(_acc(x.dtype)), mats, exact, (h, w), padding, interpolation, per_sample=False)
+    views = views.reshape(B, C, -1, h, w).transpose(1, 2).to(out_dtype or x.dtype)  # (B, N, C, h, w)
+    if channels_last:
+        return views.permute(0, 1, 3, 4, 2).contiguous().permute(0, 1, 4, 2, 3)
+    return views.contiguous()
+
+
+def _orbit_backward(grad, mats, exact, H, W, padding, interpolation, x_dtype):
+    return ref.orbit_backward_ref(grad, mats, exact, (H, W), padding, interpolation, x_dtype)
+
+
+def _transform(x, weights, index, mats, exact, padding, interpolation):
+    # forward value only (the weights carry the straight-through gradient, not the value)
+    out = _resample(x.to(_acc(x.dtype)), mats[index], exact, (x.shape[-2], x.shape[-1]), padding, interpolation, per_sample=True)
+    return out.reshape(x.shape).to(x.dtype)
+
+
+def _transform_backward(grad, x, index, mats, exact, padding, interpolation, need_x, need_weights):
+    gx, gw = ref.transform_backward_ref(grad, x, index, mats, exact, padding, interpolation, need_x, need_weights)
+    gx = gx.to(x.dtype) if gx is not None else x.new_empty((0,))
+    gw = gw if gw is not None else x.new_empty((0,), dtype=_acc(x.dtype))
+    return gx, gw
+
+
+def _select(vectors, reference, beta, score, straight_through, gumbel_noise, tau):
+    # forward values: the straight-through one-hot's value is the hard one-hot
+    return tuple(ref.select_ref(vectors, reference, beta, score, False, gumbel_noise, tau))
+
+
+def _select_backward(grad_scores, grad_probs, grad_onehot, vectors, reference, probs, beta, score, straight_through, gumbel_noise, tau):
+    return ref.select_backward_ref(
+        grad_scores, grad_probs, grad_onehot if straight_through else None, vectors, reference, beta, score, straight_through, gumbel_noise, tau
+    )
+
+
+def _contrastive_loss(vectors, kind):
+    return ref.contrastive_loss_ref(vectors, kind)
+
+
+def _contrastive_loss_backward(grad, vectors, kind):
+    return ref.contrastive_loss_backward_ref(grad, vectors, kind)
+
+
+_DECOMPOSITIONS: dict[str, Callable] = {
+    "orbit": _orbit,
+    "orbit_backward": _orbit_backward,
+    "transform": _transform,
+    "transform_backward": _transform_backward,
+    "select": _select,
+    "select_backward": _select_backward,
+    "contrastive_loss": _contrastive_loss,
+    "contrastive_loss_backward": _contrastive_loss_backward,
+}
+
+
+def registered_ops() -> list[torch._ops.OpOverload]:
+    """Every overload registered under the ``canon`` op namespace in this process."""
+    import canon.ops  # noqa: F401  (registers the ops)
+
+    names = sorted({n.split("::", 1)[1].split(".", 1)[0] for n in torch._C._dispatch_get_all_op_names() if n.startswith("canon::")})
+    out = []
+    for name in names:
+        packet = getattr(torch.ops.canon, name)
+        out += [getattr(packet, overload) for overload in packet.overloads()]
+    return out
+
+
+def decompositions() -> dict[torch._ops.OpOverload, Callable]:
+    """``{torch.ops.canon.<op>.<overload>: plain-PyTorch function}`` for every canon op that has one.
+
+    Forward ops decompose into what the exported graph runs (see the module notes);
+    the ``*_backward`` ops into the reference's backward formulas (they appear only in
+    graphs that contain a backward pass). :func:`missing_decompositions` lists any
+    registered op that has no entry.
+    """
+    table = {}
+    for op in registered_ops():
+        fn = _DECOMPOSITIONS.get(op._schema.name.split("::", 1)[1]) if op._overloadname == "default" else None
+        if fn is not None:
+            table[op] = fn
+    return table
+
+
+def missing_decompositions() -> list[str]:
+    """Names of the registered canon ops without a decomposition (empty when export covers them all)."""
+    table = decompositions()
+    return [str(op) for op in registered_ops() if op not in table]
+
+
+# ----------------------------------------------------------------------------- export
+def _check_model_args(model, args, fn: str) -> tuple:
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"{fn}: model must be an nn.Module, got {type(model).__name__}")
+    if isinstance(args, torch.Tensor):
+        args = (args,)
+    if not isinstance(args, tuple) or not all(isinstance(a, torch.Tensor) for a in args) or not args:
+        raise TypeError(f"{fn}: example inputs must be a tensor or a non-empty tuple of tensors, got {type(args).__name__}")
+    if model.training:
+        raise ValueError(f"{fn}: model must be in eval mode for deployment (call model.eval()), got training mode")
+    return args
+
+
+def _canonicalizer_states(model: nn.Module) -> list:
+    # tracing replaces each canonicalizer's last-forward state with traced tensors
+    return [(m, m.state) for m in model.modules() if isinstance(m, OrbitCanonicalizer)]
+
+
+def _warm_up(model: nn.Module, args: tuple) -> None:
+    # One eager forward first: the canonicalizer caches its view matrices per (group, size,
+    # device) on first use, and a cache filled while torch.export traces would hold fake
+    # tensors. It also sets the canonicalizer's last-forward state, which tracing reads.
+    with torch.no_grad():
+        model(*args)
+
+
+def export(model: nn.Module, args, dynamic_batch: bool = False, core_aten: bool = False) -> torch.export.ExportedProgram:
+    """``torch.export`` a model containing canon ops, with every ``canon::*`` op decomposed into aten ops.
+
+    Args:
+        model: any module in eval mode (e.g. :class:`canon.Canonicalized` or
+            :class:`canon.OrbitCanonicalizer`).
+        args: example input tensor or tuple of tensors (fixes C, H, W of the graph).
+        dynamic_batch: make dimension 0 of every input dynamic (size >= 1).
+        core_aten: also apply PyTorch's default decompositions (Core ATen IR, for
+            backends that accept only that operator set).
+
+    Returns:
+        an ``ExportedProgram`` without canon ops; ``.module()`` runs it in PyTorch.
+
+    Raises:
+        RuntimeError: if a canon op has no decomposition (see :func:`missing_decompositions`).
+    """
+    fn = "canon.export.export"
+    args = _check_model_args(model, args, fn)
+    missing = missing_decompositions()
+    if missing:
+        raise RuntimeError(f"{fn}: no aten decomposition for the canon op(s) {missing}; add one to canon/export.py")
+    checking = [name for name, m in model.named_modules() if isinstance(m, OrbitCanonicalizer) and m.check_finite]
+    if checking:
+        raise ValueError(
+            f"{fn}: OrbitCanonicalizer(check_finite=True) at {checking} raises on NaN/Inf by reading tensor values, "
+            "which an exported graph cannot do; set check_finite=False on it before exporting"
+        )
+    _warm_up(model, args)
+    dynamic_shapes = None
+    if dynamic_batch:
+        batch = torch.export.Dim("batch", min=1)
+        dynamic_shapes = tuple({0: batch} for _ in args)
+    states = _canonicalizer_states(model)
+    try:
+        with warnings.catch_warnings():
+            # the canonicalizer keeps its last forward's tensors as attributes (restored below)
+            warnings.filterwarnings("ignore", message=".*were assigned during export.*")
+            program = torch.export.export(model, args, dynamic_shapes=dynamic_shapes)
+    finally:
+        for module, state in states:
+            module.state = state
+    program = program.run_decompositions(decompositions())
+    if core_aten:  # a second pass: in one pass, some default decompositions leave in-place ops
+        program = program.run_decompositions(torch.export.default_decompositions())
+    left = sorted({str(n.target) for n in program.graph.nodes if n.op == "call_function" and str(n.target).startswith("canon.")})
+    if left:
+        raise RuntimeError(f"{fn}: canon ops left in the exported graph after decomposition: {left}")
+    return program
+
+
+def to_onnx(model: nn.Module | torch.export.ExportedProgram, args, path: str | None = None, dynamic_batch: bool = False, opset_version: int | None = None):
+    """Export to ONNX through :func:`export` (aten only) and ``torch.onnx.export(..., dynamo=True)``.
+
+    Needs the ``onnx`` and ``onnxscript`` packages (``pip install 'canon-equivariance[export]'``,
+    which also brings ``onnxruntime`` to run the model).
+
+    Args:
+        model: a module in eval mode, or a program returned by :func:`export`.
+        args: example input tensor or tuple of tensors.
+        path: where to write the ``.onnx`` file (optional).
+        dynamic_batch: keep the batch dimension dynamic (as :func:`export`).
+        opset_version: ONNX opset (default: torch.onnx's).
+
+    Returns:
+        the ``torch.onnx.ONNXProgram`` (``.model_proto`` is the ONNX model).
+
+    Example:
+        >>> import canon, onnxruntime
+        >>> from canon.networks import ConvEncoder
+        >>> model = canon.OrbitCanonicalizer(ConvEncoder(1, 8, hidden=4), "C4").eval()
+        >>> x = torch.rand(2, 1, 8, 8)
+        >>> onnx_program = to_onnx(model, (x,))
+        >>> session = onnxruntime.InferenceSession(onnx_program.model_proto.SerializeToString())
+        >>> (out,) = session.run(None, {session.get_inputs()[0].name: x.numpy()})
+        >>> torch.equal(torch.from_numpy(out), model(x))
+        True
+    """
+    fn = "canon.export.to_onnx"
+    missing = [m for m in ("onnx", "onnxscript") if not _importable(m)]
+    if missing:
+        raise ImportError(f"{fn}: ONNX export needs the package(s) {missing}; install them with `pip install 'canon-equivariance[export]'`")
+    if isinstance(args, torch.Tensor):
+        args = (args,)
+    program = model if isinstance(model, torch.export.ExportedProgram) else export(model, args, dynamic_batch=dynamic_batch)
+    kwargs = {} if opset_version is None else {"opset_version": opset_version}
+    onnx_program = torch.onnx.export(program, args, dynamo=True, verbose=False, **kwargs)
+    if path is not None:
+        onnx_program.save(path)
+    return onnx_program
+
+
+def _importable(name: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(name) is not None
+
+
+# ----------------------------------------------------------------------------- TorchScript
+class _ShapeGuard(nn.Module):
+    """Runs a traced module after checking that the input has the traced (C, H, W)."""
+
+    def __init__(self, traced: nn.Module, shape: list[int]):
+        super().__init__()
+        self.traced = traced
+        self.c, self.h, self.w = shape
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() != 4 or x.size(1) != self.c or x.size(2) != self.h or x.size(3) != self.w:
+            raise ValueError(f"canon traced model: expected input (B, {self.c}, {self.h}, {self.w}) as traced, got {list(x.shape)}")
+        return self.traced(x)
+
+
+def trace(model: nn.Module, x: torch.Tensor) -> torch.jit.ScriptModule:
+    """``torch.jit.trace`` a canonicalized model (one image-batch input, one tensor output), guarded to the traced image size.
+
+    The traced graph keeps the ``canon::*`` ops (loading it needs ``import canon``) and
+    the view matrices of the example's size as constants, so the returned module checks
+    that every input is (B, C, H, W) with the traced C, H, W (any B), and raises
+    otherwise instead of computing wrong views. Use :func:`export`/:func:`to_onnx` for
+    runtimes without canon.
+
+    ``torch.jit.trace`` of an :class:`canon.OrbitCanonicalizer` that has not run yet
+    fails inside PyTorch (its ``selection``/``element``/``scores`` properties raise
+    before a first forward, and tracing reads every attribute); this function runs one
+    eager forward first. ``torch.jit.script`` is not supported (the modules use Python
+    features TorchScript lacks).
+
+    Example:
+        >>> import canon
+        >>> from canon.networks import ConvEncoder
+        >>> model = canon.OrbitCanonicalizer(ConvEncoder(1, 8, hidden=4), "C4").eval()
+        >>> x = torch.rand(2, 1, 8, 8)
+        >>> traced = trace(model, x)
+        >>> torch.equal(traced(torch.rot90(x, 1, dims=(-2, -1))), model(x))
+        True
+    """
+    fn = "canon.export.trace"
+    (x,) = _check_model_args(model, x, fn)
+    if x.dim() != 4:
+        raise ValueError(f"{fn}: x must be images (B, C, H, W), got shape {tuple(x.shape)}")
+    _warm_up(model, (x,))
+    with warnings.catch_warnings():
+        # Python-side checks (index range, shapes) turn into constants in the trace: expected here.
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        traced = torch.jit.trace(model, (x,), check_trace=False)
+    return torch.jit.script(_ShapeGuard(traced, list(x.shape[1:])))
