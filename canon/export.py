@@ -70,7 +70,7 @@ def _resample(src: torch.Tensor, mats: torch.Tensor, exact: bool, out_hw: tuple[
     return ref._gather_taps(flat, u.reshape(-1), v.reshape(-1), H, W, padding, interpolation, exact).reshape(B, C, -1, h * w)
 
 
-def _orbit(x, mats, exact, h, w, padding, interpolation, out_dtype, channels_last):
+def _orbit(x, mats, pull, exact, aligned, h, w, padding, interpolation, out_dtype, channels_last):
     B, C = x.shape[:2]
     views = _resample(x.to(_acc(x.dtype)), mats, exact, (h, w), padding, interpolation, per_sample=False)
     views = views.reshape(B, C, -1, h, w).transpose(1, 2).to(out_dtype or x.dtype)  # (B, N, C, h, w)
@@ -79,32 +79,48 @@ def _orbit(x, mats, exact, h, w, padding, interpolation, out_dtype, channels_las
     return views.contiguous()
 
 
-def _orbit_backward(grad, mats, exact, H, W, padding, interpolation, x_dtype):
+def _orbit_backward(grad, mats, pull, exact, aligned, H, W, padding, interpolation, x_dtype):
     return ref.orbit_backward_ref(grad, mats, exact, (H, W), padding, interpolation, x_dtype)
 
 
-def _transform(x, weights, index, mats, exact, padding, interpolation):
+def _transform(x, weights, index, mats, pull, exact, aligned, padding, interpolation, chan_perm, chan_inv):
     # forward value only (the weights carry the straight-through gradient, not the value)
+    if chan_perm is not None:
+        x = ref.permute_channels_ref(x, index, chan_perm)
     out = _resample(x.to(_acc(x.dtype)), mats[index], exact, (x.shape[-2], x.shape[-1]), padding, interpolation, per_sample=True)
     return out.reshape(x.shape).to(x.dtype)
 
 
-def _transform_backward(grad, x, index, mats, exact, padding, interpolation, need_x, need_weights):
-    gx, gw = ref.transform_backward_ref(grad, x, index, mats, exact, padding, interpolation, need_x, need_weights)
+def _transform_backward(grad, x, index, mats, pull, exact, aligned, padding, interpolation, need_x, need_weights, chan_perm, chan_inv):
+    gx, gw = ref.transform_backward_ref(grad, x, index, mats, exact, padding, interpolation, need_x, need_weights, chan_perm)
     gx = gx.to(x.dtype) if gx is not None else x.new_empty((0,))
     gw = gw if gw is not None else x.new_empty((0,), dtype=_acc(x.dtype))
     return gx, gw
 
 
-def _select(vectors, reference, beta, score, straight_through, gumbel_noise, tau):
+def _select(vectors, reference, beta, score, straight_through, gumbel_noise, tau, contrastive, prior, target, prior_beta):
     # forward values: the straight-through one-hot's value is the hard one-hot
-    return tuple(ref.select_ref(vectors, reference, beta, score, False, gumbel_noise, tau))
+    sel = ref.select_ref(vectors, reference, beta, score, False, gumbel_noise, tau)
+    if contrastive == "none" and prior == "none":
+        return (*sel, vectors.new_empty((0,), dtype=_acc(vectors.dtype)))
+    zero = sel.scores.new_zeros(())
+    cl = ref.contrastive_loss_ref(vectors, contrastive).to(zero.dtype) if contrastive != "none" else zero
+    tgt = target if target is not None else torch.zeros_like(sel.index)
+    pl = ref.prior_loss_ref(sel.scores, tgt, prior_beta).to(zero.dtype) if prior != "none" else zero
+    return (*sel, torch.stack([cl, pl]))
 
 
-def _select_backward(grad_scores, grad_probs, grad_onehot, vectors, reference, probs, beta, score, straight_through, gumbel_noise, tau):
-    return ref.select_backward_ref(
-        grad_scores, grad_probs, grad_onehot if straight_through else None, vectors, reference, beta, score, straight_through, gumbel_noise, tau
-    )
+def _select_backward(
+    grad_scores, grad_probs, grad_onehot, grad_losses, vectors, reference, probs, beta, score, straight_through, gumbel_noise, tau,
+    contrastive, prior, target, prior_beta,
+):  # fmt: skip
+    grad_onehot = grad_onehot if straight_through else None
+    if grad_losses is None or (contrastive == "none" and prior == "none"):
+        return ref.select_backward_ref(grad_scores, grad_probs, grad_onehot, vectors, reference, beta, score, straight_through, gumbel_noise, tau)
+    return ref.select_losses_backward_ref(
+        grad_scores, grad_probs, grad_onehot, grad_losses, vectors, reference, beta, score, straight_through, gumbel_noise, tau,
+        None if contrastive == "none" else contrastive, prior != "none", target, prior_beta,
+    )  # fmt: skip
 
 
 def _contrastive_loss(vectors, kind):
@@ -113,6 +129,11 @@ def _contrastive_loss(vectors, kind):
 
 def _contrastive_loss_backward(grad, vectors, kind):
     return ref.contrastive_loss_backward_ref(grad, vectors, kind)
+
+
+def _select_transform(vectors, reference, x, mats, pull, exact, aligned, beta, score, padding, interpolation):
+    sel = ref.select_ref(vectors, reference, beta, score, False)
+    return (_transform(x, None, sel.index, mats, pull, exact, aligned, padding, interpolation, None, None), *sel)
 
 
 _DECOMPOSITIONS: dict[str, Callable] = {
@@ -124,6 +145,7 @@ _DECOMPOSITIONS: dict[str, Callable] = {
     "select_backward": _select_backward,
     "contrastive_loss": _contrastive_loss,
     "contrastive_loss_backward": _contrastive_loss_backward,
+    "select_transform": _select_transform,
 }
 
 

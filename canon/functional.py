@@ -67,6 +67,8 @@ def _plan(key, build):
     except TypeError:  # unhashable argument
         return build()
     if hit is None:
+        if torch.compiler.is_compiling() or torch.compiler.is_exporting():
+            return build()  # tables built while tracing are fake/traced tensors: not for later calls
         if len(_PLANS) > _PLAN_LIMIT:
             _PLANS.clear()
         hit = _PLANS[key] = build()

@@ -115,9 +115,17 @@ _TABLE_CACHE: dict = {}
 _CACHE_LIMIT = 512
 
 
+def _tracing() -> bool:
+    # torch.export / torch.compile build tables as fake or traced tensors: usable in that
+    # trace, never in a later eager call, so they are not cached
+    return torch.compiler.is_compiling() or torch.compiler.is_exporting()
+
+
 def _cached(key, build):
     hit = _TABLE_CACHE.get(key)
     if hit is None:
+        if _tracing():
+            return build()
         if len(_TABLE_CACHE) > _CACHE_LIMIT:
             _TABLE_CACHE.clear()
         hit = _TABLE_CACHE[key] = build()

@@ -20,6 +20,9 @@ transform to its weights (SPEC §3.5); the select/loss gradients of SPEC §4.
 
 from __future__ import annotations
 
+import contextlib
+import threading
+
 import torch
 from torch import Tensor
 
@@ -27,7 +30,7 @@ from canon import reference as ref
 from canon.backend import resolve_backend
 from canon.types import Selection
 
-__all__ = ["orbit", "transform", "select", "contrastive_loss", "select_transform", "acc_dtype"]
+__all__ = ["orbit", "transform", "select", "contrastive_loss", "select_transform", "acc_dtype", "registered_ops"]
 
 _EMPTY_GRADS = (None,) * 16
 
@@ -48,8 +51,25 @@ def acc_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
+_route = threading.local()
+
+
 def _compiling() -> bool:
-    return torch.compiler.is_compiling() or torch.compiler.is_exporting()
+    """Take the registered custom ops: while torch.compile/torch.export/torch.jit trace, or when asked."""
+    return torch.compiler.is_compiling() or torch.compiler.is_exporting() or torch.jit.is_tracing() or getattr(_route, "registered", False)
+
+
+@contextlib.contextmanager
+def registered_ops():
+    """Route eager calls through the registered ``torch.ops.canon.*`` ops (as compiled code runs
+    them) instead of the direct autograd path: for tests and dispatch-level tools
+    (``TorchDispatchMode``), which see only registered ops."""
+    prev = getattr(_route, "registered", False)
+    _route.registered = True
+    try:
+        yield
+    finally:
+        _route.registered = prev
 
 
 # ============================================================================= orbit

@@ -73,12 +73,13 @@ def test_decompositions_compute_what_the_ops_compute():
     # really get, against its decomposition: exact groups bit for bit, others to float32 rounding.
     rec = RecordCanonOps()
     x = torch.rand(3, 2, 9, 9, requires_grad=True)
-    with rec:
+    with rec, canon.ops.registered_ops():  # eager calls take the direct autograd path otherwise
         for group, padding, interpolation in (("D4", "zeros", "bilinear"), ("C8", "reflection", "bilinear"), ("C6", "border", "nearest")):
             can = canon.OrbitCanonicalizer(ConvEncoder(2, 8, hidden=4), group, size=7, padding=padding, interpolation=interpolation, learn_reference=True)
             xc = can(x)
             y = can.invert(xc * 2.0)
-            loss = y.square().mean() + can.contrastive_loss() + can.prior_loss()
+            # the module's losses come with the selection; the standalone loss is its own op
+            loss = y.square().mean() + can.contrastive_loss() + can.prior_loss() + canon.losses.contrastive_loss(can.state.vectors, "raw")
             loss.backward()
             with torch.no_grad():
                 can.eval()(x)
