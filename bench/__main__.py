@@ -5,6 +5,7 @@ Usage::
     python -m bench [--quick] [--output-dir DIR] [--device cpu|cuda] [--cases orbit,step] [--providers ...]
     python -m bench profile [--device cpu|cuda] [--steps 5] [--provider ours-reference] [--output-dir DIR]
     python -m bench kernels [--archs 80,90] [--output-dir DIR]
+    python -m bench overhead [--device cpu|cuda] [--calls 2000] [--output-dir DIR]
     python -m bench plot RESULTS_CSV [--output-dir DIR]
 
 The suite prints a table and writes ``results.csv`` (one row per case × provider × size)
@@ -198,6 +199,10 @@ def main(argv: list[str] | None = None) -> int:
         from bench import profiler
 
         return profiler.main(argv[1:])
+    if argv and argv[0] == "overhead":
+        from bench import overhead
+
+        return overhead.main(argv[1:])
     if argv and argv[0] == "kernels":
         from bench import kernel_report
 

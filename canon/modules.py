@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from canon import functional as Fn
-from canon import losses
+from canon import losses, ops
 from canon._checks import (
     INTERPOLATIONS,
     PADDINGS,
@@ -115,16 +115,18 @@ class OrbitCanonicalizer(nn.Module):
         self.state: CanonicalizationState | None = None
         self._losses: tuple[torch.Tensor, torch.Tensor] | None = None
         self._dtype: torch.dtype | None = None  # the encoder's parameter dtype, looked up once
+        self._plan_cache: dict = {}  # (input size, device, settings) -> tables of the orbit and the transform
 
     def _apply(self, fn, *args, **kwargs):
         self._dtype = None  # .to()/.half()/... may change the encoder's dtype
+        self._plan_cache = {}
         return super()._apply(fn, *args, **kwargs)
 
     def __getstate__(self) -> dict:
         # The last forward's state (views, vectors and their autograd graph) belongs to that call:
         # copy.deepcopy and pickling (torch.save(module)) leave it out, the copy starts fresh.
         state = super().__getstate__()
-        return {**state, "state": None, "_losses": None}
+        return {**state, "state": None, "_losses": None, "_plan_cache": {}}
 
     def extra_repr(self) -> str:
         return (
@@ -134,6 +136,25 @@ class OrbitCanonicalizer(nn.Module):
         )
 
     # -- forward ----------------------------------------------------------------
+    # The module's settings were validated in __init__; the functional API's per-setting
+    # plans (tables, effective padding) are looked up once per distinct input size, so a
+    # forward checks the input tensor and calls the ops, nothing more.
+    def _plans(self, x: torch.Tensor):
+        key = (x.shape[-2], x.shape[-1], x.device, self.size, self.crop_ratio, self.padding, self.interpolation, self.group)
+        plans = self._plan_cache
+        hit = plans.get(key)
+        if hit is None:
+            fn = "OrbitCanonicalizer"
+            H, W = x.shape[-2:]
+            orbit = Fn._orbit_plan(self.group, (H, W), self.size, self.crop_ratio, self.padding, self.interpolation, None, x.device, fn)
+            transform = Fn._transform_plan(self.group, (H, W), self.padding, self.interpolation, x.device, False, fn)[1:]
+            if torch.compiler.is_compiling() or torch.compiler.is_exporting():
+                return orbit, transform  # traced tables are not for later calls
+            if len(plans) > 16:
+                plans.clear()
+            hit = plans[key] = (orbit, transform)
+        return hit
+
     def _encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(views (B, N, C, h, w), vectors (B, N, D)) of ``x``."""
         check_images(x, "OrbitCanonicalizer")
@@ -142,7 +163,8 @@ class OrbitCanonicalizer(nn.Module):
         B, N = x.shape[0], self.group.order
         if self._dtype is None:
             self._dtype = next((p.dtype for p in self.encoder.parameters()), None)
-        views = Fn.orbit(x, self.group, self.size, self.crop_ratio, self.padding, self.interpolation, out_dtype=self._dtype or x.dtype)
+        (tables, hw, padding), _ = self._plans(x)
+        views = ops.orbit(x, tables, hw, padding, self.interpolation, self._dtype or x.dtype)
         vectors = self.encoder(views.flatten(0, 1))
         if not isinstance(vectors, torch.Tensor):
             raise TypeError(
@@ -153,7 +175,18 @@ class OrbitCanonicalizer(nn.Module):
         vectors = vectors.reshape(B, N, -1)
         if self.check_finite:
             check_finite(vectors, "encoder output", "OrbitCanonicalizer")
+        if vectors.shape[-1] != self.reference.shape[0]:
+            raise ValueError(
+                f"OrbitCanonicalizer: the encoder returns D={vectors.shape[-1]} but the reference vector has D={self.reference.shape[0]} (pass dim=D)"
+            )
         return views, vectors
+
+    def _remember(self, views, vectors, sel, losses) -> CanonicalizationState:
+        # plain attributes (no nn.Module.__setattr__ bookkeeping per forward)
+        state = CanonicalizationState(views, vectors, sel)
+        self.__dict__["state"] = state
+        self.__dict__["_losses"] = losses
+        return state
 
     def _choose(self, views, vectors) -> CanonicalizationState:
         # Training: the selection and both losses from one pass over the vectors (the losses
@@ -163,12 +196,9 @@ class OrbitCanonicalizer(nn.Module):
                 vectors, self.reference, self.beta, self.score, straight_through=True, gumbel=self.gumbel, tau=self.tau,
                 contrastive=self.contrastive, prior_beta=self.prior_beta,
             )  # fmt: skip
-            self._losses = (l_c, l_p)
-        else:
-            sel = Fn.select(vectors, self.reference, self.beta, self.score, straight_through=False)
-            self._losses = None
-        self.state = CanonicalizationState(views, vectors, sel)
-        return self.state
+            return self._remember(views, vectors, sel, (l_c, l_p))
+        sel = Fn.select(vectors, self.reference, self.beta, self.score, straight_through=False)
+        return self._remember(views, vectors, sel, None)
 
     def select(self, x: torch.Tensor) -> CanonicalizationState:
         """Orbit, encode and score ``x``; store and return the state (no canonical image)."""
@@ -177,13 +207,13 @@ class OrbitCanonicalizer(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Canonical images (B, C, H, W): ``T_{g*[b]} x[b]``."""
         views, vectors = self._encode(x)
+        _, (tables, padding) = self._plans(x)
         if self.training:
             sel = self._choose(views, vectors).selection
-            return Fn.canonicalize(x, sel, self.group, self.padding, self.interpolation)
+            return ops.transform(x, sel.onehot, sel.index, tables, padding, self.interpolation)
         # eval: scores, argmax and the chosen transform in one op
-        xc, sel = Fn.select_canonicalize(x, vectors, self.reference, self.group, self.beta, self.score, self.padding, self.interpolation)
-        self._losses = None
-        self.state = CanonicalizationState(views, vectors, sel)
+        xc, sel = ops.select_transform(vectors, self.reference, x, tables, self.beta, self.score, padding, self.interpolation)
+        self._remember(views, vectors, sel, None)
         return xc
 
     # -- after a forward --------------------------------------------------------

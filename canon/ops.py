@@ -86,16 +86,17 @@ def _orbit_bwd(grad, mats, pull, exact, aligned, H, W, padding, interpolation, x
 
 
 class _Orbit(torch.autograd.Function):
+    # Settings and the (cached, constant) tables travel as one tuple: Function.apply's per-argument
+    # bookkeeping then sees two arguments instead of eleven.
     @staticmethod
-    def forward(ctx, x, mats, pull, exact, aligned, h, w, padding, interpolation, out_dtype, channels_last):
-        # the tables are cached constants: kept on ctx, not saved (no version tracking needed)
+    def forward(ctx, x, cfg):
+        mats, pull, exact, aligned, h, w, padding, interpolation, out_dtype, channels_last = cfg
         ctx.cfg = (mats, pull, exact, aligned, x.shape[-2], x.shape[-1], padding, interpolation, x.dtype)
-        return _orbit_fwd(x, mats, pull, exact, aligned, h, w, padding, interpolation, out_dtype, channels_last)
+        return _orbit_fwd(x, *cfg)
 
     @staticmethod
     def backward(ctx, grad):
-        gx = _orbit_bwd(grad, *ctx.cfg) if ctx.needs_input_grad[0] else None
-        return (gx,) + _EMPTY_GRADS[:10]
+        return (_orbit_bwd(grad, *ctx.cfg) if ctx.needs_input_grad[0] else None), None
 
 
 @torch.library.custom_op("canon::orbit", mutates_args=())
@@ -154,16 +155,15 @@ _orbit_op.register_autograd(_orbit_grad, setup_context=_orbit_setup)
 def orbit(x: Tensor, tables, size: tuple[int, int], padding: str, interpolation: str, out_dtype=None, channels_last: bool = False) -> Tensor:
     """All views (B, N, C, h, w) of ``x`` (B, C, H, W) through ``tables``; see :func:`canon.orbit`."""
     h, w = size
-    args = (x, tables.mats, tables.pull, tables.exact, tables.aligned, h, w, padding, interpolation, out_dtype, channels_last)
-    return torch.ops.canon.orbit(*args) if _compiling() else _Orbit.apply(*args)
+    cfg = (tables.mats, tables.pull, tables.exact, tables.aligned, h, w, padding, interpolation, out_dtype, channels_last)
+    return torch.ops.canon.orbit(x, *cfg) if _compiling() else _Orbit.apply(x, cfg)
 
 
 # ============================================================================= transform
 def _transform_fwd(x, index, mats, exact, aligned, padding, interpolation, chan_perm):
     if _triton_for(x):
         return _triton().transform(x, index, mats, exact, aligned, padding, interpolation, chan_perm)
-    with torch.no_grad():
-        return ref.transform_ref(x, None, index, mats, exact, padding, interpolation, chan_perm)
+    return ref.transform_values_ref(x, index, mats, exact, padding, interpolation, chan_perm)
 
 
 def _transform_bwd(grad, x, index, mats, pull, exact, aligned, padding, interpolation, need_x, need_w, chan_perm, chan_inv):
@@ -176,20 +176,21 @@ def _transform_bwd(grad, x, index, mats, pull, exact, aligned, padding, interpol
 
 class _Transform(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, weights, index, mats, pull, exact, aligned, padding, interpolation, chan_perm, chan_inv):
+    def forward(ctx, x, weights, index, cfg):
+        mats, pull, exact, aligned, padding, interpolation, chan_perm, chan_inv = cfg
         ctx.save_for_backward(x, index)
-        ctx.cfg = (mats, pull, exact, aligned, padding, interpolation, chan_perm, chan_inv, None if weights is None else weights.dtype)
+        ctx.cfg = (cfg, None if weights is None else weights.dtype)
         return _transform_fwd(x, index, mats, exact, aligned, padding, interpolation, chan_perm)
 
     @staticmethod
     def backward(ctx, grad):
         x, index = ctx.saved_tensors
-        mats, pull, exact, aligned, padding, interpolation, chan_perm, chan_inv, w_dtype = ctx.cfg
+        (mats, pull, exact, aligned, padding, interpolation, chan_perm, chan_inv), w_dtype = ctx.cfg
         need_x, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         if not (need_x or need_w):
-            return _EMPTY_GRADS[:11]
+            return None, None, None, None
         gx, gw = _transform_bwd(grad, x, index, mats, pull, exact, aligned, padding, interpolation, need_x, need_w, chan_perm, chan_inv)
-        return (gx, gw.to(w_dtype) if need_w else None) + _EMPTY_GRADS[:9]
+        return gx, (gw.to(w_dtype) if need_w else None), None, None
 
 
 @torch.library.custom_op("canon::transform", mutates_args=())
@@ -269,8 +270,8 @@ def transform(x: Tensor, weights: Tensor | None, index: Tensor, tables, padding:
     channel permutation by the chosen element, applied before the resampling.
     """
     chan_perm, chan_inv = chan_tables if chan_tables is not None else (None, None)
-    args = (x, weights, index, tables.mats, tables.pull, tables.exact, tables.aligned, padding, interpolation, chan_perm, chan_inv)
-    return torch.ops.canon.transform(*args) if _compiling() else _Transform.apply(*args)
+    cfg = (tables.mats, tables.pull, tables.exact, tables.aligned, padding, interpolation, chan_perm, chan_inv)
+    return torch.ops.canon.transform(x, weights, index, *cfg) if _compiling() else _Transform.apply(x, weights, index, cfg)
 
 
 # ============================================================================= select (+ losses)
@@ -314,11 +315,12 @@ def _select_bwd(
 
 class _Select(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, vectors, reference, beta, score, straight_through, noise, tau, contrastive, prior, target, prior_beta):
+    def forward(ctx, vectors, reference, cfg):
+        beta, score, straight_through, noise, tau, contrastive, prior, target, prior_beta = cfg
         ctx.set_materialize_grads(False)  # outputs without a gradient arrive as None: the kernel skips them
-        out = _select_fwd(vectors, reference, beta, score, straight_through, noise, tau, contrastive, prior, target, prior_beta)
-        ctx.save_for_backward(vectors, reference, out[1], noise, target)
-        ctx.cfg = (beta, score, straight_through, tau, contrastive, prior, prior_beta)
+        out = _select_fwd(vectors, reference, *cfg)
+        ctx.save_for_backward(vectors, reference, out[1])
+        ctx.cfg = cfg
         ctx.mark_non_differentiable(out[2])
         if not straight_through:  # eval: the one-hot is a constant
             ctx.mark_non_differentiable(out[3])
@@ -326,14 +328,14 @@ class _Select(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, g_scores, g_probs, g_index, g_onehot, g_losses):
-        vectors, reference, probs, noise, target = ctx.saved_tensors
-        beta, score, straight_through, tau, contrastive, prior, prior_beta = ctx.cfg
+        vectors, reference, probs = ctx.saved_tensors
+        beta, score, straight_through, noise, tau, contrastive, prior, target, prior_beta = ctx.cfg
         if not (ctx.needs_input_grad[0] or ctx.needs_input_grad[1]):
-            return _EMPTY_GRADS[:11]
+            return None, None, None
         gv, gr = _select_bwd(
             g_scores, g_probs, g_onehot, g_losses, vectors, reference, probs, beta, score, straight_through, noise, tau, contrastive, prior, target, prior_beta
         )
-        return (gv if ctx.needs_input_grad[0] else None, gr if ctx.needs_input_grad[1] else None) + _EMPTY_GRADS[:9]
+        return (gv if ctx.needs_input_grad[0] else None), (gr if ctx.needs_input_grad[1] else None), None
 
 
 @torch.library.custom_op("canon::select", mutates_args=())
@@ -453,8 +455,8 @@ def select(
     """Scores, β-softmax, argmax and (straight-through) one-hot of ``vectors`` (B, N, D), and
     when asked (``contrastive`` ``"normalized"``/``"raw"``, ``prior`` ``"identity"``/``"target"``)
     the batch means of both losses as a (2,) tensor, all from one pass over the vectors."""
-    args = (vectors, reference, float(beta), score, bool(straight_through), gumbel_noise, float(tau), contrastive, prior, target, float(prior_beta))
-    out = torch.ops.canon.select(*args) if _compiling() else _Select.apply(*args)
+    cfg = (float(beta), score, bool(straight_through), gumbel_noise, float(tau), contrastive, prior, target, float(prior_beta))
+    out = torch.ops.canon.select(vectors, reference, *cfg) if _compiling() else _Select.apply(vectors, reference, cfg)
     return Selection(*out[:4]), out[4]
 
 
@@ -529,29 +531,28 @@ def _select_transform_fwd(vectors, reference, x, mats, exact, aligned, beta, sco
         xc, sel = _triton().select_transform(vectors, reference, x, mats, exact, aligned, beta, score, padding, interpolation)
         return (xc, *sel)
     sel = ref.select_ref(vectors, reference, beta, score, False)
-    with torch.no_grad():
-        xc = ref.transform_ref(x, None, sel.index, mats, exact, padding, interpolation)
-    return (xc, *sel)
+    return (ref.transform_values_ref(x, sel.index, mats, exact, padding, interpolation), *sel)
 
 
 class _SelectTransform(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, vectors, reference, x, mats, pull, exact, aligned, beta, score, padding, interpolation):
+    def forward(ctx, vectors, reference, x, cfg):
+        mats, pull, exact, aligned, beta, score, padding, interpolation = cfg
         ctx.set_materialize_grads(False)
         out = _select_transform_fwd(vectors, reference, x, mats, exact, aligned, beta, score, padding, interpolation)
         ctx.save_for_backward(x, out[3])
-        ctx.cfg = (mats, pull, exact, aligned, padding, interpolation)
+        ctx.cfg = cfg
         ctx.mark_non_differentiable(*out[1:])
         return out
 
     @staticmethod
     def backward(ctx, g_xc, *_):
         x, index = ctx.saved_tensors
-        mats, pull, exact, aligned, padding, interpolation = ctx.cfg
+        mats, pull, exact, aligned, beta, score, padding, interpolation = ctx.cfg
         gx = None
         if ctx.needs_input_grad[2] and g_xc is not None:  # a hard choice: only x receives a gradient
             gx, _ = _transform_bwd(g_xc, x, index, mats, pull, exact, aligned, padding, interpolation, True, False, None, None)
-        return (None, None, gx) + _EMPTY_GRADS[:8]
+        return None, None, gx, None
 
 
 @torch.library.custom_op("canon::select_transform", mutates_args=())
@@ -607,6 +608,6 @@ def select_transform(
     vectors: Tensor, reference: Tensor, x: Tensor, tables, beta: float, score: str, padding: str, interpolation: str
 ) -> tuple[Tensor, Selection]:
     """Eval canonicalization from orbit vectors in one op: (canonical images ``T_{g*} x``, hard Selection)."""
-    args = (vectors, reference, x, tables.mats, tables.pull, tables.exact, tables.aligned, float(beta), score, padding, interpolation)
-    out = torch.ops.canon.select_transform(*args) if _compiling() else _SelectTransform.apply(*args)
+    cfg = (tables.mats, tables.pull, tables.exact, tables.aligned, float(beta), score, padding, interpolation)
+    out = torch.ops.canon.select_transform(vectors, reference, x, *cfg) if _compiling() else _SelectTransform.apply(vectors, reference, x, cfg)
     return out[0], Selection(*out[1:])
