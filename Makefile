@@ -24,6 +24,11 @@ run: $(STAMP)
 test: $(STAMP)
 	$(VPY) -m pytest -q tests
 
+# On a CUDA machine with torch (CUDA build) and triton installed, no venv: the kernel tests on
+# compiled kernels (TRITON_INTERPRET=0) plus the GPU-only tests (CUDA graphs, no host syncs).
+test-gpu:
+	TRITON_INTERPRET=0 $(PY) -m pytest -q tests
+
 lint: $(STAMP)
 	$(VPY) -m ruff check canon kernels bench tests examples
 	$(VPY) -m ruff format --check canon kernels bench tests examples

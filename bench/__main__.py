@@ -6,6 +6,7 @@ Usage::
     python -m bench profile [--device cpu|cuda] [--steps 5] [--provider ours-reference] [--output-dir DIR]
     python -m bench kernels [--archs 80,90] [--output-dir DIR]
     python -m bench overhead [--device cpu|cuda] [--calls 2000] [--output-dir DIR]
+    python -m bench sweep [--quick] [--output-dir DIR]            (GPU: launch configurations of the resampling kernels)
     python -m bench plot RESULTS_CSV [--output-dir DIR]
 
 The suite prints a table and writes ``results.csv`` (one row per case × provider × size)
@@ -199,6 +200,10 @@ def main(argv: list[str] | None = None) -> int:
         from bench import profiler
 
         return profiler.main(argv[1:])
+    if argv and argv[0] == "sweep":
+        from bench import sweep
+
+        return sweep.main(argv[1:])
     if argv and argv[0] == "overhead":
         from bench import overhead
 

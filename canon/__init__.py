@@ -21,6 +21,7 @@ from canon.functional import (
     transform,
 )
 from canon.groups import CyclicGroup, DihedralGroup, Group, as_group
+from canon.graphs import GraphedCanonicalizer
 from canon.modules import OrbitCanonicalizer
 from canon.wrappers import Canonicalized
 
@@ -43,6 +44,7 @@ __all__ = [
     "losses",
     "export",
     "OrbitCanonicalizer",
+    "GraphedCanonicalizer",
     "Canonicalized",
     "get_backend",
     "set_backend",
