@@ -20,8 +20,8 @@ from canon.functional import (
     select_losses,
     transform,
 )
-from canon.groups import CyclicGroup, DihedralGroup, Group, as_group
 from canon.graphs import GraphedCanonicalizer
+from canon.groups import CyclicGroup, DihedralGroup, Group, as_group
 from canon.modules import OrbitCanonicalizer
 from canon.wrappers import Canonicalized
 
