@@ -1,6 +1,6 @@
 """canon: fast, exact optimization-based canonicalization for model-agnostic equivariance.
 
-See SPEC: a non-equivariant encoder scores every rotated/reflected copy of an input,
+See docs/spec.md: a non-equivariant encoder scores every rotated/reflected copy of an input,
 the best copy is the canonical input for any downstream model.
 """
 

@@ -67,7 +67,7 @@ class OptimizedGroupEquivariantImageCanonicalization(nn.Module):
     ``360·g/N`` degrees for ``g < N`` and, for ``g ≥ N``, that rotation followed by a
     horizontal flip; ``vector_out`` is group-major (row ``g·B + b``).
 
-    Deliberate differences from equiadapt 0.1.2 (SPEC §6):
+    Deliberate differences from equiadapt 0.1.2 (docs/spec.md §6):
         1. D_n: the canonical image is the copy that was scored (equiadapt scores
            flip∘rotate but canonicalizes with rotate∘flip), so roto-reflection is exact.
            ``group_element`` keeps equiadapt's keys; the canonical image is

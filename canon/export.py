@@ -49,10 +49,6 @@ __all__ = ["decompositions", "registered_ops", "missing_decompositions", "export
 
 
 # ----------------------------------------------------------------------------- decompositions
-def _acc(dtype: torch.dtype) -> torch.dtype:
-    return torch.float64 if dtype == torch.float64 else torch.float32
-
-
 def _resample(src: torch.Tensor, mats: torch.Tensor, exact: bool, out_hw: tuple[int, int], padding: str, interpolation: str, per_sample: bool) -> torch.Tensor:
     """``src`` (B, C, H, W) sampled through matrices by the reference's tap formula.
 
@@ -72,7 +68,7 @@ def _resample(src: torch.Tensor, mats: torch.Tensor, exact: bool, out_hw: tuple[
 
 def _orbit(x, mats, pull, exact, aligned, h, w, padding, interpolation, out_dtype, channels_last):
     B, C = x.shape[:2]
-    views = _resample(x.to(_acc(x.dtype)), mats, exact, (h, w), padding, interpolation, per_sample=False)
+    views = _resample(x.to(ref.acc_dtype(x.dtype)), mats, exact, (h, w), padding, interpolation, per_sample=False)
     views = views.reshape(B, C, -1, h, w).transpose(1, 2).to(out_dtype or x.dtype)  # (B, N, C, h, w)
     if channels_last:
         return views.permute(0, 1, 3, 4, 2).contiguous().permute(0, 1, 4, 2, 3)
@@ -87,14 +83,14 @@ def _transform(x, weights, index, mats, pull, exact, aligned, padding, interpola
     # forward value only (the weights carry the straight-through gradient, not the value)
     if chan_perm is not None:
         x = ref.permute_channels_ref(x, index, chan_perm)
-    out = _resample(x.to(_acc(x.dtype)), mats[index], exact, (x.shape[-2], x.shape[-1]), padding, interpolation, per_sample=True)
+    out = _resample(x.to(ref.acc_dtype(x.dtype)), mats[index], exact, (x.shape[-2], x.shape[-1]), padding, interpolation, per_sample=True)
     return out.reshape(x.shape).to(x.dtype)
 
 
 def _transform_backward(grad, x, index, mats, pull, exact, aligned, padding, interpolation, need_x, need_weights, chan_perm, chan_inv):
     gx, gw = ref.transform_backward_ref(grad, x, index, mats, exact, padding, interpolation, need_x, need_weights, chan_perm)
     gx = gx.to(x.dtype) if gx is not None else x.new_empty((0,))
-    gw = gw if gw is not None else x.new_empty((0,), dtype=_acc(x.dtype))
+    gw = gw if gw is not None else x.new_empty((0,), dtype=ref.acc_dtype(x.dtype))
     return gx, gw
 
 
@@ -102,7 +98,7 @@ def _select(vectors, reference, beta, score, straight_through, gumbel_noise, tau
     # forward values: the straight-through one-hot's value is the hard one-hot
     sel = ref.select_ref(vectors, reference, beta, score, False, gumbel_noise, tau)
     if contrastive == "none" and prior == "none":
-        return (*sel, vectors.new_empty((0,), dtype=_acc(vectors.dtype)))
+        return (*sel, vectors.new_empty((0,), dtype=ref.acc_dtype(vectors.dtype)))
     zero = sel.scores.new_zeros(())
     cl = ref.contrastive_loss_ref(vectors, contrastive).to(zero.dtype) if contrastive != "none" else zero
     tgt = target if target is not None else torch.zeros_like(sel.index)

@@ -1,6 +1,6 @@
 """Functional API: orbit → (encoder) → select → canonicalize → invert.
 
-Conventions shared by every function here (SPEC §2):
+Conventions shared by every function here (docs/spec.md §2):
     * images are (B, C, H, W), row 0 on top; pixel centres at integer coordinates;
     * element ``k + n·r`` of D_n is ``R_k ∘ F^r`` (flip first, then rotate), C_n has
       ``r = 0``; ``R_1`` of C4 equals ``torch.rot90(x, 1, dims=(-2, -1))``
@@ -156,7 +156,7 @@ def select(
         vectors: encoder outputs (B, N, D).
         reference: reference vector (D,).
         beta: inverse temperature of the softmax over scores.
-        score: ``"cosine"`` (default, SPEC) or ``"dot"``.
+        score: ``"cosine"`` (default, docs/spec.md §3) or ``"dot"``.
         straight_through: if True (training), ``onehot = hard + p − stopgrad(p)`` so
             gradients reach the scores; if False (eval), ``onehot`` is the plain one-hot.
         gumbel: add Gumbel noise to ``beta·scores`` (then divided by ``tau``) before
@@ -191,7 +191,7 @@ def select_losses(
     prior_target: torch.Tensor | None = None,
     prior_beta: float = 1.0,
 ) -> SelectionLosses:
-    """:func:`select` and both training losses of the same vectors in one pass (SPEC §4).
+    """:func:`select` and both training losses of the same vectors in one pass (docs/spec.md §4).
 
     The orbit contrastive loss (:func:`canon.losses.contrastive_loss`) and the prior
     cross-entropy of ``prior_beta · scores`` towards ``prior_target`` (default: the identity,
@@ -304,7 +304,7 @@ def canonicalize(
     """The canonical images ``T_{g*[b]} x[b]`` at full input resolution.
 
     The forward value is exactly the chosen transform (no mixing). In backward the
-    mixture straight-through estimator of SPEC §3.5 applies: ``∂L/∂onehot[b, g] =
+    mixture straight-through estimator of docs/spec.md §3.5 applies: ``∂L/∂onehot[b, g] =
     ⟨∂L/∂x_c[b], T_g x[b]⟩``, and ``x`` receives the adjoint of the chosen transform.
 
     Args:

@@ -3,7 +3,7 @@
 This is the one place where group maths lives: element indexing, the group law,
 inverses and the conversion of an element to its affine map of the image plane.
 
-Convention (see SPEC §2):
+Convention (see docs/spec.md §2):
     * element ``(k, r)`` of D_n is ``R_k ∘ F^r`` (flip first, then rotate) with
       index ``k + n * r``; C_n has only ``r = 0``; index 0 is the identity;
     * ``R_k`` rotates by ``2πk/n`` counter-clockwise *as displayed* (row 0 on top);

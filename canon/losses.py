@@ -1,4 +1,4 @@
-"""Training objectives of SPEC §4: contrastive (orbit orthogonality), prior, artifact; identity metric."""
+"""Training objectives of docs/spec.md §4: contrastive (orbit orthogonality), prior, artifact; identity metric."""
 
 from __future__ import annotations
 

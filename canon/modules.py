@@ -1,4 +1,4 @@
-"""``OrbitCanonicalizer``: wrap any encoder into an optimization-based canonicalizer (SPEC §3)."""
+"""``OrbitCanonicalizer``: wrap any encoder into an optimization-based canonicalizer (docs/spec.md §3)."""
 
 from __future__ import annotations
 

@@ -15,7 +15,7 @@ place, :func:`_triton_for`. Two entry paths share them:
 The ops take tensors, device tables (:class:`canon.geometry.ViewTables`) and plain settings,
 no groups; inputs are validated one layer up, in :mod:`canon.functional`. Backward
 formulas: orbit and transform adjoints; the mixture straight-through gradient of the
-transform to its weights (SPEC §3.5); the select/loss gradients of SPEC §4.
+transform to its weights (docs/spec.md §3.5); the select/loss gradients of docs/spec.md §4.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from torch import Tensor
 
 from canon import reference as ref
 from canon.backend import resolve_backend
+from canon.reference import acc_dtype
 from canon.types import Selection
 
 __all__ = ["orbit", "transform", "select", "contrastive_loss", "select_transform", "acc_dtype", "registered_ops"]
@@ -44,11 +45,6 @@ def _triton():
 def _triton_for(t: Tensor) -> bool:
     """The one backend decision: run the Triton kernels for an op whose main input is ``t``."""
     return resolve_backend(t) == "triton"
-
-
-def acc_dtype(dtype: torch.dtype) -> torch.dtype:
-    """Accumulation dtype of every op: float64 stays float64, everything else accumulates in float32."""
-    return torch.float64 if dtype == torch.float64 else torch.float32
 
 
 _route = threading.local()
@@ -79,8 +75,14 @@ def _orbit_fwd(x, mats, pull, exact, aligned, h, w, padding, interpolation, out_
     return ref.orbit_ref(x, mats, exact, (h, w), padding, interpolation, out_dtype, channels_last)
 
 
+def _scatter_adjoint_in_deterministic_mode(padding: str) -> bool:
+    # The kernels' adjoint of border/reflection padding scatters with atomics (zero padding
+    # is a deterministic gather): deterministic mode takes the reference's sorted scatter.
+    return padding != "zeros" and torch.are_deterministic_algorithms_enabled()
+
+
 def _orbit_bwd(grad, mats, pull, exact, aligned, H, W, padding, interpolation, x_dtype):
-    if _triton_for(grad):
+    if _triton_for(grad) and not _scatter_adjoint_in_deterministic_mode(padding):
         return _triton().orbit_backward(grad, mats, pull, exact, aligned, (H, W), padding, interpolation, x_dtype)
     return ref.orbit_backward_ref(grad, mats, exact, (H, W), padding, interpolation, x_dtype)
 
@@ -118,11 +120,7 @@ def _orbit_op(
 
 @_orbit_op.register_fake
 def _(x, mats, pull, exact, aligned, h, w, padding, interpolation, out_dtype, channels_last):
-    B, C = x.shape[:2]
-    N, dt = mats.shape[0], out_dtype or x.dtype
-    if channels_last:
-        return x.new_empty((B, N, h, w, C), dtype=dt).permute(0, 1, 4, 2, 3)
-    return x.new_empty((B, N, C, h, w), dtype=dt)
+    return ref.orbit_empty(x.shape[0], mats.shape[0], x.shape[1], h, w, out_dtype or x.dtype, x.device, channels_last)
 
 
 @torch.library.custom_op("canon::orbit_backward", mutates_args=())
@@ -167,7 +165,7 @@ def _transform_fwd(x, index, mats, exact, aligned, padding, interpolation, chan_
 
 
 def _transform_bwd(grad, x, index, mats, pull, exact, aligned, padding, interpolation, need_x, need_w, chan_perm, chan_inv):
-    if _triton_for(grad):
+    if _triton_for(grad) and not (need_x and _scatter_adjoint_in_deterministic_mode(padding)):
         gx, gw = _triton().transform_backward(grad, x, index, mats, pull, exact, aligned, padding, interpolation, need_x, need_w, chan_perm, chan_inv)
     else:
         gx, gw = ref.transform_backward_ref(grad, x, index, mats, exact, padding, interpolation, need_x, need_w, chan_perm)
@@ -264,7 +262,7 @@ _transform_op.register_autograd(_transform_grad, setup_context=_transform_setup)
 
 
 def transform(x: Tensor, weights: Tensor | None, index: Tensor, tables, padding: str, interpolation: str, chan_tables=None) -> Tensor:
-    """``T_{index[b]} x[b]`` with the mixture straight-through gradient to ``weights`` (SPEC §3.5).
+    """``T_{index[b]} x[b]`` with the mixture straight-through gradient to ``weights`` (docs/spec.md §3.5).
 
     ``chan_tables`` = (perm, inverse perm) (N, N') int64: the regular representation's
     channel permutation by the chosen element, applied before the resampling.
@@ -301,7 +299,7 @@ def _select_bwd(
         g_losses = None
     if _triton_for(vectors):
         return _triton().select_backward(
-            g_scores, g_probs, g_onehot, g_losses, vectors, reference, probs, beta, score, straight_through, noise is not None, tau,
+            g_scores, g_probs, g_onehot, g_losses, vectors, reference, probs, beta, score, straight_through, noise, tau,
             contrastive if g_losses is not None else "none", prior if g_losses is not None else "none", target, prior_beta,
         )  # fmt: skip
     g_onehot = g_onehot if straight_through else None
@@ -521,7 +519,7 @@ _contrastive_op.register_autograd(_contrastive_grad, setup_context=_contrastive_
 
 
 def contrastive_loss(vectors: Tensor, kind: str) -> Tensor:
-    """Orbit orthogonality loss of ``vectors`` (B, N, D) (SPEC §4)."""
+    """Orbit orthogonality loss of ``vectors`` (B, N, D) (docs/spec.md §4)."""
     return torch.ops.canon.contrastive_loss(vectors, kind) if _compiling() else _Contrastive.apply(vectors, kind)
 
 

@@ -18,6 +18,8 @@ import torch.nn.functional as F
 from canon.types import Selection
 
 __all__ = [
+    "acc_dtype",
+    "orbit_empty",
     "sample_coords",
     "orbit_ref",
     "transform_ref",
@@ -35,7 +37,10 @@ __all__ = [
 ]
 
 
-def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
+def acc_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The accumulation dtype of every op, on every backend: float64 stays float64, every other
+    dtype accumulates in float32 (and is cast back on store). The one place this rule lives
+    in ``canon`` (the kernels' twin is ``canon.kernels.launch.acc_dtype``)."""
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
@@ -96,7 +101,7 @@ def _taps(u: torch.Tensor, v: torch.Tensor, H: int, W: int, padding: str, interp
 
 
 def _exact_rows(mats: torch.Tensor) -> torch.Tensor:
-    """(…,) bool: which matrices sample integer coordinates only (pixel permutations, SPEC §2)."""
+    """(…,) bool: which matrices sample integer coordinates only (pixel permutations, docs/spec.md §2)."""
     m = mats.detach().to("cpu", torch.float64)
     lin = m[..., :2]
     exact = ((lin == 0) | (lin.abs() == 1)).all(-1).all(-1) & (m[..., 2] == m[..., 2].round()).all(-1)
@@ -231,6 +236,14 @@ def _orbit_views(x: torch.Tensor, mats, exact, out_hw, padding, interpolation, o
     return out
 
 
+def orbit_empty(B: int, N: int, C: int, h: int, w: int, dtype: torch.dtype, device, channels_last: bool) -> torch.Tensor:
+    """Uninitialised views (B, N, C, h, w); ``channels_last``: laid out so that ``flatten(0, 1)``
+    is ``torch.channels_last`` without a copy. The one place the orbit's layouts are defined."""
+    if channels_last:
+        return torch.empty((B, N, h, w, C), dtype=dtype, device=device).permute(0, 1, 4, 2, 3)
+    return torch.empty((B, N, C, h, w), dtype=dtype, device=device)
+
+
 def orbit_ref(
     x: torch.Tensor,
     mats: torch.Tensor,
@@ -251,17 +264,11 @@ def orbit_ref(
     B, C, H, W = x.shape
     h, w = size
     N, dt = mats.shape[0], out_dtype or x.dtype
-    xs = x.to(_compute_dtype(x.dtype))
+    xs = x.to(acc_dtype(x.dtype))
     if torch.is_grad_enabled() and xs.requires_grad:
         views = _orbit_views(xs, mats, exact, (h, w), padding, interpolation, None)
-        if channels_last:
-            return torch.empty((B, N, h, w, C), dtype=dt, device=x.device).copy_(views.permute(0, 1, 3, 4, 2)).permute(0, 1, 4, 2, 3)
-        return views.to(dt)
-    if channels_last:
-        out = torch.empty((B, N, h, w, C), dtype=dt, device=x.device).permute(0, 1, 4, 2, 3)
-    else:
-        out = torch.empty((B, N, C, h, w), dtype=dt, device=x.device)
-    return _orbit_views(xs, mats, exact, (h, w), padding, interpolation, out)
+        return orbit_empty(B, N, C, h, w, dt, x.device, channels_last).copy_(views) if channels_last else views.to(dt)
+    return _orbit_views(xs, mats, exact, (h, w), padding, interpolation, orbit_empty(B, N, C, h, w, dt, x.device, channels_last))
 
 
 def _sample_per_sample(x: torch.Tensor, index: torch.Tensor, mats: torch.Tensor, exact: bool, padding: str, interpolation: str) -> torch.Tensor:
@@ -319,11 +326,11 @@ def permute_channels_ref(y: torch.Tensor, index: torch.Tensor, chan_perm: torch.
 
 
 class _Transform(torch.autograd.Function):
-    """``out[b] = T_{index[b]} x[b]`` with the mixture straight-through gradient (SPEC §3.5)."""
+    """``out[b] = T_{index[b]} x[b]`` with the mixture straight-through gradient (docs/spec.md §3.5)."""
 
     @staticmethod
     def forward(ctx, x, weights, index, mats, exact, padding, interpolation):
-        cdt = _compute_dtype(x.dtype)
+        cdt = acc_dtype(x.dtype)
         out = _sample_per_sample(x.to(cdt), index, mats, exact, padding, interpolation).to(x.dtype)
         ctx.save_for_backward(x, index, mats)
         ctx.cfg = (exact, padding, interpolation)
@@ -333,7 +340,7 @@ class _Transform(torch.autograd.Function):
     def backward(ctx, grad_out):
         x, index, mats = ctx.saved_tensors
         exact, padding, interpolation = ctx.cfg
-        cdt = _compute_dtype(x.dtype)
+        cdt = acc_dtype(x.dtype)
         g = grad_out.to(cdt)
         grad_x = grad_w = None
         if ctx.needs_input_grad[0]:
@@ -351,7 +358,7 @@ def transform_values_ref(
     """The values of :func:`transform_ref` without autograd bookkeeping (the CPU forward of the op)."""
     if chan_perm is not None:
         x = permute_channels_ref(x, index, chan_perm)
-    return _sample_per_sample(x.to(_compute_dtype(x.dtype)), index, mats, exact, padding, interpolation).to(x.dtype)
+    return _sample_per_sample(x.to(acc_dtype(x.dtype)), index, mats, exact, padding, interpolation).to(x.dtype)
 
 
 def transform_ref(
@@ -377,7 +384,7 @@ def transform_ref(
     if chan_perm is not None:
         x = permute_channels_ref(x, index, chan_perm)
     if weights is None:
-        weights = torch.zeros(x.shape[0], mats.shape[0], dtype=_compute_dtype(x.dtype), device=x.device)
+        weights = torch.zeros(x.shape[0], mats.shape[0], dtype=acc_dtype(x.dtype), device=x.device)
     return _Transform.apply(x, weights, index, mats, exact, padding, interpolation)
 
 
@@ -392,7 +399,7 @@ def select_ref(
     eps: float = 1e-8,
 ) -> Selection:
     """Scores, β-softmax, argmax (ties to lowest index) and (straight-through) one-hot."""
-    cdt = _compute_dtype(vectors.dtype)
+    cdt = acc_dtype(vectors.dtype)
     v = vectors.to(cdt)
     r = reference.to(cdt)
     if score == "cosine":
@@ -410,8 +417,8 @@ def select_ref(
 
 
 def contrastive_loss_ref(vectors: torch.Tensor, kind: str = "normalized", eps: float = 1e-8) -> torch.Tensor:
-    """Orbit orthogonality loss of ``vectors`` (B, N, D) (SPEC §4)."""
-    v = vectors.to(_compute_dtype(vectors.dtype))
+    """Orbit orthogonality loss of ``vectors`` (B, N, D) (docs/spec.md §4)."""
+    v = vectors.to(acc_dtype(vectors.dtype))
     B, N, _ = v.shape
     if kind == "raw":
         gram = v @ v.transpose(1, 2)
@@ -427,7 +434,7 @@ def contrastive_loss_ref(vectors: torch.Tensor, kind: str = "normalized", eps: f
 
 def prior_loss_ref(scores: torch.Tensor, target: torch.Tensor, beta: float = 1.0) -> torch.Tensor:
     """Cross-entropy of ``beta · scores`` (B, N) against element indices ``target`` (B,)."""
-    return F.cross_entropy(beta * scores.to(_compute_dtype(scores.dtype)), target)
+    return F.cross_entropy(beta * scores.to(acc_dtype(scores.dtype)), target)
 
 
 def select_losses_ref(
@@ -484,7 +491,7 @@ def orbit_backward_ref(
     """Gradient w.r.t. ``x`` (B, C, H, W) of :func:`orbit_ref`, given ``grad`` (B, N, C, h, w)."""
     B, N, C, h, w = grad.shape
     H, W = in_hw
-    cdt = _compute_dtype(grad.dtype)
+    cdt = acc_dtype(grad.dtype)
     g = grad.to(cdt)
     # aten's grid_sampler backward scatters with atomics on CUDA: deterministic mode takes
     # the tap scatter below for every view instead
@@ -520,11 +527,11 @@ def transform_backward_ref(
     """Backward of :func:`transform_ref`: (grad_x (B, C, H, W) or None, grad_weights (B, N) or None).
 
     ``grad_x`` is the adjoint of the chosen transforms (and of the channel permutation);
-    ``grad_weights[b, g] = <grad[b], T_g P x[b]>`` (mixture straight-through, SPEC §3.5),
+    ``grad_weights[b, g] = <grad[b], T_g P x[b]>`` (mixture straight-through, docs/spec.md §3.5),
     both in the compute dtype.
     """
     B, C, H, W = x.shape
-    cdt = _compute_dtype(x.dtype)
+    cdt = acc_dtype(x.dtype)
     g = grad.to(cdt)
     gx = gw = None
     if need_x:
@@ -563,7 +570,7 @@ def select_backward_ref(
     dscores = grad_scores + (β / τ if Gumbel else β)·dlogits; cosine: d/dv = r/(|v||r|) −
     cos·v/|v|², d/dr = Σ_n v/(|v||r|) − cos·r/|r|² (norms clamped at ``eps``).
     """
-    cdt = _compute_dtype(vectors.dtype)
+    cdt = acc_dtype(vectors.dtype)
     v, r = vectors.to(cdt), reference.to(cdt)
     B, N, _ = v.shape
     logits = beta * ((v * r).sum(-1) if score != "cosine" else F.cosine_similarity(v, r.expand_as(v), dim=-1, eps=eps))
@@ -598,7 +605,7 @@ def contrastive_loss_backward_ref(grad: torch.Tensor, vectors: torch.Tensor, kin
     d/dV = 2·S·V with S = sign(G)·offdiag·scale; the normalization adds the projection
     (dVn − vn⟨vn, dVn⟩)/|v|.
     """
-    cdt = _compute_dtype(vectors.dtype)
+    cdt = acc_dtype(vectors.dtype)
     v = vectors.to(cdt)
     B, N, _ = v.shape
     off = 1 - torch.eye(N, dtype=cdt, device=v.device)
@@ -638,7 +645,7 @@ def select_losses_backward_ref(
     gradients of the contrastive and the prior loss (``contrastive`` None / ``prior`` False: that
     loss was not computed). The prior's gradient to the scores,
     ``g·β_p·(softmax(β_p·s) − onehot(target)) / B``, joins ``grad_scores``."""
-    cdt = _compute_dtype(vectors.dtype)
+    cdt = acc_dtype(vectors.dtype)
     v, r = vectors.to(cdt), reference.to(cdt)
     B, N, _ = v.shape
     gs = None if grad_scores is None else grad_scores.to(cdt)

@@ -30,7 +30,7 @@ class Canonicalized(nn.Module):
     """Wrap any model so that its output is invariant (or equivariant) to a planar group.
 
     ``forward(x)`` canonicalizes ``x`` (``canonicalizer(x)``, the best-scoring copy of
-    the orbit, SPEC §3), runs ``predictor`` on it and, for dense outputs, maps the
+    the orbit, docs/spec.md §3), runs ``predictor`` on it and, for dense outputs, maps the
     result back to the input frame with the inverse of the chosen element:
 
     * ``output="invariant"`` (class logits, embeddings): ``predictor(canonicalizer(x))``;

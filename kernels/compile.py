@@ -162,12 +162,12 @@ def launch_scenarios() -> list[tuple[str, bool, object]]:
         record(f"select N={n} + losses", False, select.select_forward, v, r, contrastive="normalized", prior=select.PRIOR_IDENTITY)
         record(f"select N={n} dot + raw + target", False, select.select_forward, v, r, cosine=False, contrastive="raw", prior=select.PRIOR_TARGET, target=idx)
         record(f"contrastive N={n}", False, select.select_forward, v, None, contrastive="normalized")
-        record(f"select_backward N={n}", False, select.select_backward, v, r, t(B, n), t(B, n), None, t(B, n))
+        record(f"select_backward N={n}", False, select.select_backward, t(B, n), None, t(B, n), None, v, r, t(B, n))
         record(
             f"select_backward N={n} + losses", False, select.select_backward,
-            v, r, t(B, n), t(B, n), None, t(B, n), t(2), contrastive="normalized", prior=select.PRIOR_TARGET, target=idx,
+            t(B, n), None, t(B, n), t(2), v, r, t(B, n), contrastive="normalized", prior=select.PRIOR_TARGET, target=idx,
         )  # fmt: skip
-        record(f"contrastive_backward N={n} raw", False, select.select_backward, v, None, None, None, None, None, t(2), contrastive="raw")
+        record(f"contrastive_backward N={n} raw", False, select.select_backward, None, None, None, t(2), v, None, None, contrastive="raw")
     return out
 
 

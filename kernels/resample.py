@@ -41,7 +41,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .launch import launch
+from .launch import acc_dtype, acc_tl, launch
 from .select import select_config, select_scores_row
 
 __all__ = [
@@ -879,10 +879,6 @@ def resample_config(h: int, w: int, C: int, dtype: torch.dtype, kind: str) -> di
     return dict(TILE_H=tile_h, TILE_W=tile_w, CHANNELS=channels, num_warps=warps)
 
 
-def _acc(dtype: torch.dtype):
-    return tl.float64 if dtype == torch.float64 else tl.float32
-
-
 def _check_plane(name: str, t: torch.Tensor, hw_dims=(-2, -1)) -> None:
     # In-plane offsets are int32 (batch/channel offsets are int64).
     extent = sum((t.shape[d] - 1) * abs(t.stride(d)) for d in hw_dims) + 1
@@ -929,7 +925,7 @@ def orbit_forward(x, mats, all_exact: bool, aligned: bool, size, padding: str, i
         so_b=out.stride(0), so_n=out.stride(1), so_c=out.stride(2), so_h=out.stride(3), so_w=out.stride(4),
         C=C, H=H, W=W, h=h, w=w, N=N,
         PADDING=PADDING_CODES[padding], NEAREST=interpolation == "nearest", ALL_EXACT=bool(all_exact), ALIGNED=_aligned(aligned, meta),
-        ACC=_acc(x.dtype), **meta,
+        ACC=acc_tl(x.dtype), **meta,
     )  # fmt: skip
     return out
 
@@ -952,7 +948,7 @@ def transform_forward(x, index, mats, all_exact: bool, aligned: bool, padding: s
         so_b=out.stride(0), so_c=out.stride(1), so_h=out.stride(2), so_w=out.stride(3),
         C=C, H=H, W=W, N=mats.shape[0], N_PERM=n_perm,
         PADDING=PADDING_CODES[padding], NEAREST=interpolation == "nearest", ALL_EXACT=bool(all_exact), ALIGNED=_aligned(aligned, meta),
-        CHANNEL_PERM=chan_perm is not None, ACC=_acc(x.dtype), **meta,
+        CHANNEL_PERM=chan_perm is not None, ACC=acc_tl(x.dtype), **meta,
     )  # fmt: skip
     return out
 
@@ -977,7 +973,7 @@ def select_transform_forward(
         so_b=out.stride(0), so_c=out.stride(1), so_h=out.stride(2), so_w=out.stride(3),
         N=N, D=D, C=C, H=H, W=W, beta=float(beta), eps=float(eps),
         COSINE=bool(cosine), PADDING=PADDING_CODES[padding], NEAREST=interpolation == "nearest", ALL_EXACT=bool(all_exact),
-        ALIGNED=_aligned(aligned, meta), SCORE_ACC=_acc(vectors.dtype), ACC=_acc(x.dtype), BLOCK_N=block_n, BLOCK_D=block_d, **meta,
+        ALIGNED=_aligned(aligned, meta), SCORE_ACC=acc_tl(vectors.dtype), ACC=acc_tl(x.dtype), BLOCK_N=block_n, BLOCK_D=block_d, **meta,
     )  # fmt: skip
     return out
 
@@ -1001,10 +997,10 @@ def orbit_backward(grad, mats, pull, all_exact: bool, aligned: bool, in_hw, padd
             g_ptr=grad, mats_ptr=mats, pull_ptr=pull, gx_ptr=out,
             sg_b=grad.stride(0), sg_n=grad.stride(1), sg_c=grad.stride(2), sg_h=grad.stride(3), sg_w=grad.stride(4),
             sgx_b=out.stride(0), sgx_c=out.stride(1), sgx_h=out.stride(2), sgx_w=out.stride(3),
-            C=C, H=H, W=W, h=h, w=w, N=N, NEAREST=nearest, ALL_EXACT=bool(all_exact), ALIGNED=_aligned(aligned, meta), ACC=_acc(out.dtype), **meta,
+            C=C, H=H, W=W, h=h, w=w, N=N, NEAREST=nearest, ALL_EXACT=bool(all_exact), ALIGNED=_aligned(aligned, meta), ACC=acc_tl(out.dtype), **meta,
         )  # fmt: skip
         return out
-    accum = torch.zeros((B, C, H, W), dtype=torch.float64 if out.dtype == torch.float64 else torch.float32, device=grad.device)
+    accum = torch.zeros((B, C, H, W), dtype=acc_dtype(out.dtype), device=grad.device)
     _scatter_launch(grad, mats, None, all_exact, padding, nearest, accum, (h, w))
     out.copy_(accum)
     return out
@@ -1021,7 +1017,7 @@ def _scatter_launch(grad5, mats, index, all_exact, padding, nearest, accum, hw):
         sg_b=grad5.stride(0), sg_n=grad5.stride(1), sg_c=grad5.stride(2), sg_h=grad5.stride(3), sg_w=grad5.stride(4),
         C=C, H=H, W=W, h=h, w=w, NV=NV,
         PADDING=PADDING_CODES[padding], NEAREST=nearest, ALL_EXACT=bool(all_exact), USE_INDEX=index is not None,
-        ACC=_acc(accum.dtype), BLOCK=block,
+        ACC=acc_tl(accum.dtype), BLOCK=block,
     )  # fmt: skip
 
 
@@ -1041,7 +1037,7 @@ def transform_backward(
     _check_plane("x", x)
     meta, warps = _split(resample_config(H, W, C, x.dtype, _kind(all_exact, aligned, padding) if (all_exact and grad_w is None) else "pull"))
     tiles = _tiles(H, W, meta)
-    acc_dt = torch.float64 if x.dtype == torch.float64 else torch.float32
+    acc_dt = acc_dtype(x.dtype)
     nearest = interpolation == "nearest"
     pull_gx = grad_x is not None and padding == "zeros"
     dot = torch.empty((B, N, tiles), dtype=acc_dt, device=grad.device) if grad_w is not None else None
@@ -1058,7 +1054,7 @@ def transform_backward(
             sgx_b=gx.stride(0), sgx_c=gx.stride(1), sgx_h=gx.stride(2), sgx_w=gx.stride(3),
             C=C, H=H, W=W, N=N, N_PERM=n_perm,
             PADDING=PADDING_CODES[padding], NEAREST=nearest, ALL_EXACT=bool(all_exact), ALIGNED=_aligned(aligned, meta),
-            CHANNEL_PERM=chan_perm is not None, NEED_GX=pull_gx, NEED_DOT=dot is not None, ACC=_acc(x.dtype), **meta,
+            CHANNEL_PERM=chan_perm is not None, NEED_GX=pull_gx, NEED_DOT=dot is not None, ACC=acc_tl(x.dtype), **meta,
         )  # fmt: skip
     if grad_x is not None and not pull_gx:
         if chan_perm is not None:

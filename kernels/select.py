@@ -17,7 +17,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .launch import launch
+from .launch import acc_dtype, acc_tl, launch
 
 __all__ = [
     "CONTRASTIVE_CODES",
@@ -32,7 +32,7 @@ __all__ = [
     "select_backward_kernel",
 ]
 
-# contrastive loss variants (SPEC §4)
+# contrastive loss variants (docs/spec.md §4)
 CONTRASTIVE_NONE = tl.constexpr(0)
 CONTRASTIVE_NORMALIZED = tl.constexpr(1)
 CONTRASTIVE_RAW = tl.constexpr(2)
@@ -310,12 +310,8 @@ def select_config(N: int, D: int) -> tuple[int, int, int]:
     return block_n, block_d, 4
 
 
-def _acc(dtype):
-    return tl.float64 if dtype == torch.float64 else tl.float32
-
-
 def pair_scale(N: int, kind: str | None) -> float:
-    """1 / number of pairs the contrastive loss averages over (SPEC §4)."""
+    """1 / number of pairs the contrastive loss averages over (docs/spec.md §4)."""
     if kind == "raw":
         return 1.0 / (N * N)
     return 1.0 / (N * (N - 1)) if N > 1 else 0.0
@@ -345,7 +341,7 @@ def select_forward(
     preallocate the four selection tensors (tests poison them).
     """
     B, N, D = vectors.shape
-    acc_dt = torch.float64 if vectors.dtype == torch.float64 else torch.float32
+    acc_dt = acc_dtype(vectors.dtype)
     dev = vectors.device
     select = reference is not None
     if select:
@@ -367,19 +363,19 @@ def select_forward(
         sn_b=noise.stride(0) if noise is not None else 0, sn_n=noise.stride(1) if noise is not None else 0,
         B=B, N=N, D=D, beta=float(beta), tau=float(tau), eps=float(eps), pair_scale=pair_scale(N, contrastive), prior_beta=float(prior_beta),
         COSINE=bool(cosine), HAS_NOISE=noise is not None, SELECT=select, CONTRASTIVE=CONTRASTIVE_CODES[contrastive], PRIOR=int(prior),
-        ACC=_acc(vectors.dtype), BLOCK_N=block_n, BLOCK_D=block_d,
+        ACC=acc_tl(vectors.dtype), BLOCK_N=block_n, BLOCK_D=block_d,
     )  # fmt: skip
     return ((scores, probs, index, onehot) if select else None), (losses if with_losses else None)
 
 
 def select_backward(
-    vectors: torch.Tensor,
-    reference: torch.Tensor | None,
-    probs: torch.Tensor | None,
     grad_scores: torch.Tensor | None,
     grad_probs: torch.Tensor | None,
     grad_onehot: torch.Tensor | None,
-    grad_losses: torch.Tensor | None = None,
+    grad_losses: torch.Tensor | None,
+    vectors: torch.Tensor,
+    reference: torch.Tensor | None,
+    probs: torch.Tensor | None,
     logit_scale: float = 1.0,
     cosine: bool = True,
     eps: float = 1e-8,
@@ -395,7 +391,7 @@ def select_backward(
     reference gradient is summed over b from per-sample partials in a fixed order (deterministic).
     """
     B, N, D = vectors.shape
-    acc_dt = torch.float64 if vectors.dtype == torch.float64 else torch.float32
+    acc_dt = acc_dtype(vectors.dtype)
     select = reference is not None
     gv = torch.empty((B, N, D), dtype=vectors.dtype, device=vectors.device)
     gr = torch.empty((B, D), dtype=acc_dt, device=vectors.device) if select else vectors
@@ -411,6 +407,6 @@ def select_backward(
         sv_b=vectors.stride(0), sv_n=vectors.stride(1), sv_d=vectors.stride(2), sr_d=reference.stride(0) if select else 0,
         B=B, N=N, D=D, logit_scale=float(logit_scale), eps=float(eps), pair_scale=pair_scale(N, contrastive), prior_beta=float(prior_beta),
         COSINE=bool(cosine), SELECT=select, HAS_GS=gs is not None, HAS_GP=gp is not None, HAS_GH=gh is not None,
-        CONTRASTIVE=CONTRASTIVE_CODES[contrastive], PRIOR=int(prior), ACC=_acc(vectors.dtype), BLOCK_N=block_n, BLOCK_D=block_d,
+        CONTRASTIVE=CONTRASTIVE_CODES[contrastive], PRIOR=int(prior), ACC=acc_tl(vectors.dtype), BLOCK_N=block_n, BLOCK_D=block_d,
     )  # fmt: skip
     return gv, (gr.sum(0) if select else None)

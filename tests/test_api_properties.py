@@ -4,7 +4,7 @@ Hypothesis draws arguments that are valid or wrong in one or several ways (ranks
 sizes, group specs, crop ratios, β, selections, image sizes). Every call must either
 
 * return the right result, checked against an independent computation (``grid_sample``
-  with the view matrix of SPEC §3, ``torch.rot90``/``torch.flip`` for exact elements,
+  with the view matrix of docs/spec.md §3, ``torch.rot90``/``torch.flip`` for exact elements,
   cosine similarity and softmax by hand, the affine point map) or an invariant, or
 * raise ``ValueError``/``TypeError`` whose message starts with the function's name and
   names one of the arguments that were drawn wrong.
@@ -184,7 +184,7 @@ def selections(draw, B: int, N: int, wrong: bool = False):
 
 # -- independent computations -----------------------------------------------------------
 def view_ref(x: torch.Tensor, g: Group, out_hw, crop, padding: str, interpolation: str = "bilinear") -> torch.Tensor:
-    """SPEC §3 by grid_sample: output (i, j) samples c_in + A_g⁻¹·diag(rx·W/w, ry·H/h)·((j, i) − c_out); (B, N, C, h, w) in float64."""
+    """docs/spec.md §3 by grid_sample: output (i, j) samples c_in + A_g⁻¹·diag(rx·W/w, ry·H/h)·((j, i) − c_out); (B, N, C, h, w) in float64."""
     B, C, H, W = x.shape
     h, w = out_hw
     ry, rx = crop if isinstance(crop, tuple) else (crop, crop)

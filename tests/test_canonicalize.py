@@ -154,7 +154,7 @@ def test_select_semantics(rng):
 
 
 def test_straight_through_gradients_match_mixture(rng):
-    """∂L/∂onehot[b, g] = ⟨∂L/∂x_c[b], T_g x[b]⟩ (SPEC §3.5); x gets T_{g*}ᵀ grad."""
+    """∂L/∂onehot[b, g] = ⟨∂L/∂x_c[b], T_g x[b]⟩ (docs/spec.md §3.5); x gets T_{g*}ᵀ grad."""
     G = as_group("C8")
     x = torch.randn(3, 2, 7, 7, dtype=torch.float64, generator=rng, requires_grad=True)
     v = torch.randn(3, G.order, 4, dtype=torch.float64, generator=rng, requires_grad=True)

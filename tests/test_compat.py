@@ -44,7 +44,7 @@ def test_grayscale_orbit_layout_and_scores():
     expected = F.cosine_similarity(layer.reference_vector.expand(24, -1), layer.canonicalization_network(aug), dim=1).reshape(8, 3).T
     torch.testing.assert_close(acts, expected)
     g = acts.argmax(-1)
-    for b in range(3):  # the canonical image is exactly the scored copy (also for reflections: SPEC §6.1)
+    for b in range(3):  # the canonical image is exactly the scored copy (also for reflections: docs/spec.md §6.1)
         assert torch.equal(xc[b], aug[g[b] * 3 + b])
     ged = info["group_element"]
     assert torch.equal(ged["rotation"], (g % 4).float() * 90.0)

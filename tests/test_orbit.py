@@ -128,7 +128,7 @@ def test_orbit_gradcheck():
 
 @pytest.mark.parametrize("group", ["C8", "D8", "C12"])
 def test_quarter_turns_inside_larger_groups_are_exact(group, rng):
-    # SPEC §2: multiples of 90° and flips are exact pixel permutations in every group
+    # docs/spec.md §2: multiples of 90° and flips are exact pixel permutations in every group
     G = as_group(group)
     x = torch.randn(2, 3, 10, 10, generator=rng)
     views = canon.orbit(x, G)

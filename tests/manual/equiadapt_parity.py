@@ -50,7 +50,7 @@ def run(in_shape, group_type, n, crop=0.8, rs=32, B=16, seed=0):
         vt, vo = theirs.group_augment(theirs.resize_canonization(theirs.crop_canonization(x))), ours.group_augment(x)
         same = (at.argmax(-1) == ao.argmax(-1)).float().mean().item()
         agree = at.argmax(-1) == ao.argmax(-1)
-        rot_only = agree & (ao.argmax(-1) < n)  # equiadapt's reflected canonical image differs on purpose (SPEC §6.1)
+        rot_only = agree & (ao.argmax(-1) < n)  # equiadapt's reflected canonical image differs on purpose (docs/spec.md §6.1)
         img = (xt - xo)[rot_only].abs().max().item() if rot_only.any() else float("nan")
         lt, lo = theirs.get_optimization_specific_loss().item(), ours.get_optimization_specific_loss().item()
         pt, po = theirs.get_prior_regularization_loss().item(), ours.get_prior_regularization_loss().item()
