@@ -117,7 +117,7 @@ def test_graphed_canonicalizer_matches_eager_and_refuses_other_shapes():
         assert_close(lg, le, msg=f"step {step} loss")
         assert_close(xg, xe, msg=f"step {step} canonical images")
         for a, b in zip(gg, ge):
-            assert_close(a, b, atol=1e-5, msg=f"step {step} grads")
+            assert_close(a, b, msg=f"step {step} grads", case="cuda_graph_replay")
     with pytest.raises(ValueError, match="captured for input"):
         graphed(torch.rand(8, 3, 48, 48, device="cuda"))
 
