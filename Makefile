@@ -18,8 +18,10 @@ $(STAMP): setup.py constraints-cpu.txt
 
 setup: $(STAMP)
 
+# the default job always writes runs/default (a second `make run` replaces the first; any
+# other folder holding a run is refused unless --resume or --overwrite is given)
 run: $(STAMP)
-	$(VPY) -m canon.train --output-dir runs/default
+	$(VPY) -m canon.train --output-dir runs/default --overwrite
 
 test: $(STAMP)
 	$(VPY) -m pytest -q tests
