@@ -189,7 +189,7 @@ class Case:
 REGISTRY: dict[str, Case] = {}
 
 
-def register(name: str, default_mode: str = "forward", nbytes=None, min_reps: int = 5):
+def register(name: str, default_mode: str = "forward", nbytes: Callable | None = None, min_reps: int = 5):
     """Decorator: register ``builder(cfg, provider, inputs) -> Work`` as case ``name``."""
 
     def wrap(builder):
