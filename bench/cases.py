@@ -371,15 +371,16 @@ def _select_bytes(cfg: Config, mode: str) -> int:
 
 @register("select", nbytes=_select_bytes)
 def select_case(cfg: Config, provider: str, inp: Inputs) -> Work:
-    """Scores, choice and both losses: ``canon.select`` + raw contrastive + prior loss against equiadapt's."""
+    """Scores, choice and both losses: ``canon.select_losses`` (selection, raw contrastive and prior loss
+    from one pass over the vectors) against equiadapt's."""
     B, N = cfg.batch, cfg.n
     losses_grad = (torch.ones((), device=inp.device),) * 2
     if _ours(provider):
         vec, ref = inp.vectors, inp.reference
 
         def fn():
-            sel = canon.select(vec, ref, beta=1.0, straight_through=True)
-            return sel.onehot, canon.losses.contrastive_loss(vec, "raw"), canon.losses.prior_loss(sel.scores)
+            sel, l_c, l_p = canon.select_losses(vec, ref, beta=1.0, straight_through=True, contrastive="raw", prior_beta=1.0)
+            return sel.onehot, l_c, l_p
 
         return Work(_with_backend(provider, fn), (vec, ref), (inp.normal(B, N), *losses_grad), f"{B}x{N}")
     model = _baseline(cfg, provider, nn.Identity(), inp.device).train()
