@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from typing import NamedTuple
 
 import torch
@@ -164,7 +165,9 @@ class OrbitCanonicalizer(nn.Module):
         if self._dtype is None:
             self._dtype = next((p.dtype for p in self.encoder.parameters()), None)
         (tables, hw, padding), _ = self._plans(x)
-        views = ops.orbit(x, tables, hw, padding, self.interpolation, self._dtype or x.dtype)
+        dtype = self._dtype or x.dtype
+        out = self._dead_views(x, (B, N, x.shape[1], *hw), dtype) if x.device.type == "cpu" else None
+        views = ops.orbit(x, tables, hw, padding, self.interpolation, dtype, out=out)
         vectors = self.encoder(views.flatten(0, 1))
         if not isinstance(vectors, torch.Tensor):
             raise TypeError(
@@ -180,6 +183,28 @@ class OrbitCanonicalizer(nn.Module):
                 f"OrbitCanonicalizer: the encoder returns D={vectors.shape[-1]} but the reference vector has D={self.reference.shape[0]} (pass dim=D)"
             )
         return views, vectors
+
+    def _dead_views(self, x: torch.Tensor, shape: tuple, dtype: torch.dtype) -> torch.Tensor | None:
+        """The last forward's views, when nothing but this module still refers to them, to be
+        overwritten by this forward's (CPU only). A fresh tensor of that size costs a page
+        fault per 4 KiB on the CPU (glibc maps blocks over 32 MiB anew each time), about as
+        long as computing the views; reusing dead memory avoids it. Nothing that holds the old
+        views — a Python reference, a view of them, a tensor saved for backward — is ever
+        overwritten: the check needs the tensor, its storage and the Python object to have
+        exactly one owner each."""
+        st = self.state
+        prev = st.views if st is not None else None
+        if prev is None or prev.shape != shape or prev.dtype != dtype or prev.device != x.device or prev.requires_grad or not prev.is_contiguous():
+            return None
+        try:
+            alone = prev._use_count() == 1 and torch._C._storage_Use_Count(prev.untyped_storage()._cdata) == 2
+        except AttributeError:  # private counters missing in this torch: allocate anew
+            return None
+        # references to the object: the state tuple, `prev`, getrefcount's argument
+        if not alone or sys.getrefcount(prev) > 3:
+            return None
+        self.__dict__["state"] = None  # the old state's views are about to change
+        return prev
 
     def _remember(self, views, vectors, sel, losses) -> CanonicalizationState:
         # plain attributes (no nn.Module.__setattr__ bookkeeping per forward)

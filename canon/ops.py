@@ -69,10 +69,10 @@ def registered_ops():
 
 
 # ============================================================================= orbit
-def _orbit_fwd(x, mats, pull, exact, aligned, h, w, padding, interpolation, out_dtype, channels_last):
+def _orbit_fwd(x, mats, pull, exact, aligned, h, w, padding, interpolation, out_dtype, channels_last, out=None):
     if _triton_for(x):
-        return _triton().orbit(x, mats, pull, exact, aligned, (h, w), padding, interpolation, out_dtype, channels_last)
-    return ref.orbit_ref(x, mats, exact, (h, w), padding, interpolation, out_dtype, channels_last)
+        return _triton().orbit(x, mats, pull, exact, aligned, (h, w), padding, interpolation, out_dtype, channels_last, out=out)
+    return ref.orbit_ref(x, mats, exact, (h, w), padding, interpolation, out_dtype, channels_last, out=out)
 
 
 def _scatter_adjoint_in_deterministic_mode(padding: str) -> bool:
@@ -91,14 +91,14 @@ class _Orbit(torch.autograd.Function):
     # Settings and the (cached, constant) tables travel as one tuple: Function.apply's per-argument
     # bookkeeping then sees two arguments instead of eleven.
     @staticmethod
-    def forward(ctx, x, cfg):
+    def forward(ctx, x, cfg, out):
         mats, pull, exact, aligned, h, w, padding, interpolation, out_dtype, channels_last = cfg
         ctx.cfg = (mats, pull, exact, aligned, x.shape[-2], x.shape[-1], padding, interpolation, x.dtype)
-        return _orbit_fwd(x, *cfg)
+        return _orbit_fwd(x, *cfg, out=out)
 
     @staticmethod
     def backward(ctx, grad):
-        return (_orbit_bwd(grad, *ctx.cfg) if ctx.needs_input_grad[0] else None), None
+        return (_orbit_bwd(grad, *ctx.cfg) if ctx.needs_input_grad[0] else None), None, None
 
 
 @torch.library.custom_op("canon::orbit", mutates_args=())
@@ -150,11 +150,15 @@ def _orbit_grad(ctx, grad):
 _orbit_op.register_autograd(_orbit_grad, setup_context=_orbit_setup)
 
 
-def orbit(x: Tensor, tables, size: tuple[int, int], padding: str, interpolation: str, out_dtype=None, channels_last: bool = False) -> Tensor:
-    """All views (B, N, C, h, w) of ``x`` (B, C, H, W) through ``tables``; see :func:`canon.orbit`."""
+def orbit(x: Tensor, tables, size: tuple[int, int], padding: str, interpolation: str, out_dtype=None, channels_last: bool = False, out=None) -> Tensor:
+    """All views (B, N, C, h, w) of ``x`` (B, C, H, W) through ``tables``; see :func:`canon.orbit`.
+
+    ``out``: a buffer of the views' shape, dtype and layout to write into (eager only; the
+    caller guarantees nothing else uses it), e.g. the last call's views once they are dead.
+    """
     h, w = size
     cfg = (tables.mats, tables.pull, tables.exact, tables.aligned, h, w, padding, interpolation, out_dtype, channels_last)
-    return torch.ops.canon.orbit(x, *cfg) if _compiling() else _Orbit.apply(x, cfg)
+    return torch.ops.canon.orbit(x, *cfg) if _compiling() else _Orbit.apply(x, cfg, out)
 
 
 # ============================================================================= transform
