@@ -166,7 +166,8 @@ class OrbitCanonicalizer(nn.Module):
             self._dtype = next((p.dtype for p in self.encoder.parameters()), None)
         (tables, hw, padding), _ = self._plans(x)
         dtype = self._dtype or x.dtype
-        out = self._dead_views(x, (B, N, x.shape[1], *hw), dtype) if x.device.type == "cpu" else None
+        reuse = x.device.type == "cpu" and not ops.tracing()
+        out = self._dead_views(x, (B, N, x.shape[1], *hw), dtype) if reuse else None
         views = ops.orbit(x, tables, hw, padding, self.interpolation, dtype, out=out)
         vectors = self.encoder(views.flatten(0, 1))
         if not isinstance(vectors, torch.Tensor):

@@ -31,7 +31,7 @@ from canon.backend import resolve_backend
 from canon.reference import acc_dtype
 from canon.types import Selection
 
-__all__ = ["orbit", "transform", "select", "contrastive_loss", "select_transform", "acc_dtype", "registered_ops"]
+__all__ = ["orbit", "transform", "select", "contrastive_loss", "select_transform", "acc_dtype", "registered_ops", "tracing"]
 
 _EMPTY_GRADS = (None,) * 16
 
@@ -50,9 +50,14 @@ def _triton_for(t: Tensor) -> bool:
 _route = threading.local()
 
 
+def tracing() -> bool:
+    """torch.compile, torch.export or torch.jit is tracing this call."""
+    return torch.compiler.is_compiling() or torch.compiler.is_exporting() or torch.jit.is_tracing()
+
+
 def _compiling() -> bool:
-    """Take the registered custom ops: while torch.compile/torch.export/torch.jit trace, or when asked."""
-    return torch.compiler.is_compiling() or torch.compiler.is_exporting() or torch.jit.is_tracing() or getattr(_route, "registered", False)
+    """Take the registered custom ops: while tracing (:func:`tracing`), or when asked (:func:`registered_ops`)."""
+    return tracing() or getattr(_route, "registered", False)
 
 
 @contextlib.contextmanager
