@@ -379,7 +379,9 @@ def select_case(cfg: Config, provider: str, inp: Inputs) -> Work:
         vec, ref = inp.vectors, inp.reference
 
         def fn():
-            sel, l_c, l_p = canon.select_losses(vec, ref, beta=1.0, straight_through=True, contrastive="raw", prior_beta=1.0)
+            sel, l_c, l_p = canon.select_losses(
+                vec, ref, beta=1.0, straight_through=True, contrastive="raw", prior_beta=1.0
+            )
             return sel.onehot, l_c, l_p
 
         return Work(_with_backend(provider, fn), (vec, ref), (inp.normal(B, N), *losses_grad), f"{B}x{N}")

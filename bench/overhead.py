@@ -87,20 +87,48 @@ def cases(device: str) -> list[tuple[str, object, object]]:
     if triton:
         from canon import triton_ops as T
 
-        bare_orbit = lambda: T.orbit(x, t_orbit.mats, t_orbit.pull, t_orbit.exact, t_orbit.aligned, (S, S), "zeros", "bilinear")  # noqa: E731
-        bare_select = lambda: T.select(v, r, 1.0, "cosine", None, 1.0)  # noqa: E731
-        bare_losses = lambda: T.select(v, r, 1.0, "cosine", None, 1.0, "normalized", "identity")  # noqa: E731
-        bare_transform = lambda: T.transform(x, idx, t_orbit.mats, t_orbit.exact, t_orbit.aligned, "zeros", "bilinear")  # noqa: E731
-        bare_invert = lambda: T.transform(x, idx, t_inv.mats, t_inv.exact, t_inv.aligned, "zeros", "bilinear")  # noqa: E731
-        bare_contrastive = lambda: T.contrastive_loss(v, "normalized")  # noqa: E731
-        bare_fused = lambda: T.select_transform(v, r, x, t_orbit.mats, t_orbit.exact, t_orbit.aligned, 1.0, "cosine", "zeros", "bilinear")  # noqa: E731
+        def bare_orbit():
+            return T.orbit(x, t_orbit.mats, t_orbit.pull, t_orbit.exact, t_orbit.aligned, (S, S), "zeros", "bilinear")
+
+        def bare_select():
+            return T.select(v, r, 1.0, "cosine", None, 1.0)
+
+        def bare_losses():
+            return T.select(v, r, 1.0, "cosine", None, 1.0, "normalized", "identity")
+
+        def bare_transform():
+            return T.transform(x, idx, t_orbit.mats, t_orbit.exact, t_orbit.aligned, "zeros", "bilinear")
+
+        def bare_invert():
+            return T.transform(x, idx, t_inv.mats, t_inv.exact, t_inv.aligned, "zeros", "bilinear")
+
+        def bare_contrastive():
+            return T.contrastive_loss(v, "normalized")
+
+        def bare_fused():
+            return T.select_transform(
+                v, r, x, t_orbit.mats, t_orbit.exact, t_orbit.aligned, 1.0, "cosine", "zeros", "bilinear"
+            )
+
     else:
-        bare_orbit = lambda: ref.orbit_ref(x, t_orbit.mats, t_orbit.exact, (S, S), "zeros", "bilinear")  # noqa: E731
-        bare_select = lambda: ref.select_ref(v, r, 1.0, "cosine", False)  # noqa: E731
-        bare_losses = lambda: ref.select_losses_ref(v, r, 1.0, "cosine", False)  # noqa: E731
-        bare_transform = lambda: ref.transform_values_ref(x, idx, t_orbit.mats, t_orbit.exact)  # noqa: E731
-        bare_invert = lambda: ref.transform_values_ref(x, idx, t_inv.mats, t_inv.exact)  # noqa: E731
-        bare_contrastive = lambda: ref.contrastive_loss_ref(v, "normalized")  # noqa: E731
+
+        def bare_orbit():
+            return ref.orbit_ref(x, t_orbit.mats, t_orbit.exact, (S, S), "zeros", "bilinear")
+
+        def bare_select():
+            return ref.select_ref(v, r, 1.0, "cosine", False)
+
+        def bare_losses():
+            return ref.select_losses_ref(v, r, 1.0, "cosine", False)
+
+        def bare_transform():
+            return ref.transform_values_ref(x, idx, t_orbit.mats, t_orbit.exact)
+
+        def bare_invert():
+            return ref.transform_values_ref(x, idx, t_inv.mats, t_inv.exact)
+
+        def bare_contrastive():
+            return ref.contrastive_loss_ref(v, "normalized")
 
         def bare_fused():
             s = ref.select_ref(v, r, 1.0, "cosine", False)
@@ -115,7 +143,18 @@ def cases(device: str) -> list[tuple[str, object, object]]:
         vec = model.encoder(views.flatten(0, 1)).reshape(B, 8, -1)
         bare_fused_with = T.select_transform if triton else None
         if triton:
-            return bare_fused_with(vec, model.reference, x, t_orbit.mats, t_orbit.exact, t_orbit.aligned, 1.0, "cosine", "zeros", "bilinear")
+            return bare_fused_with(
+                vec,
+                model.reference,
+                x,
+                t_orbit.mats,
+                t_orbit.exact,
+                t_orbit.aligned,
+                1.0,
+                "cosine",
+                "zeros",
+                "bilinear",
+            )
         s = ref.select_ref(vec, model.reference, 1.0, "cosine", False)
         return ref.transform_values_ref(x, s.index, t_orbit.mats, t_orbit.exact)
 
@@ -129,7 +168,11 @@ def cases(device: str) -> list[tuple[str, object, object]]:
         ("invert", lambda: canon.invert(x, idx, "C8"), bare_invert),
         ("transform (int element)", lambda: canon.transform(x, 3, "C8"), bare_transform),
         ("losses.contrastive_loss", lambda: canon.losses.contrastive_loss(v), bare_contrastive),
-        ("losses.prior_loss", lambda: canon.losses.prior_loss(sel.scores), lambda: ref.prior_loss_ref(sel.scores, zero_target, 1.0)),
+        (
+            "losses.prior_loss",
+            lambda: canon.losses.prior_loss(sel.scores),
+            lambda: ref.prior_loss_ref(sel.scores, zero_target, 1.0),
+        ),
         ("OrbitCanonicalizer eval forward", lambda: model(x), bare_model),
     ]
 
@@ -171,10 +214,14 @@ def format_rows(rows: list[dict]) -> str:
 
 
 def main(argv: list[str]) -> int:
-    ap = argparse.ArgumentParser(prog="python -m bench overhead", description="host time per call of every public op on tiny inputs")
+    ap = argparse.ArgumentParser(
+        prog="python -m bench overhead", description="host time per call of every public op on tiny inputs"
+    )
     ap.add_argument("--device", default=None, choices=("cpu", "cuda"), help="default: cuda if available")
     ap.add_argument("--calls", type=int, default=2000, help="calls per timed batch (default 2000)")
-    ap.add_argument("--threads", type=int, default=1, help="torch.set_num_threads (default 1: tiny ops gain nothing from more)")
+    ap.add_argument(
+        "--threads", type=int, default=1, help="torch.set_num_threads (default 1: tiny ops gain nothing from more)"
+    )
     ap.add_argument("--output-dir", default=None, help="also write overhead.json there")
     args = ap.parse_args(argv)
     if args.calls < 1:
@@ -187,12 +234,24 @@ def main(argv: list[str]) -> int:
         return 2
     torch.set_num_threads(args.threads)
     rows = measure(device, args.calls)
-    print(f"# host time per call on tiny inputs (2×1×8×8 images, C8, D=8), {device}, {args.calls} calls × 5 batches, median")
+    print(
+        f"# host time per call on tiny inputs (2×1×8×8 images, C8, D=8), {device}, {args.calls} calls × 5 batches, "
+        f"median"
+    )
     print(format_rows(rows))
     if args.output_dir:
         os.makedirs(args.output_dir, exist_ok=True)
         path = os.path.join(args.output_dir, "overhead.json")
         with open(path, "w") as f:
-            json.dump(dict(rows=rows, torch=torch.__version__, canon=canon.__version__, command="python -m bench overhead " + " ".join(argv)), f, indent=1)
+            json.dump(
+                dict(
+                    rows=rows,
+                    torch=torch.__version__,
+                    canon=canon.__version__,
+                    command="python -m bench overhead " + " ".join(argv),
+                ),
+                f,
+                indent=1,
+            )
         print(f"# → {path}")
     return 0

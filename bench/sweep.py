@@ -29,8 +29,15 @@ import canon
 from canon.geometry import view_tables
 from canon.groups import as_group
 
-COPY_GRID = [(th, tw, ch, w) for th, tw in ((32, 32), (16, 32), (32, 64), (64, 32), (16, 64)) for ch in (1, 2) for w in (4, 8)]
-TAPS_GRID = [(th, tw, ch, w) for th, tw in ((16, 8), (8, 16), (16, 16), (8, 8), (32, 8), (8, 32)) for ch in (1, 2, 4) for w in (2, 4, 8)]
+COPY_GRID = [
+    (th, tw, ch, w) for th, tw in ((32, 32), (16, 32), (32, 64), (64, 32), (16, 64)) for ch in (1, 2) for w in (4, 8)
+]
+TAPS_GRID = [
+    (th, tw, ch, w)
+    for th, tw in ((16, 8), (8, 16), (16, 16), (8, 8), (32, 8), (8, 32))
+    for ch in (1, 2, 4)
+    for w in (2, 4, 8)
+]
 
 
 @contextlib.contextmanager
@@ -101,7 +108,9 @@ def cases(quick: bool) -> list[tuple[str, str, object, int]]:
         (
             "orbit backward C8 B=64 224->96 (pull)",
             "pull",
-            lambda: T.orbit_backward(g, t.mats, t.pull, t.exact, t.aligned, (224, 224), "zeros", "bilinear", torch.float32, out=gx),
+            lambda: T.orbit_backward(
+                g, t.mats, t.pull, t.exact, t.aligned, (224, 224), "zeros", "bilinear", torch.float32, out=gx
+            ),
             g.numel() * 4 + gx.numel() * 4,
         )
     )
@@ -109,7 +118,9 @@ def cases(quick: bool) -> list[tuple[str, str, object, int]]:
 
 
 def main(argv: list[str]) -> int:
-    ap = argparse.ArgumentParser(prog="python -m bench sweep", description="resampling kernel time over launch configurations (GPU)")
+    ap = argparse.ArgumentParser(
+        prog="python -m bench sweep", description="resampling kernel time over launch configurations (GPU)"
+    )
     ap.add_argument("--output-dir", default=None, help="write sweep.csv there")
     ap.add_argument("--quick", action="store_true", help="B=64 instead of 256 and a smaller grid")
     args = ap.parse_args(argv)
@@ -135,11 +146,29 @@ def main(argv: list[str]) -> int:
                         torch.cuda.synchronize()
                         ms = tt.do_bench_cudagraph(fn, rep=50)
                     pct = nbytes / (ms * 1e-3) / 1e9 / copy_gbps * 100
-                    row = dict(case=name, kind=kind, config=label or "x".join(map(str, override)), ms=round(ms, 4), pct_copy=round(pct, 1), error="")
+                    row = dict(
+                        case=name,
+                        kind=kind,
+                        config=label or "x".join(map(str, override)),
+                        ms=round(ms, 4),
+                        pct_copy=round(pct, 1),
+                        error="",
+                    )
                 except Exception as e:  # a configuration that does not compile or run
-                    row = dict(case=name, kind=kind, config=label or "x".join(map(str, override)), ms="", pct_copy="", error=f"{type(e).__name__}: {e}"[:200])
+                    row = dict(
+                        case=name,
+                        kind=kind,
+                        config=label or "x".join(map(str, override)),
+                        ms="",
+                        pct_copy="",
+                        error=f"{type(e).__name__}: {e}"[:200],
+                    )
                 rows.append(row)
-                print(f"{row['case']:42s} {row['kind']:5s} {row['config']:12s} {row['ms']!s:>9s} ms {row['pct_copy']!s:>6s}% {row['error']}", flush=True)
+                print(
+                    f"{row['case']:42s} {row['kind']:5s} {row['config']:12s} {row['ms']!s:>9s} ms "
+                    f"{row['pct_copy']!s:>6s}% {row['error']}",
+                    flush=True,
+                )
     best = {}
     for r in rows:
         if r["ms"] != "" and (r["case"] not in best or r["ms"] < best[r["case"]]["ms"]):
@@ -147,7 +176,10 @@ def main(argv: list[str]) -> int:
     print("# best per case (TILE_HxTILE_WxCHANNELSxwarps):")
     for case, r in best.items():
         d = next(x for x in rows if x["case"] == case and x["config"] == "default")
-        print(f"#   {case:42s} {r['config']:12s} {r['ms']} ms ({r['pct_copy']}% copy) vs default {d['ms']} ms ({d['pct_copy']}%)")
+        print(
+            f"#   {case:42s} {r['config']:12s} {r['ms']} ms ({r['pct_copy']}% copy) vs default {d['ms']} ms "
+            f"({d['pct_copy']}%)"
+        )
     print(f"# copy bandwidth {copy_gbps:.0f} GB/s")
     if args.output_dir:
         os.makedirs(args.output_dir, exist_ok=True)

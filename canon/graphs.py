@@ -70,15 +70,24 @@ class GraphedCanonicalizer(nn.Module):
         super().__init__()
         fn = "canon.GraphedCanonicalizer"
         if not isinstance(canonicalizer, OrbitCanonicalizer):
-            raise TypeError(f"{fn}: canonicalizer must be a canon.OrbitCanonicalizer, got {type(canonicalizer).__name__}")
+            raise TypeError(
+                f"{fn}: canonicalizer must be a canon.OrbitCanonicalizer, got {type(canonicalizer).__name__}"
+            )
         if not isinstance(sample, torch.Tensor) or sample.dim() != 4:
-            raise ValueError(f"{fn}: sample must be an image batch (B, C, H, W) tensor, got {getattr(sample, 'shape', type(sample).__name__)}")
+            raise ValueError(
+                f"{fn}: sample must be an image batch (B, C, H, W) tensor, "
+                f"got {getattr(sample, 'shape', type(sample).__name__)}"
+            )
         if sample.device.type != "cuda" or not torch.cuda.is_available():
-            raise ValueError(f"{fn}: CUDA graphs need CUDA tensors; sample is on {sample.device} (run eagerly on the CPU: call the canonicalizer itself)")
+            raise ValueError(
+                f"{fn}: CUDA graphs need CUDA tensors; sample is on {sample.device} (run eagerly on the CPU: call the "
+                f"canonicalizer itself)"
+            )
         devices = {p.device for p in canonicalizer.parameters()} | {b.device for b in canonicalizer.buffers()}
         if devices != {sample.device}:
             raise ValueError(
-                f"{fn}: the canonicalizer's parameters/buffers are on {sorted(map(str, devices))} but the sample is on {sample.device}; call .to({str(sample.device)!r}) first"
+                f"{fn}: the canonicalizer's parameters/buffers are on {sorted(map(str, devices))} but the sample is "
+                f"on {sample.device}; call .to({str(sample.device)!r}) first"
             )
         if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 1:
             raise ValueError(f"{fn}: warmup must be an int >= 1, got {warmup!r}")
@@ -90,8 +99,10 @@ class GraphedCanonicalizer(nn.Module):
         key = (tuple(x.shape), x.dtype, x.device, self.canonicalizer.training)
         if key != self._key:
             raise ValueError(
-                f"canon.GraphedCanonicalizer: captured for input {self._key[:3]} in {'train' if self._key[3] else 'eval'} mode, "
-                f"got {key[:3]} in {'train' if key[3] else 'eval'} mode; capture another GraphedCanonicalizer for it (or run the canonicalizer eagerly)"
+                f"canon.GraphedCanonicalizer: captured for input {self._key[:3]} in "
+                f"{'train' if self._key[3] else 'eval'} mode, "
+                f"got {key[:3]} in {'train' if key[3] else 'eval'} mode; capture another GraphedCanonicalizer for it "
+                f"(or run the canonicalizer eagerly)"
             )
         xc, vectors, scores, probs, index, onehot, l_c, l_p = self._graphed(x)
         from canon.types import Selection

@@ -106,7 +106,9 @@ class OrbitCanonicalizer(nn.Module):
         self.gumbel, self.check_finite = bool(gumbel), bool(check_finite)
         dim = dim if dim is not None else getattr(encoder, "out_dim", None)
         if not isinstance(dim, int) or dim < 1:
-            raise ValueError(f"{fn}: the vector size D is unknown; pass dim=D (the encoder has no integer out_dim attribute)")
+            raise ValueError(
+                f"{fn}: the vector size D is unknown; pass dim=D (the encoder has no integer out_dim attribute)"
+            )
         ref = torch.randn(dim, generator=torch.Generator().manual_seed(seed))
         if learn_reference:
             self.reference = nn.Parameter(ref)
@@ -141,14 +143,27 @@ class OrbitCanonicalizer(nn.Module):
     # plans (tables, effective padding) are looked up once per distinct input size, so a
     # forward checks the input tensor and calls the ops, nothing more.
     def _plans(self, x: torch.Tensor):
-        key = (x.shape[-2], x.shape[-1], x.device, self.size, self.crop_ratio, self.padding, self.interpolation, self.group)
+        key = (
+            x.shape[-2],
+            x.shape[-1],
+            x.device,
+            self.size,
+            self.crop_ratio,
+            self.padding,
+            self.interpolation,
+            self.group,
+        )
         plans = self._plan_cache
         hit = plans.get(key)
         if hit is None:
             fn = "OrbitCanonicalizer"
             H, W = x.shape[-2:]
-            orbit = Fn._orbit_plan(self.group, (H, W), self.size, self.crop_ratio, self.padding, self.interpolation, None, x.device, fn)
-            transform = Fn._transform_plan(self.group, (H, W), self.padding, self.interpolation, x.device, False, fn)[1:]
+            orbit = Fn._orbit_plan(
+                self.group, (H, W), self.size, self.crop_ratio, self.padding, self.interpolation, None, x.device, fn
+            )
+            transform = Fn._transform_plan(self.group, (H, W), self.padding, self.interpolation, x.device, False, fn)[
+                1:
+            ]
             if torch.compiler.is_compiling() or torch.compiler.is_exporting():
                 return orbit, transform  # traced tables are not for later calls
             if len(plans) > 16:
@@ -172,16 +187,21 @@ class OrbitCanonicalizer(nn.Module):
         vectors = self.encoder(views.flatten(0, 1))
         if not isinstance(vectors, torch.Tensor):
             raise TypeError(
-                f"OrbitCanonicalizer: the encoder must return one (M, D) tensor, got a {type(vectors).__name__}; wrap it so that it returns the vectors only"
+                f"OrbitCanonicalizer: the encoder must return one (M, D) tensor, got a {type(vectors).__name__}; wrap "
+                f"it so that it returns the vectors only"
             )
         if vectors.dim() != 2 or vectors.shape[0] != B * N:
-            raise ValueError(f"OrbitCanonicalizer: the encoder must return (M, D) vectors for M={B * N} views, got shape {tuple(vectors.shape)}")
+            raise ValueError(
+                f"OrbitCanonicalizer: the encoder must return (M, D) vectors for M={B * N} views, got shape "
+                f"{tuple(vectors.shape)}"
+            )
         vectors = vectors.reshape(B, N, -1)
         if self.check_finite:
             check_finite(vectors, "encoder output", "OrbitCanonicalizer")
         if vectors.shape[-1] != self.reference.shape[0]:
             raise ValueError(
-                f"OrbitCanonicalizer: the encoder returns D={vectors.shape[-1]} but the reference vector has D={self.reference.shape[0]} (pass dim=D)"
+                f"OrbitCanonicalizer: the encoder returns D={vectors.shape[-1]} but the reference vector has "
+                f"D={self.reference.shape[0]} (pass dim=D)"
             )
         return views, vectors
 
@@ -195,7 +215,14 @@ class OrbitCanonicalizer(nn.Module):
         exactly one owner each."""
         st = self.state
         prev = st.views if st is not None else None
-        if prev is None or prev.shape != shape or prev.dtype != dtype or prev.device != x.device or prev.requires_grad or not prev.is_contiguous():
+        if (
+            prev is None
+            or prev.shape != shape
+            or prev.dtype != dtype
+            or prev.device != x.device
+            or prev.requires_grad
+            or not prev.is_contiguous()
+        ):
             return None
         try:
             alone = prev._use_count() == 1 and torch._C._storage_Use_Count(prev.untyped_storage()._cdata) == 2
@@ -238,7 +265,9 @@ class OrbitCanonicalizer(nn.Module):
             sel = self._choose(views, vectors).selection
             return ops.transform(x, sel.onehot, sel.index, tables, padding, self.interpolation)
         # eval: scores, argmax and the chosen transform in one op
-        xc, sel = ops.select_transform(vectors, self.reference, x, tables, self.beta, self.score, padding, self.interpolation)
+        xc, sel = ops.select_transform(
+            vectors, self.reference, x, tables, self.beta, self.score, padding, self.interpolation
+        )
         self._remember(views, vectors, sel, None)
         return xc
 
@@ -281,7 +310,9 @@ class OrbitCanonicalizer(nn.Module):
 
     def artifact_loss(self, generator: torch.Generator | None = None) -> torch.Tensor:
         st = self._state()
-        return losses.artifact_loss(self.encoder, st.views, self.group, st.vectors, self.padding, self.interpolation, generator)
+        return losses.artifact_loss(
+            self.encoder, st.views, self.group, st.vectors, self.padding, self.interpolation, generator
+        )
 
     def invert(self, y: torch.Tensor, kind: str = "scalar") -> torch.Tensor:
         """Undo the last canonicalization on dense outputs (see :func:`canon.invert`)."""

@@ -31,7 +31,16 @@ from canon.backend import resolve_backend
 from canon.reference import acc_dtype
 from canon.types import Selection
 
-__all__ = ["orbit", "transform", "select", "contrastive_loss", "select_transform", "acc_dtype", "registered_ops", "tracing"]
+__all__ = [
+    "orbit",
+    "transform",
+    "select",
+    "contrastive_loss",
+    "select_transform",
+    "acc_dtype",
+    "registered_ops",
+    "tracing",
+]
 
 _EMPTY_GRADS = (None,) * 16
 
@@ -76,7 +85,9 @@ def registered_ops():
 # ============================================================================= orbit
 def _orbit_fwd(x, mats, pull, exact, aligned, h, w, padding, interpolation, out_dtype, channels_last, out=None):
     if _triton_for(x):
-        return _triton().orbit(x, mats, pull, exact, aligned, (h, w), padding, interpolation, out_dtype, channels_last, out=out)
+        return _triton().orbit(
+            x, mats, pull, exact, aligned, (h, w), padding, interpolation, out_dtype, channels_last, out=out
+        )
     return ref.orbit_ref(x, mats, exact, (h, w), padding, interpolation, out_dtype, channels_last, out=out)
 
 
@@ -130,7 +141,16 @@ def _(x, mats, pull, exact, aligned, h, w, padding, interpolation, out_dtype, ch
 
 @torch.library.custom_op("canon::orbit_backward", mutates_args=())
 def _orbit_backward_op(
-    grad: Tensor, mats: Tensor, pull: Tensor, exact: bool, aligned: bool, H: int, W: int, padding: str, interpolation: str, x_dtype: torch.dtype
+    grad: Tensor,
+    mats: Tensor,
+    pull: Tensor,
+    exact: bool,
+    aligned: bool,
+    H: int,
+    W: int,
+    padding: str,
+    interpolation: str,
+    x_dtype: torch.dtype,
 ) -> Tensor:
     return _orbit_bwd(grad, mats, pull, exact, aligned, H, W, padding, interpolation, x_dtype)
 
@@ -155,14 +175,34 @@ def _orbit_grad(ctx, grad):
 _orbit_op.register_autograd(_orbit_grad, setup_context=_orbit_setup)
 
 
-def orbit(x: Tensor, tables, size: tuple[int, int], padding: str, interpolation: str, out_dtype=None, channels_last: bool = False, out=None) -> Tensor:
+def orbit(
+    x: Tensor,
+    tables,
+    size: tuple[int, int],
+    padding: str,
+    interpolation: str,
+    out_dtype=None,
+    channels_last: bool = False,
+    out=None,
+) -> Tensor:
     """All views (B, N, C, h, w) of ``x`` (B, C, H, W) through ``tables``; see :func:`canon.orbit`.
 
     ``out``: a buffer of the views' shape, dtype and layout to write into (eager only; the
     caller guarantees nothing else uses it), e.g. the last call's views once they are dead.
     """
     h, w = size
-    cfg = (tables.mats, tables.pull, tables.exact, tables.aligned, h, w, padding, interpolation, out_dtype, channels_last)
+    cfg = (
+        tables.mats,
+        tables.pull,
+        tables.exact,
+        tables.aligned,
+        h,
+        w,
+        padding,
+        interpolation,
+        out_dtype,
+        channels_last,
+    )
     return torch.ops.canon.orbit(x, *cfg) if _compiling() else _Orbit.apply(x, cfg, out)
 
 
@@ -173,11 +213,17 @@ def _transform_fwd(x, index, mats, exact, aligned, padding, interpolation, chan_
     return ref.transform_values_ref(x, index, mats, exact, padding, interpolation, chan_perm)
 
 
-def _transform_bwd(grad, x, index, mats, pull, exact, aligned, padding, interpolation, need_x, need_w, chan_perm, chan_inv):
+def _transform_bwd(
+    grad, x, index, mats, pull, exact, aligned, padding, interpolation, need_x, need_w, chan_perm, chan_inv
+):
     if _triton_for(grad) and not (need_x and _scatter_adjoint_in_deterministic_mode(padding)):
-        gx, gw = _triton().transform_backward(grad, x, index, mats, pull, exact, aligned, padding, interpolation, need_x, need_w, chan_perm, chan_inv)
+        gx, gw = _triton().transform_backward(
+            grad, x, index, mats, pull, exact, aligned, padding, interpolation, need_x, need_w, chan_perm, chan_inv
+        )
     else:
-        gx, gw = ref.transform_backward_ref(grad, x, index, mats, exact, padding, interpolation, need_x, need_w, chan_perm)
+        gx, gw = ref.transform_backward_ref(
+            grad, x, index, mats, exact, padding, interpolation, need_x, need_w, chan_perm
+        )
     return (gx.to(x.dtype) if gx is not None else None), gw
 
 
@@ -196,7 +242,9 @@ class _Transform(torch.autograd.Function):
         need_x, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         if not (need_x or need_w):
             return None, None, None, None
-        gx, gw = _transform_bwd(grad, x, index, mats, pull, exact, aligned, padding, interpolation, need_x, need_w, chan_perm, chan_inv)
+        gx, gw = _transform_bwd(
+            grad, x, index, mats, pull, exact, aligned, padding, interpolation, need_x, need_w, chan_perm, chan_inv
+        )
         return gx, (gw.to(w_dtype) if need_w else None), None, None
 
 
@@ -238,9 +286,13 @@ def _transform_backward_op(
     chan_perm: Tensor | None,
     chan_inv: Tensor | None,
 ) -> tuple[Tensor, Tensor]:
-    gx, gw = _transform_bwd(grad, x, index, mats, pull, exact, aligned, padding, interpolation, need_x, need_weights, chan_perm, chan_inv)
+    gx, gw = _transform_bwd(
+        grad, x, index, mats, pull, exact, aligned, padding, interpolation, need_x, need_weights, chan_perm, chan_inv
+    )
     # Outputs that were not asked for are empty (a custom op returns tensors, never None).
-    return (gx if gx is not None else x.new_empty((0,))), (gw if gw is not None else x.new_empty((0,), dtype=acc_dtype(x.dtype)))
+    return (gx if gx is not None else x.new_empty((0,))), (
+        gw if gw is not None else x.new_empty((0,), dtype=acc_dtype(x.dtype))
+    )
 
 
 @_transform_backward_op.register_fake
@@ -263,14 +315,18 @@ def _transform_grad(ctx, grad):
     need_x, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
     if not (need_x or need_w):
         return _EMPTY_GRADS[:11]
-    gx, gw = torch.ops.canon.transform_backward(grad, x, index, mats, pull, exact, aligned, padding, interpolation, need_x, need_w, chan_perm, chan_inv)
+    gx, gw = torch.ops.canon.transform_backward(
+        grad, x, index, mats, pull, exact, aligned, padding, interpolation, need_x, need_w, chan_perm, chan_inv
+    )
     return ((gx if need_x else None), (gw.to(w_dtype) if need_w else None)) + _EMPTY_GRADS[:9]
 
 
 _transform_op.register_autograd(_transform_grad, setup_context=_transform_setup)
 
 
-def transform(x: Tensor, weights: Tensor | None, index: Tensor, tables, padding: str, interpolation: str, chan_tables=None) -> Tensor:
+def transform(
+    x: Tensor, weights: Tensor | None, index: Tensor, tables, padding: str, interpolation: str, chan_tables=None
+) -> Tensor:
     """``T_{index[b]} x[b]`` with the mixture straight-through gradient to ``weights`` (docs/spec.md §3.5).
 
     ``chan_tables`` = (perm, inverse perm) (N, N') int64: the regular representation's
@@ -278,7 +334,9 @@ def transform(x: Tensor, weights: Tensor | None, index: Tensor, tables, padding:
     """
     chan_perm, chan_inv = chan_tables if chan_tables is not None else (None, None)
     cfg = (tables.mats, tables.pull, tables.exact, tables.aligned, padding, interpolation, chan_perm, chan_inv)
-    return torch.ops.canon.transform(x, weights, index, *cfg) if _compiling() else _Transform.apply(x, weights, index, cfg)
+    return (
+        torch.ops.canon.transform(x, weights, index, *cfg) if _compiling() else _Transform.apply(x, weights, index, cfg)
+    )
 
 
 # ============================================================================= select (+ losses)
@@ -286,7 +344,9 @@ def _select_fwd(vectors, reference, beta, score, straight_through, noise, tau, c
     """(scores, probs, index, onehot, loss means (2,) or an empty tensor)."""
     with_losses = contrastive != "none" or prior != "none"
     if _triton_for(vectors):
-        sel, losses = _triton().select(vectors, reference, beta, score, noise, tau, contrastive, prior, target, prior_beta)
+        sel, losses = _triton().select(
+            vectors, reference, beta, score, noise, tau, contrastive, prior, target, prior_beta
+        )
         means = losses.mean(-1) if with_losses else vectors.new_empty((0,), dtype=acc_dtype(vectors.dtype))
         return (*sel, means)
     # forward values only: the straight-through one-hot's value is the hard one-hot
@@ -294,12 +354,31 @@ def _select_fwd(vectors, reference, beta, score, straight_through, noise, tau, c
     if not with_losses:
         return (*sel, vectors.new_empty((0,), dtype=acc_dtype(vectors.dtype)))
     cl = ref.contrastive_loss_ref(vectors, contrastive) if contrastive != "none" else sel.scores.new_zeros(())
-    pl = ref.prior_loss_ref(sel.scores, target if target is not None else torch.zeros_like(sel.index), prior_beta) if prior != "none" else cl.new_zeros(())
+    pl = (
+        ref.prior_loss_ref(sel.scores, target if target is not None else torch.zeros_like(sel.index), prior_beta)
+        if prior != "none"
+        else cl.new_zeros(())
+    )
     return (*sel, torch.stack([cl.to(sel.scores.dtype), pl.to(sel.scores.dtype)]))
 
 
 def _select_bwd(
-    g_scores, g_probs, g_onehot, g_losses, vectors, reference, probs, beta, score, straight_through, noise, tau, contrastive, prior, target, prior_beta
+    g_scores,
+    g_probs,
+    g_onehot,
+    g_losses,
+    vectors,
+    reference,
+    probs,
+    beta,
+    score,
+    straight_through,
+    noise,
+    tau,
+    contrastive,
+    prior,
+    target,
+    prior_beta,
 ):
     with_losses = contrastive != "none" or prior != "none"
     if g_losses is not None and with_losses:
@@ -309,11 +388,14 @@ def _select_bwd(
     if _triton_for(vectors):
         return _triton().select_backward(
             g_scores, g_probs, g_onehot, g_losses, vectors, reference, probs, beta, score, straight_through, noise, tau,
-            contrastive if g_losses is not None else "none", prior if g_losses is not None else "none", target, prior_beta,
+            contrastive if g_losses is not None else "none", prior if g_losses is not None else "none", target,
+            prior_beta,
         )  # fmt: skip
     g_onehot = g_onehot if straight_through else None
     if g_losses is None:
-        return ref.select_backward_ref(g_scores, g_probs, g_onehot, vectors, reference, beta, score, straight_through, noise, tau)
+        return ref.select_backward_ref(
+            g_scores, g_probs, g_onehot, vectors, reference, beta, score, straight_through, noise, tau
+        )
     return ref.select_losses_backward_ref(
         g_scores, g_probs, g_onehot, g_losses, vectors, reference, beta, score, straight_through, noise, tau,
         None if contrastive == "none" else contrastive, prior != "none", target, prior_beta,
@@ -340,7 +422,22 @@ class _Select(torch.autograd.Function):
         if not (ctx.needs_input_grad[0] or ctx.needs_input_grad[1]):
             return None, None, None
         gv, gr = _select_bwd(
-            g_scores, g_probs, g_onehot, g_losses, vectors, reference, probs, beta, score, straight_through, noise, tau, contrastive, prior, target, prior_beta
+            g_scores,
+            g_probs,
+            g_onehot,
+            g_losses,
+            vectors,
+            reference,
+            probs,
+            beta,
+            score,
+            straight_through,
+            noise,
+            tau,
+            contrastive,
+            prior,
+            target,
+            prior_beta,
         )
         return (gv if ctx.needs_input_grad[0] else None), (gr if ctx.needs_input_grad[1] else None), None
 
@@ -359,7 +456,11 @@ def _select_op(
     target: Tensor | None,
     prior_beta: float,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-    return tuple(_select_fwd(vectors, reference, beta, score, straight_through, gumbel_noise, tau, contrastive, prior, target, prior_beta))
+    return tuple(
+        _select_fwd(
+            vectors, reference, beta, score, straight_through, gumbel_noise, tau, contrastive, prior, target, prior_beta
+        )
+    )
 
 
 @_select_op.register_fake
@@ -396,7 +497,8 @@ def _select_backward_op(
     prior_beta: float,
 ) -> tuple[Tensor, Tensor]:
     return _select_bwd(
-        grad_scores, grad_probs, grad_onehot, grad_losses, vectors, reference, probs, beta, score, straight_through, gumbel_noise, tau,
+        grad_scores, grad_probs, grad_onehot, grad_losses, vectors, reference, probs, beta, score, straight_through,
+        gumbel_noise, tau,
         contrastive, prior, target, prior_beta,
     )  # fmt: skip
 
@@ -420,11 +522,15 @@ def _(
     target,
     prior_beta,
 ):
-    return torch.empty_like(vectors, memory_format=torch.contiguous_format), torch.empty_like(reference, memory_format=torch.contiguous_format)
+    return torch.empty_like(vectors, memory_format=torch.contiguous_format), torch.empty_like(
+        reference, memory_format=torch.contiguous_format
+    )
 
 
 def _select_setup(ctx, inputs, output):
-    vectors, reference, beta, score, straight_through, gumbel_noise, tau, contrastive, prior, target, prior_beta = inputs
+    vectors, reference, beta, score, straight_through, gumbel_noise, tau, contrastive, prior, target, prior_beta = (
+        inputs
+    )
     ctx.save_for_backward(vectors, reference, output[1], gumbel_noise, target)
     ctx.cfg = (beta, score, straight_through, tau, contrastive, prior, prior_beta)
     ctx.mark_non_differentiable(output[2])
@@ -438,7 +544,22 @@ def _select_grad(ctx, g_scores, g_probs, g_index, g_onehot, g_losses):
     if not (ctx.needs_input_grad[0] or ctx.needs_input_grad[1]):
         return _EMPTY_GRADS[:11]
     gv, gr = torch.ops.canon.select_backward(
-        g_scores, g_probs, g_onehot, g_losses, vectors, reference, probs, beta, score, straight_through, noise, tau, contrastive, prior, target, prior_beta
+        g_scores,
+        g_probs,
+        g_onehot,
+        g_losses,
+        vectors,
+        reference,
+        probs,
+        beta,
+        score,
+        straight_through,
+        noise,
+        tau,
+        contrastive,
+        prior,
+        target,
+        prior_beta,
     )
     return (gv if ctx.needs_input_grad[0] else None, gr if ctx.needs_input_grad[1] else None) + _EMPTY_GRADS[:9]
 
@@ -462,7 +583,17 @@ def select(
     """Scores, β-softmax, argmax and (straight-through) one-hot of ``vectors`` (B, N, D), and
     when asked (``contrastive`` ``"normalized"``/``"raw"``, ``prior`` ``"identity"``/``"target"``)
     the batch means of both losses as a (2,) tensor, all from one pass over the vectors."""
-    cfg = (float(beta), score, bool(straight_through), gumbel_noise, float(tau), contrastive, prior, target, float(prior_beta))
+    cfg = (
+        float(beta),
+        score,
+        bool(straight_through),
+        gumbel_noise,
+        float(tau),
+        contrastive,
+        prior,
+        target,
+        float(prior_beta),
+    )
     out = torch.ops.canon.select(vectors, reference, *cfg) if _compiling() else _Select.apply(vectors, reference, cfg)
     return Selection(*out[:4]), out[4]
 
@@ -535,7 +666,9 @@ def contrastive_loss(vectors: Tensor, kind: str) -> Tensor:
 # ============================================================================= fused eval canonicalization
 def _select_transform_fwd(vectors, reference, x, mats, exact, aligned, beta, score, padding, interpolation):
     if _triton_for(x):
-        xc, sel = _triton().select_transform(vectors, reference, x, mats, exact, aligned, beta, score, padding, interpolation)
+        xc, sel = _triton().select_transform(
+            vectors, reference, x, mats, exact, aligned, beta, score, padding, interpolation
+        )
         return (xc, *sel)
     sel = ref.select_ref(vectors, reference, beta, score, False)
     return (ref.transform_values_ref(x, sel.index, mats, exact, padding, interpolation), *sel)
@@ -558,7 +691,9 @@ class _SelectTransform(torch.autograd.Function):
         mats, pull, exact, aligned, beta, score, padding, interpolation = ctx.cfg
         gx = None
         if ctx.needs_input_grad[2] and g_xc is not None:  # a hard choice: only x receives a gradient
-            gx, _ = _transform_bwd(g_xc, x, index, mats, pull, exact, aligned, padding, interpolation, True, False, None, None)
+            gx, _ = _transform_bwd(
+                g_xc, x, index, mats, pull, exact, aligned, padding, interpolation, True, False, None, None
+            )
         return None, None, gx, None
 
 
@@ -576,7 +711,9 @@ def _select_transform_op(
     padding: str,
     interpolation: str,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-    return tuple(_select_transform_fwd(vectors, reference, x, mats, exact, aligned, beta, score, padding, interpolation))
+    return tuple(
+        _select_transform_fwd(vectors, reference, x, mats, exact, aligned, beta, score, padding, interpolation)
+    )
 
 
 @_select_transform_op.register_fake
@@ -604,7 +741,9 @@ def _select_transform_grad(ctx, g_xc, *_):
     exact, aligned, padding, interpolation = ctx.cfg
     gx = None
     if ctx.needs_input_grad[2]:
-        gx, _ = torch.ops.canon.transform_backward(g_xc, x, index, mats, pull, exact, aligned, padding, interpolation, True, False, None, None)
+        gx, _ = torch.ops.canon.transform_backward(
+            g_xc, x, index, mats, pull, exact, aligned, padding, interpolation, True, False, None, None
+        )
     return (None, None, gx) + _EMPTY_GRADS[:8]
 
 
@@ -616,5 +755,9 @@ def select_transform(
 ) -> tuple[Tensor, Selection]:
     """Eval canonicalization from orbit vectors in one op: (canonical images ``T_{g*} x``, hard Selection)."""
     cfg = (tables.mats, tables.pull, tables.exact, tables.aligned, float(beta), score, padding, interpolation)
-    out = torch.ops.canon.select_transform(vectors, reference, x, *cfg) if _compiling() else _SelectTransform.apply(vectors, reference, x, cfg)
+    out = (
+        torch.ops.canon.select_transform(vectors, reference, x, *cfg)
+        if _compiling()
+        else _SelectTransform.apply(vectors, reference, x, cfg)
+    )
     return out[0], Selection(*out[1:])

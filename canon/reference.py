@@ -108,7 +108,9 @@ def _exact_rows(mats: torch.Tensor) -> torch.Tensor:
     return exact.to(mats.device)
 
 
-def _gather_taps(src: torch.Tensor, u: torch.Tensor, v: torch.Tensor, H: int, W: int, padding: str, interpolation: str, exact: bool) -> torch.Tensor:
+def _gather_taps(
+    src: torch.Tensor, u: torch.Tensor, v: torch.Tensor, H: int, W: int, padding: str, interpolation: str, exact: bool
+) -> torch.Tensor:
     """Sample ``src`` (B, C, H·W) at coordinates (P,) shared by the batch, or (B, P) per sample → (B, C, P)."""
     return _apply_taps(src, _taps(u, v, H, W, padding, interpolation, exact), exact or interpolation == "nearest")
 
@@ -144,7 +146,9 @@ class _ViewPlan:
     ``gathered_taps``/``gathered_index`` the same restricted to the gathered views.
     """
 
-    def __init__(self, mats: torch.Tensor, exact: bool, in_hw, out_hw, padding: str, interpolation: str, dtype: torch.dtype):
+    def __init__(
+        self, mats: torch.Tensor, exact: bool, in_hw, out_hw, padding: str, interpolation: str, dtype: torch.dtype
+    ):
         H, W = in_hw
         h, w = out_hw
         N = mats.shape[0]
@@ -158,7 +162,9 @@ class _ViewPlan:
         self.gathered_rows = rows
         self.gathered_index = torch.tensor(rows, dtype=torch.int64, device=mats.device)
         self.gathered_mask = torch.tensor(self.gathered, device=mats.device)
-        self.gathered_taps = [(i[rows].reshape(-1), wt[rows].reshape(-1), ok[rows].reshape(-1)) for i, wt, ok in self.taps]
+        self.gathered_taps = [
+            (i[rows].reshape(-1), wt[rows].reshape(-1), ok[rows].reshape(-1)) for i, wt, ok in self.taps
+        ]
         self.grids = None
         if len(rows) < N:
             grid = torch.stack([(2 * u.to(dtype) + 1) / W - 1, (2 * v.to(dtype) + 1) / H - 1], -1)
@@ -173,7 +179,9 @@ def _forget(key_id: int):
     return lambda _: _VIEW_PLANS.pop(key_id, None)
 
 
-def _view_plan(mats: torch.Tensor, exact: bool, in_hw, out_hw, padding: str, interpolation: str, dtype: torch.dtype) -> _ViewPlan:
+def _view_plan(
+    mats: torch.Tensor, exact: bool, in_hw, out_hw, padding: str, interpolation: str, dtype: torch.dtype
+) -> _ViewPlan:
     """The cached :class:`_ViewPlan` of ``mats``. Matrices are treated as immutable (an in-place
     change shows in ``_version`` and rebuilds the plan); plans die with their matrix tensor."""
     if torch.compiler.is_compiling() or torch.compiler.is_exporting() or torch.jit.is_tracing() or mats.requires_grad:
@@ -204,7 +212,9 @@ def _gathered_views(src: torch.Tensor, plan: _ViewPlan) -> torch.Tensor:
     return _apply_taps(src.reshape(B, C, H * W), plan.gathered_taps, True).reshape(B, C, len(plan.gathered_rows), -1)
 
 
-def _orbit_views(x: torch.Tensor, mats, exact, out_hw, padding, interpolation, out: torch.Tensor | None) -> torch.Tensor:
+def _orbit_views(
+    x: torch.Tensor, mats, exact, out_hw, padding, interpolation, out: torch.Tensor | None
+) -> torch.Tensor:
     """All views of ``x`` (B, C, H, W, compute dtype) as (B, N, C, h, w): written into ``out`` when
     given (the fast path: every view straight into its slot of the final layout), else
     built differentiably (autograd) and stacked."""
@@ -237,7 +247,9 @@ def _orbit_views(x: torch.Tensor, mats, exact, out_hw, padding, interpolation, o
     return out
 
 
-def orbit_empty(B: int, N: int, C: int, h: int, w: int, dtype: torch.dtype, device, channels_last: bool) -> torch.Tensor:
+def orbit_empty(
+    B: int, N: int, C: int, h: int, w: int, dtype: torch.dtype, device, channels_last: bool
+) -> torch.Tensor:
     """Uninitialised views (B, N, C, h, w); ``channels_last``: laid out so that ``flatten(0, 1)``
     is ``torch.channels_last`` without a copy. The one place the orbit's layouts are defined."""
     if channels_last:
@@ -275,7 +287,9 @@ def orbit_ref(
     return _orbit_views(xs, mats, exact, (h, w), padding, interpolation, out)
 
 
-def _sample_per_sample(x: torch.Tensor, index: torch.Tensor, mats: torch.Tensor, exact: bool, padding: str, interpolation: str) -> torch.Tensor:
+def _sample_per_sample(
+    x: torch.Tensor, index: torch.Tensor, mats: torch.Tensor, exact: bool, padding: str, interpolation: str
+) -> torch.Tensor:
     """``x`` (B, C, H, W) resampled by matrix ``index[b]`` of ``mats`` (N, 2, 3), same size (differentiable)."""
     B, C, H, W = x.shape
     plan = _view_plan(mats, exact, (H, W), (H, W), padding, interpolation, x.dtype)
@@ -293,7 +307,9 @@ def _sample_per_sample(x: torch.Tensor, index: torch.Tensor, mats: torch.Tensor,
     return out.index_copy(0, ex, _apply_taps(flat[ex], taps, True).reshape(-1, C, H, W))
 
 
-def _sample_per_sample_adjoint(g: torch.Tensor, index: torch.Tensor, mats: torch.Tensor, exact: bool, padding: str, interpolation: str) -> torch.Tensor:
+def _sample_per_sample_adjoint(
+    g: torch.Tensor, index: torch.Tensor, mats: torch.Tensor, exact: bool, padding: str, interpolation: str
+) -> torch.Tensor:
     """Adjoint of :func:`_sample_per_sample`, written out with aten ops (no autograd: it also runs
     inside registered ops' backward): ``grid_sampler_2d_backward`` for resampled samples, a
     scatter-add of the one-tap gathers for the others; deterministic on CPU."""
@@ -303,12 +319,16 @@ def _sample_per_sample_adjoint(g: torch.Tensor, index: torch.Tensor, mats: torch
     def scatter(gs, idx):
         idx, wt, ok = (t[idx] for t in plan.taps[0])
         P = idx.shape[-1]
-        vals = torch.where(ok[:, None, :], gs.reshape(gs.shape[0], C, P), torch.zeros((), dtype=gs.dtype, device=gs.device))
+        vals = torch.where(
+            ok[:, None, :], gs.reshape(gs.shape[0], C, P), torch.zeros((), dtype=gs.dtype, device=gs.device)
+        )
         return torch.zeros_like(vals).scatter_add_(2, idx[:, None, :].expand(-1, C, P), vals).reshape(gs.shape)
 
     def resampled(gs, idx):
         src = torch.zeros((), dtype=gs.dtype, device=gs.device).expand(gs.shape)
-        return torch.ops.aten.grid_sampler_2d_backward(gs, src, plan.grids[idx], 0, plan.padding, False, [True, False])[0]
+        return torch.ops.aten.grid_sampler_2d_backward(gs, src, plan.grids[idx], 0, plan.padding, False, [True, False])[
+            0
+        ]
 
     if all(plan.gathered):
         return scatter(g, index)
@@ -357,7 +377,13 @@ class _Transform(torch.autograd.Function):
 
 
 def transform_values_ref(
-    x: torch.Tensor, index: torch.Tensor, mats: torch.Tensor, exact: bool, padding: str = "zeros", interpolation: str = "bilinear", chan_perm=None
+    x: torch.Tensor,
+    index: torch.Tensor,
+    mats: torch.Tensor,
+    exact: bool,
+    padding: str = "zeros",
+    interpolation: str = "bilinear",
+    chan_perm=None,
 ) -> torch.Tensor:
     """The values of :func:`transform_ref` without autograd bookkeeping (the CPU forward of the op)."""
     if chan_perm is not None:
@@ -469,7 +495,9 @@ def select_losses_ref(
 # is deterministic on CPU and, under ``torch.use_deterministic_algorithms(True)``, on CUDA.
 
 
-def _scatter_taps(g: torch.Tensor, u: torch.Tensor, v: torch.Tensor, H: int, W: int, padding: str, interpolation: str, exact: bool) -> torch.Tensor:
+def _scatter_taps(
+    g: torch.Tensor, u: torch.Tensor, v: torch.Tensor, H: int, W: int, padding: str, interpolation: str, exact: bool
+) -> torch.Tensor:
     """Adjoint of :func:`_gather_taps`: ``g`` (B, C, P) → (B, C, H·W); coordinates (P,) or (B, P)."""
     B, C, P = g.shape
     acc = g.new_zeros(B * H * W, C)
@@ -506,7 +534,16 @@ def orbit_backward_ref(
     if scattered:
         u, v = sample_coords(mats[scattered], h, w)
         gs = g[:, scattered].permute(0, 2, 1, 3, 4).reshape(B, C, len(scattered) * h * w)
-        out = _scatter_taps(gs, u.reshape(-1), v.reshape(-1), H, W, padding, interpolation, exact or all(plan.exact_rows[n] for n in scattered))
+        out = _scatter_taps(
+            gs,
+            u.reshape(-1),
+            v.reshape(-1),
+            H,
+            W,
+            padding,
+            interpolation,
+            exact or all(plan.exact_rows[n] for n in scattered),
+        )
     src = torch.zeros((), dtype=cdt, device=grad.device).expand(B, C, H, W)
     for n in range(N):  # one view at a time: no transposed copy of the whole gradient
         if n not in scattered:
@@ -547,7 +584,12 @@ def transform_backward_ref(
         if chan_perm is not None:  # the adjoint of a gather by a permutation is the scatter by it
             n = chan_perm.shape[1]
             perm = chan_perm[index][:, None, :, None, None].expand(B, C // n, n, H, W)
-            gx = torch.zeros_like(gx).reshape(B, C // n, n, H, W).scatter_(2, perm, gx.reshape(B, C // n, n, H, W)).reshape(B, C, H, W)
+            gx = (
+                torch.zeros_like(gx)
+                .reshape(B, C // n, n, H, W)
+                .scatter_(2, perm, gx.reshape(B, C // n, n, H, W))
+                .reshape(B, C, H, W)
+            )
     if need_weights:
         xp = permute_channels_ref(x, index, chan_perm) if chan_perm is not None else x
         gw = torch.einsum("bnchw,bchw->bn", orbit_ref(xp.to(cdt), mats, exact, (H, W), padding, interpolation), g)
@@ -602,7 +644,9 @@ def select_backward_ref(
     return gv.to(vectors.dtype), gr.to(reference.dtype)
 
 
-def contrastive_loss_backward_ref(grad: torch.Tensor, vectors: torch.Tensor, kind: str = "normalized", eps: float = 1e-8) -> torch.Tensor:
+def contrastive_loss_backward_ref(
+    grad: torch.Tensor, vectors: torch.Tensor, kind: str = "normalized", eps: float = 1e-8
+) -> torch.Tensor:
     """Gradient w.r.t. ``vectors`` of :func:`contrastive_loss_ref`, written out (no autograd).
 
     With G the (normalized) Gram matrix, d/dG of the off-diagonal Σ|G| is sign(G), so
@@ -657,9 +701,13 @@ def select_losses_backward_ref(
         s = F.cosine_similarity(v, r.expand_as(v), dim=-1, eps=eps) if score == "cosine" else (v * r).sum(-1)
         if target is None:
             target = torch.zeros(B, dtype=torch.int64, device=v.device)
-        g_prior = grad_losses[1].to(cdt) / B * prior_beta * (torch.softmax(prior_beta * s, -1) - F.one_hot(target, N).to(cdt))
+        g_prior = (
+            grad_losses[1].to(cdt) / B * prior_beta * (torch.softmax(prior_beta * s, -1) - F.one_hot(target, N).to(cdt))
+        )
         gs = g_prior if gs is None else gs + g_prior
-    gv, gr = select_backward_ref(gs, grad_probs, grad_onehot, vectors, reference, beta, score, straight_through, gumbel_noise, tau, eps)
+    gv, gr = select_backward_ref(
+        gs, grad_probs, grad_onehot, vectors, reference, beta, score, straight_through, gumbel_noise, tau, eps
+    )
     if contrastive is not None:
         gv = gv + contrastive_loss_backward_ref(grad_losses[0], vectors, contrastive, eps).to(gv.dtype)
     return gv, gr

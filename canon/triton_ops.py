@@ -40,7 +40,9 @@ def _device(t: torch.Tensor):
     return torch.cuda.device(t.device) if t.is_cuda else contextlib.nullcontext()
 
 
-def orbit(x, mats, pull, exact, aligned, size, padding, interpolation, out_dtype=None, channels_last=False, out=None) -> torch.Tensor:
+def orbit(
+    x, mats, pull, exact, aligned, size, padding, interpolation, out_dtype=None, channels_last=False, out=None
+) -> torch.Tensor:
     B, C = x.shape[:2]
     h, w = size
     if out is None:
@@ -64,7 +66,21 @@ def transform(x, index, mats, exact, aligned, padding, interpolation, chan_perm=
         return resample.transform_forward(x, index, mats, exact, aligned, padding, interpolation, out, chan_perm)
 
 
-def transform_backward(grad, x, index, mats, pull, exact, aligned, padding, interpolation, need_x=True, need_weights=True, chan_perm=None, chan_inv=None):
+def transform_backward(
+    grad,
+    x,
+    index,
+    mats,
+    pull,
+    exact,
+    aligned,
+    padding,
+    interpolation,
+    need_x=True,
+    need_weights=True,
+    chan_perm=None,
+    chan_inv=None,
+):
     """(grad_x in x.dtype or None, grad_weights (B, N) in the accumulation dtype or None)."""
     gx = gw = None
     if need_x:
@@ -73,30 +89,60 @@ def transform_backward(grad, x, index, mats, pull, exact, aligned, padding, inte
         gw = torch.empty((x.shape[0], mats.shape[0]), dtype=ref.acc_dtype(x.dtype), device=x.device)
     if need_x or need_weights:
         with _device(x):
-            resample.transform_backward(grad, x, index, mats, pull, exact, aligned, padding, interpolation, gx if need_x else None, gw, chan_perm, chan_inv)
+            resample.transform_backward(
+                grad,
+                x,
+                index,
+                mats,
+                pull,
+                exact,
+                aligned,
+                padding,
+                interpolation,
+                gx if need_x else None,
+                gw,
+                chan_perm,
+                chan_inv,
+            )
     return gx, gw
 
 
-def select(vectors, reference, beta, score, gumbel_noise, tau, contrastive="none", prior="none", target=None, prior_beta=1.0, out=None):
+def select(
+    vectors,
+    reference,
+    beta,
+    score,
+    gumbel_noise,
+    tau,
+    contrastive="none",
+    prior="none",
+    target=None,
+    prior_beta=1.0,
+    out=None,
+):
     """Forward values (the straight-through one-hot's value is the hard one-hot) and, when asked,
     the per-sample losses (2, B): row 0 contrastive, row 1 prior."""
     with _device(vectors):
         sel, losses = select_k.select_forward(
             vectors, reference, beta, score == "cosine", gumbel_noise, tau,
-            contrastive=None if contrastive == "none" else contrastive, prior=PRIOR_CODES[prior], target=target, prior_beta=prior_beta, out=out,
+            contrastive=None if contrastive == "none" else contrastive, prior=PRIOR_CODES[prior], target=target,
+            prior_beta=prior_beta, out=out,
         )  # fmt: skip
     return Selection(*sel), losses
 
 
 def select_backward(
-    grad_scores, grad_probs, grad_onehot, grad_losses, vectors, reference, probs, beta, score, straight_through, gumbel_noise, tau,
+    grad_scores, grad_probs, grad_onehot, grad_losses, vectors, reference, probs, beta, score, straight_through,
+    gumbel_noise, tau,
     contrastive="none", prior="none", target=None, prior_beta=1.0,
 ):  # fmt: skip
     scale = beta / tau if gumbel_noise is not None else beta  # d logits / d scores
     with _device(vectors):
         gv, gr = select_k.select_backward(
-            grad_scores, grad_probs, grad_onehot if straight_through else None, grad_losses, vectors, reference, probs, scale, score == "cosine",
-            contrastive=None if contrastive == "none" else contrastive, prior=PRIOR_CODES[prior], target=target, prior_beta=prior_beta,
+            grad_scores, grad_probs, grad_onehot if straight_through else None, grad_losses, vectors, reference, probs,
+            scale, score == "cosine",
+            contrastive=None if contrastive == "none" else contrastive, prior=PRIOR_CODES[prior], target=target,
+            prior_beta=prior_beta,
         )  # fmt: skip
     return gv, gr.to(reference.dtype)
 
@@ -116,7 +162,9 @@ def contrastive_loss_backward(grad, vectors, kind) -> torch.Tensor:
     return gv
 
 
-def select_transform(vectors, reference, x, mats, exact, aligned, beta, score, padding, interpolation, out=None, sel_out=None):
+def select_transform(
+    vectors, reference, x, mats, exact, aligned, beta, score, padding, interpolation, out=None, sel_out=None
+):
     """Eval canonicalization in one launch: (canonical images, Selection)."""
     B, N, _ = vectors.shape
     acc = ref.acc_dtype(vectors.dtype)
@@ -129,5 +177,7 @@ def select_transform(vectors, reference, x, mats, exact, aligned, beta, score, p
     if out is None:
         out = torch.empty(x.shape, dtype=x.dtype, device=x.device)
     with _device(x):
-        resample.select_transform_forward(vectors, reference, x, mats, exact, aligned, beta, score == "cosine", padding, interpolation, out, sel_out)
+        resample.select_transform_forward(
+            vectors, reference, x, mats, exact, aligned, beta, score == "cosine", padding, interpolation, out, sel_out
+        )
     return out, Selection(*sel_out)

@@ -39,7 +39,13 @@ CASE_TOLERANCES = {
 }
 
 
-def assert_close(actual: torch.Tensor, expected: torch.Tensor, dtype: torch.dtype | None = None, msg: str = "", case: str | None = None) -> None:
+def assert_close(
+    actual: torch.Tensor,
+    expected: torch.Tensor,
+    dtype: torch.dtype | None = None,
+    msg: str = "",
+    case: str | None = None,
+) -> None:
     """assert_close that reports the worst element (index, both values) on failure.
 
     Tolerances come from :data:`TOLERANCES` by dtype, or from :data:`CASE_TOLERANCES` by name
@@ -58,7 +64,8 @@ def assert_close(actual: torch.Tensor, expected: torch.Tensor, dtype: torch.dtyp
         idx = tuple(int(i) for i in torch.unravel_index(torch.tensor(worst), err.shape))
         raise AssertionError(
             f"{msg} {int(bad.sum())}/{err.numel()} elements differ; worst at {idx}: actual={act[idx].item():.8g} "
-            f"expected={exp[idx].item():.8g} |diff|={err[idx].item():.3g} > {bound[idx].item():.3g} (rtol={rtol}, atol={atol})"
+            f"expected={exp[idx].item():.8g} |diff|={err[idx].item():.3g} > {bound[idx].item():.3g} (rtol={rtol}, "
+            f"atol={atol})"
         )
 
 
@@ -77,9 +84,12 @@ def _kernel_devices() -> list:
 
 KERNEL_DEVICES = _kernel_devices()
 NO_KERNEL_DEVICE = "no Triton kernel device: triton missing, or TRITON_INTERPRET=0 without CUDA"
-kernel_device = pytest.mark.parametrize("dev", KERNEL_DEVICES or [pytest.param("none", marks=pytest.mark.skip(reason=NO_KERNEL_DEVICE))])
+kernel_device = pytest.mark.parametrize(
+    "dev", KERNEL_DEVICES or [pytest.param("none", marks=pytest.mark.skip(reason=NO_KERNEL_DEVICE))]
+)
 cuda_only = pytest.mark.skipif(
-    not torch.cuda.is_available() or os.environ.get("TRITON_INTERPRET") == "1", reason="needs compiled kernels on a CUDA device (make test-gpu)"
+    not torch.cuda.is_available() or os.environ.get("TRITON_INTERPRET") == "1",
+    reason="needs compiled kernels on a CUDA device (make test-gpu)",
 )
 
 
@@ -95,7 +105,9 @@ def assert_within_torch_error(ours: torch.Tensor, torch_own: torch.Tensor, truth
     ours_err = (ours.detach().double().cpu() - truth.detach().double().cpu()).abs().max()
     torch_err = (torch_own.detach().double().cpu() - truth.detach().double().cpu()).abs().max()
     bound = 2 * torch_err + TOLERANCES[torch.float32][1]
-    assert ours_err <= bound, f"{msg} error {float(ours_err):.3g} > 2 × PyTorch's own {float(torch_err):.3g} + {TOLERANCES[torch.float32][1]}"
+    assert ours_err <= bound, (
+        f"{msg} error {float(ours_err):.3g} > 2 × PyTorch's own {float(torch_err):.3g} + {TOLERANCES[torch.float32][1]}"
+    )
 
 
 @pytest.fixture

@@ -191,7 +191,9 @@ def test_gradcheck_canonicalize_invert(padding, interp):
     assert torch.autograd.gradcheck(lambda x: canon.canonicalize(x, idx, "C8", padding, interp), (x,))
     assert torch.autograd.gradcheck(lambda x: canon.invert(x, idx, "D8", "scalar", padding, interp), (x,))
     y = torch.randn(2, 4, 4, 4, dtype=torch.float64, requires_grad=True)
-    assert torch.autograd.gradcheck(lambda y: canon.invert(y, torch.tensor([1, 2]), "C4", "regular", padding, interp), (y,))
+    assert torch.autograd.gradcheck(
+        lambda y: canon.invert(y, torch.tensor([1, 2]), "C4", "regular", padding, interp), (y,)
+    )
 
 
 def test_gradcheck_select_and_losses():

@@ -9,7 +9,9 @@ from canon.networks import ConvEncoder
 
 def test_fullgraph_forward_backward_matches_eager(rng):
     torch.manual_seed(0)
-    net = canon.OrbitCanonicalizer(ConvEncoder(1, out_dim=8, hidden=4, num_layers=2, kernel_size=3), "C8", size=6, learn_reference=True).train()
+    net = canon.OrbitCanonicalizer(
+        ConvEncoder(1, out_dim=8, hidden=4, num_layers=2, kernel_size=3), "C8", size=6, learn_reference=True
+    ).train()
     x = torch.rand(2, 1, 7, 7, generator=rng)
 
     def step(inp):

@@ -42,7 +42,18 @@ def _flat(out):
 @cuda_only
 @pytest.mark.parametrize(
     "name",
-    ["orbit", "orbit_exact", "select", "select_losses", "canonicalize", "select_canonicalize", "invert", "invert_regular", "transform", "contrastive_loss"],
+    [
+        "orbit",
+        "orbit_exact",
+        "select",
+        "select_losses",
+        "canonicalize",
+        "select_canonicalize",
+        "invert",
+        "invert_regular",
+        "transform",
+        "contrastive_loss",
+    ],
 )
 def test_every_public_op_replays_from_a_cuda_graph(name):
     dev = "cuda"

@@ -19,14 +19,20 @@ import canon  # noqa: E402
 from canon.kernels.launch import recording  # noqa: E402
 from canon.networks import ConvEncoder  # noqa: E402
 
-pytestmark = pytest.mark.skipif("cpu" not in KERNEL_DEVICES, reason=f"needs the Triton interpreter to trace launches on meta tensors ({NO_KERNEL_DEVICE})")
+pytestmark = pytest.mark.skipif(
+    "cpu" not in KERNEL_DEVICES,
+    reason=f"needs the Triton interpreter to trace launches on meta tensors ({NO_KERNEL_DEVICE})",
+)
 
 META = torch.device("meta")
 # aten ops that launch no kernel: metadata, views, allocation
 _NO_KERNEL = {
-    "empty", "empty_like", "empty_strided", "new_empty", "new_empty_strided", "view", "_unsafe_view", "reshape", "expand", "permute", "transpose",
-    "t", "as_strided", "select", "slice", "unsqueeze", "squeeze", "alias", "detach", "unbind", "split", "split_with_sizes", "unflatten", "flatten",
-    "view_as", "expand_as", "_reshape_alias", "sym_size", "sym_stride", "sym_numel", "sym_storage_offset", "is_same_size",
+    "empty", "empty_like", "empty_strided", "new_empty", "new_empty_strided", "view", "_unsafe_view", "reshape",
+    "expand", "permute", "transpose",
+    "t", "as_strided", "select", "slice", "unsqueeze", "squeeze", "alias", "detach", "unbind", "split",
+    "split_with_sizes", "unflatten", "flatten",
+    "view_as", "expand_as", "_reshape_alias", "sym_size", "sym_stride", "sym_numel", "sym_storage_offset",
+    "is_same_size",
 }  # fmt: skip
 # aten ops that read data back to the host
 _TO_HOST = {"_local_scalar_dense", "item", "tolist", "equal", "is_nonzero"}
@@ -90,7 +96,9 @@ def _inputs(group="C8", C=3, S=32):
     v = torch.empty(4, N, 16, device=META)
     r = torch.empty(16, device=META)
     idx = torch.empty(4, dtype=torch.int64, device=META)
-    sel = canon.Selection(torch.empty(4, N, device=META), torch.empty(4, N, device=META), idx, torch.empty(4, N, device=META))
+    sel = canon.Selection(
+        torch.empty(4, N, device=META), torch.empty(4, N, device=META), idx, torch.empty(4, N, device=META)
+    )
     return x, v, r, idx, sel
 
 
@@ -99,14 +107,26 @@ CALLS = {
     "orbit": (lambda x, v, r, i, s: canon.orbit(x, "C8", size=24, crop_ratio=0.8), ["orbit_kernel"], 0),
     "orbit exact": (lambda x, v, r, i, s: canon.orbit(x, "D4"), ["orbit_kernel"], 0),
     "select": (lambda x, v, r, i, s: canon.select(v, r), ["select_kernel"], 0),
-    "select gumbel": (lambda x, v, r, i, s: canon.select(v, r, gumbel=True), ["select_kernel"], 6),  # noise: rand + clamp + 2 log + 2 neg
+    "select gumbel": (
+        lambda x, v, r, i, s: canon.select(v, r, gumbel=True),
+        ["select_kernel"],
+        6,
+    ),  # noise: rand + clamp + 2 log + 2 neg
     "select_losses": (lambda x, v, r, i, s: canon.select_losses(v, r), ["select_kernel"], 1),  # + the batch means
     "select_losses target": (lambda x, v, r, i, s: canon.select_losses(v, r, prior_target=i), ["select_kernel"], 1),
     "canonicalize index": (lambda x, v, r, i, s: canon.canonicalize(x, i, "C8"), ["transform_kernel"], 0),
     "canonicalize Selection": (lambda x, v, r, i, s: canon.canonicalize(x, s, "C8"), ["transform_kernel"], 0),
-    "select_canonicalize": (lambda x, v, r, i, s: canon.select_canonicalize(x, v, r, "C8"), ["select_transform_kernel"], 0),
+    "select_canonicalize": (
+        lambda x, v, r, i, s: canon.select_canonicalize(x, v, r, "C8"),
+        ["select_transform_kernel"],
+        0,
+    ),
     "invert": (lambda x, v, r, i, s: canon.invert(x, s, "C8"), ["transform_kernel"], 0),
-    "invert regular": (lambda x, v, r, i, s: canon.invert(torch.empty(4, 16, 32, 32, device=META), i, "C8", kind="regular"), ["transform_kernel"], 0),
+    "invert regular": (
+        lambda x, v, r, i, s: canon.invert(torch.empty(4, 16, 32, 32, device=META), i, "C8", kind="regular"),
+        ["transform_kernel"],
+        0,
+    ),
     "transform": (lambda x, v, r, i, s: canon.transform(x, i, "C8"), ["transform_kernel"], 0),
     "contrastive_loss": (lambda x, v, r, i, s: canon.losses.contrastive_loss(v), ["select_kernel"], 1),
 }
@@ -125,7 +145,9 @@ def test_forward_launches_and_no_host_traffic(name):
 @pytest.mark.parametrize("group", ["C8", "D4"])
 def test_module_forward_backward_make_no_host_traffic(group):
     torch.manual_seed(0)
-    model = canon.OrbitCanonicalizer(ConvEncoder(3, out_dim=16, hidden=4, num_layers=2, kernel_size=3), group, size=24, learn_reference=True).to(META)
+    model = canon.OrbitCanonicalizer(
+        ConvEncoder(3, out_dim=16, hidden=4, num_layers=2, kernel_size=3), group, size=24, learn_reference=True
+    ).to(META)
     x = torch.empty(4, 3, 32, 32, device=META)
 
     def train_step():
@@ -135,7 +157,11 @@ def test_module_forward_backward_make_no_host_traffic(group):
 
     launches, kernels, host = device_work(train_step)
     assert host == [], f"training step host<->device traffic: {host}"
-    assert launches.count("orbit_kernel") == 1 and launches.count("select_kernel") == 1 and launches.count("transform_kernel") == 1, launches
+    assert (
+        launches.count("orbit_kernel") == 1
+        and launches.count("select_kernel") == 1
+        and launches.count("transform_kernel") == 1
+    ), launches
     assert "select_backward_kernel" in launches and "transform_backward_kernel" in launches, launches
     assert not any("scatter" in name for name in launches), f"zero-padded adjoints are gathers: {launches}"
     launches, kernels, host = device_work(lambda: model.eval()(x))

@@ -99,7 +99,9 @@ def test_dead_views_are_reused_and_live_ones_never_overwritten(rng):
     # On the CPU a forward writes its views into the last forward's views when nothing else
     # refers to them (no page faults for a fresh buffer); views someone still holds stay intact.
     torch.manual_seed(0)
-    net = canon.OrbitCanonicalizer(ConvEncoder(1, out_dim=8, hidden=4, num_layers=2, kernel_size=3), "C8", size=8, learn_reference=True).train()
+    net = canon.OrbitCanonicalizer(
+        ConvEncoder(1, out_dim=8, hidden=4, num_layers=2, kernel_size=3), "C8", size=8, learn_reference=True
+    ).train()
     x1, x2 = torch.rand(2, 1, 8, 8, generator=rng), torch.rand(2, 1, 8, 8, generator=rng)
     with torch.no_grad():
         net(x1)
@@ -109,7 +111,9 @@ def test_dead_views_are_reused_and_live_ones_never_overwritten(rng):
         held = net.state.views
         snapshot = held.clone()
         net(x1)
-        assert net.state.views.data_ptr() != held.data_ptr() and torch.equal(held, snapshot), "views held by the caller changed"
+        assert net.state.views.data_ptr() != held.data_ptr() and torch.equal(held, snapshot), (
+            "views held by the caller changed"
+        )
     # a graph that saved the views (the encoder's input) keeps them: a second forward before the
     # first backward must not overwrite them, and the first backward stays right
     loss1 = net(x1).square().mean() + net.prior_loss()

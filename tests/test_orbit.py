@@ -35,7 +35,9 @@ def _slow_view(x, group, g, size, crop, padding, mode):
     # affine_grid works in normalized coords of the *output*; map output-normalized → pixel
     # offsets → rotate → input-normalized.
     ry, rx = crop if isinstance(crop, tuple) else (crop, crop)
-    to_pix_out = torch.diag(torch.tensor([rx * W / 2, ry * H / 2], dtype=torch.float64))  # normalized out → centred input pixels
+    to_pix_out = torch.diag(
+        torch.tensor([rx * W / 2, ry * H / 2], dtype=torch.float64)
+    )  # normalized out → centred input pixels
     to_norm_in = torch.diag(torch.tensor([2 / W, 2 / H], dtype=torch.float64))
     theta = (to_norm_in @ lin @ to_pix_out).float()
     theta = torch.cat([theta, torch.zeros(2, 1)], 1)[None].expand(B, 2, 3)
@@ -67,14 +69,24 @@ def test_c4_element1_is_rot90_and_flips_any_shape(rng):
 @pytest.mark.parametrize("padding", ["zeros", "border", "reflection"])
 @pytest.mark.parametrize(
     "group,hw,size,crop",
-    [("C8", (11, 13), (7, 9), 0.8), ("D3", (16, 16), (9, 9), 1.0), ("C5", (12, 10), (12, 10), 0.6), ("D6", (9, 9), (17, 17), (0.9, 0.7))],
+    [
+        ("C8", (11, 13), (7, 9), 0.8),
+        ("D3", (16, 16), (9, 9), 1.0),
+        ("C5", (12, 10), (12, 10), 0.6),
+        ("D6", (9, 9), (17, 17), (0.9, 0.7)),
+    ],
 )
 def test_orbit_matches_grid_sample(group, hw, size, crop, padding, rng):
     x = torch.randn(2, 3, *hw, generator=rng)
     views = canon.orbit(x, group, size=size, crop_ratio=crop, padding=padding)
     assert views.shape == (2, as_group(group).order, 3, *size)
     for g in range(as_group(group).order):
-        assert_close(views[:, g], _slow_view(x, group, g, size, crop, padding, "bilinear"), msg=f"{group} g={g}", case="grid_sample_coordinates")
+        assert_close(
+            views[:, g],
+            _slow_view(x, group, g, size, crop, padding, "bilinear"),
+            msg=f"{group} g={g}",
+            case="grid_sample_coordinates",
+        )
 
 
 def test_nearest_matches_grid_sample_away_from_ties(rng):
@@ -114,14 +126,21 @@ def test_dtypes_and_layouts(dtype, rng):
     assert torch.equal(canon.orbit(x.contiguous(memory_format=torch.channels_last), "C8", size=7, crop_ratio=0.9), ref)
     big = torch.randn(4, 5, 12, 12, generator=rng)
     sl = big[::2, 1:4, 1:10, 2:11]
-    assert torch.equal(canon.orbit(sl, "C8", size=7, crop_ratio=0.9), canon.orbit(sl.contiguous(), "C8", size=7, crop_ratio=0.9))
+    assert torch.equal(
+        canon.orbit(sl, "C8", size=7, crop_ratio=0.9), canon.orbit(sl.contiguous(), "C8", size=7, crop_ratio=0.9)
+    )
 
 
 def test_orbit_gradcheck():
     x = torch.randn(2, 2, 5, 6, dtype=torch.float64, requires_grad=True)
     for padding in ("zeros", "border", "reflection"):
         for interp in ("bilinear", "nearest"):
-            assert torch.autograd.gradcheck(lambda x, p=padding, i=interp: canon.orbit(x, "D3", size=(4, 3), crop_ratio=0.7, padding=p, interpolation=i), (x,))
+            assert torch.autograd.gradcheck(
+                lambda x, p=padding, i=interp: canon.orbit(
+                    x, "D3", size=(4, 3), crop_ratio=0.7, padding=p, interpolation=i
+                ),
+                (x,),
+            )
     assert torch.autograd.gradcheck(lambda x: canon.orbit(x, "D4"), (x,))
 
 
@@ -137,4 +156,6 @@ def test_quarter_turns_inside_larger_groups_are_exact(group, rng):
         if k % q == 0:
             assert torch.equal(views[:, g], _rot_flip(x, k // q, r)), g
     idx = torch.tensor([q, G.n // 2])
-    assert torch.equal(canon.canonicalize(x, idx, G), torch.stack([torch.rot90(x[0], 1, (-2, -1)), torch.rot90(x[1], 2, (-2, -1))]))
+    assert torch.equal(
+        canon.canonicalize(x, idx, G), torch.stack([torch.rot90(x[0], 1, (-2, -1)), torch.rot90(x[1], 2, (-2, -1))])
+    )
