@@ -135,7 +135,10 @@ def _cached(key, build):
             return build()
         if len(_TABLE_CACHE) > _CACHE_LIMIT:
             _TABLE_CACHE.clear()
-        hit = _TABLE_CACHE[key] = build()
+        # normal tensors even when the first call runs under torch.inference_mode(): inference
+        # tensors could not be saved for backward nor version-checked by later calls
+        with torch.inference_mode(False):
+            hit = _TABLE_CACHE[key] = build()
     return hit
 
 

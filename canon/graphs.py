@@ -93,7 +93,12 @@ class GraphedCanonicalizer(nn.Module):
             raise ValueError(f"{fn}: warmup must be an int >= 1, got {warmup!r}")
         self.canonicalizer = canonicalizer
         self._key = (tuple(sample.shape), sample.dtype, sample.device, canonicalizer.training)
-        self._graphed = torch.cuda.make_graphed_callables(_Outputs(canonicalizer), (sample,), num_warmup_iters=warmup)
+        # eval mode gives the reference vector no gradient (a hard choice): unused inputs are allowed
+        self._graphed = torch.cuda.make_graphed_callables(
+            _Outputs(canonicalizer), (sample,), num_warmup_iters=warmup, allow_unused_input=True
+        )
+        # the graphs read the device tables by address: hold them, whatever happens to the caches
+        self._tables = canonicalizer._plans(sample)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         key = (tuple(x.shape), x.dtype, x.device, self.canonicalizer.training)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from typing import NamedTuple
 
 import torch
@@ -123,13 +122,14 @@ class OrbitCanonicalizer(nn.Module):
     def _apply(self, fn, *args, **kwargs):
         self._dtype = None  # .to()/.half()/... may change the encoder's dtype
         self._plan_cache = {}
+        self.__dict__["_views_buffer"] = None
         return super()._apply(fn, *args, **kwargs)
 
     def __getstate__(self) -> dict:
         # The last forward's state (views, vectors and their autograd graph) belongs to that call:
         # copy.deepcopy and pickling (torch.save(module)) leave it out, the copy starts fresh.
         state = super().__getstate__()
-        return {**state, "state": None, "_losses": None, "_plan_cache": {}}
+        return {**state, "state": None, "_losses": None, "_plan_cache": {}, "_views_buffer": None}
 
     def extra_repr(self) -> str:
         return (
@@ -184,6 +184,8 @@ class OrbitCanonicalizer(nn.Module):
         reuse = x.device.type == "cpu" and not ops.tracing()
         out = self._dead_views(x, (B, N, x.shape[1], *hw), dtype) if reuse else None
         views = ops.orbit(x, tables, hw, padding, self.interpolation, dtype, out=out)
+        if reuse:
+            self.__dict__["_views_buffer"] = views.detach()  # a private alias of the storage (see _dead_views)
         vectors = self.encoder(views.flatten(0, 1))
         if not isinstance(vectors, torch.Tensor):
             raise TypeError(
@@ -206,33 +208,29 @@ class OrbitCanonicalizer(nn.Module):
         return views, vectors
 
     def _dead_views(self, x: torch.Tensor, shape: tuple, dtype: torch.dtype) -> torch.Tensor | None:
-        """The last forward's views, when nothing but this module still refers to them, to be
-        overwritten by this forward's (CPU only). A fresh tensor of that size costs a page
-        fault per 4 KiB on the CPU (glibc maps blocks over 32 MiB anew each time), about as
-        long as computing the views; reusing dead memory avoids it. Nothing that holds the old
-        views — a Python reference, a view of them, a tensor saved for backward — is ever
-        overwritten: the check needs the tensor, its storage and the Python object to have
-        exactly one owner each."""
-        st = self.state
-        prev = st.views if st is not None else None
-        if (
-            prev is None
-            or prev.shape != shape
-            or prev.dtype != dtype
-            or prev.device != x.device
-            or prev.requires_grad
-            or not prev.is_contiguous()
-        ):
+        """Memory of the last forward's views to write this forward's into, when nothing still uses
+        it (CPU only). A fresh tensor of that size costs a page fault per 4 KiB on the CPU (glibc
+        maps blocks over 32 MiB anew each time), about as long as computing the views.
+
+        The module keeps a private alias of the last views' storage (``_views_buffer``, never handed
+        out). Once the module has dropped its own state, every tensor that still shares that
+        storage — the views themselves held in a kept ``CanonicalizationState``, a view of them, a
+        tensor saved for backward — holds a reference to it; the memory is reused only when the
+        private alias is the one holder left (C++ reference counts, not Python's)."""
+        buf = self.__dict__.get("_views_buffer")
+        self.__dict__["state"] = None  # this forward replaces the state; the old views may die here
+        self.__dict__["_views_buffer"] = None
+        if buf is None or buf.shape != shape or buf.dtype != dtype or buf.device != x.device or buf.is_inference():
+            return None
+        if not buf.is_contiguous():
             return None
         try:
-            alone = prev._use_count() == 1 and torch._C._storage_Use_Count(prev.untyped_storage()._cdata) == 2
-        except AttributeError:  # private counters missing in this torch: allocate anew
+            holders = (
+                torch._C._storage_Use_Count(buf.untyped_storage()._cdata) - 1
+            )  # minus the temporary storage object
+        except AttributeError:  # private counter missing in this torch: allocate anew
             return None
-        # references to the object: the state tuple, `prev`, getrefcount's argument
-        if not alone or sys.getrefcount(prev) > 3:
-            return None
-        self.__dict__["state"] = None  # the old state's views are about to change
-        return prev
+        return buf.detach() if holders == 1 else None
 
     def _remember(self, views, vectors, sel, losses) -> CanonicalizationState:
         # plain attributes (no nn.Module.__setattr__ bookkeeping per forward)

@@ -190,10 +190,12 @@ def _view_plan(
     per = _VIEW_PLANS.get(key_id)
     if per is None or per[0]() is not mats:
         per = _VIEW_PLANS[key_id] = (weakref.ref(mats, _forget(key_id)), {})
-    key = (mats._version, tuple(in_hw), tuple(out_hw), padding, interpolation, dtype, bool(exact))
+    version = None if mats.is_inference() else mats._version  # inference tensors have no version counter
+    key = (version, tuple(in_hw), tuple(out_hw), padding, interpolation, dtype, bool(exact))
     plan = per[1].get(key)
     if plan is None:
-        plan = per[1][key] = _ViewPlan(mats, exact, in_hw, out_hw, padding, interpolation, dtype)
+        with torch.inference_mode(False):
+            plan = per[1][key] = _ViewPlan(mats, exact, in_hw, out_hw, padding, interpolation, dtype)
     return plan
 
 

@@ -42,7 +42,7 @@ import triton
 import triton.language as tl
 
 from .launch import acc_dtype, acc_tl, launch
-from .select import select_config, select_scores_row
+from .select import select_argmax, select_config, select_scores_row
 
 __all__ = [
     "PADDING_CODES",
@@ -323,12 +323,16 @@ def _gather(
     if ONE_TAP:
         return tl.load(base, mask=chan_ok & k00[None, :, :], other=0.0)
     else:
-        # every tap's load is issued before the sums; same summation order as the reference
+        # every tap's load is issued before the sums; same summation order as the reference; taps
+        # that read nothing add nothing (an exact position keeps -0.0, as the reference's gather)
         t00 = tl.load(base, mask=chan_ok & k00[None, :, :], other=0.0).to(ACC)
         t01 = tl.load(base + s_w, mask=chan_ok & k01[None, :, :], other=0.0).to(ACC)
         t10 = tl.load(base + s_h, mask=chan_ok & k10[None, :, :], other=0.0).to(ACC)
         t11 = tl.load(base + s_h + s_w, mask=chan_ok & k11[None, :, :], other=0.0).to(ACC)
-        return ((t00 * wt00[None, :, :] + t01 * wt01[None, :, :]) + t10 * wt10[None, :, :]) + t11 * wt11[None, :, :]
+        t = t00 * wt00[None, :, :]
+        t = tl.where(k01[None, :, :], t + t01 * wt01[None, :, :], t)
+        t = tl.where(k10[None, :, :], t + t10 * wt10[None, :, :], t)
+        return tl.where(k11[None, :, :], t + t11 * wt11[None, :, :], t)
 
 
 @triton.jit
@@ -380,7 +384,7 @@ def _resample_tile(
     PADDING: tl.constexpr,
     NEAREST: tl.constexpr,
     ALL_EXACT: tl.constexpr,  # every matrix of the launch is a permutation: taps code for padded copies only
-    ALIGNED: tl.constexpr,  # permutation reads start at multiples of 16 (see _load_segments)
+    ALIGNED: tl.constexpr,  # every view a zero-padded permutation with 16-aligned runs: tile copies
     CHANNEL_PERM: tl.constexpr,
     ACC: tl.constexpr,
     CHANNELS: tl.constexpr,
@@ -393,16 +397,10 @@ def _resample_tile(
     pix_ok = (r < h)[:, None] & (q < w)[None, :]
     out_off = (r[:, None] * so_h + q[None, :] * so_w)[None, :, :]
     out_ty = out_view.dtype.element_ty
-    # Tile copies need zero padding and 16-aligned runs; other permutations take the
-    # one-tap gather below (still exact: no arithmetic on the values).
-    if (PADDING == PADDING_ZEROS) and ALIGNED:
-        if ALL_EXACT:
-            copy = True  # every matrix is a permutation: only the copy path is compiled
-        else:
-            copy = _is_permutation(m00, m01, m02, m10, m11, m12)
-    else:
-        copy = False
-    if copy:
+    # ALIGNED (set by the launcher): every view is a zero-padded permutation whose runs start at
+    # multiples of 16, so tiles are copies. Other permutations take the one-tap gather below
+    # (still exact: no arithmetic on the values).
+    if ALIGNED:
         for c0 in range(0, C, CHANNELS):
             c, src_off, c_ok = _channels(c0, C, N_PERM, chan_perm_row, sx_c, CHANNELS, CHANNEL_PERM)
             tile = _permuted_tile(
@@ -643,7 +641,7 @@ def select_transform_kernel(
         v_ptr + b.to(tl.int64) * sv_b, sv_n, sv_d, r_ptr, sr_d, N, D, eps, COSINE, SCORE_ACC, BLOCK_N, BLOCK_D
     )
     logits = tl.where(n_ok, beta * s, -float("inf"))
-    elem = tl.argmax(logits, axis=0, tie_break_left=True)
+    elem = select_argmax(logits, n, n_ok, BLOCK_N)
     if t == 0:
         e = tl.where(n_ok, tl.exp(logits - tl.max(logits, axis=0)), 0.0)
         row = b.to(tl.int64) * N + n
@@ -906,6 +904,8 @@ def transform_backward_kernel(
     pix_ok = (r < H)[:, None] & (q < W)[None, :]
     grad_b = grad_ptr + b.to(tl.int64) * sg_b
     sel = tl.load(index_ptr + b)
+    valid = (sel >= 0) & (sel < N)  # an index outside the table reads row 0 and yields NaN gradients
+    sel = tl.where(valid, sel, 0)
     if NEED_GX:
         gx_b = gx_ptr + b.to(tl.int64) * sgx_b
         gx_off = (r[:, None] * sgx_h + q[None, :] * sgx_w)[None, :, :]
@@ -937,6 +937,7 @@ def transform_backward_kernel(
                 TILE_H,
                 TILE_W,
             )
+            acc = tl.where(valid, acc, float("nan"))
             tl.store(
                 gx_b + (c.to(tl.int64) * sgx_c)[:, None, None] + gx_off,
                 acc.to(gx_ptr.dtype.element_ty),
@@ -982,9 +983,8 @@ def transform_backward_kernel(
                     other=0.0,
                 ).to(ACC)
                 part += xs * gv
-            tl.store(
-                dot_ptr + (b.to(tl.int64) * N + gi) * tiles + t, tl.sum(tl.sum(tl.sum(part, axis=2), axis=1), axis=0)
-            )
+            total = tl.sum(tl.sum(tl.sum(part, axis=2), axis=1), axis=0)
+            tl.store(dot_ptr + (b.to(tl.int64) * N + gi) * tiles + t, tl.where(valid, total, float("nan")))
 
 
 # ----------------------------------------------------------------------------- adjoint (scatter)
@@ -1025,6 +1025,7 @@ def orbit_backward_scatter_kernel(
     h,
     w,
     NV,  # views per image (N; 1 with USE_INDEX)
+    NM,  # number of matrices (the valid index range with USE_INDEX)
     # meta-parameters
     PADDING: tl.constexpr,
     NEAREST: tl.constexpr,
@@ -1043,8 +1044,11 @@ def orbit_backward_scatter_kernel(
     blk = pid - o * nblk
     b = o // NV
     n = o - b * NV
+    valid = True
     if USE_INDEX:
         elem = tl.load(index_ptr + b)
+        valid = (elem >= 0) & (elem < NM)  # outside the table: row 0's taps receive NaN
+        elem = tl.where(valid, elem, 0)
     else:
         elem = n
     p = blk * BLOCK + tl.arange(0, BLOCK)
@@ -1061,7 +1065,7 @@ def orbit_backward_scatter_kernel(
     gx_c = gx_ptr + b.to(tl.int64) * C * H * W
     grad_off = i * sg_h + j * sg_w
     for _ in range(C):
-        val = tl.load(grad_c + grad_off, mask=p_ok, other=0.0).to(ACC)
+        val = tl.where(valid, tl.load(grad_c + grad_off, mask=p_ok, other=0.0).to(ACC), float("nan"))
         _scatter(gx_c, W, H, val, ix, iy, wt00, wt01, wt10, wt11, k00, k01, k10, k11, ALL_EXACT or NEAREST)
         grad_c += sg_c
         gx_c += H * W
@@ -1118,10 +1122,11 @@ def _split(cfg: dict) -> tuple[dict, int]:
     return meta, meta.pop("num_warps")
 
 
-def _aligned(aligned: bool, meta: dict) -> bool:
-    # the runs of a permutation copy start at (tile origin + translation): 16-aligned when the
-    # translations are (``aligned``, from the host's float64 matrices) and the tiles are
-    return bool(aligned) and meta["TILE_W"] % 16 == 0 and meta["TILE_H"] % 16 == 0
+def _aligned(aligned: bool, meta: dict, kind: str) -> bool:
+    # tile copies (kind "copy": every view a zero-padded permutation) read runs that start at
+    # (tile origin + translation): 16-aligned when the translations are (``aligned``, from the
+    # host's float64 matrices) and the tiles are
+    return kind == "copy" and bool(aligned) and meta["TILE_W"] % 16 == 0 and meta["TILE_H"] % 16 == 0
 
 
 def orbit_forward(
@@ -1138,7 +1143,8 @@ def orbit_forward(
     h, w = size
     _check_plane("x", x)
     _check_plane("out", out)
-    meta, warps = _split(resample_config(h, w, C, out.dtype, _kind(all_exact, aligned, padding)))
+    kind = _kind(all_exact, aligned, padding)
+    meta, warps = _split(resample_config(h, w, C, out.dtype, kind))
     launch(
         orbit_kernel, (B * N * _tiles(h, w, meta),), warps, fp_fusion=False,
         x_ptr=x, mats_ptr=mats, out_ptr=out,
@@ -1146,7 +1152,7 @@ def orbit_forward(
         so_b=out.stride(0), so_n=out.stride(1), so_c=out.stride(2), so_h=out.stride(3), so_w=out.stride(4),
         C=C, H=H, W=W, h=h, w=w, N=N,
         PADDING=PADDING_CODES[padding], NEAREST=interpolation == "nearest", ALL_EXACT=bool(all_exact),
-        ALIGNED=_aligned(aligned, meta),
+        ALIGNED=_aligned(aligned, meta, kind),
         ACC=acc_tl(x.dtype), **meta,
     )  # fmt: skip
     return out
@@ -1163,7 +1169,8 @@ def transform_forward(
     B, C, H, W = x.shape
     _check_plane("x", x)
     _check_plane("out", out)
-    meta, warps = _split(resample_config(H, W, C, out.dtype, _kind(all_exact, aligned, padding)))
+    kind = _kind(all_exact, aligned, padding)
+    meta, warps = _split(resample_config(H, W, C, out.dtype, kind))
     n_perm = chan_perm.shape[1] if chan_perm is not None else 1
     launch(
         transform_kernel, (B * _tiles(H, W, meta),), warps, fp_fusion=False,
@@ -1173,7 +1180,7 @@ def transform_forward(
         so_b=out.stride(0), so_c=out.stride(1), so_h=out.stride(2), so_w=out.stride(3),
         C=C, H=H, W=W, N=mats.shape[0], N_PERM=n_perm,
         PADDING=PADDING_CODES[padding], NEAREST=interpolation == "nearest", ALL_EXACT=bool(all_exact),
-        ALIGNED=_aligned(aligned, meta),
+        ALIGNED=_aligned(aligned, meta, kind),
         CHANNEL_PERM=chan_perm is not None, ACC=acc_tl(x.dtype), **meta,
     )  # fmt: skip
     return out
@@ -1199,7 +1206,8 @@ def select_transform_forward(
     _, C, H, W = x.shape
     _check_plane("x", x)
     _check_plane("out", out)
-    meta, warps = _split(resample_config(H, W, C, out.dtype, _kind(all_exact, aligned, padding)))
+    kind = _kind(all_exact, aligned, padding)
+    meta, warps = _split(resample_config(H, W, C, out.dtype, kind))
     block_n, block_d, _ = select_config(N, D)
     scores, probs, index, onehot = selection
     launch(
@@ -1212,7 +1220,7 @@ def select_transform_forward(
         N=N, D=D, C=C, H=H, W=W, beta=float(beta), eps=float(eps),
         COSINE=bool(cosine), PADDING=PADDING_CODES[padding], NEAREST=interpolation == "nearest",
         ALL_EXACT=bool(all_exact),
-        ALIGNED=_aligned(aligned, meta), SCORE_ACC=acc_tl(vectors.dtype), ACC=acc_tl(x.dtype), BLOCK_N=block_n,
+        ALIGNED=_aligned(aligned, meta, kind), SCORE_ACC=acc_tl(vectors.dtype), ACC=acc_tl(x.dtype), BLOCK_N=block_n,
         BLOCK_D=block_d, **meta,
     )  # fmt: skip
     return out
@@ -1233,15 +1241,15 @@ def orbit_backward(
     _check_plane("out", out)
     nearest = interpolation == "nearest"
     if padding == "zeros":
-        meta, warps = _split(
-            resample_config(H, W, C, out.dtype, _kind(all_exact, aligned, padding) if all_exact else "pull")
-        )
+        kind = _kind(all_exact, aligned, padding) if all_exact else "pull"
+        meta, warps = _split(resample_config(H, W, C, out.dtype, kind))
         launch(
             orbit_backward_kernel, (B * _tiles(H, W, meta),), warps, fp_fusion=False,
             grad_ptr=grad, mats_ptr=mats, pull_ptr=pull, gx_ptr=out,
             sg_b=grad.stride(0), sg_n=grad.stride(1), sg_c=grad.stride(2), sg_h=grad.stride(3), sg_w=grad.stride(4),
             sgx_b=out.stride(0), sgx_c=out.stride(1), sgx_h=out.stride(2), sgx_w=out.stride(3),
-            C=C, H=H, W=W, h=h, w=w, N=N, NEAREST=nearest, ALL_EXACT=bool(all_exact), ALIGNED=_aligned(aligned, meta),
+            C=C, H=H, W=W, h=h, w=w, N=N, NEAREST=nearest, ALL_EXACT=bool(all_exact),
+            ALIGNED=_aligned(aligned, meta, kind),
             ACC=acc_tl(out.dtype), **meta,
         )  # fmt: skip
         return out
@@ -1260,7 +1268,7 @@ def _scatter_launch(grad5, mats, index, all_exact, padding, nearest, accum, hw):
         orbit_backward_scatter_kernel, (B * NV * triton.cdiv(h * w, block),), 8 if block >= 512 else 4, fp_fusion=False,
         grad_ptr=grad5, mats_ptr=mats, index_ptr=index if index is not None else mats, gx_ptr=accum,
         sg_b=grad5.stride(0), sg_n=grad5.stride(1), sg_c=grad5.stride(2), sg_h=grad5.stride(3), sg_w=grad5.stride(4),
-        C=C, H=H, W=W, h=h, w=w, NV=NV,
+        C=C, H=H, W=W, h=h, w=w, NV=NV, NM=mats.shape[0],
         PADDING=PADDING_CODES[padding], NEAREST=nearest, ALL_EXACT=bool(all_exact), USE_INDEX=index is not None,
         ACC=acc_tl(accum.dtype), BLOCK=block,
     )  # fmt: skip
@@ -1292,11 +1300,8 @@ def transform_backward(
     N = mats.shape[0]
     _check_plane("grad", grad)
     _check_plane("x", x)
-    meta, warps = _split(
-        resample_config(
-            H, W, C, x.dtype, _kind(all_exact, aligned, padding) if (all_exact and grad_w is None) else "pull"
-        )
-    )
+    kind = _kind(all_exact, aligned, padding) if (all_exact and grad_w is None) else "pull"
+    meta, warps = _split(resample_config(H, W, C, x.dtype, kind))
     tiles = _tiles(H, W, meta)
     acc_dt = acc_dtype(x.dtype)
     nearest = interpolation == "nearest"
@@ -1315,7 +1320,8 @@ def transform_backward(
             sx_b=x.stride(0), sx_c=x.stride(1), sx_h=x.stride(2), sx_w=x.stride(3),
             sgx_b=gx.stride(0), sgx_c=gx.stride(1), sgx_h=gx.stride(2), sgx_w=gx.stride(3),
             C=C, H=H, W=W, N=N, N_PERM=n_perm,
-            PADDING=PADDING_CODES[padding], NEAREST=nearest, ALL_EXACT=bool(all_exact), ALIGNED=_aligned(aligned, meta),
+            PADDING=PADDING_CODES[padding], NEAREST=nearest, ALL_EXACT=bool(all_exact),
+            ALIGNED=_aligned(aligned, meta, kind),
             CHANNEL_PERM=chan_perm is not None, NEED_GX=pull_gx, NEED_DOT=dot is not None, ACC=acc_tl(x.dtype), **meta,
         )  # fmt: skip
     if grad_x is not None and not pull_gx:

@@ -28,6 +28,7 @@ __all__ = [
     "select_forward",
     "select_backward",
     "select_scores_row",
+    "select_argmax",
     "select_kernel",
     "select_backward_kernel",
 ]
@@ -82,6 +83,17 @@ def select_scores_row(
     else:
         s = dot
     return s, n, n_ok
+
+
+@triton.jit
+def select_argmax(logits, n, n_ok, BLOCK_N: tl.constexpr):
+    """The chosen element of one row: argmax, ties to the lowest index, the first NaN if any
+    (``torch.argmax``'s rule), never a padding lane. Triton's own argmax lets the reduction order
+    decide between NaN and numbers, so NaN is handled here explicitly."""
+    is_nan = n_ok & (logits != logits)
+    first_nan = tl.min(tl.where(is_nan, n, BLOCK_N), axis=0)
+    best = tl.argmax(tl.where(is_nan, -float("inf"), logits), axis=0, tie_break_left=True)
+    return tl.minimum(tl.where(first_nan < BLOCK_N, first_nan, best), tl.max(tl.where(n_ok, n, 0), axis=0))
 
 
 @triton.jit
@@ -156,7 +168,7 @@ def select_kernel(
             logits = (logits + noise) / tau
         logits = tl.where(n_ok, logits, -float("inf"))
         e = tl.where(n_ok, tl.exp(logits - tl.max(logits, axis=0)), 0.0)
-        idx = tl.argmax(logits, axis=0, tie_break_left=True)
+        idx = select_argmax(logits, n, n_ok, BLOCK_N)
         row = b.to(tl.int64) * N + n
         tl.store(scores_ptr + row, s, mask=n_ok)
         tl.store(probs_ptr + row, e / tl.sum(e, axis=0), mask=n_ok)
@@ -174,6 +186,10 @@ def select_kernel(
                 (target >= 0) & (target < N), lse - tl.sum(tl.where(n == target, z, 0.0), axis=0), float("nan")
             )
             tl.store(losses_ptr + ROW_PRIOR * B + b, loss)
+    if (PRIOR == 0) and (CONTRASTIVE != CONTRASTIVE_NONE):
+        tl.store(losses_ptr + ROW_PRIOR * B + b, 0.0)  # a loss not asked for is 0, not memory garbage
+    if (CONTRASTIVE == CONTRASTIVE_NONE) and (PRIOR != 0):
+        tl.store(losses_ptr + ROW_CONTRASTIVE * B + b, 0.0)
     if CONTRASTIVE != CONTRASTIVE_NONE:
         gram, vv = _gram_row(v_row, sv_n, sv_d, N, D, ACC, BLOCK_N, BLOCK_D)
         nn = tl.arange(0, BLOCK_N)
@@ -364,7 +380,7 @@ def select_forward(
     block_n, block_d, warps = select_config(N, D)
     r = reference if select else vectors
     launch(
-        select_kernel, (B,), warps,
+        select_kernel, (B,), warps, fp_fusion=False,
         v_ptr=vectors, r_ptr=r, noise_ptr=noise if noise is not None else vectors,
         target_ptr=target if target is not None else vectors,
         scores_ptr=scores, probs_ptr=probs, index_ptr=index, onehot_ptr=onehot, losses_ptr=losses,
@@ -410,7 +426,7 @@ def select_backward(
     dummy = vectors
     block_n, block_d, warps = select_config(N, D)
     launch(
-        select_backward_kernel, (B,), warps,
+        select_backward_kernel, (B,), warps, fp_fusion=False,
         v_ptr=vectors, r_ptr=reference if select else dummy,
         probs_ptr=probs.contiguous() if probs is not None else dummy,
         target_ptr=target if target is not None else dummy,

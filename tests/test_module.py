@@ -114,6 +114,19 @@ def test_dead_views_are_reused_and_live_ones_never_overwritten(rng):
         assert net.state.views.data_ptr() != held.data_ptr() and torch.equal(held, snapshot), (
             "views held by the caller changed"
         )
+        # a kept state tuple holds its views too
+        kept = net.select(x1)
+        kept_views = kept.views.clone()
+        net.select(x2)
+        assert torch.equal(kept.views, kept_views), "views of a kept state changed"
+    # inference mode: the first call builds the device tables, later calls outside it work,
+    # and views made in inference mode are never written to outside it
+    fresh = canon.OrbitCanonicalizer(ConvEncoder(1, out_dim=8, hidden=4, num_layers=2, kernel_size=3), "C6", size=5)
+    with torch.inference_mode():
+        a = fresh.eval()(x1)
+    with torch.no_grad():
+        assert torch.equal(fresh(x1), a)
+    assert torch.equal(canon.orbit(x1, "C6", size=5), fresh.state.views)
     # a graph that saved the views (the encoder's input) keeps them: a second forward before the
     # first backward must not overwrite them, and the first backward stays right
     loss1 = net(x1).square().mean() + net.prior_loss()

@@ -10,6 +10,8 @@ pytest.importorskip("triton", reason="the Triton path needs triton")
 import canon  # noqa: E402
 from canon import reference as ref  # noqa: E402
 from canon import triton_ops  # noqa: E402
+from canon.geometry import view_tables  # noqa: E402
+from canon.groups import as_group  # noqa: E402
 
 NAN = float("nan")
 
@@ -117,6 +119,28 @@ def test_argmax_ties_go_to_lowest_index(dev):
     v = torch.tensor([[[1.0, 0.0], [2.0, 0.0], [0.0, 1.0], [3.0, 0.0]]], device=dev)
     sel, _ = triton_ops.select(v, torch.tensor([1.0, 0.0], device=dev), 1.0, "cosine", None, 1.0)
     assert int(sel.index) == 0
+
+
+@kernel_device
+@pytest.mark.parametrize("N", [6, 8])
+def test_nan_scores_choose_the_first_nan_as_torch_argmax(dev, N, rng):
+    # every score NaN, or some: the first NaN wins (torch.argmax), never a padding lane or a later NaN
+    v = torch.randn(4, N, 5, generator=rng)
+    v[0] = float("nan")  # whole row
+    v[1, 3] = float("nan")  # one vector
+    v[2, [2, 5]] = float("nan")  # two: the first one
+    r = torch.randn(5, generator=rng)
+    sel, _ = triton_ops.select(v.to(dev), r.to(dev), 1.0, "cosine", None, 1.0)
+    expect = ref.select_ref(v, r, 1.0, "cosine", False)
+    assert torch.equal(to_cpu(sel.index), expect.index), (sel.index, expect.index)
+    assert to_cpu(sel.index).tolist()[:3] == [0, 3, 2]
+    x = torch.randn(4, 1, 6, 6, generator=rng)
+    t = view_tables(as_group(f"C{N}"), (6, 6), (6, 6), 1.0, torch.device(dev))
+    xc, fused = triton_ops.select_transform(
+        v.to(dev), r.to(dev), x.to(dev), t.mats, t.exact, t.aligned, 1.0, "cosine", "zeros", "bilinear"
+    )
+    assert torch.equal(to_cpu(fused.index), expect.index)
+    assert torch.isfinite(xc).all()  # a valid element chosen: the images themselves are finite
 
 
 @kernel_device

@@ -91,7 +91,9 @@ def format_table(metrics: dict, group_name: str) -> str:
     for name, m in metrics.items():
         cc = f"{100 * m['canonical_consistency']:.1f}%" if "canonical_consistency" in m else "–"
         im = f"{100 * m['identity_metric']:.1f}%" if "identity_metric" in m else "–"
-        lines.append(f"| {name} | {100 * m['upright_acc']:.1f}% | {100 * m['group_avg_acc']:.1f}% | {100 * m['invariance_rate']:.1f}% | {cc} | {im} |")
+        lines.append(
+            f"| {name} | {100 * m['upright_acc']:.1f}% | {100 * m['group_avg_acc']:.1f}% | {100 * m['invariance_rate']:.1f}% | {cc} | {im} |"
+        )
     lines.append("")
     lines.append("per-element accuracy (group order): ")
     for name, m in metrics.items():
@@ -113,7 +115,10 @@ def _reduce_sums(sums: dict, world: int, device) -> dict:
 def _check_resume(old: dict, new: dict) -> None:
     diff = [k for k in new if k not in RESUME_FREE and old.get(k) != new[k]]
     if diff:
-        raise ConfigError("--resume: the checkpoint was written with different options: " + ", ".join(f"{k}={old.get(k)!r} (now {new[k]!r})" for k in diff))
+        raise ConfigError(
+            "--resume: the checkpoint was written with different options: "
+            + ", ".join(f"{k}={old.get(k)!r} (now {new[k]!r})" for k in diff)
+        )
     changed = [k for k in RESUME_WARN if old.get(k) != new.get(k)]
     if changed:
         print(
@@ -133,7 +138,9 @@ def _open_run_dir(cfg: dict, rank: int, world: int) -> RunDirectory | None:
         except RunError as e:
             error = e
         if run_dir is not None and run_dir.removed_temporaries:
-            _log(rank, f"removed temporary files left by an interrupted writer: {', '.join(run_dir.removed_temporaries)}")
+            _log(
+                rank, f"removed temporary files left by an interrupted writer: {', '.join(run_dir.removed_temporaries)}"
+            )
     if world > 1:
         import torch.distributed as dist
 
@@ -221,7 +228,12 @@ def run(cfg: dict, data=None) -> dict | None:
                 _log(rank, f"stopped after {done_now} epoch(s) (--stop-after); continue with --resume")
                 return None
             te = time.perf_counter()
-            bar = tqdm(total=trainer.steps_per_epoch, desc=f"epoch {trainer.epoch + 1}/{cfg['epochs']} loss/acc", disable=not show, leave=True)
+            bar = tqdm(
+                total=trainer.steps_per_epoch,
+                desc=f"epoch {trainer.epoch + 1}/{cfg['epochs']} loss/acc",
+                disable=not show,
+                leave=True,
+            )
             try:
                 sums = _reduce_sums(trainer.train_epoch(bar), world, device)
             finally:
@@ -234,7 +246,9 @@ def run(cfg: dict, data=None) -> dict | None:
                     row[k.replace("/", "_") if "/" in k else k] = v / n
             # unwrapped models: a DDP forward would run collectives, and ranks may hold different numbers of test batches
             for name, model in trainer.raw.items():
-                row[f"{name}_test_upright_acc"] = upright_accuracy(model, test, device, cfg["eval_batch_size"], rank, world)
+                row[f"{name}_test_upright_acc"] = upright_accuracy(
+                    model, test, device, cfg["eval_batch_size"], rank, world
+                )
             trainer.train_time += time.perf_counter() - te
             row["seconds"] = round(time.perf_counter() - te, 3)
             trainer.epoch += 1
@@ -244,8 +258,15 @@ def run(cfg: dict, data=None) -> dict | None:
                 save_checkpoint(ckpt_path, trainer.state_dict())
                 _write_csv(os.path.join(out, "epochs.csv"), trainer.history)
                 if not show and not cfg["quiet"]:
-                    accs = " ".join(f"{k[: -len('_test_upright_acc')]}={100 * v:.1f}%" for k, v in row.items() if k.endswith("_test_upright_acc"))
-                    print(f"epoch {row['epoch']}/{cfg['epochs']} ({row['seconds']:.1f}s) upright test acc: {accs}", flush=True)
+                    accs = " ".join(
+                        f"{k[: -len('_test_upright_acc')]}={100 * v:.1f}%"
+                        for k, v in row.items()
+                        if k.endswith("_test_upright_acc")
+                    )
+                    print(
+                        f"epoch {row['epoch']}/{cfg['epochs']} ({row['seconds']:.1f}s) upright test acc: {accs}",
+                        flush=True,
+                    )
             if world > 1:
                 torch.distributed.barrier()
 
@@ -265,7 +286,14 @@ def run(cfg: dict, data=None) -> dict | None:
 
                 plot_accuracy(metrics, group, os.path.join(out, "accuracy_vs_angle.png"))
                 if "canonicalized" in trainer.raw:
-                    plot_canonical_grid(trainer.raw["canonicalized"], test, group, device, os.path.join(out, "canonical_grid.png"), padding=cfg["padding"])
+                    plot_canonical_grid(
+                        trainer.raw["canonicalized"],
+                        test,
+                        group,
+                        device,
+                        os.path.join(out, "canonical_grid.png"),
+                        padding=cfg["padding"],
+                    )
             result["train_time_s"] = round(trainer.train_time, 2)
             result["eval_time_s"] = round(eval_time, 2)
             result["wall_time_s"] = round(time.perf_counter() - t0, 2)
@@ -325,7 +353,11 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(str(e))
     except NonFiniteError as e:
         ckpt = os.path.join(cfg["output_dir"], "checkpoint.pt")
-        kept = f"the last checkpoint, {ckpt}, holds the weights from before it" if os.path.isfile(ckpt) else "no checkpoint was written"
+        kept = (
+            f"the last checkpoint, {ckpt}, holds the weights from before it"
+            if os.path.isfile(ckpt)
+            else "no checkpoint was written"
+        )
         _fail(f"{e}; {kept}", 1)
     except (RunError, CheckpointError, FileNotFoundError) as e:
         _fail(str(e), 1)

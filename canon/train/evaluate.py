@@ -86,7 +86,16 @@ def upright_accuracy(model: nn.Module, test, device, batch_size: int, rank: int 
 
 
 @torch.no_grad()
-def evaluate(models: dict[str, nn.Module], test, group: Group, device, batch_size: int, padding: str = "zeros", rank: int = 0, world: int = 1) -> dict:
+def evaluate(
+    models: dict[str, nn.Module],
+    test,
+    group: Group,
+    device,
+    batch_size: int,
+    padding: str = "zeros",
+    rank: int = 0,
+    world: int = 1,
+) -> dict:
     """Metrics of every method (see the module docstring); identical on every rank."""
     N = group.order
     exact = exact_canonicalization(group, test.x.shape[-2:])
@@ -131,7 +140,12 @@ def evaluate(models: dict[str, nn.Module], test, group: Group, device, batch_siz
         c = _reduce(c.to(device), world).cpu()
         n = float(c[N + 5])
         per = [float(v) / n for v in c[:N]]
-        m = {"upright_acc": per[0], "group_avg_acc": sum(per) / N, "per_element_acc": per, "invariance_rate": float(c[N]) / n}
+        m = {
+            "upright_acc": per[0],
+            "group_avg_acc": sum(per) / N,
+            "per_element_acc": per,
+            "invariance_rate": float(c[N]) / n,
+        }
         if ours:
             m.update(
                 canonical_consistency=float(c[N + 1]) / n,

@@ -67,7 +67,9 @@ def build_models(cfg: dict, in_channels: int, num_classes: int, image_size: tupl
     for m in cfg["methods"]:
         pred = build_predictor(cfg["predictor"], in_channels, num_classes, image_size, cfg["predictor_width"])
         if m == "canonicalized":
-            enc = build_encoder(cfg["encoder"], in_channels, cfg["encoder_dim"], cfg["encoder_width"], cfg["encoder_kernel"])
+            enc = build_encoder(
+                cfg["encoder"], in_channels, cfg["encoder_dim"], cfg["encoder_width"], cfg["encoder_kernel"]
+            )
             can = OrbitCanonicalizer(
                 enc,
                 cfg["group"],
@@ -113,7 +115,13 @@ def rng_states() -> dict:
     kind, keys, pos, has_gauss, gauss = np.random.get_state()
     st = {
         "torch": torch.get_rng_state(),
-        "numpy": {"kind": str(kind), "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos), "has_gauss": int(has_gauss), "gauss": float(gauss)},
+        "numpy": {
+            "kind": str(kind),
+            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "gauss": float(gauss),
+        },
         "python": random.getstate(),
     }
     if torch.cuda.is_available():
@@ -130,7 +138,18 @@ def set_rng_states(st: dict) -> None:
         torch.cuda.set_rng_state_all(st["cuda"])
 
 
-_CHECKPOINT_KEYS = ("config", "data", "epoch", "step", "models", "optimizers", "scalers", "rng", "history", "train_time")
+_CHECKPOINT_KEYS = (
+    "config",
+    "data",
+    "epoch",
+    "step",
+    "models",
+    "optimizers",
+    "scalers",
+    "rng",
+    "history",
+    "train_time",
+)
 
 
 def read_checkpoint(path: str) -> dict:
@@ -221,7 +240,9 @@ class Trainer:
         from torch.utils.data import DistributedSampler
 
         # one code path for 1 and K processes: the sampler shards a seeded permutation by rank
-        self.sampler = DistributedSampler(range(len(train)), num_replicas=self.world, rank=rank, shuffle=True, seed=cfg["seed"])
+        self.sampler = DistributedSampler(
+            range(len(train)), num_replicas=self.world, rank=rank, shuffle=True, seed=cfg["seed"]
+        )
         n_local = len(self.sampler)
         steps = math.ceil(n_local / cfg["batch_size"])
         self.steps_per_epoch = min(steps, cfg["max_steps"]) if cfg["max_steps"] else steps
@@ -255,12 +276,19 @@ class Trainer:
                 s.load_state_dict(ck["scalers"][k])
             set_rng_states(ck["rng"])
         except (KeyError, TypeError, ValueError, RuntimeError) as e:
-            raise CheckpointError(f"the checkpoint does not fit this run's models ({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
+            raise CheckpointError(
+                f"the checkpoint does not fit this run's models ({type(e).__name__}: {str(e).splitlines()[0][:200]})"
+            ) from None
         self.epoch, self.step, self.history, self.train_time = ck["epoch"], ck["step"], ck["history"], ck["train_time"]
 
     def nonfinite_weights(self) -> list[str]:
         """Names (``plain.0.weight``) of parameters and buffers holding NaN/Inf."""
-        return [f"{name}.{k}" for name, m in self.raw.items() for k, v in m.state_dict().items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+        return [
+            f"{name}.{k}"
+            for name, m in self.raw.items()
+            for k, v in m.state_dict().items()
+            if v.is_floating_point() and not bool(torch.isfinite(v).all())
+        ]
 
     def check_finite(self, sums: dict | None = None) -> None:
         """Raise :class:`NonFiniteError` when a weight or a summed statistic of the epoch is NaN/Inf."""
@@ -271,7 +299,9 @@ class Trainer:
             )
         bad = [k for k, v in (sums or {}).items() if not math.isfinite(v)]
         if bad:
-            raise NonFiniteError(f"training stopped after epoch {self.epoch + 1}: NaN/Inf in {', '.join(sorted(bad))}; {_HINT}")
+            raise NonFiniteError(
+                f"training stopped after epoch {self.epoch + 1}: NaN/Inf in {', '.join(sorted(bad))}; {_HINT}"
+            )
 
     def _check_loss(self, name: str, loss: torch.Tensor, parts: dict) -> None:
         # One host sync per step and method, as the statistics below already need; under DDP the
@@ -353,5 +383,8 @@ class Trainer:
                 n = sums["samples"]
                 progress.update(1)
                 short = {"canonicalized": "ours", "plain": "plain", "augmented": "aug"}
-                progress.set_postfix({short[m]: f"{sums[m + '/loss'] / n:.3f}/{sums[m + '/acc'] / n:.3f}" for m in self.models}, refresh=False)
+                progress.set_postfix(
+                    {short[m]: f"{sums[m + '/loss'] / n:.3f}/{sums[m + '/acc'] / n:.3f}" for m in self.models},
+                    refresh=False,
+                )
         return dict(sums)

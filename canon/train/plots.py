@@ -49,7 +49,9 @@ def plot_accuracy(metrics: dict, group: Group, path: str) -> None:
 
 
 @torch.no_grad()
-def plot_canonical_grid(model, test, group: Group, device, path: str, samples: int = 10, padding: str = "zeros") -> None:
+def plot_canonical_grid(
+    model, test, group: Group, device, path: str, samples: int = 10, padding: str = "zeros"
+) -> None:
     """One row per test sample, one column per group element: the transformed input beside its canonical image.
 
     Drawn as a single mosaic (one ``imshow``); groups of more than ``MAX_GRID_COLUMNS`` elements
@@ -68,7 +70,11 @@ def plot_canonical_grid(model, test, group: Group, device, path: str, samples: i
     gap = max(1, H // 8)
     cell_w = 2 * W + 3 * gap
     N = group.order
-    elements = list(range(N)) if N <= MAX_GRID_COLUMNS else sorted({i * N // MAX_GRID_COLUMNS for i in range(MAX_GRID_COLUMNS)})
+    elements = (
+        list(range(N))
+        if N <= MAX_GRID_COLUMNS
+        else sorted({i * N // MAX_GRID_COLUMNS for i in range(MAX_GRID_COLUMNS)})
+    )
     mosaic = torch.full((n * (H + gap) + gap, len(elements) * cell_w, 3 if C == 3 else 1), 0.5)
     for col, e in enumerate(elements):
         xt = transform(x, e, group, padding)
@@ -80,9 +86,14 @@ def plot_canonical_grid(model, test, group: Group, device, path: str, samples: i
                 im = img.float().cpu()
                 mosaic[top : top + H, left : left + W] = (im if C == 3 else im[:1]).permute(1, 2, 0).clamp(0, 1)
     fig, ax = plt.subplots(figsize=(max(4.0, 0.9 * len(elements) * 2), max(2.0, 0.45 * n * 2)))
-    ax.imshow(mosaic.squeeze(-1).numpy() if C != 3 else mosaic.numpy(), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+    ax.imshow(
+        mosaic.squeeze(-1).numpy() if C != 3 else mosaic.numpy(), cmap="gray", vmin=0, vmax=1, interpolation="nearest"
+    )
     ax.set_xticks([col * cell_w + cell_w / 2 for col in range(len(elements))])
-    ax.set_xticklabels([f"{round(math.degrees(group.angle(e)))}°" + (" flip" if group.element(e)[1] else "") for e in elements], fontsize=7)
+    ax.set_xticklabels(
+        [f"{round(math.degrees(group.angle(e)))}°" + (" flip" if group.element(e)[1] else "") for e in elements],
+        fontsize=7,
+    )
     ax.set_yticks([])
     ax.set_title("test input turned by each element (left) and its canonical image (right)", fontsize=8)
     fig.tight_layout()
