@@ -70,7 +70,7 @@ class MLP(nn.Module):
 
 
 PREDICTORS = ("cnn", "mlp")
-ENCODERS = ("conv", "torchvision:<name>")
+ENCODERS = ("conv", "torchvision:<name>", "timm:<name>")
 
 
 def build_predictor(name: str, in_channels: int, num_classes: int, image_size: tuple[int, int], width: int = 32) -> nn.Module:
@@ -82,14 +82,20 @@ def build_predictor(name: str, in_channels: int, num_classes: int, image_size: t
     raise ValueError(f"unknown predictor {name!r}; choose one of {PREDICTORS}")
 
 
-def build_encoder(name: str, in_channels: int, out_dim: int, width: int = 16, kernel_size: int = 5) -> nn.Module:
-    """The canonicalizer's encoder φ: ``"conv"`` (:class:`canon.networks.ConvEncoder`) or ``"torchvision:resnet18"`` etc."""
+def build_encoder(name: str, in_channels: int, out_dim: int, width: int = 16, kernel_size: int = 5, input_size: int | None = None) -> nn.Module:
+    """The canonicalizer's encoder φ: ``"conv"`` (:class:`canon.networks.ConvEncoder`), or a classifier backbone
+    ``"torchvision:<name>"`` / ``"timm:<name>"`` (:func:`canon.networks.backbone_encoder`: head removed, any
+    ``in_channels``, probed at ``input_size``, randomly initialised).
+
+    Raises:
+        ValueError: an unknown name, or a backbone that cannot run at ``input_size``.
+        ImportError: torchvision/timm is not installed (the message says which and how to install it).
+    """
     if name == "conv":
         return ConvEncoder(in_channels, out_dim=out_dim, hidden=width, num_layers=3, kernel_size=kernel_size)
-    if name.startswith("torchvision:"):
-        from canon.networks import torchvision_encoder
+    source, _, model = name.partition(":")
+    if source in ("torchvision", "timm") and model:
+        from canon.networks import backbone_encoder
 
-        if in_channels != 3:
-            raise ValueError(f"encoder {name!r} needs 3-channel images, the data has {in_channels}")
-        return torchvision_encoder(name.split(":", 1)[1], out_dim=out_dim)
+        return backbone_encoder(name, out_dim, in_channels=in_channels, input_size=input_size)
     raise ValueError(f"unknown encoder {name!r}; choose one of {ENCODERS}")
