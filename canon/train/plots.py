@@ -35,7 +35,7 @@ def plot_accuracy(metrics: dict, group: Group, path: str) -> None:
     the group's own elements; reflected copies dashed (dihedral groups).
     """
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6.5, 4))
+    fig, ax = plt.subplots(figsize=(6.5, 4.6))
     for i, (name, m) in enumerate(metrics.items()):
         color = f"C{i}"
         table = m.get("angle_acc")
@@ -60,7 +60,7 @@ def plot_accuracy(metrics: dict, group: Group, path: str) -> None:
     ax.grid(alpha=0.3)
     step = next((m["angle_acc"]["angles_deg"][1] for m in metrics.values() if "angle_acc" in m and len(m["angle_acc"]["angles_deg"]) > 1), None)
     ax.set_title(f"{group.name}: accuracy against rotation" + (f" (lines: every {step}°, markers: {group.name})" if step else ""), fontsize=9)
-    ax.legend(fontsize=7, loc="lower left")
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2, frameon=False)  # below the axes: no curve hidden
     fig.tight_layout()
     write_atomic(path, lambda f: fig.savefig(f, dpi=120, format="png"))
     plt.close(fig)
