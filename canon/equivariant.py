@@ -24,6 +24,8 @@ Example:
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import torch
 from torch import nn
@@ -139,10 +141,12 @@ class EquivariantEncoder(nn.Module):
         hid = enn.FieldType(gspace, hidden * [gspace.regular_repr])
         out = enn.FieldType(gspace, out_fields * [gspace.regular_repr])
         layers, t = [], self.in_type
-        for i in range(num_layers):
-            layers += [enn.R2Conv(t, hid, kernel_size, padding=kernel_size // 2, stride=2 if i in (1, 2) else 1), enn.ReLU(hid, inplace=True)]
-            t = hid
-        layers.append(enn.R2Conv(t, out, 1))
+        with warnings.catch_warnings():  # e2cnn indexes with uint8 masks, which torch 2 deprecates (same result)
+            warnings.filterwarnings("ignore", message="indexing with dtype torch.uint8", category=UserWarning)
+            for i in range(num_layers):
+                layers += [enn.R2Conv(t, hid, kernel_size, padding=kernel_size // 2, stride=2 if i in (1, 2) else 1), enn.ReLU(hid, inplace=True)]
+                t = hid
+            layers.append(enn.R2Conv(t, out, 1))
         self.net = enn.SequentialModule(*layers)
         self.register_buffer("order", _e2cnn_order(G), persistent=False)
         self.in_channels, self.out_fields, self.out_dim = in_channels, out_fields, out_fields

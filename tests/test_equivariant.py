@@ -16,7 +16,6 @@ from canon.train import build_parser, load_checkpoint, resolve, run
 
 HAS_E2CNN = importlib.util.find_spec("e2cnn") is not None
 needs_e2cnn = pytest.mark.skipif(not HAS_E2CNN, reason="e2cnn is not installed (pip install 'canon-equivariance[equivariant]')")
-pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")  # e2cnn's own deprecation warnings under torch 2
 
 
 def smooth_images(b, c, h, seed=0):
@@ -107,12 +106,12 @@ def test_trains_inside_canonicalized_and_round_trips():
         loss = model.loss(torch.nn.functional.cross_entropy(model(x), y))
         opt.zero_grad()
         loss.backward()
-        first = first if first is not None else float(loss)
+        first = first if first is not None else float(loss.detach())
         opt.step()
     # every filter gets a gradient (the last layer's biases shift all |G| scores alike: no gradient there)
     enc_grads = [p.grad for n, p in model.canonicalizer.encoder.named_parameters() if n.endswith("weights")]
     assert len(enc_grads) == 4 and all(g is not None and float(g.abs().sum()) > 1e-4 for g in enc_grads), "the losses reach the equivariant encoder"
-    assert float(model.loss(torch.nn.functional.cross_entropy(model(x), y))) < first
+    assert float(model.loss(torch.nn.functional.cross_entropy(model(x), y)).detach()) < first
     terms = model.losses()
     assert set(terms) == {"prior", "contrastive"} and all(torch.isfinite(v) for v in terms.values())
     with pytest.raises(ValueError, match="artifact loss"):
