@@ -2,6 +2,7 @@
 elpv dataset option, and the training loop on canon.Canonicalized / backbone_encoder (issue 10)."""
 
 import importlib.util
+import re
 import sys
 
 import numpy as np
@@ -247,3 +248,20 @@ def test_report_prints_the_tables_of_finished_runs(tmp_path, digits, capsys):
     with pytest.raises(SystemExit):
         report.main([str(tmp_path / "missing")])
     assert "no metrics.json" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "args, hidden, extra",
+    [
+        (["--methods", "equivariant"], ("e2cnn",), r"canon-equivariance\[equivariant\]"),
+        (["--dataset", "elpv"], ("elpv_dataset", "elpv_dataset.utils"), r"canon-equivariance\[elpv\]"),
+    ],
+)
+def test_missing_optional_packages_stop_the_command_with_the_extra(args, hidden, extra, tmp_path, capsys, monkeypatch):
+    for name in hidden:
+        monkeypatch.setitem(sys.modules, name, None)
+    with pytest.raises(SystemExit) as e:
+        main([*TINY, *args, "--output-dir", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and re.search(extra, err) and "Traceback" not in err, err
+    assert not (tmp_path / "o").exists()
