@@ -162,3 +162,13 @@ def test_equivariant_method_trains_and_evaluates(tmp_path):
     x = data[1].x[:20]
     with torch.no_grad():
         assert torch.equal(m.equivariant(torch.rot90(x, 1, dims=(-2, -1))), m.equivariant(x))
+
+
+@needs_e2cnn
+def test_docstring_example():
+    import doctest
+
+    import canon.equivariant
+
+    result = doctest.testmod(canon.equivariant, extraglobs={"torch": torch})
+    assert result.attempted > 0 and result.failed == 0
