@@ -18,11 +18,18 @@ $(STAMP): setup.py constraints-cpu.txt
 
 setup: $(STAMP)
 
+# the default job always writes runs/default (a second `make run` replaces the first; any
+# other folder holding a run is refused unless --resume or --overwrite is given)
 run: $(STAMP)
-	$(VPY) -m canon.train --output-dir runs/default
+	$(VPY) -m canon.train --output-dir runs/default --overwrite
 
 test: $(STAMP)
 	$(VPY) -m pytest -q tests
+
+# On a CUDA machine with torch (CUDA build) and triton installed, no venv: the kernel tests on
+# compiled kernels (TRITON_INTERPRET=0) plus the GPU-only tests (CUDA graphs, no host syncs).
+test-gpu:
+	TRITON_INTERPRET=0 $(PY) -m pytest -q tests
 
 lint: $(STAMP)
 	$(VPY) -m ruff check canon kernels bench tests examples

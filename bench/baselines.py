@@ -62,7 +62,8 @@ def _pixel_to_normalized(h: int, w: int, device, dtype) -> torch.Tensor:
 
 
 def _rotation_matrix(angle: torch.Tensor, cx: float, cy: float) -> torch.Tensor:
-    """(B, 3, 3) pixel-space map source → destination: translate by −c, rotate by ``angle`` (degrees, CCW on screen), translate back."""
+    """(B, 3, 3) pixel-space map source → destination: translate by −c, rotate by ``angle`` (degrees, CCW on
+    screen), translate back."""
     B = angle.shape[0]
     rad = angle * (math.pi / 180.0)
     cos, sin = torch.cos(rad), torch.sin(rad)

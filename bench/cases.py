@@ -1,12 +1,23 @@
-"""Benchmark cases × providers × sizes, the timers, and one result row per measurement.
+"""Benchmark cases × providers × modes × sizes, the timers, and one result row per measurement.
+
+Cases live in a registry (:data:`REGISTRY`): one small builder per case, registered by name
+with :func:`register`. A builder returns, for one provider, a :class:`Work`: the forward (the
+outputs that a backward differentiates), the inputs that receive gradients and the upstream
+gradient of each output. :func:`build` turns a Work into the closure of one mode:
+
+* ``forward``: the forward alone (op cases under ``torch.no_grad()``, as inference runs them;
+  steps record the graph, as a training step does);
+* ``backward``: the backward alone: the graph is built once, outside the timed region, and each
+  timed call is ``torch.autograd.grad(outputs, inputs, upstream, retain_graph=True)``;
+* ``full``: forward (recording the graph) + backward per call; for steps the whole training
+  step (forward, losses, backward, SGD update).
 
 Cases (one name stem per op, as in ``canon``): ``orbit``, ``select`` (scores, choice and
-both losses), ``canonicalize``, ``invert``, ``step`` (canonicalizer training step,
-forward + backward + SGD update, with :class:`canon.networks.ConvEncoder`) and
-``step-no-encoder`` (the same step with a cheap fixed-cost map instead of the encoder,
-so the canonicalization overhead shows).
+both losses), ``canonicalize``, ``invert`` (both ``canon::transform``), ``step`` (canonicalizer
+training step with :class:`canon.networks.ConvEncoder`) and ``step-no-encoder`` (the same step
+with a cheap fixed-cost map instead of the encoder, so the canonicalization overhead shows).
 
-Providers get the same inputs and parameters:
+Providers get the same inputs, parameters and upstream gradients:
 
 * ``ours-triton``: canon with the Triton backend (CUDA only);
 * ``ours-reference``: canon with the plain-PyTorch reference backend (any device);
@@ -40,17 +51,19 @@ import canon
 from bench.baselines import EquiadaptLoop, equiadapt_status, load_equiadapt
 from canon.networks import ConvEncoder
 
-CASES = ("orbit", "select", "canonicalize", "invert", "step", "step-no-encoder")
 PROVIDERS = ("ours-triton", "ours-reference", "equiadapt", "equiadapt-loop")
+MODES = ("forward", "backward", "full")
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 SHAPES = {"1x28x28": ((1, 28, 28), None), "3x32x32": ((3, 32, 32), 96), "3x224x224": ((3, 224, 224), 96)}
 CROP_RATIO = 0.8  # equiadapt's example config (input_crop_ratio)
 DIM = 128  # vector size D (equiadapt's example out_vector_size)
-PRIOR_WEIGHT, CONTRAST_WEIGHT = 100.0, 1e-4  # equiadapt example: prior_weight, and the group_contrast_weight its config comment suggests
+# equiadapt's example prior_weight, and the group_contrast_weight its config comment suggests
+PRIOR_WEIGHT, CONTRAST_WEIGHT = 100.0, 1e-4
 
 COLUMNS = [
     "case",
     "provider",
+    "mode",
     "status",
     "device",
     "dtype",
@@ -92,18 +105,23 @@ COLUMNS = [
 
 
 class Unavailable(Exception):
-    """This provider cannot run this case here (the reason goes into the row's note)."""
+    """This provider cannot run this case or mode here (the reason goes into the row's note)."""
 
 
 @dataclass(frozen=True)
 class Config:
-    """One size point of one case."""
+    """One size point of one case in one mode (``mode=None``: the case's default mode)."""
 
     case: str
     batch: int
     n: int
     shape: str  # key of SHAPES
     dtype: str = "fp32"
+    mode: str | None = None
+
+    def __post_init__(self):
+        if self.mode is None and self.case in REGISTRY:
+            object.__setattr__(self, "mode", REGISTRY[self.case].default_mode)
 
     @property
     def group(self) -> str:
@@ -136,44 +154,299 @@ class Bench:
     note: str = ""
 
 
-# -- the configurations ------------------------------------------------------------------
+# -- the registry ----------------------------------------------------------------------------
 
 
-# providers timed also with CUDA graphs (the launch-bound ones, and ours-triton beside them);
-# the reference backend reads view matrices on the host (a sync), which graphs cannot capture
-GRAPH_PROVIDERS = ("ours-triton", "equiadapt", "equiadapt-loop")
+@dataclass
+class Work:
+    """What one provider computes for one case; :func:`build` makes the closure of a mode from it.
 
-TARGETS = (
-    Config("orbit", 64, 8, "3x32x32"),
-    Config("step", 64, 8, "3x32x32"),
-)
+    ``forward`` returns the outputs that the backward differentiates, ``leaves`` are the inputs
+    that receive gradients and ``upstream`` the gradient of each output (cast to its dtype).
+    """
 
-
-def quick_configs(device: str) -> list[Config]:
-    """A small set with the target cases first; larger on a GPU."""
-    cfgs = list(TARGETS)
-    cfgs += [
-        Config("step-no-encoder", 64, 8, "3x32x32"),
-        Config("select", 64, 8, "3x32x32"),
-        Config("canonicalize", 64, 8, "3x32x32"),
-        Config("invert", 64, 8, "3x32x32"),
-        Config("orbit", 64, 4, "1x28x28"),
-        Config("orbit", 64, 8, "3x32x32", "bf16"),
-        Config("orbit", 16, 8, "3x224x224"),
-        Config("step", 64, 4, "1x28x28"),
-    ]
-    if device == "cuda":
-        cfgs += [Config("orbit", 512, 16, "3x224x224"), Config("step", 256, 8, "3x32x32", "bf16"), Config("step-no-encoder", 512, 16, "3x32x32")]
-        cfgs += [Config(c, 256, 8, "3x224x224") for c in ("canonicalize", "invert")]
-    return cfgs
+    forward: Callable[[], tuple[torch.Tensor, ...]]
+    leaves: tuple[torch.Tensor, ...]
+    upstream: tuple[torch.Tensor, ...]
+    out_shape: str | None = None  # default: the shape of the first output
+    note: str = ""
+    step: Callable[[], object] | None = None  # steps: the whole training step, timed as ``full``
+    no_grad_forward: bool = True  # forward mode under torch.no_grad (steps record, as a step does)
 
 
-def full_configs() -> list[Config]:
-    """The full sweep (meant for a GPU): every case × B ∈ {16, 64, 256, 512} × N ∈ {4, 8, 16} × shape × dtype."""
-    return [Config(c, b, n, s, d) for c, s, n, b, d in itertools.product(CASES, SHAPES, (4, 8, 16), (16, 64, 256, 512), DTYPES)]
+@dataclass(frozen=True)
+class Case:
+    """A registered case: its builder, its default mode and the bytes one call moves."""
+
+    name: str
+    build: Callable[[Config, str, Inputs], Work]
+    default_mode: str
+    nbytes: Callable[[Config, str], int | None]
+    min_reps: int  # timed calls per CPU row at least
+    summary: str
 
 
-# -- inputs and the closures per provider ---------------------------------------------------
+REGISTRY: dict[str, Case] = {}
+
+
+def register(name: str, default_mode: str = "forward", nbytes: Callable | None = None, min_reps: int = 5):
+    """Decorator: register ``builder(cfg, provider, inputs) -> Work`` as case ``name``."""
+
+    def wrap(builder):
+        summary = (builder.__doc__ or "").strip().splitlines()[0]
+        REGISTRY[name] = Case(name, builder, default_mode, nbytes or (lambda cfg, mode: None), min_reps, summary)
+        return builder
+
+    return wrap
+
+
+def graphable(cfg: Config) -> bool:
+    """Timed also under a CUDA graph: the forward mode of an op case (no autograd, no step)."""
+    return cfg.mode == "forward" and REGISTRY[cfg.case].default_mode == "forward"
+
+
+# -- inputs shared by every provider ----------------------------------------------------------
+
+
+@dataclass
+class Inputs:
+    """The tensors of one size point, identical for every provider.
+
+    With ``grad`` (backward and full modes) the images, vectors, reference and the one-hot of
+    the choice are leaves that require gradients.
+    """
+
+    cfg: Config
+    device: str
+    grad: bool
+    x: torch.Tensor  # (B, C, H, W)
+    index: torch.Tensor  # (B,) chosen elements
+    onehot: torch.Tensor  # (B, N) one-hot of index, float32
+    vectors: torch.Tensor  # (B, N, D)
+    vectors_gm: torch.Tensor  # (N·B, D), equiadapt's group-major layout of the same vectors
+    reference: torch.Tensor  # (D,) float32
+
+    @classmethod
+    def make(cls, cfg: Config, device: str, grad: bool) -> Inputs:
+        g = torch.Generator().manual_seed(0)
+        dt = DTYPES[cfg.dtype]
+        B, N = cfg.batch, cfg.n
+        x = torch.rand(B, *cfg.in_shape, generator=g)
+        index = torch.randint(0, N, (B,), generator=g)
+        vectors = torch.randn(B, N, DIM, generator=g)
+        reference = torch.randn(DIM, generator=g)
+        vectors_gm = vectors.transpose(0, 1).reshape(N * B, DIM)
+
+        def leaf(t: torch.Tensor, dtype=None) -> torch.Tensor:
+            return t.to(device, dtype).contiguous().requires_grad_(grad)
+
+        onehot = F.one_hot(index, N).float()
+        index = index.to(device)
+        return cls(
+            cfg,
+            device,
+            grad,
+            leaf(x, dt),
+            index,
+            leaf(onehot),
+            leaf(vectors, dt),
+            leaf(vectors_gm, dt),
+            leaf(reference),
+        )
+
+    def normal(self, *shape: int) -> torch.Tensor:
+        """A seeded standard-normal tensor: the upstream gradient of an output of this shape."""
+        return torch.randn(shape, generator=torch.Generator().manual_seed(1)).to(self.device)
+
+    def selection(self) -> canon.Selection | torch.Tensor:
+        """canon's choice: the index (forward), or a Selection whose one-hot receives a gradient."""
+        if not self.grad:
+            return self.index
+        return canon.Selection(self.onehot.detach(), self.onehot.detach(), self.index, self.onehot)
+
+    def group_element(self) -> dict:
+        """equiadapt's choice: ``{"rotation": degrees (B,)}`` (call it inside the forward).
+
+        With ``grad`` the angle is computed from the one-hot, as equiadapt's straight-through
+        path does, so the gradient reaches the one-hot. equiadapt rotates by −angle: for the
+        same element as canon's index k (counter-clockwise 360·k/N) it gets −360·k/N: the same
+        work, the sign does not change the cost.
+        """
+        N = self.cfg.n
+        table = torch.arange(N, device=self.device, dtype=torch.float32) * (360.0 / N)
+        if not self.grad:
+            return {"rotation": -table[self.index]}
+        return {"rotation": -(self.onehot * table).sum(-1)}
+
+
+def _esize(dt: torch.dtype) -> int:
+    return torch.tensor([], dtype=dt).element_size()
+
+
+def _shape(t) -> str:
+    return "x".join(str(s) for s in t.shape) if isinstance(t, torch.Tensor) else ""
+
+
+def _ours(provider: str) -> bool:
+    return provider.startswith("ours")
+
+
+def _with_backend(provider: str, fn):
+    backend = "triton" if provider == "ours-triton" else "reference"
+
+    def run():
+        with canon.use_backend(backend):
+            return fn()
+
+    return run
+
+
+def _canon_view_params(cfg: Config) -> dict:
+    """canon's single-resampling equivalent of equiadapt's scoring view."""
+    C, H, W = cfg.in_shape
+    if C == 1:
+        return dict(size=None, crop_ratio=1.0, padding="zeros")
+    m = min(math.ceil(H * CROP_RATIO), math.ceil(W * CROP_RATIO))
+    return dict(size=cfg.view, crop_ratio=(m / H, m / W), padding="border")
+
+
+def _loop_module(cfg: Config, encoder: nn.Module, device: str) -> EquiadaptLoop:
+    return EquiadaptLoop(encoder, DIM, cfg.in_shape, cfg.n, "rotation", CROP_RATIO, cfg.view).to(device)
+
+
+def _equiadapt_module(cfg: Config, encoder: nn.Module, device: str):
+    cls, OmegaConf = load_equiadapt()
+    encoder.out_vector_size = DIM
+    hp = dict(beta=1.0, input_crop_ratio=CROP_RATIO, resize_shape=cfg.view, group_type="rotation")
+    hp.update(num_rotations=cfg.n, artifact_err_wt=0, learn_ref_vec=False)
+    model = cls(encoder, OmegaConf.create(hp), cfg.in_shape).to(device)
+    model.device = torch.device(device)
+    return model
+
+
+def _baseline(cfg: Config, provider: str, encoder: nn.Module, device: str):
+    """equiadapt-loop or equiadapt itself, around ``encoder``."""
+    if provider == "equiadapt-loop":
+        return _loop_module(cfg, encoder, device)
+    return _equiadapt_module(cfg, encoder, device)
+
+
+# -- the cases -----------------------------------------------------------------------------
+
+
+def _orbit_bytes(cfg: Config, mode: str) -> int:
+    """x read + views written (forward); the views' gradient read + x's gradient written (backward)."""
+    C, H, W = cfg.in_shape
+    one = (cfg.batch * C * H * W + cfg.batch * cfg.n * C * cfg.view**2) * _esize(DTYPES[cfg.dtype])
+    return 2 * one if mode == "full" else one
+
+
+@register("orbit", nbytes=_orbit_bytes)
+def orbit_case(cfg: Config, provider: str, inp: Inputs) -> Work:
+    """Every view: ``canon.orbit`` against crop → resize → loop(pad → rotate → crop) → cat."""
+    B, N, C, v = cfg.batch, cfg.n, cfg.in_shape[0], cfg.view
+    x, dviews = inp.x, inp.normal(B, N, C, v, v)  # the views' gradient in canon's layout
+    if _ours(provider):
+        p = _canon_view_params(cfg)
+        fn = _with_backend(provider, lambda: (canon.orbit(x, cfg.group, p["size"], p["crop_ratio"], p["padding"]),))
+        return Work(fn, (x,), (dviews,))
+    model = _baseline(cfg, provider, nn.Identity(), inp.device)
+    if provider == "equiadapt-loop":
+        fn = lambda: (model.group_augment(model.scoring_view(x)),)  # noqa: E731
+    else:
+        fn = lambda: (model.group_augment(model.resize_canonization(model.crop_canonization(x))),)  # noqa: E731
+    # the same gradient per view in equiadapt's layout: row g·B + b, its element g is canon's (−g) mod N
+    group_major = dviews[:, [(-g) % N for g in range(N)]].transpose(0, 1).reshape(N * B, C, v, v)
+    return Work(fn, (x,), (group_major,))
+
+
+def _select_bytes(cfg: Config, mode: str) -> int:
+    """Forward: vectors + reference read; scores, probs, one-hot (fp32), index (int64) and 2 losses written.
+    Backward: the one-hot's gradient + 2 loss gradients + vectors + reference read; their gradients written."""
+    B, N, es = cfg.batch, cfg.n, _esize(DTYPES[cfg.dtype])
+    forward = B * N * DIM * es + DIM * 4 + 3 * B * N * 4 + B * 8 + 8
+    backward = 2 * (B * N * DIM * es + DIM * 4) + B * N * 4 + 8
+    return {"forward": forward, "backward": backward, "full": forward + backward}[mode]
+
+
+@register("select", nbytes=_select_bytes)
+def select_case(cfg: Config, provider: str, inp: Inputs) -> Work:
+    """Scores, choice and both losses: ``canon.select_losses`` (selection, raw contrastive and prior loss
+    from one pass over the vectors) against equiadapt's."""
+    B, N = cfg.batch, cfg.n
+    losses_grad = (torch.ones((), device=inp.device),) * 2
+    if _ours(provider):
+        vec, ref = inp.vectors, inp.reference
+
+        def fn():
+            sel, l_c, l_p = canon.select_losses(
+                vec, ref, beta=1.0, straight_through=True, contrastive="raw", prior_beta=1.0
+            )
+            return sel.onehot, l_c, l_p
+
+        return Work(_with_backend(provider, fn), (vec, ref), (inp.normal(B, N), *losses_grad), f"{B}x{N}")
+    model = _baseline(cfg, provider, nn.Identity(), inp.device).train()
+    model.reference_vector.data.copy_(inp.reference[None])
+    model.reference_vector.requires_grad_(inp.grad)
+    vgm = inp.vectors_gm
+
+    def fn():
+        scalar_out = F.cosine_similarity(model.reference_vector.to(vgm.dtype).repeat(vgm.shape[0], 1), vgm)
+        acts = scalar_out.reshape(N, -1).T
+        if provider == "equiadapt-loop":
+            model.info = {"vector_out": vgm}
+            ged = model.group_element(acts)
+        else:
+            model.canonicalization_info_dict = {"vector_out": vgm}
+            ged = model.groupactivations_to_groupelement(acts)
+            model.canonicalization_info_dict.update(group_element=ged, group_activations=acts)
+        return ged["rotation"], model.get_optimization_specific_loss(), model.get_prior_regularization_loss()
+
+    # equiadapt's choice reaches the rest of a step as an angle made from the one-hot: its gradient
+    # flows into the one-hot through that angle
+    return Work(fn, (vgm, model.reference_vector), (inp.normal(B), *losses_grad), f"{B}x{N}")
+
+
+def _transform_bytes(cfg: Config, mode: str) -> int:
+    """Forward: x read + image written + index; backward: the image's gradient and x read, x's gradient
+    and the one-hot's gradient written, index read."""
+    C, H, W = cfg.in_shape
+    image = cfg.batch * C * H * W * _esize(DTYPES[cfg.dtype])
+    forward = 2 * image + cfg.batch * 8
+    backward = 3 * image + cfg.batch * cfg.n * 4 + cfg.batch * 8
+    return {"forward": forward, "backward": backward, "full": forward + backward}[mode]
+
+
+@register("canonicalize", nbytes=_transform_bytes)
+def canonicalize_case(cfg: Config, provider: str, inp: Inputs) -> Work:
+    """The canonical image: ``canon.canonicalize`` at full resolution against pad → rotate(−angle) → crop."""
+    x, leaves, up = inp.x, (inp.x, inp.onehot), (inp.normal(*inp.x.shape),)
+    if _ours(provider):
+        sel, padding = inp.selection(), _canon_view_params(cfg)["padding"]
+        return Work(_with_backend(provider, lambda: (canon.canonicalize(x, sel, cfg.group, padding),)), leaves, up)
+    model = _baseline(cfg, provider, nn.Identity(), inp.device)
+    if provider == "equiadapt-loop":
+        return Work(lambda: (model.apply_group_element(x, inp.group_element()),), leaves, up)
+    model.get_groupelement = lambda _x: inp.group_element()  # their canonicalize, our fixed choice
+    return Work(lambda: (model.canonicalize(x),), leaves, up)
+
+
+@register("invert", nbytes=_transform_bytes)
+def invert_case(cfg: Config, provider: str, inp: Inputs) -> Work:
+    """Undo the choice on dense outputs: ``canon.invert(y, index, ..., "scalar")`` against rotate(+angle)."""
+    y, leaves, up = inp.x, (inp.x, inp.onehot), (inp.normal(*inp.x.shape),)
+    if _ours(provider):
+        sel = inp.selection()
+        return Work(_with_backend(provider, lambda: (canon.invert(y, sel, cfg.group, "scalar", "zeros"),)), leaves, up)
+    model = _baseline(cfg, provider, nn.Identity(), inp.device)
+    if provider == "equiadapt-loop":
+        return Work(lambda: (model.invert_scalar(y, inp.group_element()),), leaves, up)
+
+    def fn():
+        model.canonicalization_info_dict = {"group_element": inp.group_element()}
+        return (model.invert_canonicalization(y, induced_rep_type="scalar"),)
+
+    return Work(fn, leaves, up)
 
 
 class PoolLinear(nn.Module):
@@ -197,64 +470,133 @@ def make_encoder(cfg: Config) -> nn.Module:
     return ConvEncoder(C, out_dim=DIM, hidden=16, num_layers=3, kernel_size=5)
 
 
-def _canon_view_params(cfg: Config) -> dict:
-    """canon's single-resampling equivalent of equiadapt's scoring view."""
-    C, H, W = cfg.in_shape
-    if C == 1:
-        return dict(size=None, crop_ratio=1.0, padding="zeros")
-    m = min(math.ceil(H * CROP_RATIO), math.ceil(W * CROP_RATIO))
-    return dict(size=cfg.view, crop_ratio=(m / H, m / W), padding="border")
+def _step_forward(cfg: Config, provider: str, device: str, x: torch.Tensor) -> tuple[nn.Module, Callable]:
+    """(model, forward → (canonical images, prior loss, contrastive loss)) of one provider."""
+    encoder = make_encoder(cfg).to(device)  # identical initial weights for every provider
+    if _ours(provider):
+        p = _canon_view_params(cfg)
+        model = canon.OrbitCanonicalizer(
+            encoder,
+            cfg.group,
+            p["size"],
+            p["crop_ratio"],
+            padding=p["padding"],
+            contrastive="raw",
+            dim=DIM,
+        )
+        model = model.to(device).train()
+        return model, _with_backend(provider, lambda: (model(x), model.prior_loss(), model.contrastive_loss()))
+    model = _baseline(cfg, provider, encoder, device).train()
+    run = model.canonicalize if provider == "equiadapt-loop" else model
+    return model, lambda: (run(x), model.get_prior_regularization_loss(), model.get_optimization_specific_loss())
 
 
-def _inputs(cfg: Config, device: str) -> dict:
-    g = torch.Generator().manual_seed(0)
-    dt = DTYPES[cfg.dtype]
-    B, N = cfg.batch, cfg.n
-    x = torch.rand(B, *cfg.in_shape, generator=g)
-    index = torch.randint(0, N, (B,), generator=g)
-    vectors = torch.randn(B, N, DIM, generator=g)
-    reference = torch.randn(DIM, generator=g)
-    return dict(
-        x=x.to(device, dt),
-        index=index.to(device),
-        angles=(index.float() * (360.0 / N)).to(device),
-        vectors=vectors.to(device, dt),
-        vectors_gm=vectors.transpose(0, 1).reshape(N * B, DIM).contiguous().to(device, dt),  # equiadapt's layout
-        reference=reference.to(device),
-    )
+@register("step", "full", min_reps=3)
+def step_case(cfg: Config, provider: str, inp: Inputs) -> Work:
+    """A training step: ``OrbitCanonicalizer`` (ConvEncoder) forward + losses + backward + SGD update."""
+    return _step(cfg, provider, inp)
 
 
-def _esize(dt: torch.dtype) -> int:
-    return torch.tensor([], dtype=dt).element_size()
+@register("step-no-encoder", "full", min_reps=3)
+def step_no_encoder_case(cfg: Config, provider: str, inp: Inputs) -> Work:
+    """``step`` with a mean-pool + linear map instead of the encoder, so the canonicalization cost shows."""
+    return _step(cfg, provider, inp)
 
 
-def _shape(t) -> str:
-    return "x".join(str(s) for s in t.shape) if isinstance(t, torch.Tensor) else ""
+def _step(cfg: Config, provider: str, inp: Inputs) -> Work:
+    """A training step: forward (orbit → encoder → choice → canonical image) + losses + backward + SGD.
+
+    fp32 runs in fp32; bf16 runs the whole step under ``torch.autocast(bf16)`` with fp32
+    inputs and parameters (the usual mixed-precision set-up), for every provider alike.
+    Modes: ``forward`` is the training forward with the losses (recording the graph),
+    ``backward`` the gradients of the loss to the parameters, ``full`` the whole step.
+    """
+    x, device = inp.x.detach().float(), inp.device
+    model, forward_losses = _step_forward(cfg, provider, device, x)
+    autocast = cfg.dtype == "bf16"
+
+    def forward():
+        with torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=autocast):
+            xc, prior, contrast = forward_losses()
+            task = xc.float().square().mean()  # a stand-in task loss: its gradient reaches the choice via xc
+            return (task + PRIOR_WEIGHT * prior + CONTRAST_WEIGHT * contrast,)
+
+    params = tuple(p for p in model.parameters() if p.requires_grad)
+    opt = torch.optim.SGD(params, lr=1e-3)
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        (loss,) = forward()
+        loss.backward()
+        opt.step()
+        return loss
+
+    note = "autocast bf16" if autocast else ""
+    one = torch.ones((), device=device)
+    return Work(forward, params, (one,), f"{cfg.batch}x{cfg.n}x{DIM}", note, step=step, no_grad_forward=False)
 
 
-def _loop_module(cfg: Config, encoder: nn.Module, device: str) -> EquiadaptLoop:
-    return EquiadaptLoop(encoder, DIM, cfg.in_shape, cfg.n, "rotation", CROP_RATIO, cfg.view).to(device)
+CASES = tuple(REGISTRY)
 
 
-def _equiadapt_module(cfg: Config, encoder: nn.Module, device: str):
-    cls, OmegaConf = load_equiadapt()
-    encoder.out_vector_size = DIM
-    hp = OmegaConf.create(
-        dict(beta=1.0, input_crop_ratio=CROP_RATIO, resize_shape=cfg.view, group_type="rotation", num_rotations=cfg.n, artifact_err_wt=0, learn_ref_vec=False)
-    )
-    model = cls(encoder, hp, cfg.in_shape).to(device)
-    model.device = torch.device(device)
-    return model
+# -- the configurations ------------------------------------------------------------------
 
 
-def _ged(inp: dict) -> dict:
-    # equiadapt rotates by −angle; for the same element as canon's index k (counter-clockwise
-    # 360·k/N) it gets angle −360·k/N: same work, the sign does not change the cost.
-    return {"rotation": -inp["angles"]}
+# providers timed also with CUDA graphs (the launch-bound ones, and ours-triton beside them);
+# the reference backend reads view matrices on the host (a sync), which graphs cannot capture
+GRAPH_PROVIDERS = ("ours-triton", "equiadapt", "equiadapt-loop")
+
+TARGETS = (
+    Config("orbit", 64, 8, "3x32x32"),
+    Config("step", 64, 8, "3x32x32"),
+)
 
 
-def build(cfg: Config, provider: str, device: str) -> Bench:
-    """The closure timing ``cfg.case`` for ``provider`` on ``device``; raises :class:`Unavailable`."""
+def quick_configs(device: str) -> list[Config]:
+    """A small set with the target cases first, then one backward point per op; larger on a GPU."""
+    cfgs = list(TARGETS)
+    cfgs += [
+        Config("step-no-encoder", 64, 8, "3x32x32"),
+        Config("select", 64, 8, "3x32x32"),
+        Config("canonicalize", 64, 8, "3x32x32"),
+        Config("invert", 64, 8, "3x32x32"),
+        Config("orbit", 64, 4, "1x28x28"),
+        Config("orbit", 64, 8, "3x32x32", "bf16"),
+        Config("orbit", 16, 8, "3x224x224"),
+        Config("step", 64, 4, "1x28x28"),
+    ]
+    cfgs += [Config(c, 64, 8, "3x32x32", mode="backward") for c in ("orbit", "select", "canonicalize", "invert")]
+    if device == "cuda":
+        cfgs += [
+            Config("orbit", 512, 16, "3x224x224"),
+            Config("step", 256, 8, "3x32x32", "bf16"),
+            Config("step-no-encoder", 512, 16, "3x32x32"),
+        ]
+        cfgs += [Config(c, 256, 8, "3x224x224") for c in ("canonicalize", "invert")]
+        cfgs += [Config("orbit", 512, 16, "3x224x224", mode="backward")]
+        cfgs += [Config("canonicalize", 256, 8, "3x224x224", mode="backward")]
+    return cfgs
+
+
+def full_configs() -> list[Config]:
+    """The full sweep (meant for a GPU): every case × B ∈ {16, 64, 256, 512} × N ∈ {4, 8, 16} × shape × dtype,
+    each case in its default mode."""
+    points = itertools.product(REGISTRY, SHAPES, (4, 8, 16), (16, 64, 256, 512), DTYPES)
+    return [Config(c, b, n, s, d) for c, s, n, b, d in points]
+
+
+def with_modes(cfgs: list[Config], modes: list[str]) -> list[Config]:
+    """Every size point of ``cfgs`` in each of ``modes`` (duplicates dropped, order kept)."""
+    out = (Config(c.case, c.batch, c.n, c.shape, c.dtype, m) for c in cfgs for m in modes)
+    return list(dict.fromkeys(out))
+
+
+# -- from a Work to the closure of one mode ----------------------------------------------------
+
+
+def _check_provider(provider: str, device: str) -> None:
+    if provider not in PROVIDERS:
+        raise ValueError(f"unknown provider {provider!r}; choose from {PROVIDERS}")
     if provider == "ours-triton":
         if device != "cuda":
             raise Unavailable("no CUDA device here (the Triton interpreter is a test tool, not a performance path)")
@@ -266,97 +608,6 @@ def build(cfg: Config, provider: str, device: str) -> Bench:
         ok, why = equiadapt_status()
         if not ok:
             raise Unavailable(why)
-    inp = _inputs(cfg, device)
-    dt = DTYPES[cfg.dtype]
-    es = _esize(dt)
-    B, N, C, v = cfg.batch, cfg.n, cfg.in_shape[0], cfg.view
-    backend = "triton" if provider == "ours-triton" else "reference"
-    ours = provider.startswith("ours")
-    x = inp["x"]
-    vp = _canon_view_params(cfg)
-
-    def with_backend(fn):
-        def run():
-            with canon.use_backend(backend):
-                return fn()
-
-        return run
-
-    if cfg.case == "orbit":
-        nbytes = x.numel() * es + B * N * C * v * v * es
-        if ours:
-            fn = with_backend(lambda: canon.orbit(x, cfg.group, vp["size"], vp["crop_ratio"], vp["padding"]))
-        elif provider == "equiadapt-loop":
-            loop = _loop_module(cfg, nn.Identity(), device)
-            fn = lambda: loop.group_augment(loop.scoring_view(x))  # noqa: E731
-        else:
-            model = _equiadapt_module(cfg, nn.Identity(), device)
-            fn = lambda: model.group_augment(model.resize_canonization(model.crop_canonization(x)))  # noqa: E731
-        with torch.no_grad():
-            out = fn()
-        return Bench(_no_grad(fn), nbytes, _shape(out))
-
-    if cfg.case == "select":
-        # read: vectors + reference; write: scores, probs, one-hot (fp32) + index (int64) + 2 losses
-        nbytes = B * N * DIM * es + DIM * 4 + 3 * B * N * 4 + B * 8 + 8
-        vec, ref, vgm = inp["vectors"], inp["reference"], inp["vectors_gm"]
-        if ours:
-
-            def fn():
-                sel = canon.select(vec, ref, beta=1.0, straight_through=True)
-                return sel, canon.losses.contrastive_loss(vec, "raw"), canon.losses.prior_loss(sel.scores)
-
-            fn = with_backend(fn)
-        else:
-            if provider == "equiadapt-loop":
-                loop = _loop_module(cfg, nn.Identity(), device).train()
-            else:
-                loop = _equiadapt_module(cfg, nn.Identity(), device).train()
-            loop.reference_vector.data.copy_(ref[None])
-
-            def fn():
-                GB = vgm.shape[0]
-                scalar_out = F.cosine_similarity(loop.reference_vector.to(vgm.dtype).repeat(GB, 1), vgm)
-                acts = scalar_out.reshape(N, -1).T
-                if provider == "equiadapt-loop":
-                    loop.info = {"vector_out": vgm}
-                    ged = loop.group_element(acts)
-                else:
-                    loop.canonicalization_info_dict = {"vector_out": vgm}
-                    ged = loop.groupactivations_to_groupelement(acts)
-                    loop.canonicalization_info_dict.update(group_element=ged, group_activations=acts)
-                return ged, loop.get_optimization_specific_loss(), loop.get_prior_regularization_loss()
-
-        return Bench(_no_grad(fn), nbytes, f"{B}x{N}")
-
-    if cfg.case in ("canonicalize", "invert"):
-        nbytes = 2 * x.numel() * es + B * 8
-        ged = _ged(inp)
-        if cfg.case == "canonicalize":
-            if ours:
-                fn = with_backend(lambda: canon.canonicalize(x, inp["index"], cfg.group, vp["padding"]))
-            elif provider == "equiadapt-loop":
-                loop = _loop_module(cfg, nn.Identity(), device)
-                fn = lambda: loop.apply_group_element(x, ged)  # noqa: E731
-            else:
-                model = _equiadapt_module(cfg, nn.Identity(), device)
-                model.get_groupelement = lambda _x: ged  # their canonicalize, our fixed choice
-                fn = lambda: model.canonicalize(x)  # noqa: E731
-        else:
-            if ours:
-                fn = with_backend(lambda: canon.invert(x, inp["index"], cfg.group, "scalar", "zeros"))
-            elif provider == "equiadapt-loop":
-                loop = _loop_module(cfg, nn.Identity(), device)
-                fn = lambda: loop.invert_scalar(x, ged)  # noqa: E731
-            else:
-                model = _equiadapt_module(cfg, nn.Identity(), device)
-                model.canonicalization_info_dict = {"group_element": ged}
-                fn = lambda: model.invert_canonicalization(x, induced_rep_type="scalar")  # noqa: E731
-        return Bench(_no_grad(fn), nbytes, _shape(x))
-
-    if cfg.case in ("step", "step-no-encoder"):
-        return _build_step(cfg, provider, device, inp, backend)
-    raise ValueError(f"unknown case {cfg.case!r}")
 
 
 def _no_grad(fn):
@@ -367,53 +618,39 @@ def _no_grad(fn):
     return run
 
 
-def _build_step(cfg: Config, provider: str, device: str, inp: dict, backend: str) -> Bench:
-    """forward (orbit → encoder → scores → canonical image) + losses + backward + SGD step.
+def _closure(work: Work, mode: str) -> tuple[Callable[[], object], tuple]:
+    """(the timed closure of ``mode``, the outputs of one untimed forward)."""
+    if mode == "forward":
+        fn = _no_grad(work.forward) if work.no_grad_forward else work.forward
+        return fn, fn()
+    outs = work.forward()  # backward: the graph that every timed call differentiates again
+    if len(outs) != len(work.upstream) or any(o.shape != u.shape for o, u in zip(outs, work.upstream)):
+        raise ValueError(f"upstream gradients {[tuple(u.shape) for u in work.upstream]} do not match the outputs")
+    up = tuple(u.to(o.dtype) for o, u in zip(outs, work.upstream))
+    leaves = work.leaves
+    if mode == "backward":
+        return (lambda: torch.autograd.grad(outs, leaves, up, retain_graph=True)), outs
+    if work.step is not None:
+        return work.step, outs
+    return (lambda: torch.autograd.grad(work.forward(), leaves, up)), outs
 
-    fp32 runs in fp32; bf16 runs the whole step under ``torch.autocast(bf16)`` with fp32
-    inputs and parameters (the usual mixed-precision set-up), for every provider alike.
+
+def build(cfg: Config, provider: str, device: str, check_provider: bool = True) -> Bench:
+    """The closure timing ``cfg.case`` in ``cfg.mode`` for ``provider`` on ``device``; raises :class:`Unavailable`.
+
+    ``check_provider=False`` skips the availability check: the tests run ours-triton's closures
+    on CPU tensors under the Triton interpreter, which is no performance path.
     """
-    x = inp["x"].float()
-    encoder = make_encoder(cfg).to(device)  # identical initial weights for every provider
-    autocast = cfg.dtype == "bf16"
-    vp = _canon_view_params(cfg)
-    if provider.startswith("ours"):
-        model = canon.OrbitCanonicalizer(encoder, cfg.group, vp["size"], vp["crop_ratio"], padding=vp["padding"], contrastive="raw", dim=DIM).to(device).train()
-
-        def forward_losses():
-            with canon.use_backend(backend):
-                xc = model(x)
-                return xc, model.prior_loss(), model.contrastive_loss()
-
-    elif provider == "equiadapt-loop":
-        model = _loop_module(cfg, encoder, device).train()
-
-        def forward_losses():
-            xc = model.canonicalize(x)
-            return xc, model.get_prior_regularization_loss(), model.get_optimization_specific_loss()
-
-    else:
-        model = _equiadapt_module(cfg, encoder, device).train()
-
-        def forward_losses():
-            xc = model(x)
-            return xc, model.get_prior_regularization_loss(), model.get_optimization_specific_loss()
-
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.SGD(params, lr=1e-3)
-
-    def step():
-        opt.zero_grad(set_to_none=True)
-        with torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=autocast):
-            xc, prior, contrast = forward_losses()
-            task = xc.float().square().mean()  # a stand-in task loss: its gradient reaches the choice through the canonical image
-            loss = task + PRIOR_WEIGHT * prior + CONTRAST_WEIGHT * contrast
-        loss.backward()
-        opt.step()
-        return loss
-
-    note = "autocast bf16" if autocast else ""
-    return Bench(step, None, f"{cfg.batch}x{cfg.n}x{DIM}", note)
+    if cfg.case not in REGISTRY:
+        raise ValueError(f"unknown case {cfg.case!r}; choose from {CASES}")
+    if cfg.mode not in MODES:
+        raise ValueError(f"unknown mode {cfg.mode!r}; choose from {MODES}")
+    if check_provider:
+        _check_provider(provider, device)
+    case = REGISTRY[cfg.case]
+    work = case.build(cfg, provider, Inputs.make(cfg, device, grad=cfg.mode != "forward"))
+    fn, outs = _closure(work, cfg.mode)
+    return Bench(fn, case.nbytes(cfg, cfg.mode), work.out_shape or _shape(outs[0]), work.note)
 
 
 # -- timers ---------------------------------------------------------------------------------
@@ -442,7 +679,8 @@ def time_cpu(fn, min_time_s: float = 1.0, min_reps: int = 5, max_reps: int = 100
         ts.append((time.perf_counter() - t0) * 1e3)
         cpu.append((time.process_time() - c0) * 1e3)
     q25, med, q75 = _quantiles(ts)
-    return dict(median_ms=med, q25_ms=q25, q75_ms=q75, reps=len(ts), timer="perf_counter", cpu_ms=statistics.median(cpu))
+    cpu_ms = statistics.median(cpu)
+    return dict(median_ms=med, q25_ms=q25, q75_ms=q75, reps=len(ts), timer="perf_counter", cpu_ms=cpu_ms)
 
 
 def time_cuda(fn, cuda_graph: bool = False, quick: bool = True) -> dict:
@@ -486,8 +724,18 @@ def profile_call(fn, device: str) -> dict:
     if device == "cuda":
         peak = (torch.cuda.max_memory_allocated() - base) / 2**20
         launches = sum(1 for e in events if e.device_type == torch.autograd.DeviceType.CUDA)
-        return dict(peak_mem_mb=peak, mem_method="cuda.max_memory_allocated", launches=launches, launch_kind="cuda-kernels")
-    return dict(peak_mem_mb=cpu_peak_mb(events), mem_method="profiler-alloc-timeline", launches=count_leaf_ops(events), launch_kind="cpu-leaf-aten-ops")
+        return dict(
+            peak_mem_mb=peak,
+            mem_method="cuda.max_memory_allocated",
+            launches=launches,
+            launch_kind="cuda-kernels",
+        )
+    return dict(
+        peak_mem_mb=cpu_peak_mb(events),
+        mem_method="profiler-alloc-timeline",
+        launches=count_leaf_ops(events),
+        launch_kind="cpu-leaf-aten-ops",
+    )
 
 
 def cpu_peak_mb(events) -> float:
@@ -502,7 +750,8 @@ def cpu_peak_mb(events) -> float:
 
 def count_leaf_ops(events) -> int:
     """aten ops that call no other aten op: on CPU, the closest thing to a kernel launch."""
-    return sum(1 for e in events if e.name.startswith("aten::") and not any(c.name.startswith("aten::") for c in e.cpu_children))
+    aten = [e for e in events if e.name.startswith("aten::")]
+    return sum(1 for e in aten if not any(c.name.startswith("aten::") for c in e.cpu_children))
 
 
 # -- environment -----------------------------------------------------------------------------
@@ -547,8 +796,10 @@ def _cpu_name() -> str:
 def git_commit() -> str:
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     try:
-        sha = subprocess.run(["git", "-C", root, "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", root, "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True).stdout.strip()
+        git = ["git", "-C", root]
+        sha = subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+        status = [*git, "status", "--porcelain", "--untracked-files=no"]
+        dirty = subprocess.run(status, capture_output=True, text=True).stdout.strip()
         return sha + ("+dirty" if dirty else "")
     except Exception:
         return "unknown"
@@ -563,6 +814,7 @@ def _base_row(cfg: Config, provider: str, device: str, env: dict, copy_gbps: flo
     row.update(
         case=cfg.case,
         provider=provider,
+        mode=cfg.mode,
         device=device,
         dtype=cfg.dtype,
         batch=cfg.batch,
@@ -593,13 +845,25 @@ def _finish(row: dict, cfg: Config, b: Bench, t: dict, device: str, copy_gbps: f
         row.update(gbps=round(gbps, 3), pct_copy=round(100 * gbps / copy_gbps, 2))
     if not cuda_graph:
         p = profile_call(b.fn, device)
-        row.update(peak_mem_mb=round(p["peak_mem_mb"], 2), mem_method=p["mem_method"], launches=p["launches"], launch_kind=p["launch_kind"])
+        row.update(
+            peak_mem_mb=round(p["peak_mem_mb"], 2),
+            mem_method=p["mem_method"],
+            launches=p["launches"],
+            launch_kind=p["launch_kind"],
+        )
     row["status"] = "ok"
     return row
 
 
 def measure(
-    cfg: Config, provider: str, device: str, env: dict, copy_gbps: float, quick: bool = True, cuda_graph: bool = False, min_time_s: float = 1.0
+    cfg: Config,
+    provider: str,
+    device: str,
+    env: dict,
+    copy_gbps: float,
+    quick: bool = True,
+    cuda_graph: bool = False,
+    min_time_s: float = 1.0,
 ) -> dict:
     """Build, time and profile one (case, provider, size); always returns a row (status ok/unavailable/error)."""
     row = _base_row(cfg, provider, device, env, copy_gbps, cuda_graph)
@@ -609,35 +873,61 @@ def measure(
         if device == "cuda":
             t = time_cuda(b.fn, cuda_graph=cuda_graph, quick=quick)
         else:
-            t = time_cpu(b.fn, min_time_s=min_time_s, min_reps=3 if cfg.case.startswith("step") else 5)
+            t = time_cpu(b.fn, min_time_s=min_time_s, min_reps=REGISTRY[cfg.case].min_reps)
         return _finish(row, cfg, b, t, device, copy_gbps, cuda_graph)
     except Exception as e:
         return _failed(row, e)
 
 
-def measure_interleaved(cfg: Config, providers: list[str], env: dict, copy_gbps: float, min_time_s: float = 1.0, max_reps: int = 100) -> list[dict]:
+def measure_interleaved(
+    cfg: Config,
+    providers: list[str],
+    env: dict,
+    copy_gbps: float,
+    min_time_s: float = 1.0,
+    max_reps: int = 100,
+) -> list[dict]:
     """CPU: time every provider of one size point in alternating rounds (A B A B ...).
 
     On a shared machine the speed drifts with the load of other processes; alternating
     the calls gives every provider the same conditions, so their ratio stays fair. Each
-    provider gets one warm-up call, then rounds run until every provider has ``min_reps``
-    calls (3 for steps, 5 otherwise) and its calls took ``min_time_s`` in total.
+    provider gets one warm-up call, then rounds run until every provider has the case's
+    ``min_reps`` calls (3 for steps, 5 otherwise) and its calls took ``min_time_s`` in total.
     """
-    device = "cpu"
-    rows, benches = {}, {}
+    rows = {p: _base_row(cfg, p, "cpu", env, copy_gbps, False) for p in providers}
+    benches = {}
     for p in providers:
-        rows[p] = _base_row(cfg, p, device, env, copy_gbps, False)
         try:
-            b = build(cfg, p, device)
+            b = build(cfg, p, "cpu")
             rows[p].update(out_shape=b.out_shape, note=b.note, bytes=b.bytes or "")
             b.fn()  # warm-up
             benches[p] = b
         except Exception as e:
             _failed(rows[p], e)
-    min_reps = 3 if cfg.case.startswith("step") else 5
+    wall, cpu = _alternate(benches, rows, REGISTRY[cfg.case].min_reps, min_time_s, max_reps)
+    for p, b in benches.items():
+        q25, med, q75 = _quantiles(wall[p])
+        t = dict(median_ms=med, q25_ms=q25, q75_ms=q75, reps=len(wall[p]), timer="perf_counter-interleaved")
+        t["cpu_ms"] = statistics.median(cpu[p])
+        try:
+            _finish(rows[p], cfg, b, t, "cpu", copy_gbps, False)
+        except Exception as e:
+            _failed(rows[p], e)
+    return [rows[p] for p in providers]
+
+
+def _alternate(benches: dict, rows: dict, min_reps: int, min_time_s: float, max_reps: int) -> tuple[dict, dict]:
+    """Rounds of one call per provider; ({provider: wall ms per call}, {provider: CPU ms per call}).
+
+    A provider whose call raises gets an error row and leaves the rounds (``benches`` shrinks).
+    """
     wall = {p: [] for p in benches}
     cpu = {p: [] for p in benches}
-    while benches and any(len(wall[p]) < max_reps and (len(wall[p]) < min_reps or sum(wall[p]) < min_time_s * 1e3) for p in benches):
+
+    def more(p: str) -> bool:
+        return len(wall[p]) < max_reps and (len(wall[p]) < min_reps or sum(wall[p]) < min_time_s * 1e3)
+
+    while benches and any(more(p) for p in benches):
         for p, b in list(benches.items()):
             try:
                 c0, t0 = time.process_time(), time.perf_counter()
@@ -647,11 +937,4 @@ def measure_interleaved(cfg: Config, providers: list[str], env: dict, copy_gbps:
             except Exception as e:
                 _failed(rows[p], e)
                 del benches[p]
-    for p, b in benches.items():
-        q25, med, q75 = _quantiles(wall[p])
-        t = dict(median_ms=med, q25_ms=q25, q75_ms=q75, reps=len(wall[p]), timer="perf_counter-interleaved", cpu_ms=statistics.median(cpu[p]))
-        try:
-            _finish(rows[p], cfg, b, t, device, copy_gbps, False)
-        except Exception as e:
-            _failed(rows[p], e)
-    return [rows[p] for p in providers]
+    return wall, cpu

@@ -59,7 +59,9 @@ def _cell(v, short: bool = False) -> str:
 
 
 def format_report(rows: list[dict]) -> str:
-    cols = [(label, names) for label, names in KNOWN if any(_get(r, names) != "" for r in rows)] or [("name", ("name",))]
+    cols = [(label, names) for label, names in KNOWN if any(_get(r, names) != "" for r in rows)] or [
+        ("name", ("name",))
+    ]
     cells = [[_cell(_get(r, names), short=label == "error") for label, names in cols] for r in rows]
     widths = [max([len(label)] + [len(c[i]) for c in cells]) for i, (label, _) in enumerate(cols)]
     line = lambda vals: "  ".join(v.ljust(w) for v, w in zip(vals, widths))  # noqa: E731
@@ -69,18 +71,27 @@ def format_report(rows: list[dict]) -> str:
 
 
 def main(argv: list[str]) -> int:
-    ap = argparse.ArgumentParser(prog="python -m bench kernels", description="registers, spills, shared memory and load/store widths of every kernel")
+    ap = argparse.ArgumentParser(
+        prog="python -m bench kernels",
+        description="registers, spills, shared memory and load/store widths of every kernel",
+    )
     ap.add_argument("--archs", default="80,90", help="comma-separated SM versions (default 80,90)")
     ap.add_argument("--output-dir", default=None, help="also write kernels.csv there")
     args = ap.parse_args(argv)
     archs = tuple(int(a) for a in args.archs.split(","))
     if os.environ.get("TRITON_INTERPRET") == "1":
-        print("bench kernels: unset TRITON_INTERPRET (the interpreter replaces the kernels it would compile)", file=sys.stderr)
+        print(
+            "bench kernels: unset TRITON_INTERPRET (the interpreter replaces the kernels it would compile)",
+            file=sys.stderr,
+        )
         return 2
     try:
         from canon.kernels.compile import compile_report
     except ImportError as e:
-        print(f"bench kernels: kernels/compile.py with compile_report(archs) is not available ({e}); nothing to report", file=sys.stderr)
+        print(
+            f"bench kernels: kernels/compile.py with compile_report(archs) is not available ({e}); nothing to report",
+            file=sys.stderr,
+        )
         return 2
     rows = list(compile_report(archs=archs))
     if not rows:

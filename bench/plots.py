@@ -1,4 +1,6 @@
-"""Figures drawn from a results.csv (never from in-memory numbers): time, speedup, bandwidth, memory, launches, throughput."""
+"""Figures drawn from a results.csv (never from in-memory numbers): time, speedup, bandwidth, memory, launches,
+throughput. One panel per case and mode (``orbit · backward``); CSVs written before the mode column get one panel
+per case."""
 
 from __future__ import annotations
 
@@ -11,12 +13,23 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-COLORS = {"ours-triton": "tab:green", "ours-reference": "tab:blue", "equiadapt": "tab:red", "equiadapt-loop": "tab:orange"}
+COLORS = {
+    "ours-triton": "tab:green",
+    "ours-reference": "tab:blue",
+    "equiadapt": "tab:red",
+    "equiadapt-loop": "tab:orange",
+}
 
 
 # what the figures read: a results.csv of ``python -m bench`` has these and more
-REQUIRED = ("case", "provider", "status", "dtype", "batch", "group", "in_shape", "out_shape", "median_ms", "cuda_graph", "device_name", "torch", "git_commit")
-NUMERIC = ("median_ms", "q25_ms", "q75_ms", "speedup_vs_equiadapt_loop", "speedup_vs_equiadapt", "pct_copy", "peak_mem_mb", "launches", "images_per_s")
+REQUIRED = (
+    *("case", "provider", "status", "dtype", "batch", "group", "in_shape", "out_shape", "median_ms", "cuda_graph"),
+    *("device_name", "torch", "git_commit"),
+)
+NUMERIC = (
+    *("median_ms", "q25_ms", "q75_ms", "speedup_vs_equiadapt_loop", "speedup_vs_equiadapt", "pct_copy"),
+    *("peak_mem_mb", "launches", "images_per_s"),
+)
 
 
 class ResultsError(ValueError):
@@ -37,7 +50,8 @@ def read_rows(path: str) -> list[dict]:
             raise ResultsError(f"{path} is empty; expected a results.csv written by python -m bench")
         missing = [c for c in REQUIRED if c not in header]
         if missing:
-            raise ResultsError(f"{path} lacks the column(s) {', '.join(missing)}; expected a results.csv written by python -m bench")
+            cols = ", ".join(missing)
+            raise ResultsError(f"{path} lacks the column(s) {cols}; expected a results.csv written by python -m bench")
         rows = [r for r in reader if r["status"] == "ok"]
     for i, r in enumerate(rows):
         for c in NUMERIC:
@@ -47,7 +61,8 @@ def read_rows(path: str) -> list[dict]:
             try:
                 float(v)
             except ValueError:
-                raise ResultsError(f"{path}: ok row {i + 1} ({r['case']}, {r['provider']}) has {c}={v!r}, not a number") from None
+                where = f"{path}: ok row {i + 1} ({r['case']}, {r['provider']})"
+                raise ResultsError(f"{where} has {c}={v!r}, not a number") from None
     return rows
 
 
@@ -57,9 +72,15 @@ def _label(r: dict) -> str:
     return f"{r['group']} B={r['batch']}\n{r['in_shape']}{view}\n{r['dtype']}"
 
 
-def _series(rows: list[dict], case: str, metric: str, graph: bool = False):
-    """{provider: {config label: value}} and the config labels in order of appearance."""
-    sel = [r for r in rows if r["case"] == case and r.get(metric, "") not in ("", None) and (r["cuda_graph"] == "True") == graph]
+def _panel(r: dict) -> tuple[str, str]:
+    """(case, mode) of a row; the mode is "" in CSVs written before the mode column."""
+    return r["case"], r.get("mode") or ""
+
+
+def _series(rows: list[dict], panel: tuple[str, str], metric: str, graph: bool = False):
+    """{provider: {config label: value}} of one panel and the config labels in order of appearance."""
+    sel = [r for r in rows if _panel(r) == panel and (r["cuda_graph"] == "True") == graph]
+    sel = [r for r in sel if r.get(metric, "") not in ("", None)]
     labels = list(dict.fromkeys(_label(r) for r in sel))
     data: dict = {}
     for r in sel:
@@ -88,21 +109,21 @@ def _bars(ax, data, labels, log=False):
     ax.legend(fontsize=7)
 
 
-def _figure(rows, metric: str, ylabel: str, title: str, path: str, log=False, ref_line: float | None = None) -> str | None:
-    cases = [c for c in dict.fromkeys(r["case"] for r in rows) if _series(rows, c, metric)[1]]
-    if not cases:
+def _figure(rows, metric: str, ylabel: str, title: str, path: str, log=False, ref_line=None) -> str | None:
+    panels = [p for p in dict.fromkeys(_panel(r) for r in rows) if _series(rows, p, metric)[1]]
+    if not panels:
         return None
-    ncols = min(3, len(cases))
-    nrows = (len(cases) + ncols - 1) // ncols
+    ncols = min(3, len(panels))
+    nrows = (len(panels) + ncols - 1) // ncols
     fig, axes = plt.subplots(nrows, ncols, figsize=(4.2 * ncols, 3.4 * nrows), squeeze=False)
-    for ax in axes.flat[len(cases) :]:
+    for ax in axes.flat[len(panels) :]:
         ax.set_visible(False)
-    for ax, case in zip(axes.flat, cases):
-        data, labels = _series(rows, case, metric)
+    for ax, (case, mode) in zip(axes.flat, panels):
+        data, labels = _series(rows, (case, mode), metric)
         _bars(ax, data, labels, log)
         if ref_line is not None:
             ax.axhline(ref_line, color="k", lw=0.8, ls="--")
-        ax.set_title(case, fontsize=9)
+        ax.set_title(f"{case} · {mode}" if mode else case, fontsize=9)
         ax.set_ylabel(ylabel, fontsize=8)
     r0 = rows[0]
     fig.suptitle(f"{title} — {r0['device_name']}, torch {r0['torch']}, commit {r0['git_commit'][:10]}", fontsize=9)
@@ -126,7 +147,14 @@ def plot_all(csv_path: str, out_dir: str) -> list[str]:
             False,
             1.0,
         ),
-        ("speedup_vs_equiadapt", "× faster than equiadapt", "Speedup against equiadapt itself", "speedup_vs_equiadapt.png", False, 1.0),
+        (
+            "speedup_vs_equiadapt",
+            "× faster than equiadapt",
+            "Speedup against equiadapt itself",
+            "speedup_vs_equiadapt.png",
+            False,
+            1.0,
+        ),
         (
             "pct_copy",
             "% of copy bandwidth",

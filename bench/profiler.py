@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import time
 
 import torch
@@ -36,10 +37,11 @@ def _time(fn, device: str, reps: int) -> list[float]:
     return ts
 
 
-def main(argv: list[str]) -> int:
+def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m bench profile", description="profile canonicalizer training steps")
     ap.add_argument("--device", choices=("cpu", "cuda"), default=None)
-    ap.add_argument("--provider", default="ours-reference", choices=C.PROVIDERS, help="default ours-reference (ours-triton on CUDA)")
+    provider = "default ours-reference (ours-triton on CUDA)"
+    ap.add_argument("--provider", default="ours-reference", choices=C.PROVIDERS, help=provider)
     ap.add_argument("--case", default="step", choices=("step", "step-no-encoder"))
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--n", type=int, default=8)
@@ -49,7 +51,10 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--top", type=int, default=15, help="rows of the per-kernel table")
     ap.add_argument("--output-dir", default=os.path.join("bench", "results", "local", "profile"))
     ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
-    args = ap.parse_args(argv)
+    return ap
+
+
+def _check_args(ap: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     for name in ("batch", "n", "steps", "top"):
         if getattr(args, name) < 1:
             ap.error(f"--{name} must be >= 1, got {getattr(args, name)}")
@@ -58,6 +63,65 @@ def main(argv: list[str]) -> int:
         ap.error(f"--threads must be in [1, {cores}] (the cores of this machine), got {args.threads}")
     if os.path.exists(args.output_dir) and not os.path.isdir(args.output_dir):
         ap.error(f"--output-dir {args.output_dir} is a file; choose a folder")
+
+
+def _encoder_ms(cfg: C.Config, device: str, reps: int) -> list[float]:
+    """The encoder alone, forward + backward, on as many views as the step scores."""
+    enc = C.make_encoder(cfg).to(device)
+    views = torch.rand(cfg.batch * cfg.n, cfg.in_shape[0], cfg.view, cfg.view, device=device)
+
+    def enc_step():
+        with torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=cfg.dtype == "bf16"):
+            out = enc(views)
+        out.float().square().mean().backward()
+
+    enc_step()
+    return _time(enc_step, device, reps)
+
+
+def _profile(fn, device: str, steps: int, out_dir: str, top: int) -> tuple[str, float, str, str]:
+    """(Chrome trace path, launches per step, their kind, the per-kernel table) of ``steps`` calls."""
+    from torch.profiler import ProfilerActivity, profile, record_function
+
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device == "cuda" else [])
+    with profile(activities=acts, record_shapes=False) as prof:
+        for i in range(steps):
+            with record_function(f"step{i}"):
+                fn()
+            _sync(device)
+    trace = os.path.join(out_dir, "trace.json")
+    prof.export_chrome_trace(trace)
+    events = prof.events()
+    if device == "cuda":
+        launches = sum(1 for e in events if e.device_type == torch.autograd.DeviceType.CUDA) / steps
+        kind, sort_key = "CUDA kernels", "self_cuda_time_total"
+    else:
+        launches = C.count_leaf_ops(events) / steps
+        kind, sort_key = "leaf aten ops (CPU: no kernels)", "self_cpu_time_total"
+    return trace, launches, kind, prof.key_averages().table(sort_by=sort_key, row_limit=top)
+
+
+def _report(summary: dict, step_ms: list[float], table: str, out_dir: str) -> None:
+    """Write profile.json and ops.txt, print the table and the summary."""
+    with open(os.path.join(out_dir, "profile.json"), "w") as f:
+        json.dump(summary, f, indent=1)
+    with open(os.path.join(out_dir, "ops.txt"), "w") as f:
+        f.write(table)
+    s = summary
+    print(table)
+    print(f"# {s['case']} {s['config']} provider={s['provider']} device={s['device']} ({s['device_name']})")
+    steps = ", ".join(f"{t:.1f}" for t in step_ms)
+    print(f"# step median {s['step_ms_median']:.2f} ms (all: {steps}), images/s {s['images_per_s']}")
+    enc, outside = s["encoder_fwd_bwd_ms_median"], 100 * s["share_outside_encoder"]
+    print(f"# encoder fwd+bwd alone {enc:.2f} ms → share of the step outside the encoder {outside:.1f}%")
+    print(f"# launches per step: {s['launches_per_step']:.0f} {s['launch_kind']}")
+    print(f"# Chrome trace: {s['trace']}; summary: {os.path.join(out_dir, 'profile.json')}")
+
+
+def main(argv: list[str]) -> int:
+    ap = _parser()
+    args = ap.parse_args(argv)
+    _check_args(ap, args)
     if args.threads:
         torch.set_num_threads(args.threads)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -72,41 +136,9 @@ def main(argv: list[str]) -> int:
     for _ in range(2):
         b.fn()
     step_ms = _time(b.fn, device, max(3, args.steps))
-
-    # the encoder alone, forward + backward, on as many views as the step scores
-    enc = C.make_encoder(cfg).to(device)
-    views = torch.rand(cfg.batch * cfg.n, cfg.in_shape[0], cfg.view, cfg.view, device=device)
-
-    def enc_step():
-        with torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=cfg.dtype == "bf16"):
-            out = enc(views)
-        out.float().square().mean().backward()
-
-    enc_step()
-    enc_ms = _time(enc_step, device, max(3, args.steps))
-
-    from torch.profiler import ProfilerActivity, profile, record_function
-
-    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device == "cuda" else [])
-    with profile(activities=acts, record_shapes=False) as prof:
-        for i in range(args.steps):
-            with record_function(f"step{i}"):
-                b.fn()
-            _sync(device)
-    trace = os.path.join(args.output_dir, "trace.json")
-    prof.export_chrome_trace(trace)
-    events = prof.events()
-    if device == "cuda":
-        launches = sum(1 for e in events if e.device_type == torch.autograd.DeviceType.CUDA) / args.steps
-        kind, sort_key = "CUDA kernels", "self_cuda_time_total"
-    else:
-        launches = C.count_leaf_ops(events) / args.steps
-        kind, sort_key = "leaf aten ops (CPU: no kernels)", "self_cpu_time_total"
-    table = prof.key_averages().table(sort_by=sort_key, row_limit=args.top)
-
-    med = sorted(step_ms)[len(step_ms) // 2]
-    med_enc = sorted(enc_ms)[len(enc_ms) // 2]
-    outside = max(0.0, 1.0 - med_enc / med)
+    enc_ms = _encoder_ms(cfg, device, max(3, args.steps))
+    trace, launches, kind, table = _profile(b.fn, device, args.steps, args.output_dir, args.top)
+    med, med_enc = statistics.median_high(step_ms), statistics.median_high(enc_ms)
     summary = dict(
         case=cfg.case,
         provider=provider,
@@ -115,21 +147,12 @@ def main(argv: list[str]) -> int:
         step_ms_median=round(med, 3),
         step_ms_all=[round(t, 3) for t in step_ms],
         encoder_fwd_bwd_ms_median=round(med_enc, 3),
-        share_outside_encoder=round(outside, 4),
+        share_outside_encoder=round(max(0.0, 1.0 - med_enc / med), 4),
         launches_per_step=launches,
         launch_kind=kind,
         images_per_s=round(cfg.batch / (med * 1e-3), 1),
         trace=trace,
         **C.environment(device, "python -m bench profile " + " ".join(argv)),
     )
-    with open(os.path.join(args.output_dir, "profile.json"), "w") as f:
-        json.dump(summary, f, indent=1)
-    with open(os.path.join(args.output_dir, "ops.txt"), "w") as f:
-        f.write(table)
-    print(table)
-    print(f"# {cfg.case} {cfg.label} provider={provider} device={device} ({summary['device_name']})")
-    print(f"# step median {med:.2f} ms (all: {', '.join(f'{t:.1f}' for t in step_ms)}), images/s {summary['images_per_s']}")
-    print(f"# encoder fwd+bwd alone {med_enc:.2f} ms → share of the step outside the encoder {100 * outside:.1f}%")
-    print(f"# launches per step: {launches:.0f} {kind}")
-    print(f"# Chrome trace: {trace}; summary: {os.path.join(args.output_dir, 'profile.json')}")
+    _report(summary, step_ms, table, args.output_dir)
     return 0

@@ -1,6 +1,6 @@
 """canon: fast, exact optimization-based canonicalization for model-agnostic equivariance.
 
-See SPEC: a non-equivariant encoder scores every rotated/reflected copy of an input,
+See docs/spec.md: a non-equivariant encoder scores every rotated/reflected copy of an input,
 the best copy is the canonical input for any downstream model.
 """
 
@@ -20,6 +20,7 @@ from canon.functional import (
     select_losses,
     transform,
 )
+from canon.graphs import GraphedCanonicalizer
 from canon.groups import CyclicGroup, DihedralGroup, Group, as_group
 from canon.modules import OrbitCanonicalizer
 from canon.wrappers import Canonicalized
@@ -43,6 +44,7 @@ __all__ = [
     "losses",
     "export",
     "OrbitCanonicalizer",
+    "GraphedCanonicalizer",
     "Canonicalized",
     "get_backend",
     "set_backend",

@@ -11,7 +11,9 @@ PADDINGS = ("zeros", "border", "reflection")
 INTERPOLATIONS = ("bilinear", "nearest")
 
 
-def check_tensor(t, name: str, fn: str, ndim: int | None = None, float_only: bool = True, shape_doc: str = "") -> torch.Tensor:
+def check_tensor(
+    t, name: str, fn: str, ndim: int | None = None, float_only: bool = True, shape_doc: str = ""
+) -> torch.Tensor:
     if not isinstance(t, torch.Tensor):
         raise TypeError(f"{fn}: {name} must be a torch.Tensor, got {type(t).__name__}")
     if ndim is not None and t.dim() != ndim:
@@ -38,7 +40,9 @@ def check_same_device(fn: str, **tensors: torch.Tensor) -> None:
     dev = items[0][1].device
     for k, v in items[1:]:
         if v.device != dev:
-            raise ValueError(f"{fn}: all tensors must be on one device; {items[0][0]} is on {dev} but {k} is on {v.device}")
+            raise ValueError(
+                f"{fn}: all tensors must be on one device; {items[0][0]} is on {dev} but {k} is on {v.device}"
+            )
 
 
 def check_choice(value, choices, what: str, fn: str) -> str:
@@ -54,7 +58,11 @@ def check_size(size, default: tuple[int, int], fn: str) -> tuple[int, int]:
         size = (int(size), int(size))
     if isinstance(size, torch.Size):
         size = tuple(size)
-    if not (isinstance(size, (tuple, list)) and len(size) == 2 and all(isinstance(s, numbers.Integral) and not isinstance(s, bool) for s in size)):
+    if not (
+        isinstance(size, (tuple, list))
+        and len(size) == 2
+        and all(isinstance(s, numbers.Integral) and not isinstance(s, bool) for s in size)
+    ):
         raise TypeError(f"{fn}: size must be None, an int or a pair of ints (h, w), got {size!r}")
     h, w = int(size[0]), int(size[1])
     if h < 1 or w < 1:

@@ -19,7 +19,15 @@ import threading
 
 import torch
 
-__all__ = ["BACKENDS", "get_backend", "set_backend", "use_backend", "resolve_backend", "triton_available", "require_triton"]
+__all__ = [
+    "BACKENDS",
+    "get_backend",
+    "set_backend",
+    "use_backend",
+    "resolve_backend",
+    "triton_available",
+    "require_triton",
+]
 
 BACKENDS = ("auto", "reference", "triton")
 _state = threading.local()

@@ -40,7 +40,8 @@ def _get(hp: Any, name: str, default: Any = ...) -> Any:
         return getattr(hp, name)
     if default is ...:
         raise ValueError(
-            f"OptimizedGroupEquivariantImageCanonicalization: canonicalization_hyperparams has no '{name}' (needs {', '.join(_REQUIRED)}, and input_crop_ratio for colour images)"
+            f"OptimizedGroupEquivariantImageCanonicalization: canonicalization_hyperparams has no '{name}' "
+            f"(needs {', '.join(_REQUIRED)}, and input_crop_ratio for colour images)"
         )
     return default
 
@@ -67,7 +68,7 @@ class OptimizedGroupEquivariantImageCanonicalization(nn.Module):
     ``360·g/N`` degrees for ``g < N`` and, for ``g ≥ N``, that rotation followed by a
     horizontal flip; ``vector_out`` is group-major (row ``g·B + b``).
 
-    Deliberate differences from equiadapt 0.1.2 (SPEC §6):
+    Deliberate differences from equiadapt 0.1.2 (docs/spec.md §6):
         1. D_n: the canonical image is the copy that was scored (equiadapt scores
            flip∘rotate but canonicalizes with rotate∘flip), so roto-reflection is exact.
            ``group_element`` keeps equiadapt's keys; the canonical image is
@@ -98,7 +99,9 @@ class OptimizedGroupEquivariantImageCanonicalization(nn.Module):
         fn = "OptimizedGroupEquivariantImageCanonicalization"
         hp = canonicalization_hyperparams
         if not isinstance(canonicalization_network, nn.Module):
-            raise TypeError(f"{fn}: canonicalization_network must be an nn.Module, got {type(canonicalization_network).__name__}")
+            raise TypeError(
+                f"{fn}: canonicalization_network must be an nn.Module, got {type(canonicalization_network).__name__}"
+            )
         if not (
             isinstance(in_shape, (tuple, list, torch.Size))
             and len(in_shape) == 3
@@ -113,7 +116,11 @@ class OptimizedGroupEquivariantImageCanonicalization(nn.Module):
             raise ValueError(f"{fn}: group_type must be 'rotation' or 'roto-reflection', got {group_type!r}")
         self.group_type = group_type
         self.num_rotations = _get(hp, "num_rotations")
-        if isinstance(self.num_rotations, bool) or not isinstance(self.num_rotations, numbers.Integral) or self.num_rotations < 1:
+        if (
+            isinstance(self.num_rotations, bool)
+            or not isinstance(self.num_rotations, numbers.Integral)
+            or self.num_rotations < 1
+        ):
             raise ValueError(f"{fn}: num_rotations must be an integer >= 1, got {self.num_rotations!r}")
         self.num_rotations = int(self.num_rotations)
         self.group = Group(self.num_rotations, reflections=group_type == "roto-reflection")
@@ -129,10 +136,14 @@ class OptimizedGroupEquivariantImageCanonicalization(nn.Module):
         if not isinstance(learn, (bool, np.bool_)):
             raise TypeError(f"{fn}: learn_ref_vec must be True or False, got {learn!r} ({type(learn).__name__})")
         self.learn_ref_vec = bool(learn)
-        self.contrastive_kind = check_choice(_get(hp, "contrastive_kind", "raw"), ("raw", "normalized"), "contrastive_kind", fn)
+        self.contrastive_kind = check_choice(
+            _get(hp, "contrastive_kind", "raw"), ("raw", "normalized"), "contrastive_kind", fn
+        )
         self.gradient_trick = _get(hp, "gradient_trick", "straight_through")
         if self.gradient_trick not in ("straight_through", "gumbel_softmax"):
-            raise ValueError(f"{fn}: gradient_trick must be 'straight_through' or 'gumbel_softmax', got {self.gradient_trick!r}")
+            raise ValueError(
+                f"{fn}: gradient_trick must be 'straight_through' or 'gumbel_softmax', got {self.gradient_trick!r}"
+            )
         C, H, W = self.in_shape
         self.is_grayscale = C == 1
         if self.is_grayscale:
@@ -141,14 +152,20 @@ class OptimizedGroupEquivariantImageCanonicalization(nn.Module):
             ratio = _get(hp, "input_crop_ratio")
             if isinstance(ratio, bool) or not isinstance(ratio, numbers.Real) or not 0.0 < ratio <= 1.0:
                 raise ValueError(f"{fn}: input_crop_ratio must be a number in (0, 1], got {ratio!r}")
-            if isinstance(self.resize_shape, bool) or not isinstance(self.resize_shape, numbers.Integral) or self.resize_shape < 1:
+            if (
+                isinstance(self.resize_shape, bool)
+                or not isinstance(self.resize_shape, numbers.Integral)
+                or self.resize_shape < 1
+            ):
                 raise ValueError(f"{fn}: resize_shape must be a positive int, got {self.resize_shape!r}")
             self.resize_shape = int(self.resize_shape)
             # crop ceil(H·r) × ceil(W·r), resize short side to rs, centre-cut rs × rs:
             # a square window of side m = min(ceil(H·r), ceil(W·r)) input pixels.
             m = min(math.ceil(H * ratio), math.ceil(W * ratio))
             self._view_size, self._crop, self.padding = (self.resize_shape, self.resize_shape), (m / H, m / W), "border"
-        D = getattr(canonicalization_network, "out_vector_size", None) or getattr(canonicalization_network, "out_dim", None)
+        D = getattr(canonicalization_network, "out_vector_size", None) or getattr(
+            canonicalization_network, "out_dim", None
+        )
         if not isinstance(D, int):
             raise ValueError(f"{fn}: the network needs an int attribute out_vector_size (or out_dim)")
         self.out_vector_size = D
@@ -167,7 +184,10 @@ class OptimizedGroupEquivariantImageCanonicalization(nn.Module):
         return {**super().__getstate__(), "canonicalization_info_dict": {}, "_onehot": None}
 
     def extra_repr(self) -> str:
-        return f"group={self.group.name} ({self.group_type}, N={self.num_rotations}), in_shape={self.in_shape}, view={self._view_size}, beta={self.beta}"
+        return (
+            f"group={self.group.name} ({self.group_type}, N={self.num_rotations}), in_shape={self.in_shape}, "
+            f"view={self._view_size}, beta={self.beta}"
+        )
 
     # -- orbit and scores ---------------------------------------------------------
     def _views(self, x: torch.Tensor) -> torch.Tensor:
@@ -187,9 +207,14 @@ class OptimizedGroupEquivariantImageCanonicalization(nn.Module):
         flat = views.transpose(0, 1).flatten(0, 1)  # group-major, as equiadapt
         vector_out = self.canonicalization_network(flat)
         if not isinstance(vector_out, torch.Tensor) or vector_out.dim() != 2 or vector_out.shape[0] != G * B:
-            got = f"shape {tuple(vector_out.shape)}" if isinstance(vector_out, torch.Tensor) else f"a {type(vector_out).__name__}"
+            got = (
+                f"shape {tuple(vector_out.shape)}"
+                if isinstance(vector_out, torch.Tensor)
+                else f"a {type(vector_out).__name__}"
+            )
             raise ValueError(
-                f"OptimizedGroupEquivariantImageCanonicalization: canonicalization_network must return a (G·B, D) = ({G * B}, D) tensor, got {got}"
+                f"OptimizedGroupEquivariantImageCanonicalization: canonicalization_network must return a (G·B, D) = "
+                f"({G * B}, D) tensor, got {got}"
             )
         self.canonicalization_info_dict = {"vector_out": vector_out}
         if self.artifact_err_wt:
@@ -246,7 +271,10 @@ class OptimizedGroupEquivariantImageCanonicalization(nn.Module):
     def canonicalize(self, x: torch.Tensor, targets: list | None = None, **kwargs):
         """Canonical images (B, C, H, W); with ``targets`` also the moved boxes/masks."""
         if x.dim() != 4 or tuple(x.shape[1:]) != self.in_shape:
-            raise ValueError(f"OptimizedGroupEquivariantImageCanonicalization: expected (B, {', '.join(map(str, self.in_shape))}) input, got {tuple(x.shape)}")
+            raise ValueError(
+                f"OptimizedGroupEquivariantImageCanonicalization: expected (B, {', '.join(map(str, self.in_shape))}) "
+                f"input, got {tuple(x.shape)}"
+            )
         self.device = x.device
         self.get_groupelement(x)
         sel = self._selection("canonicalize")

@@ -49,11 +49,15 @@ __all__ = ["decompositions", "registered_ops", "missing_decompositions", "export
 
 
 # ----------------------------------------------------------------------------- decompositions
-def _acc(dtype: torch.dtype) -> torch.dtype:
-    return torch.float64 if dtype == torch.float64 else torch.float32
-
-
-def _resample(src: torch.Tensor, mats: torch.Tensor, exact: bool, out_hw: tuple[int, int], padding: str, interpolation: str, per_sample: bool) -> torch.Tensor:
+def _resample(
+    src: torch.Tensor,
+    mats: torch.Tensor,
+    exact: bool,
+    out_hw: tuple[int, int],
+    padding: str,
+    interpolation: str,
+    per_sample: bool,
+) -> torch.Tensor:
     """``src`` (B, C, H, W) sampled through matrices by the reference's tap formula.
 
     All N matrices for every image → (B, C, N, h·w), or one matrix per image
@@ -67,12 +71,14 @@ def _resample(src: torch.Tensor, mats: torch.Tensor, exact: bool, out_hw: tuple[
     flat = src.reshape(B, C, H * W)
     if per_sample:
         return ref._gather_taps(flat, u, v, H, W, padding, interpolation, exact)
-    return ref._gather_taps(flat, u.reshape(-1), v.reshape(-1), H, W, padding, interpolation, exact).reshape(B, C, -1, h * w)
+    return ref._gather_taps(flat, u.reshape(-1), v.reshape(-1), H, W, padding, interpolation, exact).reshape(
+        B, C, -1, h * w
+    )
 
 
 def _orbit(x, mats, pull, exact, aligned, h, w, padding, interpolation, out_dtype, channels_last):
     B, C = x.shape[:2]
-    views = _resample(x.to(_acc(x.dtype)), mats, exact, (h, w), padding, interpolation, per_sample=False)
+    views = _resample(x.to(ref.acc_dtype(x.dtype)), mats, exact, (h, w), padding, interpolation, per_sample=False)
     views = views.reshape(B, C, -1, h, w).transpose(1, 2).to(out_dtype or x.dtype)  # (B, N, C, h, w)
     if channels_last:
         return views.permute(0, 1, 3, 4, 2).contiguous().permute(0, 1, 4, 2, 3)
@@ -87,22 +93,36 @@ def _transform(x, weights, index, mats, pull, exact, aligned, padding, interpola
     # forward value only (the weights carry the straight-through gradient, not the value)
     if chan_perm is not None:
         x = ref.permute_channels_ref(x, index, chan_perm)
-    out = _resample(x.to(_acc(x.dtype)), mats[index], exact, (x.shape[-2], x.shape[-1]), padding, interpolation, per_sample=True)
+    out = _resample(
+        x.to(ref.acc_dtype(x.dtype)),
+        mats[index],
+        exact,
+        (x.shape[-2], x.shape[-1]),
+        padding,
+        interpolation,
+        per_sample=True,
+    )
     return out.reshape(x.shape).to(x.dtype)
 
 
-def _transform_backward(grad, x, index, mats, pull, exact, aligned, padding, interpolation, need_x, need_weights, chan_perm, chan_inv):
-    gx, gw = ref.transform_backward_ref(grad, x, index, mats, exact, padding, interpolation, need_x, need_weights, chan_perm)
+def _transform_backward(
+    grad, x, index, mats, pull, exact, aligned, padding, interpolation, need_x, need_weights, chan_perm, chan_inv
+):
+    gx, gw = ref.transform_backward_ref(
+        grad, x, index, mats, exact, padding, interpolation, need_x, need_weights, chan_perm
+    )
     gx = gx.to(x.dtype) if gx is not None else x.new_empty((0,))
-    gw = gw if gw is not None else x.new_empty((0,), dtype=_acc(x.dtype))
+    gw = gw if gw is not None else x.new_empty((0,), dtype=ref.acc_dtype(x.dtype))
     return gx, gw
 
 
-def _select(vectors, reference, beta, score, straight_through, gumbel_noise, tau, contrastive, prior, target, prior_beta):
+def _select(
+    vectors, reference, beta, score, straight_through, gumbel_noise, tau, contrastive, prior, target, prior_beta
+):
     # forward values: the straight-through one-hot's value is the hard one-hot
     sel = ref.select_ref(vectors, reference, beta, score, False, gumbel_noise, tau)
     if contrastive == "none" and prior == "none":
-        return (*sel, vectors.new_empty((0,), dtype=_acc(vectors.dtype)))
+        return (*sel, vectors.new_empty((0,), dtype=ref.acc_dtype(vectors.dtype)))
     zero = sel.scores.new_zeros(())
     cl = ref.contrastive_loss_ref(vectors, contrastive).to(zero.dtype) if contrastive != "none" else zero
     tgt = target if target is not None else torch.zeros_like(sel.index)
@@ -111,14 +131,18 @@ def _select(vectors, reference, beta, score, straight_through, gumbel_noise, tau
 
 
 def _select_backward(
-    grad_scores, grad_probs, grad_onehot, grad_losses, vectors, reference, probs, beta, score, straight_through, gumbel_noise, tau,
+    grad_scores, grad_probs, grad_onehot, grad_losses, vectors, reference, probs, beta, score, straight_through,
+    gumbel_noise, tau,
     contrastive, prior, target, prior_beta,
 ):  # fmt: skip
     grad_onehot = grad_onehot if straight_through else None
     if grad_losses is None or (contrastive == "none" and prior == "none"):
-        return ref.select_backward_ref(grad_scores, grad_probs, grad_onehot, vectors, reference, beta, score, straight_through, gumbel_noise, tau)
+        return ref.select_backward_ref(
+            grad_scores, grad_probs, grad_onehot, vectors, reference, beta, score, straight_through, gumbel_noise, tau
+        )
     return ref.select_losses_backward_ref(
-        grad_scores, grad_probs, grad_onehot, grad_losses, vectors, reference, beta, score, straight_through, gumbel_noise, tau,
+        grad_scores, grad_probs, grad_onehot, grad_losses, vectors, reference, beta, score, straight_through,
+        gumbel_noise, tau,
         None if contrastive == "none" else contrastive, prior != "none", target, prior_beta,
     )  # fmt: skip
 
@@ -153,7 +177,9 @@ def registered_ops() -> list[torch._ops.OpOverload]:
     """Every overload registered under the ``canon`` op namespace in this process."""
     import canon.ops  # noqa: F401  (registers the ops)
 
-    names = sorted({n.split("::", 1)[1].split(".", 1)[0] for n in torch._C._dispatch_get_all_op_names() if n.startswith("canon::")})
+    names = sorted(
+        {n.split("::", 1)[1].split(".", 1)[0] for n in torch._C._dispatch_get_all_op_names() if n.startswith("canon::")}
+    )
     out = []
     for name in names:
         packet = getattr(torch.ops.canon, name)
@@ -190,7 +216,9 @@ def _check_model_args(model, args, fn: str) -> tuple:
     if isinstance(args, torch.Tensor):
         args = (args,)
     if not isinstance(args, tuple) or not all(isinstance(a, torch.Tensor) for a in args) or not args:
-        raise TypeError(f"{fn}: example inputs must be a tensor or a non-empty tuple of tensors, got {type(args).__name__}")
+        raise TypeError(
+            f"{fn}: example inputs must be a tensor or a non-empty tuple of tensors, got {type(args).__name__}"
+        )
     if model.training:
         raise ValueError(f"{fn}: model must be in eval mode for deployment (call model.eval()), got training mode")
     return args
@@ -209,7 +237,9 @@ def _warm_up(model: nn.Module, args: tuple) -> None:
         model(*args)
 
 
-def export(model: nn.Module, args, dynamic_batch: bool = False, core_aten: bool = False) -> torch.export.ExportedProgram:
+def export(
+    model: nn.Module, args, dynamic_batch: bool = False, core_aten: bool = False
+) -> torch.export.ExportedProgram:
     """``torch.export`` a model containing canon ops, with every ``canon::*`` op decomposed into aten ops.
 
     Args:
@@ -254,13 +284,21 @@ def export(model: nn.Module, args, dynamic_batch: bool = False, core_aten: bool 
     program = program.run_decompositions(decompositions())
     if core_aten:  # a second pass: in one pass, some default decompositions leave in-place ops
         program = program.run_decompositions(torch.export.default_decompositions())
-    left = sorted({str(n.target) for n in program.graph.nodes if n.op == "call_function" and str(n.target).startswith("canon.")})
+    left = sorted(
+        {str(n.target) for n in program.graph.nodes if n.op == "call_function" and str(n.target).startswith("canon.")}
+    )
     if left:
         raise RuntimeError(f"{fn}: canon ops left in the exported graph after decomposition: {left}")
     return program
 
 
-def to_onnx(model: nn.Module | torch.export.ExportedProgram, args, path: str | None = None, dynamic_batch: bool = False, opset_version: int | None = None):
+def to_onnx(
+    model: nn.Module | torch.export.ExportedProgram,
+    args,
+    path: str | None = None,
+    dynamic_batch: bool = False,
+    opset_version: int | None = None,
+):
     """Export to ONNX through :func:`export` (aten only) and ``torch.onnx.export(..., dynamo=True)``.
 
     Needs the ``onnx`` and ``onnxscript`` packages (``pip install 'canon-equivariance[export]'``,
@@ -290,10 +328,15 @@ def to_onnx(model: nn.Module | torch.export.ExportedProgram, args, path: str | N
     fn = "canon.export.to_onnx"
     missing = [m for m in ("onnx", "onnxscript") if not _importable(m)]
     if missing:
-        raise ImportError(f"{fn}: ONNX export needs the package(s) {missing}; install them with `pip install 'canon-equivariance[export]'`")
+        raise ImportError(
+            f"{fn}: ONNX export needs the package(s) {missing}; install them with `pip install "
+            f"'canon-equivariance[export]'`"
+        )
     if isinstance(args, torch.Tensor):
         args = (args,)
-    program = model if isinstance(model, torch.export.ExportedProgram) else export(model, args, dynamic_batch=dynamic_batch)
+    program = (
+        model if isinstance(model, torch.export.ExportedProgram) else export(model, args, dynamic_batch=dynamic_batch)
+    )
     kwargs = {} if opset_version is None else {"opset_version": opset_version}
     onnx_program = torch.onnx.export(program, args, dynamo=True, verbose=False, **kwargs)
     if path is not None:
@@ -318,12 +361,15 @@ class _ShapeGuard(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 4 or x.size(1) != self.c or x.size(2) != self.h or x.size(3) != self.w:
-            raise ValueError(f"canon traced model: expected input (B, {self.c}, {self.h}, {self.w}) as traced, got {list(x.shape)}")
+            raise ValueError(
+                f"canon traced model: expected input (B, {self.c}, {self.h}, {self.w}) as traced, got {list(x.shape)}"
+            )
         return self.traced(x)
 
 
 def trace(model: nn.Module, x: torch.Tensor) -> torch.jit.ScriptModule:
-    """``torch.jit.trace`` a canonicalized model (one image-batch input, one tensor output), guarded to the traced image size.
+    """``torch.jit.trace`` a canonicalized model (one image-batch input, one tensor output), guarded to the
+    traced image size.
 
     The traced graph keeps the ``canon::*`` ops (loading it needs ``import canon``) and
     the view matrices of the example's size as constants, so the returned module checks

@@ -1,6 +1,6 @@
 """Functional API: orbit → (encoder) → select → canonicalize → invert.
 
-Conventions shared by every function here (SPEC §2):
+Conventions shared by every function here (docs/spec.md §2):
     * images are (B, C, H, W), row 0 on top; pixel centres at integer coordinates;
     * element ``k + n·r`` of D_n is ``R_k ∘ F^r`` (flip first, then rotate), C_n has
       ``r = 0``; ``R_1`` of C4 equals ``torch.rot90(x, 1, dims=(-2, -1))``
@@ -124,7 +124,9 @@ def orbit(
     check_images(x, fn)
     H, W = x.shape[-2:]
     key = ("orbit", group, H, W, size, crop_ratio, padding, interpolation, out_dtype, x.device)
-    tables, hw, padding = _plan(key, lambda: _orbit_plan(group, (H, W), size, crop_ratio, padding, interpolation, out_dtype, x.device, fn))
+    tables, hw, padding = _plan(
+        key, lambda: _orbit_plan(group, (H, W), size, crop_ratio, padding, interpolation, out_dtype, x.device, fn)
+    )
     return ops.orbit(x, tables, hw, padding, interpolation, out_dtype, bool(channels_last))
 
 
@@ -156,7 +158,7 @@ def select(
         vectors: encoder outputs (B, N, D).
         reference: reference vector (D,).
         beta: inverse temperature of the softmax over scores.
-        score: ``"cosine"`` (default, SPEC) or ``"dot"``.
+        score: ``"cosine"`` (default, docs/spec.md §3) or ``"dot"``.
         straight_through: if True (training), ``onehot = hard + p − stopgrad(p)`` so
             gradients reach the scores; if False (eval), ``onehot`` is the plain one-hot.
         gumbel: add Gumbel noise to ``beta·scores`` (then divided by ``tau``) before
@@ -174,7 +176,9 @@ def select(
         >>> sel.index.shape, sel.onehot.sum(-1)
         (torch.Size([2]), tensor([1., 1.]))
     """
-    noise, settings = _select_args(vectors, reference, beta, score, straight_through, gumbel, tau, generator, "canon.select")
+    noise, settings = _select_args(
+        vectors, reference, beta, score, straight_through, gumbel, tau, generator, "canon.select"
+    )
     return ops.select(vectors, reference, *settings[:3], noise, settings[3])[0]
 
 
@@ -191,7 +195,7 @@ def select_losses(
     prior_target: torch.Tensor | None = None,
     prior_beta: float = 1.0,
 ) -> SelectionLosses:
-    """:func:`select` and both training losses of the same vectors in one pass (SPEC §4).
+    """:func:`select` and both training losses of the same vectors in one pass (docs/spec.md §4).
 
     The orbit contrastive loss (:func:`canon.losses.contrastive_loss`) and the prior
     cross-entropy of ``prior_beta · scores`` towards ``prior_target`` (default: the identity,
@@ -216,13 +220,17 @@ def select_losses(
     """
     fn = "canon.select_losses"
     noise, settings = _select_args(vectors, reference, beta, score, straight_through, gumbel, tau, generator, fn)
-    contrastive, prior_beta = _plan(("select_losses", contrastive, prior_beta), lambda: _losses_settings(contrastive, prior_beta, fn))
+    contrastive, prior_beta = _plan(
+        ("select_losses", contrastive, prior_beta), lambda: _losses_settings(contrastive, prior_beta, fn)
+    )
     prior = "identity"
     if prior_target is not None:
         B, N = vectors.shape[:2]
         prior_target = check_index(prior_target, B, N, vectors.device, fn, "prior_target")
         prior = "target"
-    sel, losses = ops.select(vectors, reference, *settings[:3], noise, settings[3], contrastive, prior, prior_target, prior_beta)
+    sel, losses = ops.select(
+        vectors, reference, *settings[:3], noise, settings[3], contrastive, prior, prior_target, prior_beta
+    )
     return SelectionLosses(sel, losses[0], losses[1])
 
 
@@ -239,10 +247,14 @@ def _select_args(vectors, reference, beta, score, straight_through, gumbel, tau,
     if B == 0 or N == 0 or D == 0:
         raise ValueError(f"{fn}: vectors must be non-empty (B, N, D), got shape {tuple(vectors.shape)}")
     if reference.shape[0] != D:
-        raise ValueError(f"{fn}: reference has length {reference.shape[0]} but vectors have D={D} (shape {tuple(vectors.shape)})")
+        raise ValueError(
+            f"{fn}: reference has length {reference.shape[0]} but vectors have D={D} (shape {tuple(vectors.shape)})"
+        )
     if vectors.device != reference.device:
         check_same_device(fn, vectors=vectors, reference=reference)
-    settings = _plan(("select", beta, score, straight_through, tau), lambda: _select_settings(beta, score, straight_through, tau, fn))
+    settings = _plan(
+        ("select", beta, score, straight_through, tau), lambda: _select_settings(beta, score, straight_through, tau, fn)
+    )
     noise = None
     if gumbel:
         on_cpu = generator is not None and generator.device.type == "cpu"
@@ -304,7 +316,7 @@ def canonicalize(
     """The canonical images ``T_{g*[b]} x[b]`` at full input resolution.
 
     The forward value is exactly the chosen transform (no mixing). In backward the
-    mixture straight-through estimator of SPEC §3.5 applies: ``∂L/∂onehot[b, g] =
+    mixture straight-through estimator of docs/spec.md §3.5 applies: ``∂L/∂onehot[b, g] =
     ⟨∂L/∂x_c[b], T_g x[b]⟩``, and ``x`` receives the adjoint of the chosen transform.
 
     Args:
@@ -361,7 +373,8 @@ def select_canonicalize(
     g, tables, padding = _transform_setup(x, group, padding, interpolation, fn)
     if vectors.shape[0] != x.shape[0] or vectors.shape[1] != g.order:
         raise ValueError(
-            f"{fn}: vectors must have shape (B, N, D) = ({x.shape[0]}, {g.order}, D) for x {tuple(x.shape)} and group {g.name}, got {tuple(vectors.shape)}"
+            f"{fn}: vectors must have shape (B, N, D) = ({x.shape[0]}, {g.order}, D) for x {tuple(x.shape)} and group "
+            f"{g.name}, got {tuple(vectors.shape)}"
         )
     if vectors.device != x.device:
         check_same_device(fn, x=x, vectors=vectors)
@@ -435,7 +448,10 @@ def invert(
     chan = None
     if kind == "regular":
         if y.shape[1] % g.order:
-            raise ValueError(f"{fn}: kind='regular' needs channels divisible by |G|={g.order} (grouped as (K, N)), got {y.shape[1]} channels")
+            raise ValueError(
+                f"{fn}: kind='regular' needs channels divisible by |G|={g.order} (grouped as (K, N)), got "
+                f"{y.shape[1]} channels"
+            )
         # out[:, k, h] = (g*⁻¹ acting on the plane of) y[:, k, g*·h]
         chan = channel_tables(g, y.device)
     return ops.transform(y, weights, index, tables, padding, interpolation, chan)
@@ -461,7 +477,9 @@ def _point_args(t, selection, group, nd, name, doc, fn):
     return g, index
 
 
-def invert_points(points: torch.Tensor, selection: Selection | torch.Tensor, group: str | Group, image_size) -> torch.Tensor:
+def invert_points(
+    points: torch.Tensor, selection: Selection | torch.Tensor, group: str | Group, image_size
+) -> torch.Tensor:
     """Map points (B, P, 2) ``(x, y)`` in pixel coordinates of the canonical image back to the input.
 
     Example:
@@ -474,7 +492,9 @@ def invert_points(points: torch.Tensor, selection: Selection | torch.Tensor, gro
     return transform_points(points, index, g, _image_hw(image_size, fn), inverse=True)
 
 
-def invert_boxes(boxes: torch.Tensor, selection: Selection | torch.Tensor, group: str | Group, image_size) -> torch.Tensor:
+def invert_boxes(
+    boxes: torch.Tensor, selection: Selection | torch.Tensor, group: str | Group, image_size
+) -> torch.Tensor:
     """Map boxes (B, K, 4) in ``xyxy`` edge coordinates (``[0, W] × [0, H]``) back to the input frame.
 
     Returns the axis-aligned box enclosing the moved corners (exact for 90° multiples and flips).

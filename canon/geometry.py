@@ -11,7 +11,8 @@ pixel. The view of element ``g`` with crop ratio ``r`` is
 
     source = c_in + A_g⁻¹ · diag(r·W/w, r·H/h) · ((j, i) − c_out)
 
-with ``c = ((W−1)/2, (H−1)/2)`` (``r`` may differ per axis: ``(ry, rx)``) and ``A_g`` from :meth:`canon.groups.Group.matrix`.
+with ``c = ((W−1)/2, (H−1)/2)`` (``r`` may differ per axis: ``(ry, rx)``) and ``A_g`` from
+:meth:`canon.groups.Group.matrix`.
 Everything is built in float64 and cast once to float32, so multiples of 90° and
 flips give exact integer coordinates (they are then pixel permutations).
 """
@@ -73,12 +74,18 @@ def view_matrices(
         m12 = cyi - (m10 * cxo + m11 * cyo)
         row0, row1 = (m00, m01, m02), (m10, m11, m12)
         mats.append((row0, row1))
-        exact &= all(x in (-1.0, 0.0, 1.0) for x in (m00, m01, m10, m11)) and float(m02).is_integer() and float(m12).is_integer()
+        exact &= (
+            all(x in (-1.0, 0.0, 1.0) for x in (m00, m01, m10, m11))
+            and float(m02).is_integer()
+            and float(m12).is_integer()
+        )
     return tuple(mats), exact
 
 
 @lru_cache(maxsize=256)
-def views_in_range(group: Group, in_hw: tuple[int, int], out_hw: tuple[int, int], crop_ratio: float | tuple[float, float] = 1.0) -> bool:
+def views_in_range(
+    group: Group, in_hw: tuple[int, int], out_hw: tuple[int, int], crop_ratio: float | tuple[float, float] = 1.0
+) -> bool:
     """True when every view samples only inside the input (then the padding mode cannot matter).
 
     The maps are affine, so checking the four corner pixels of the output suffices.
@@ -146,7 +153,20 @@ def pull_rows(mats) -> list[list[float]]:
         p00, p01, p10, p11 = m11 / det, -m01 / det, -m10 / det, m00 / det
         p02, p12 = -(p00 * m02 + p01 * m12), -(p10 * m02 + p11 * m12)
         rj, ri = abs(p00) + abs(p01), abs(p10) + abs(p11)
-        rows.append([p00, p01, p02, p10, p11, p12, rj, ri, float(math.floor(2 * rj + 0.02) + 2), float(math.floor(2 * ri + 0.02) + 2)])
+        rows.append(
+            [
+                p00,
+                p01,
+                p02,
+                p10,
+                p11,
+                p12,
+                rj,
+                ri,
+                float(math.floor(2 * rj + 0.02) + 2),
+                float(math.floor(2 * ri + 0.02) + 2),
+            ]
+        )
     return rows
 
 
@@ -227,7 +247,9 @@ def _as_index_tensor(index: torch.Tensor, n: int, what: str) -> torch.Tensor:
     return index.long()
 
 
-def transform_points(points: torch.Tensor, index: torch.Tensor, group: Group, image_hw: tuple[int, int], inverse: bool = False) -> torch.Tensor:
+def transform_points(
+    points: torch.Tensor, index: torch.Tensor, group: Group, image_hw: tuple[int, int], inverse: bool = False
+) -> torch.Tensor:
     """Move points ``(B, P, 2)`` given as ``(x, y)`` in pixel coordinates through element ``index[b]``.
 
     ``inverse=False`` maps a point of ``x`` to where it lands in ``T_g x``;
@@ -244,7 +266,9 @@ def transform_points(points: torch.Tensor, index: torch.Tensor, group: Group, im
     return torch.einsum("bij,bpj->bpi", A, points - c) + c
 
 
-def transform_boxes(boxes: torch.Tensor, index: torch.Tensor, group: Group, image_hw: tuple[int, int], inverse: bool = False) -> torch.Tensor:
+def transform_boxes(
+    boxes: torch.Tensor, index: torch.Tensor, group: Group, image_hw: tuple[int, int], inverse: bool = False
+) -> torch.Tensor:
     """Move axis-aligned boxes ``(B, K, 4)`` in ``xyxy`` edge coordinates (``[0, W] × [0, H]``).
 
     The four corners are moved and the enclosing axis-aligned box is returned; for
@@ -252,7 +276,9 @@ def transform_boxes(boxes: torch.Tensor, index: torch.Tensor, group: Group, imag
     """
     H, W = image_hw
     x1, y1, x2, y2 = boxes.unbind(-1)
-    corners = torch.stack([torch.stack(p, -1) for p in ((x1, y1), (x2, y1), (x1, y2), (x2, y2))], dim=-2)  # (B, K, 4, 2)
+    corners = torch.stack(
+        [torch.stack(p, -1) for p in ((x1, y1), (x2, y1), (x1, y2), (x2, y2))], dim=-2
+    )  # (B, K, 4, 2)
     B, K = boxes.shape[:2]
     # Edge coordinates are pixel coordinates shifted by half a pixel.
     moved = transform_points(corners.reshape(B, K * 4, 2) - 0.5, index, group, image_hw, inverse) + 0.5

@@ -3,7 +3,7 @@
 This is the one place where group maths lives: element indexing, the group law,
 inverses and the conversion of an element to its affine map of the image plane.
 
-Convention (see SPEC §2):
+Convention (see docs/spec.md §2):
     * element ``(k, r)`` of D_n is ``R_k ∘ F^r`` (flip first, then rotate) with
       index ``k + n * r``; C_n has only ``r = 0``; index 0 is the identity;
     * ``R_k`` rotates by ``2πk/n`` counter-clockwise *as displayed* (row 0 on top);
@@ -94,7 +94,9 @@ class Group:
     def index(self, k: int, r: int = 0) -> int:
         """``(k, r)`` → index (``k`` is taken modulo n)."""
         if r not in (0, 1) or (r == 1 and not self.reflections):
-            raise ValueError(f"group {self.name}: reflection bit must be 0{' or 1' if self.reflections else ''}, got {r}")
+            raise ValueError(
+                f"group {self.name}: reflection bit must be 0{' or 1' if self.reflections else ''}, got {r}"
+            )
         return (k % self.n) + self.n * r
 
     def angle(self, index: int) -> float:
@@ -142,7 +144,8 @@ class Group:
         """
         if self.order > MAX_TABLE_ORDER:
             raise ValueError(
-                f"group {self.name}: the Cayley table would hold {self.order}² = {self.order**2:,} entries (order at most {MAX_TABLE_ORDER}); "
+                f"group {self.name}: the Cayley table would hold {self.order}² = {self.order**2:,} entries (order at "
+                f"most {MAX_TABLE_ORDER}); "
                 "use compose_indices(a, b), which needs no table"
             )
         ar = torch.arange(self.order)
@@ -176,12 +179,24 @@ class Group:
         return all(self.is_exact(i) for i in range(self.order))
 
     def _check_indices(self, t: torch.Tensor, name: str) -> torch.Tensor:
-        if not isinstance(t, torch.Tensor) or t.dtype not in (torch.int32, torch.int64, torch.uint8, torch.int16, torch.int8):
-            raise TypeError(f"group {self.name}: {name} must be an integer tensor of element indices, got {getattr(t, 'dtype', type(t).__name__)}")
+        if not isinstance(t, torch.Tensor) or t.dtype not in (
+            torch.int32,
+            torch.int64,
+            torch.uint8,
+            torch.int16,
+            torch.int8,
+        ):
+            raise TypeError(
+                f"group {self.name}: {name} must be an integer tensor of element indices, "
+                f"got {getattr(t, 'dtype', type(t).__name__)}"
+            )
         t = t.long()
         # range check only where it costs no device synchronisation
         if t.device.type == "cpu" and t.numel() and (int(t.min()) < 0 or int(t.max()) >= self.order):
-            raise ValueError(f"group {self.name}: {name} must hold indices in [0, {self.order}), got values in [{int(t.min())}, {int(t.max())}]")
+            raise ValueError(
+                f"group {self.name}: {name} must hold indices in [0, {self.order}), got values in [{int(t.min())}, "
+                f"{int(t.max())}]"
+            )
         return t
 
     def _check_index(self, index: int) -> None:
@@ -219,7 +234,10 @@ def as_group(spec: str | Group, fn: str | None = None) -> Group:
         raise TypeError(f"{prefix}group must be a string like 'C8' or 'D4' or a canon.Group, got {type(spec).__name__}")
     m = _SPEC_RE.match(spec)
     if m is None:
-        raise ValueError(f"{prefix}group must be 'C<n>' (rotations) or 'D<n>' (rotations and flips), e.g. 'C8', 'D4'; cannot parse {spec!r}")
+        raise ValueError(
+            f"{prefix}group must be 'C<n>' (rotations) or 'D<n>' (rotations and flips), e.g. 'C8', 'D4'; cannot parse "
+            f"{spec!r}"
+        )
     n = int(m.group(2))
     if n < 1:
         raise ValueError(f"{prefix}group must have n >= 1, got {spec!r}")

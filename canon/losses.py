@@ -1,4 +1,4 @@
-"""Training objectives of SPEC §4: contrastive (orbit orthogonality), prior, artifact; identity metric."""
+"""Training objectives of docs/spec.md §4: contrastive (orbit orthogonality), prior, artifact; identity metric."""
 
 from __future__ import annotations
 
@@ -90,7 +90,9 @@ def prior_loss(scores: torch.Tensor, target: torch.Tensor | None = None, beta: f
         target = torch.zeros(B, dtype=torch.int64, device=scores.device)
     check_tensor(target, "target", fn, 1, float_only=False, shape_doc="(B,)")
     if target.dtype not in INDEX_DTYPES or target.shape[0] != B:
-        raise ValueError(f"{fn}: target must be an int tensor of shape (B,) = ({B},), got {target.dtype} {tuple(target.shape)}")
+        raise ValueError(
+            f"{fn}: target must be an int tensor of shape (B,) = ({B},), got {target.dtype} {tuple(target.shape)}"
+        )
     if target.device != scores.device:
         raise ValueError(f"{fn}: target is on {target.device} but scores are on {scores.device}")
     _check_range(target, N, "target", fn)

@@ -1,14 +1,15 @@
-"""``OrbitCanonicalizer``: wrap any encoder into an optimization-based canonicalizer (SPEC §3)."""
+"""``OrbitCanonicalizer``: wrap any encoder into an optimization-based canonicalizer (docs/spec.md §3)."""
 
 from __future__ import annotations
 
+import sys
 from typing import NamedTuple
 
 import torch
 from torch import nn
 
 from canon import functional as Fn
-from canon import losses
+from canon import losses, ops
 from canon._checks import (
     INTERPOLATIONS,
     PADDINGS,
@@ -105,7 +106,9 @@ class OrbitCanonicalizer(nn.Module):
         self.gumbel, self.check_finite = bool(gumbel), bool(check_finite)
         dim = dim if dim is not None else getattr(encoder, "out_dim", None)
         if not isinstance(dim, int) or dim < 1:
-            raise ValueError(f"{fn}: the vector size D is unknown; pass dim=D (the encoder has no integer out_dim attribute)")
+            raise ValueError(
+                f"{fn}: the vector size D is unknown; pass dim=D (the encoder has no integer out_dim attribute)"
+            )
         ref = torch.randn(dim, generator=torch.Generator().manual_seed(seed))
         if learn_reference:
             self.reference = nn.Parameter(ref)
@@ -115,16 +118,18 @@ class OrbitCanonicalizer(nn.Module):
         self.state: CanonicalizationState | None = None
         self._losses: tuple[torch.Tensor, torch.Tensor] | None = None
         self._dtype: torch.dtype | None = None  # the encoder's parameter dtype, looked up once
+        self._plan_cache: dict = {}  # (input size, device, settings) -> tables of the orbit and the transform
 
     def _apply(self, fn, *args, **kwargs):
         self._dtype = None  # .to()/.half()/... may change the encoder's dtype
+        self._plan_cache = {}
         return super()._apply(fn, *args, **kwargs)
 
     def __getstate__(self) -> dict:
         # The last forward's state (views, vectors and their autograd graph) belongs to that call:
         # copy.deepcopy and pickling (torch.save(module)) leave it out, the copy starts fresh.
         state = super().__getstate__()
-        return {**state, "state": None, "_losses": None}
+        return {**state, "state": None, "_losses": None, "_plan_cache": {}}
 
     def extra_repr(self) -> str:
         return (
@@ -134,6 +139,38 @@ class OrbitCanonicalizer(nn.Module):
         )
 
     # -- forward ----------------------------------------------------------------
+    # The module's settings were validated in __init__; the functional API's per-setting
+    # plans (tables, effective padding) are looked up once per distinct input size, so a
+    # forward checks the input tensor and calls the ops, nothing more.
+    def _plans(self, x: torch.Tensor):
+        key = (
+            x.shape[-2],
+            x.shape[-1],
+            x.device,
+            self.size,
+            self.crop_ratio,
+            self.padding,
+            self.interpolation,
+            self.group,
+        )
+        plans = self._plan_cache
+        hit = plans.get(key)
+        if hit is None:
+            fn = "OrbitCanonicalizer"
+            H, W = x.shape[-2:]
+            orbit = Fn._orbit_plan(
+                self.group, (H, W), self.size, self.crop_ratio, self.padding, self.interpolation, None, x.device, fn
+            )
+            transform = Fn._transform_plan(self.group, (H, W), self.padding, self.interpolation, x.device, False, fn)[
+                1:
+            ]
+            if torch.compiler.is_compiling() or torch.compiler.is_exporting():
+                return orbit, transform  # traced tables are not for later calls
+            if len(plans) > 16:
+                plans.clear()
+            hit = plans[key] = (orbit, transform)
+        return hit
+
     def _encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(views (B, N, C, h, w), vectors (B, N, D)) of ``x``."""
         check_images(x, "OrbitCanonicalizer")
@@ -142,18 +179,67 @@ class OrbitCanonicalizer(nn.Module):
         B, N = x.shape[0], self.group.order
         if self._dtype is None:
             self._dtype = next((p.dtype for p in self.encoder.parameters()), None)
-        views = Fn.orbit(x, self.group, self.size, self.crop_ratio, self.padding, self.interpolation, out_dtype=self._dtype or x.dtype)
+        (tables, hw, padding), _ = self._plans(x)
+        dtype = self._dtype or x.dtype
+        reuse = x.device.type == "cpu" and not ops.tracing()
+        out = self._dead_views(x, (B, N, x.shape[1], *hw), dtype) if reuse else None
+        views = ops.orbit(x, tables, hw, padding, self.interpolation, dtype, out=out)
         vectors = self.encoder(views.flatten(0, 1))
         if not isinstance(vectors, torch.Tensor):
             raise TypeError(
-                f"OrbitCanonicalizer: the encoder must return one (M, D) tensor, got a {type(vectors).__name__}; wrap it so that it returns the vectors only"
+                f"OrbitCanonicalizer: the encoder must return one (M, D) tensor, got a {type(vectors).__name__}; wrap "
+                f"it so that it returns the vectors only"
             )
         if vectors.dim() != 2 or vectors.shape[0] != B * N:
-            raise ValueError(f"OrbitCanonicalizer: the encoder must return (M, D) vectors for M={B * N} views, got shape {tuple(vectors.shape)}")
+            raise ValueError(
+                f"OrbitCanonicalizer: the encoder must return (M, D) vectors for M={B * N} views, got shape "
+                f"{tuple(vectors.shape)}"
+            )
         vectors = vectors.reshape(B, N, -1)
         if self.check_finite:
             check_finite(vectors, "encoder output", "OrbitCanonicalizer")
+        if vectors.shape[-1] != self.reference.shape[0]:
+            raise ValueError(
+                f"OrbitCanonicalizer: the encoder returns D={vectors.shape[-1]} but the reference vector has "
+                f"D={self.reference.shape[0]} (pass dim=D)"
+            )
         return views, vectors
+
+    def _dead_views(self, x: torch.Tensor, shape: tuple, dtype: torch.dtype) -> torch.Tensor | None:
+        """The last forward's views, when nothing but this module still refers to them, to be
+        overwritten by this forward's (CPU only). A fresh tensor of that size costs a page
+        fault per 4 KiB on the CPU (glibc maps blocks over 32 MiB anew each time), about as
+        long as computing the views; reusing dead memory avoids it. Nothing that holds the old
+        views — a Python reference, a view of them, a tensor saved for backward — is ever
+        overwritten: the check needs the tensor, its storage and the Python object to have
+        exactly one owner each."""
+        st = self.state
+        prev = st.views if st is not None else None
+        if (
+            prev is None
+            or prev.shape != shape
+            or prev.dtype != dtype
+            or prev.device != x.device
+            or prev.requires_grad
+            or not prev.is_contiguous()
+        ):
+            return None
+        try:
+            alone = prev._use_count() == 1 and torch._C._storage_Use_Count(prev.untyped_storage()._cdata) == 2
+        except AttributeError:  # private counters missing in this torch: allocate anew
+            return None
+        # references to the object: the state tuple, `prev`, getrefcount's argument
+        if not alone or sys.getrefcount(prev) > 3:
+            return None
+        self.__dict__["state"] = None  # the old state's views are about to change
+        return prev
+
+    def _remember(self, views, vectors, sel, losses) -> CanonicalizationState:
+        # plain attributes (no nn.Module.__setattr__ bookkeeping per forward)
+        state = CanonicalizationState(views, vectors, sel)
+        self.__dict__["state"] = state
+        self.__dict__["_losses"] = losses
+        return state
 
     def _choose(self, views, vectors) -> CanonicalizationState:
         # Training: the selection and both losses from one pass over the vectors (the losses
@@ -163,12 +249,9 @@ class OrbitCanonicalizer(nn.Module):
                 vectors, self.reference, self.beta, self.score, straight_through=True, gumbel=self.gumbel, tau=self.tau,
                 contrastive=self.contrastive, prior_beta=self.prior_beta,
             )  # fmt: skip
-            self._losses = (l_c, l_p)
-        else:
-            sel = Fn.select(vectors, self.reference, self.beta, self.score, straight_through=False)
-            self._losses = None
-        self.state = CanonicalizationState(views, vectors, sel)
-        return self.state
+            return self._remember(views, vectors, sel, (l_c, l_p))
+        sel = Fn.select(vectors, self.reference, self.beta, self.score, straight_through=False)
+        return self._remember(views, vectors, sel, None)
 
     def select(self, x: torch.Tensor) -> CanonicalizationState:
         """Orbit, encode and score ``x``; store and return the state (no canonical image)."""
@@ -177,13 +260,15 @@ class OrbitCanonicalizer(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Canonical images (B, C, H, W): ``T_{g*[b]} x[b]``."""
         views, vectors = self._encode(x)
+        _, (tables, padding) = self._plans(x)
         if self.training:
             sel = self._choose(views, vectors).selection
-            return Fn.canonicalize(x, sel, self.group, self.padding, self.interpolation)
+            return ops.transform(x, sel.onehot, sel.index, tables, padding, self.interpolation)
         # eval: scores, argmax and the chosen transform in one op
-        xc, sel = Fn.select_canonicalize(x, vectors, self.reference, self.group, self.beta, self.score, self.padding, self.interpolation)
-        self._losses = None
-        self.state = CanonicalizationState(views, vectors, sel)
+        xc, sel = ops.select_transform(
+            vectors, self.reference, x, tables, self.beta, self.score, padding, self.interpolation
+        )
+        self._remember(views, vectors, sel, None)
         return xc
 
     # -- after a forward --------------------------------------------------------
@@ -225,7 +310,9 @@ class OrbitCanonicalizer(nn.Module):
 
     def artifact_loss(self, generator: torch.Generator | None = None) -> torch.Tensor:
         st = self._state()
-        return losses.artifact_loss(self.encoder, st.views, self.group, st.vectors, self.padding, self.interpolation, generator)
+        return losses.artifact_loss(
+            self.encoder, st.views, self.group, st.vectors, self.padding, self.interpolation, generator
+        )
 
     def invert(self, y: torch.Tensor, kind: str = "scalar") -> torch.Tensor:
         """Undo the last canonicalization on dense outputs (see :func:`canon.invert`)."""

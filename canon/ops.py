@@ -15,7 +15,7 @@ place, :func:`_triton_for`. Two entry paths share them:
 The ops take tensors, device tables (:class:`canon.geometry.ViewTables`) and plain settings,
 no groups; inputs are validated one layer up, in :mod:`canon.functional`. Backward
 formulas: orbit and transform adjoints; the mixture straight-through gradient of the
-transform to its weights (SPEC §3.5); the select/loss gradients of SPEC §4.
+transform to its weights (docs/spec.md §3.5); the select/loss gradients of docs/spec.md §4.
 """
 
 from __future__ import annotations
@@ -28,9 +28,19 @@ from torch import Tensor
 
 from canon import reference as ref
 from canon.backend import resolve_backend
+from canon.reference import acc_dtype
 from canon.types import Selection
 
-__all__ = ["orbit", "transform", "select", "contrastive_loss", "select_transform", "acc_dtype", "registered_ops"]
+__all__ = [
+    "orbit",
+    "transform",
+    "select",
+    "contrastive_loss",
+    "select_transform",
+    "acc_dtype",
+    "registered_ops",
+    "tracing",
+]
 
 _EMPTY_GRADS = (None,) * 16
 
@@ -46,17 +56,17 @@ def _triton_for(t: Tensor) -> bool:
     return resolve_backend(t) == "triton"
 
 
-def acc_dtype(dtype: torch.dtype) -> torch.dtype:
-    """Accumulation dtype of every op: float64 stays float64, everything else accumulates in float32."""
-    return torch.float64 if dtype == torch.float64 else torch.float32
-
-
 _route = threading.local()
 
 
+def tracing() -> bool:
+    """torch.compile, torch.export or torch.jit is tracing this call."""
+    return torch.compiler.is_compiling() or torch.compiler.is_exporting() or torch.jit.is_tracing()
+
+
 def _compiling() -> bool:
-    """Take the registered custom ops: while torch.compile/torch.export/torch.jit trace, or when asked."""
-    return torch.compiler.is_compiling() or torch.compiler.is_exporting() or torch.jit.is_tracing() or getattr(_route, "registered", False)
+    """Take the registered custom ops: while tracing (:func:`tracing`), or when asked (:func:`registered_ops`)."""
+    return tracing() or getattr(_route, "registered", False)
 
 
 @contextlib.contextmanager
@@ -73,29 +83,38 @@ def registered_ops():
 
 
 # ============================================================================= orbit
-def _orbit_fwd(x, mats, pull, exact, aligned, h, w, padding, interpolation, out_dtype, channels_last):
+def _orbit_fwd(x, mats, pull, exact, aligned, h, w, padding, interpolation, out_dtype, channels_last, out=None):
     if _triton_for(x):
-        return _triton().orbit(x, mats, pull, exact, aligned, (h, w), padding, interpolation, out_dtype, channels_last)
-    return ref.orbit_ref(x, mats, exact, (h, w), padding, interpolation, out_dtype, channels_last)
+        return _triton().orbit(
+            x, mats, pull, exact, aligned, (h, w), padding, interpolation, out_dtype, channels_last, out=out
+        )
+    return ref.orbit_ref(x, mats, exact, (h, w), padding, interpolation, out_dtype, channels_last, out=out)
+
+
+def _scatter_adjoint_in_deterministic_mode(padding: str) -> bool:
+    # The kernels' adjoint of border/reflection padding scatters with atomics (zero padding
+    # is a deterministic gather): deterministic mode takes the reference's sorted scatter.
+    return padding != "zeros" and torch.are_deterministic_algorithms_enabled()
 
 
 def _orbit_bwd(grad, mats, pull, exact, aligned, H, W, padding, interpolation, x_dtype):
-    if _triton_for(grad):
+    if _triton_for(grad) and not _scatter_adjoint_in_deterministic_mode(padding):
         return _triton().orbit_backward(grad, mats, pull, exact, aligned, (H, W), padding, interpolation, x_dtype)
     return ref.orbit_backward_ref(grad, mats, exact, (H, W), padding, interpolation, x_dtype)
 
 
 class _Orbit(torch.autograd.Function):
+    # Settings and the (cached, constant) tables travel as one tuple: Function.apply's per-argument
+    # bookkeeping then sees two arguments instead of eleven.
     @staticmethod
-    def forward(ctx, x, mats, pull, exact, aligned, h, w, padding, interpolation, out_dtype, channels_last):
-        # the tables are cached constants: kept on ctx, not saved (no version tracking needed)
+    def forward(ctx, x, cfg, out):
+        mats, pull, exact, aligned, h, w, padding, interpolation, out_dtype, channels_last = cfg
         ctx.cfg = (mats, pull, exact, aligned, x.shape[-2], x.shape[-1], padding, interpolation, x.dtype)
-        return _orbit_fwd(x, mats, pull, exact, aligned, h, w, padding, interpolation, out_dtype, channels_last)
+        return _orbit_fwd(x, *cfg, out=out)
 
     @staticmethod
     def backward(ctx, grad):
-        gx = _orbit_bwd(grad, *ctx.cfg) if ctx.needs_input_grad[0] else None
-        return (gx,) + _EMPTY_GRADS[:10]
+        return (_orbit_bwd(grad, *ctx.cfg) if ctx.needs_input_grad[0] else None), None, None
 
 
 @torch.library.custom_op("canon::orbit", mutates_args=())
@@ -117,16 +136,21 @@ def _orbit_op(
 
 @_orbit_op.register_fake
 def _(x, mats, pull, exact, aligned, h, w, padding, interpolation, out_dtype, channels_last):
-    B, C = x.shape[:2]
-    N, dt = mats.shape[0], out_dtype or x.dtype
-    if channels_last:
-        return x.new_empty((B, N, h, w, C), dtype=dt).permute(0, 1, 4, 2, 3)
-    return x.new_empty((B, N, C, h, w), dtype=dt)
+    return ref.orbit_empty(x.shape[0], mats.shape[0], x.shape[1], h, w, out_dtype or x.dtype, x.device, channels_last)
 
 
 @torch.library.custom_op("canon::orbit_backward", mutates_args=())
 def _orbit_backward_op(
-    grad: Tensor, mats: Tensor, pull: Tensor, exact: bool, aligned: bool, H: int, W: int, padding: str, interpolation: str, x_dtype: torch.dtype
+    grad: Tensor,
+    mats: Tensor,
+    pull: Tensor,
+    exact: bool,
+    aligned: bool,
+    H: int,
+    W: int,
+    padding: str,
+    interpolation: str,
+    x_dtype: torch.dtype,
 ) -> Tensor:
     return _orbit_bwd(grad, mats, pull, exact, aligned, H, W, padding, interpolation, x_dtype)
 
@@ -151,45 +175,77 @@ def _orbit_grad(ctx, grad):
 _orbit_op.register_autograd(_orbit_grad, setup_context=_orbit_setup)
 
 
-def orbit(x: Tensor, tables, size: tuple[int, int], padding: str, interpolation: str, out_dtype=None, channels_last: bool = False) -> Tensor:
-    """All views (B, N, C, h, w) of ``x`` (B, C, H, W) through ``tables``; see :func:`canon.orbit`."""
+def orbit(
+    x: Tensor,
+    tables,
+    size: tuple[int, int],
+    padding: str,
+    interpolation: str,
+    out_dtype=None,
+    channels_last: bool = False,
+    out=None,
+) -> Tensor:
+    """All views (B, N, C, h, w) of ``x`` (B, C, H, W) through ``tables``; see :func:`canon.orbit`.
+
+    ``out``: a buffer of the views' shape, dtype and layout to write into (eager only; the
+    caller guarantees nothing else uses it), e.g. the last call's views once they are dead.
+    """
     h, w = size
-    args = (x, tables.mats, tables.pull, tables.exact, tables.aligned, h, w, padding, interpolation, out_dtype, channels_last)
-    return torch.ops.canon.orbit(*args) if _compiling() else _Orbit.apply(*args)
+    cfg = (
+        tables.mats,
+        tables.pull,
+        tables.exact,
+        tables.aligned,
+        h,
+        w,
+        padding,
+        interpolation,
+        out_dtype,
+        channels_last,
+    )
+    return torch.ops.canon.orbit(x, *cfg) if _compiling() else _Orbit.apply(x, cfg, out)
 
 
 # ============================================================================= transform
 def _transform_fwd(x, index, mats, exact, aligned, padding, interpolation, chan_perm):
     if _triton_for(x):
         return _triton().transform(x, index, mats, exact, aligned, padding, interpolation, chan_perm)
-    with torch.no_grad():
-        return ref.transform_ref(x, None, index, mats, exact, padding, interpolation, chan_perm)
+    return ref.transform_values_ref(x, index, mats, exact, padding, interpolation, chan_perm)
 
 
-def _transform_bwd(grad, x, index, mats, pull, exact, aligned, padding, interpolation, need_x, need_w, chan_perm, chan_inv):
-    if _triton_for(grad):
-        gx, gw = _triton().transform_backward(grad, x, index, mats, pull, exact, aligned, padding, interpolation, need_x, need_w, chan_perm, chan_inv)
+def _transform_bwd(
+    grad, x, index, mats, pull, exact, aligned, padding, interpolation, need_x, need_w, chan_perm, chan_inv
+):
+    if _triton_for(grad) and not (need_x and _scatter_adjoint_in_deterministic_mode(padding)):
+        gx, gw = _triton().transform_backward(
+            grad, x, index, mats, pull, exact, aligned, padding, interpolation, need_x, need_w, chan_perm, chan_inv
+        )
     else:
-        gx, gw = ref.transform_backward_ref(grad, x, index, mats, exact, padding, interpolation, need_x, need_w, chan_perm)
+        gx, gw = ref.transform_backward_ref(
+            grad, x, index, mats, exact, padding, interpolation, need_x, need_w, chan_perm
+        )
     return (gx.to(x.dtype) if gx is not None else None), gw
 
 
 class _Transform(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, weights, index, mats, pull, exact, aligned, padding, interpolation, chan_perm, chan_inv):
+    def forward(ctx, x, weights, index, cfg):
+        mats, pull, exact, aligned, padding, interpolation, chan_perm, chan_inv = cfg
         ctx.save_for_backward(x, index)
-        ctx.cfg = (mats, pull, exact, aligned, padding, interpolation, chan_perm, chan_inv, None if weights is None else weights.dtype)
+        ctx.cfg = (cfg, None if weights is None else weights.dtype)
         return _transform_fwd(x, index, mats, exact, aligned, padding, interpolation, chan_perm)
 
     @staticmethod
     def backward(ctx, grad):
         x, index = ctx.saved_tensors
-        mats, pull, exact, aligned, padding, interpolation, chan_perm, chan_inv, w_dtype = ctx.cfg
+        (mats, pull, exact, aligned, padding, interpolation, chan_perm, chan_inv), w_dtype = ctx.cfg
         need_x, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         if not (need_x or need_w):
-            return _EMPTY_GRADS[:11]
-        gx, gw = _transform_bwd(grad, x, index, mats, pull, exact, aligned, padding, interpolation, need_x, need_w, chan_perm, chan_inv)
-        return (gx, gw.to(w_dtype) if need_w else None) + _EMPTY_GRADS[:9]
+            return None, None, None, None
+        gx, gw = _transform_bwd(
+            grad, x, index, mats, pull, exact, aligned, padding, interpolation, need_x, need_w, chan_perm, chan_inv
+        )
+        return gx, (gw.to(w_dtype) if need_w else None), None, None
 
 
 @torch.library.custom_op("canon::transform", mutates_args=())
@@ -230,9 +286,13 @@ def _transform_backward_op(
     chan_perm: Tensor | None,
     chan_inv: Tensor | None,
 ) -> tuple[Tensor, Tensor]:
-    gx, gw = _transform_bwd(grad, x, index, mats, pull, exact, aligned, padding, interpolation, need_x, need_weights, chan_perm, chan_inv)
+    gx, gw = _transform_bwd(
+        grad, x, index, mats, pull, exact, aligned, padding, interpolation, need_x, need_weights, chan_perm, chan_inv
+    )
     # Outputs that were not asked for are empty (a custom op returns tensors, never None).
-    return (gx if gx is not None else x.new_empty((0,))), (gw if gw is not None else x.new_empty((0,), dtype=acc_dtype(x.dtype)))
+    return (gx if gx is not None else x.new_empty((0,))), (
+        gw if gw is not None else x.new_empty((0,), dtype=acc_dtype(x.dtype))
+    )
 
 
 @_transform_backward_op.register_fake
@@ -255,22 +315,28 @@ def _transform_grad(ctx, grad):
     need_x, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
     if not (need_x or need_w):
         return _EMPTY_GRADS[:11]
-    gx, gw = torch.ops.canon.transform_backward(grad, x, index, mats, pull, exact, aligned, padding, interpolation, need_x, need_w, chan_perm, chan_inv)
+    gx, gw = torch.ops.canon.transform_backward(
+        grad, x, index, mats, pull, exact, aligned, padding, interpolation, need_x, need_w, chan_perm, chan_inv
+    )
     return ((gx if need_x else None), (gw.to(w_dtype) if need_w else None)) + _EMPTY_GRADS[:9]
 
 
 _transform_op.register_autograd(_transform_grad, setup_context=_transform_setup)
 
 
-def transform(x: Tensor, weights: Tensor | None, index: Tensor, tables, padding: str, interpolation: str, chan_tables=None) -> Tensor:
-    """``T_{index[b]} x[b]`` with the mixture straight-through gradient to ``weights`` (SPEC §3.5).
+def transform(
+    x: Tensor, weights: Tensor | None, index: Tensor, tables, padding: str, interpolation: str, chan_tables=None
+) -> Tensor:
+    """``T_{index[b]} x[b]`` with the mixture straight-through gradient to ``weights`` (docs/spec.md §3.5).
 
     ``chan_tables`` = (perm, inverse perm) (N, N') int64: the regular representation's
     channel permutation by the chosen element, applied before the resampling.
     """
     chan_perm, chan_inv = chan_tables if chan_tables is not None else (None, None)
-    args = (x, weights, index, tables.mats, tables.pull, tables.exact, tables.aligned, padding, interpolation, chan_perm, chan_inv)
-    return torch.ops.canon.transform(*args) if _compiling() else _Transform.apply(*args)
+    cfg = (tables.mats, tables.pull, tables.exact, tables.aligned, padding, interpolation, chan_perm, chan_inv)
+    return (
+        torch.ops.canon.transform(x, weights, index, *cfg) if _compiling() else _Transform.apply(x, weights, index, cfg)
+    )
 
 
 # ============================================================================= select (+ losses)
@@ -278,7 +344,9 @@ def _select_fwd(vectors, reference, beta, score, straight_through, noise, tau, c
     """(scores, probs, index, onehot, loss means (2,) or an empty tensor)."""
     with_losses = contrastive != "none" or prior != "none"
     if _triton_for(vectors):
-        sel, losses = _triton().select(vectors, reference, beta, score, noise, tau, contrastive, prior, target, prior_beta)
+        sel, losses = _triton().select(
+            vectors, reference, beta, score, noise, tau, contrastive, prior, target, prior_beta
+        )
         means = losses.mean(-1) if with_losses else vectors.new_empty((0,), dtype=acc_dtype(vectors.dtype))
         return (*sel, means)
     # forward values only: the straight-through one-hot's value is the hard one-hot
@@ -286,12 +354,31 @@ def _select_fwd(vectors, reference, beta, score, straight_through, noise, tau, c
     if not with_losses:
         return (*sel, vectors.new_empty((0,), dtype=acc_dtype(vectors.dtype)))
     cl = ref.contrastive_loss_ref(vectors, contrastive) if contrastive != "none" else sel.scores.new_zeros(())
-    pl = ref.prior_loss_ref(sel.scores, target if target is not None else torch.zeros_like(sel.index), prior_beta) if prior != "none" else cl.new_zeros(())
+    pl = (
+        ref.prior_loss_ref(sel.scores, target if target is not None else torch.zeros_like(sel.index), prior_beta)
+        if prior != "none"
+        else cl.new_zeros(())
+    )
     return (*sel, torch.stack([cl.to(sel.scores.dtype), pl.to(sel.scores.dtype)]))
 
 
 def _select_bwd(
-    g_scores, g_probs, g_onehot, g_losses, vectors, reference, probs, beta, score, straight_through, noise, tau, contrastive, prior, target, prior_beta
+    g_scores,
+    g_probs,
+    g_onehot,
+    g_losses,
+    vectors,
+    reference,
+    probs,
+    beta,
+    score,
+    straight_through,
+    noise,
+    tau,
+    contrastive,
+    prior,
+    target,
+    prior_beta,
 ):
     with_losses = contrastive != "none" or prior != "none"
     if g_losses is not None and with_losses:
@@ -300,12 +387,15 @@ def _select_bwd(
         g_losses = None
     if _triton_for(vectors):
         return _triton().select_backward(
-            g_scores, g_probs, g_onehot, g_losses, vectors, reference, probs, beta, score, straight_through, noise is not None, tau,
-            contrastive if g_losses is not None else "none", prior if g_losses is not None else "none", target, prior_beta,
+            g_scores, g_probs, g_onehot, g_losses, vectors, reference, probs, beta, score, straight_through, noise, tau,
+            contrastive if g_losses is not None else "none", prior if g_losses is not None else "none", target,
+            prior_beta,
         )  # fmt: skip
     g_onehot = g_onehot if straight_through else None
     if g_losses is None:
-        return ref.select_backward_ref(g_scores, g_probs, g_onehot, vectors, reference, beta, score, straight_through, noise, tau)
+        return ref.select_backward_ref(
+            g_scores, g_probs, g_onehot, vectors, reference, beta, score, straight_through, noise, tau
+        )
     return ref.select_losses_backward_ref(
         g_scores, g_probs, g_onehot, g_losses, vectors, reference, beta, score, straight_through, noise, tau,
         None if contrastive == "none" else contrastive, prior != "none", target, prior_beta,
@@ -314,11 +404,12 @@ def _select_bwd(
 
 class _Select(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, vectors, reference, beta, score, straight_through, noise, tau, contrastive, prior, target, prior_beta):
+    def forward(ctx, vectors, reference, cfg):
+        beta, score, straight_through, noise, tau, contrastive, prior, target, prior_beta = cfg
         ctx.set_materialize_grads(False)  # outputs without a gradient arrive as None: the kernel skips them
-        out = _select_fwd(vectors, reference, beta, score, straight_through, noise, tau, contrastive, prior, target, prior_beta)
-        ctx.save_for_backward(vectors, reference, out[1], noise, target)
-        ctx.cfg = (beta, score, straight_through, tau, contrastive, prior, prior_beta)
+        out = _select_fwd(vectors, reference, *cfg)
+        ctx.save_for_backward(vectors, reference, out[1])
+        ctx.cfg = cfg
         ctx.mark_non_differentiable(out[2])
         if not straight_through:  # eval: the one-hot is a constant
             ctx.mark_non_differentiable(out[3])
@@ -326,14 +417,29 @@ class _Select(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, g_scores, g_probs, g_index, g_onehot, g_losses):
-        vectors, reference, probs, noise, target = ctx.saved_tensors
-        beta, score, straight_through, tau, contrastive, prior, prior_beta = ctx.cfg
+        vectors, reference, probs = ctx.saved_tensors
+        beta, score, straight_through, noise, tau, contrastive, prior, target, prior_beta = ctx.cfg
         if not (ctx.needs_input_grad[0] or ctx.needs_input_grad[1]):
-            return _EMPTY_GRADS[:11]
+            return None, None, None
         gv, gr = _select_bwd(
-            g_scores, g_probs, g_onehot, g_losses, vectors, reference, probs, beta, score, straight_through, noise, tau, contrastive, prior, target, prior_beta
+            g_scores,
+            g_probs,
+            g_onehot,
+            g_losses,
+            vectors,
+            reference,
+            probs,
+            beta,
+            score,
+            straight_through,
+            noise,
+            tau,
+            contrastive,
+            prior,
+            target,
+            prior_beta,
         )
-        return (gv if ctx.needs_input_grad[0] else None, gr if ctx.needs_input_grad[1] else None) + _EMPTY_GRADS[:9]
+        return (gv if ctx.needs_input_grad[0] else None), (gr if ctx.needs_input_grad[1] else None), None
 
 
 @torch.library.custom_op("canon::select", mutates_args=())
@@ -350,7 +456,11 @@ def _select_op(
     target: Tensor | None,
     prior_beta: float,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-    return tuple(_select_fwd(vectors, reference, beta, score, straight_through, gumbel_noise, tau, contrastive, prior, target, prior_beta))
+    return tuple(
+        _select_fwd(
+            vectors, reference, beta, score, straight_through, gumbel_noise, tau, contrastive, prior, target, prior_beta
+        )
+    )
 
 
 @_select_op.register_fake
@@ -387,7 +497,8 @@ def _select_backward_op(
     prior_beta: float,
 ) -> tuple[Tensor, Tensor]:
     return _select_bwd(
-        grad_scores, grad_probs, grad_onehot, grad_losses, vectors, reference, probs, beta, score, straight_through, gumbel_noise, tau,
+        grad_scores, grad_probs, grad_onehot, grad_losses, vectors, reference, probs, beta, score, straight_through,
+        gumbel_noise, tau,
         contrastive, prior, target, prior_beta,
     )  # fmt: skip
 
@@ -411,11 +522,15 @@ def _(
     target,
     prior_beta,
 ):
-    return torch.empty_like(vectors, memory_format=torch.contiguous_format), torch.empty_like(reference, memory_format=torch.contiguous_format)
+    return torch.empty_like(vectors, memory_format=torch.contiguous_format), torch.empty_like(
+        reference, memory_format=torch.contiguous_format
+    )
 
 
 def _select_setup(ctx, inputs, output):
-    vectors, reference, beta, score, straight_through, gumbel_noise, tau, contrastive, prior, target, prior_beta = inputs
+    vectors, reference, beta, score, straight_through, gumbel_noise, tau, contrastive, prior, target, prior_beta = (
+        inputs
+    )
     ctx.save_for_backward(vectors, reference, output[1], gumbel_noise, target)
     ctx.cfg = (beta, score, straight_through, tau, contrastive, prior, prior_beta)
     ctx.mark_non_differentiable(output[2])
@@ -429,7 +544,22 @@ def _select_grad(ctx, g_scores, g_probs, g_index, g_onehot, g_losses):
     if not (ctx.needs_input_grad[0] or ctx.needs_input_grad[1]):
         return _EMPTY_GRADS[:11]
     gv, gr = torch.ops.canon.select_backward(
-        g_scores, g_probs, g_onehot, g_losses, vectors, reference, probs, beta, score, straight_through, noise, tau, contrastive, prior, target, prior_beta
+        g_scores,
+        g_probs,
+        g_onehot,
+        g_losses,
+        vectors,
+        reference,
+        probs,
+        beta,
+        score,
+        straight_through,
+        noise,
+        tau,
+        contrastive,
+        prior,
+        target,
+        prior_beta,
     )
     return (gv if ctx.needs_input_grad[0] else None, gr if ctx.needs_input_grad[1] else None) + _EMPTY_GRADS[:9]
 
@@ -453,8 +583,18 @@ def select(
     """Scores, β-softmax, argmax and (straight-through) one-hot of ``vectors`` (B, N, D), and
     when asked (``contrastive`` ``"normalized"``/``"raw"``, ``prior`` ``"identity"``/``"target"``)
     the batch means of both losses as a (2,) tensor, all from one pass over the vectors."""
-    args = (vectors, reference, float(beta), score, bool(straight_through), gumbel_noise, float(tau), contrastive, prior, target, float(prior_beta))
-    out = torch.ops.canon.select(*args) if _compiling() else _Select.apply(*args)
+    cfg = (
+        float(beta),
+        score,
+        bool(straight_through),
+        gumbel_noise,
+        float(tau),
+        contrastive,
+        prior,
+        target,
+        float(prior_beta),
+    )
+    out = torch.ops.canon.select(vectors, reference, *cfg) if _compiling() else _Select.apply(vectors, reference, cfg)
     return Selection(*out[:4]), out[4]
 
 
@@ -519,39 +659,42 @@ _contrastive_op.register_autograd(_contrastive_grad, setup_context=_contrastive_
 
 
 def contrastive_loss(vectors: Tensor, kind: str) -> Tensor:
-    """Orbit orthogonality loss of ``vectors`` (B, N, D) (SPEC §4)."""
+    """Orbit orthogonality loss of ``vectors`` (B, N, D) (docs/spec.md §4)."""
     return torch.ops.canon.contrastive_loss(vectors, kind) if _compiling() else _Contrastive.apply(vectors, kind)
 
 
 # ============================================================================= fused eval canonicalization
 def _select_transform_fwd(vectors, reference, x, mats, exact, aligned, beta, score, padding, interpolation):
     if _triton_for(x):
-        xc, sel = _triton().select_transform(vectors, reference, x, mats, exact, aligned, beta, score, padding, interpolation)
+        xc, sel = _triton().select_transform(
+            vectors, reference, x, mats, exact, aligned, beta, score, padding, interpolation
+        )
         return (xc, *sel)
     sel = ref.select_ref(vectors, reference, beta, score, False)
-    with torch.no_grad():
-        xc = ref.transform_ref(x, None, sel.index, mats, exact, padding, interpolation)
-    return (xc, *sel)
+    return (ref.transform_values_ref(x, sel.index, mats, exact, padding, interpolation), *sel)
 
 
 class _SelectTransform(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, vectors, reference, x, mats, pull, exact, aligned, beta, score, padding, interpolation):
+    def forward(ctx, vectors, reference, x, cfg):
+        mats, pull, exact, aligned, beta, score, padding, interpolation = cfg
         ctx.set_materialize_grads(False)
         out = _select_transform_fwd(vectors, reference, x, mats, exact, aligned, beta, score, padding, interpolation)
         ctx.save_for_backward(x, out[3])
-        ctx.cfg = (mats, pull, exact, aligned, padding, interpolation)
+        ctx.cfg = cfg
         ctx.mark_non_differentiable(*out[1:])
         return out
 
     @staticmethod
     def backward(ctx, g_xc, *_):
         x, index = ctx.saved_tensors
-        mats, pull, exact, aligned, padding, interpolation = ctx.cfg
+        mats, pull, exact, aligned, beta, score, padding, interpolation = ctx.cfg
         gx = None
         if ctx.needs_input_grad[2] and g_xc is not None:  # a hard choice: only x receives a gradient
-            gx, _ = _transform_bwd(g_xc, x, index, mats, pull, exact, aligned, padding, interpolation, True, False, None, None)
-        return (None, None, gx) + _EMPTY_GRADS[:8]
+            gx, _ = _transform_bwd(
+                g_xc, x, index, mats, pull, exact, aligned, padding, interpolation, True, False, None, None
+            )
+        return None, None, gx, None
 
 
 @torch.library.custom_op("canon::select_transform", mutates_args=())
@@ -568,7 +711,9 @@ def _select_transform_op(
     padding: str,
     interpolation: str,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-    return tuple(_select_transform_fwd(vectors, reference, x, mats, exact, aligned, beta, score, padding, interpolation))
+    return tuple(
+        _select_transform_fwd(vectors, reference, x, mats, exact, aligned, beta, score, padding, interpolation)
+    )
 
 
 @_select_transform_op.register_fake
@@ -596,7 +741,9 @@ def _select_transform_grad(ctx, g_xc, *_):
     exact, aligned, padding, interpolation = ctx.cfg
     gx = None
     if ctx.needs_input_grad[2]:
-        gx, _ = torch.ops.canon.transform_backward(g_xc, x, index, mats, pull, exact, aligned, padding, interpolation, True, False, None, None)
+        gx, _ = torch.ops.canon.transform_backward(
+            g_xc, x, index, mats, pull, exact, aligned, padding, interpolation, True, False, None, None
+        )
     return (None, None, gx) + _EMPTY_GRADS[:8]
 
 
@@ -607,6 +754,10 @@ def select_transform(
     vectors: Tensor, reference: Tensor, x: Tensor, tables, beta: float, score: str, padding: str, interpolation: str
 ) -> tuple[Tensor, Selection]:
     """Eval canonicalization from orbit vectors in one op: (canonical images ``T_{g*} x``, hard Selection)."""
-    args = (vectors, reference, x, tables.mats, tables.pull, tables.exact, tables.aligned, float(beta), score, padding, interpolation)
-    out = torch.ops.canon.select_transform(*args) if _compiling() else _SelectTransform.apply(*args)
+    cfg = (tables.mats, tables.pull, tables.exact, tables.aligned, float(beta), score, padding, interpolation)
+    out = (
+        torch.ops.canon.select_transform(vectors, reference, x, *cfg)
+        if _compiling()
+        else _SelectTransform.apply(vectors, reference, x, cfg)
+    )
     return out[0], Selection(*out[1:])

@@ -6,8 +6,8 @@ with the host. Forward functions accept preallocated outputs (tests poison them 
 
 Determinism: every backward here is deterministic except the adjoint of border/reflection
 padded resampling, which scatters with atomics (see
-``canon.kernels.resample.orbit_backward_scatter_kernel`` for why). Under
-``torch.use_deterministic_algorithms(True)`` that adjoint runs the reference instead.
+``canon.kernels.resample.orbit_backward_scatter_kernel`` for why); :mod:`canon.ops` sends
+that case to the reference under ``torch.use_deterministic_algorithms(True)``.
 """
 
 from __future__ import annotations
@@ -31,7 +31,6 @@ __all__ = [
     "contrastive_loss",
     "contrastive_loss_backward",
     "select_transform",
-    "orbit_empty",
 ]
 
 PRIOR_CODES = {"none": select_k.PRIOR_NONE, "identity": select_k.PRIOR_IDENTITY, "target": select_k.PRIOR_TARGET}
@@ -41,30 +40,18 @@ def _device(t: torch.Tensor):
     return torch.cuda.device(t.device) if t.is_cuda else contextlib.nullcontext()
 
 
-def _scatter_fallback(padding: str) -> bool:
-    """The adjoint of a padded view scatters with atomics: deterministic mode takes the reference."""
-    return padding != "zeros" and torch.are_deterministic_algorithms_enabled()
-
-
-def orbit_empty(B: int, N: int, C: int, h: int, w: int, dtype: torch.dtype, device, channels_last: bool) -> torch.Tensor:
-    """Uninitialised (B, N, C, h, w) views; ``channels_last``: ``flatten(0, 1)`` is channels_last."""
-    if channels_last:
-        return torch.empty((B, N, h, w, C), dtype=dtype, device=device).permute(0, 1, 4, 2, 3)
-    return torch.empty((B, N, C, h, w), dtype=dtype, device=device)
-
-
-def orbit(x, mats, pull, exact, aligned, size, padding, interpolation, out_dtype=None, channels_last=False, out=None) -> torch.Tensor:
+def orbit(
+    x, mats, pull, exact, aligned, size, padding, interpolation, out_dtype=None, channels_last=False, out=None
+) -> torch.Tensor:
     B, C = x.shape[:2]
     h, w = size
     if out is None:
-        out = orbit_empty(B, mats.shape[0], C, h, w, out_dtype or x.dtype, x.device, channels_last)
+        out = ref.orbit_empty(B, mats.shape[0], C, h, w, out_dtype or x.dtype, x.device, channels_last)
     with _device(x):
         return resample.orbit_forward(x, mats, exact, aligned, (h, w), padding, interpolation, out)
 
 
 def orbit_backward(grad, mats, pull, exact, aligned, in_hw, padding, interpolation, x_dtype, out=None) -> torch.Tensor:
-    if _scatter_fallback(padding):
-        return ref.orbit_backward_ref(grad, mats, exact, in_hw, padding, interpolation, x_dtype)
     B, N, C = grad.shape[:3]
     if out is None:
         out = torch.empty((B, C, *in_hw), dtype=x_dtype, device=grad.device)
@@ -79,44 +66,83 @@ def transform(x, index, mats, exact, aligned, padding, interpolation, chan_perm=
         return resample.transform_forward(x, index, mats, exact, aligned, padding, interpolation, out, chan_perm)
 
 
-def transform_backward(grad, x, index, mats, pull, exact, aligned, padding, interpolation, need_x=True, need_weights=True, chan_perm=None, chan_inv=None):
+def transform_backward(
+    grad,
+    x,
+    index,
+    mats,
+    pull,
+    exact,
+    aligned,
+    padding,
+    interpolation,
+    need_x=True,
+    need_weights=True,
+    chan_perm=None,
+    chan_inv=None,
+):
     """(grad_x in x.dtype or None, grad_weights (B, N) in the accumulation dtype or None)."""
     gx = gw = None
-    if need_x and _scatter_fallback(padding):
-        gx, _ = ref.transform_backward_ref(grad, x, index, mats, exact, padding, interpolation, True, False, chan_perm)
-        gx = gx.to(x.dtype)
-        need_x = False
-    elif need_x:
+    if need_x:
         gx = torch.empty(x.shape, dtype=x.dtype, device=x.device)
     if need_weights:
-        acc = torch.float64 if x.dtype == torch.float64 else torch.float32
-        gw = torch.empty((x.shape[0], mats.shape[0]), dtype=acc, device=x.device)
+        gw = torch.empty((x.shape[0], mats.shape[0]), dtype=ref.acc_dtype(x.dtype), device=x.device)
     if need_x or need_weights:
         with _device(x):
-            resample.transform_backward(grad, x, index, mats, pull, exact, aligned, padding, interpolation, gx if need_x else None, gw, chan_perm, chan_inv)
+            resample.transform_backward(
+                grad,
+                x,
+                index,
+                mats,
+                pull,
+                exact,
+                aligned,
+                padding,
+                interpolation,
+                gx if need_x else None,
+                gw,
+                chan_perm,
+                chan_inv,
+            )
     return gx, gw
 
 
-def select(vectors, reference, beta, score, gumbel_noise, tau, contrastive="none", prior="none", target=None, prior_beta=1.0, out=None):
+def select(
+    vectors,
+    reference,
+    beta,
+    score,
+    gumbel_noise,
+    tau,
+    contrastive="none",
+    prior="none",
+    target=None,
+    prior_beta=1.0,
+    out=None,
+):
     """Forward values (the straight-through one-hot's value is the hard one-hot) and, when asked,
     the per-sample losses (2, B): row 0 contrastive, row 1 prior."""
     with _device(vectors):
         sel, losses = select_k.select_forward(
             vectors, reference, beta, score == "cosine", gumbel_noise, tau,
-            contrastive=None if contrastive == "none" else contrastive, prior=PRIOR_CODES[prior], target=target, prior_beta=prior_beta, out=out,
+            contrastive=None if contrastive == "none" else contrastive, prior=PRIOR_CODES[prior], target=target,
+            prior_beta=prior_beta, out=out,
         )  # fmt: skip
     return Selection(*sel), losses
 
 
 def select_backward(
-    grad_scores, grad_probs, grad_onehot, grad_losses, vectors, reference, probs, beta, score, straight_through, gumbel, tau,
+    grad_scores, grad_probs, grad_onehot, grad_losses, vectors, reference, probs, beta, score, straight_through,
+    gumbel_noise, tau,
     contrastive="none", prior="none", target=None, prior_beta=1.0,
 ):  # fmt: skip
-    scale = beta / tau if gumbel else beta
+    scale = beta / tau if gumbel_noise is not None else beta  # d logits / d scores
     with _device(vectors):
         gv, gr = select_k.select_backward(
-            vectors, reference, probs, grad_scores, grad_probs, grad_onehot if straight_through else None, grad_losses, scale, score == "cosine",
-            contrastive=None if contrastive == "none" else contrastive, prior=PRIOR_CODES[prior], target=target, prior_beta=prior_beta,
+            grad_scores, grad_probs, grad_onehot if straight_through else None, grad_losses, vectors, reference, probs,
+            scale, score == "cosine",
+            contrastive=None if contrastive == "none" else contrastive, prior=PRIOR_CODES[prior], target=target,
+            prior_beta=prior_beta,
         )  # fmt: skip
     return gv, gr.to(reference.dtype)
 
@@ -132,14 +158,16 @@ def contrastive_loss_backward(grad, vectors, kind) -> torch.Tensor:
     """Gradient (B, N, D) of the batch mean, given its 0-d gradient ``grad`` (read on the device)."""
     grad_losses = grad.reshape(1).expand(2)
     with _device(vectors):
-        gv, _ = select_k.select_backward(vectors, None, None, None, None, None, grad_losses, contrastive=kind)
+        gv, _ = select_k.select_backward(None, None, None, grad_losses, vectors, None, None, contrastive=kind)
     return gv
 
 
-def select_transform(vectors, reference, x, mats, exact, aligned, beta, score, padding, interpolation, out=None, sel_out=None):
+def select_transform(
+    vectors, reference, x, mats, exact, aligned, beta, score, padding, interpolation, out=None, sel_out=None
+):
     """Eval canonicalization in one launch: (canonical images, Selection)."""
     B, N, _ = vectors.shape
-    acc = torch.float64 if vectors.dtype == torch.float64 else torch.float32
+    acc = ref.acc_dtype(vectors.dtype)
     dev = vectors.device
     if sel_out is None:
         sel_out = (
@@ -149,5 +177,7 @@ def select_transform(vectors, reference, x, mats, exact, aligned, beta, score, p
     if out is None:
         out = torch.empty(x.shape, dtype=x.dtype, device=x.device)
     with _device(x):
-        resample.select_transform_forward(vectors, reference, x, mats, exact, aligned, beta, score == "cosine", padding, interpolation, out, sel_out)
+        resample.select_transform_forward(
+            vectors, reference, x, mats, exact, aligned, beta, score == "cosine", padding, interpolation, out, sel_out
+        )
     return out, Selection(*sel_out)

@@ -30,7 +30,7 @@ class Canonicalized(nn.Module):
     """Wrap any model so that its output is invariant (or equivariant) to a planar group.
 
     ``forward(x)`` canonicalizes ``x`` (``canonicalizer(x)``, the best-scoring copy of
-    the orbit, SPEC §3), runs ``predictor`` on it and, for dense outputs, maps the
+    the orbit, docs/spec.md §3), runs ``predictor`` on it and, for dense outputs, maps the
     result back to the input frame with the inverse of the chosen element:
 
     * ``output="invariant"`` (class logits, embeddings): ``predictor(canonicalizer(x))``;
@@ -91,7 +91,8 @@ class Canonicalized(nn.Module):
             raise TypeError(f"{fn}: predictor must be an nn.Module, got {type(predictor).__name__}")
         if not isinstance(canonicalizer, OrbitCanonicalizer):
             raise TypeError(
-                f"{fn}: canonicalizer must be a canon.OrbitCanonicalizer (e.g. OrbitCanonicalizer(ConvEncoder(3, 64), 'C8')), "
+                f"{fn}: canonicalizer must be a canon.OrbitCanonicalizer (e.g. OrbitCanonicalizer(ConvEncoder(3, 64), "
+                f"'C8')), "
                 f"got {type(canonicalizer).__name__}"
             )
         self.output = check_choice(output, ("invariant", "dense"), "output", fn)
@@ -133,7 +134,8 @@ class Canonicalized(nn.Module):
         if isinstance(y, torch.Tensor):
             if y.dim() != 4:
                 raise ValueError(
-                    f"Canonicalized: output='dense' needs the predictor to return (B, K, H', W') maps, got shape {tuple(y.shape)}; "
+                    f"Canonicalized: output='dense' needs the predictor to return (B, K, H', W') maps, got shape "
+                    f"{tuple(y.shape)}; "
                     "use output='invariant' for logits or vectors"
                 )
             return self.canonicalizer.invert(y, kind)
@@ -142,13 +144,20 @@ class Canonicalized(nn.Module):
         if isinstance(y, (list, tuple)):
             parts = [self._invert_all(v, kind) for v in y]
             return type(y)(*parts) if hasattr(y, "_fields") else type(y)(parts)
-        raise TypeError(f"Canonicalized: output='dense' needs tensors (or a dict/list/tuple of tensors) from the predictor, got {type(y).__name__}")
+        raise TypeError(
+            f"Canonicalized: output='dense' needs tensors (or a dict/list/tuple of tensors) from the predictor, got "
+            f"{type(y).__name__}"
+        )
 
     # -- training ---------------------------------------------------------------
     def losses(
-        self, target: torch.Tensor | None = None, applied: torch.Tensor | None = None, generator: torch.Generator | None = None
+        self,
+        target: torch.Tensor | None = None,
+        applied: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
     ) -> dict[str, torch.Tensor]:
-        """Unweighted canonicalization losses of the last forward: ``prior``, ``contrastive`` (and ``artifact`` when its weight is > 0).
+        """Unweighted canonicalization losses of the last forward: ``prior``, ``contrastive`` (and ``artifact``
+        when its weight is > 0).
 
         Args:
             target: (B,) prior target elements (default: the identity, for upright data).

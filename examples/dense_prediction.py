@@ -49,7 +49,13 @@ def make_data(n: int, size: int, upright: bool, gen: torch.Generator) -> tuple[t
 
 def segmenter() -> nn.Module:
     """Any dense model (B, C, H, W) → (B, K, H, W) works; here a small plain FCN with one logit per pixel."""
-    return nn.Sequential(nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, 16, 3, padding=2, dilation=2), nn.ReLU(), nn.Conv2d(16, 1, 3, padding=1))
+    return nn.Sequential(
+        nn.Conv2d(1, 16, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(16, 16, 3, padding=2, dilation=2),
+        nn.ReLU(),
+        nn.Conv2d(16, 1, 3, padding=1),
+    )
 
 
 def mask_boxes(logits: torch.Tensor) -> torch.Tensor:
@@ -83,7 +89,10 @@ def main(argv=None) -> dict:
     steps, batch, n_test = (2, 8, 8) if args.tiny else (args.steps, 32, 200)
 
     model = canon.Canonicalized(
-        segmenter(), canon.OrbitCanonicalizer(ConvEncoder(1, out_dim=32, hidden=16), "C4", prior_beta=10.0), output="dense", kind="scalar"
+        segmenter(),
+        canon.OrbitCanonicalizer(ConvEncoder(1, out_dim=32, hidden=16), "C4", prior_beta=10.0),
+        output="dense",
+        kind="scalar",
     )
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
     model.train()

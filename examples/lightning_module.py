@@ -30,7 +30,9 @@ except ImportError:  # the older package name
 
 
 class CanonicalizedClassifier(L.LightningModule):
-    def __init__(self, num_classes: int, in_channels: int = 1, group: str = "C4", lr: float = 3e-3, canon_lr: float = 3e-3):
+    def __init__(
+        self, num_classes: int, in_channels: int = 1, group: str = "C4", lr: float = 3e-3, canon_lr: float = 3e-3
+    ):
         super().__init__()
         self.save_hyperparameters()
         self.model = canon.Canonicalized(

@@ -37,7 +37,12 @@ class ImageFolderDataset(Dataset):
     def __init__(self, root: str | Path, classes: list[str] | None = None):
         root = Path(root)
         self.classes = classes or sorted(p.name for p in root.iterdir() if p.is_dir())
-        self.files = [(f, label) for label, c in enumerate(self.classes) for f in sorted((root / c).iterdir()) if f.suffix.lower() in self.EXTENSIONS]
+        self.files = [
+            (f, label)
+            for label, c in enumerate(self.classes)
+            for f in sorted((root / c).iterdir())
+            if f.suffix.lower() in self.EXTENSIONS
+        ]
         if not self.files:
             raise FileNotFoundError(f"ImageFolderDataset: no {self.EXTENSIONS} files under {root}/<class>/")
 
@@ -55,7 +60,9 @@ class ImageFolderDataset(Dataset):
         x = torch.as_tensor(np.asarray(img, dtype=np.float32) / (255.0 if img.dtype == np.uint8 else 1.0))
         x = x[None] if x.dim() == 2 else x.permute(2, 0, 1)  # (C, H, W)
         if x.shape[-1] != x.shape[-2]:
-            raise ValueError(f"ImageFolderDataset: {path} is {tuple(x.shape[-2:])}; exact rotation invariance needs square images")
+            raise ValueError(
+                f"ImageFolderDataset: {path} is {tuple(x.shape[-2:])}; exact rotation invariance needs square images"
+            )
         return x, label
 
 
@@ -105,7 +112,9 @@ def main(argv=None) -> dict:
 
         model = canon.Canonicalized(
             SmallCNN(C, len(train.classes), width=8 if args.tiny else 32),
-            canon.OrbitCanonicalizer(ConvEncoder(C, out_dim=32, hidden=8 if args.tiny else 16), args.group, prior_beta=10.0),
+            canon.OrbitCanonicalizer(
+                ConvEncoder(C, out_dim=32, hidden=8 if args.tiny else 16), args.group, prior_beta=10.0
+            ),
         )
         opt = torch.optim.Adam(model.parameters(), lr=3e-3)
         epochs = 1 if args.tiny else args.epochs

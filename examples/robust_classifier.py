@@ -90,7 +90,9 @@ def main(argv=None) -> dict:
     classifier, name = build_classifier(args.backbone, train.num_classes)
     plain = copy.deepcopy(classifier)
     # the one line: any classifier, a small canonicalizer scoring the C4 orbit of each input
-    robust = canon.Canonicalized(classifier, canon.OrbitCanonicalizer(ConvEncoder(3, out_dim=32, hidden=16), "C4", size=16, prior_beta=10.0))
+    robust = canon.Canonicalized(
+        classifier, canon.OrbitCanonicalizer(ConvEncoder(3, out_dim=32, hidden=16), "C4", size=16, prior_beta=10.0)
+    )
 
     gen = torch.Generator().manual_seed(args.seed)
     for label, model in (("plain", plain), ("canonicalized", robust)):

@@ -97,10 +97,34 @@ def launch_scenarios() -> list[tuple[str, bool, object]]:
         mats, _ = tables(n)
         out_t = t(B, n, 3, size, size, dtype=dt_out)
         copy = exact and aligned and pad == "zeros"  # row-contiguous 16-byte-aligned copies: 128-bit stores
-        record(f"orbit {label}", copy, resample.orbit_forward, t(B, 3, hw, hw, dtype=dt_in), mats, exact, aligned, (size, size), pad, interp, out_t)
+        record(
+            f"orbit {label}",
+            copy,
+            resample.orbit_forward,
+            t(B, 3, hw, hw, dtype=dt_in),
+            mats,
+            exact,
+            aligned,
+            (size, size),
+            pad,
+            interp,
+            out_t,
+        )
     mats, _ = tables(8)
     cl = torch.empty((B, 8, 96, 96, 3), device=meta).permute(0, 1, 4, 2, 3)
-    record("orbit C8 224->96 channels_last out", False, resample.orbit_forward, t(B, 3, 224, 224), mats, False, True, (96, 96), "border", "bilinear", cl)
+    record(
+        "orbit C8 224->96 channels_last out",
+        False,
+        resample.orbit_forward,
+        t(B, 3, 224, 224),
+        mats,
+        False,
+        True,
+        (96, 96),
+        "border",
+        "bilinear",
+        cl,
+    )
     # ---- transform (canonicalize / invert) and the fused eval canonicalization
     idx = t(B, dtype=torch.int64)
     for label, dt, n, exact, pad, interp, C, perm in (
@@ -113,13 +137,31 @@ def launch_scenarios() -> list[tuple[str, bool, object]]:
     ):
         mats, _ = tables(n)
         x_t, out_t = t(B, C, 224, 224, dtype=dt), t(B, C, 224, 224, dtype=dt)
-        record(f"transform {label}", exact and pad == "zeros", resample.transform_forward, x_t, idx, mats, exact, True, pad, interp, out_t, perm)
-    for label, n, exact, D in (("C4 exact 224 D128", 4, True, 128), ("C8 bilinear 224 D128", 8, False, 128), ("C16 bilinear 224 D512", 16, False, 512)):
+        record(
+            f"transform {label}",
+            exact and pad == "zeros",
+            resample.transform_forward,
+            x_t,
+            idx,
+            mats,
+            exact,
+            True,
+            pad,
+            interp,
+            out_t,
+            perm,
+        )
+    for label, n, exact, D in (
+        ("C4 exact 224 D128", 4, True, 128),
+        ("C8 bilinear 224 D128", 8, False, 128),
+        ("C16 bilinear 224 D512", 16, False, 512),
+    ):
         mats, _ = tables(n)
         sel = (t(B, n), t(B, n), idx, t(B, n))
         record(
             f"select_transform {label}", exact, resample.select_transform_forward,
-            t(B, n, D), t(D), t(B, 3, 224, 224), mats, exact, True, 1.0, True, "zeros", "bilinear", t(B, 3, 224, 224), sel,
+            t(B, n, D), t(D), t(B, 3, 224, 224), mats, exact, True, 1.0, True, "zeros", "bilinear", t(B, 3, 224, 224),
+            sel,
         )  # fmt: skip
     # ---- adjoints
     for label, dt, n, hw, size, exact, pad, interp in (
@@ -136,38 +178,92 @@ def launch_scenarios() -> list[tuple[str, bool, object]]:
     ):
         mats, pull = tables(n)
         g_t, gx_t = t(64, n, 3, size, size, dtype=dt), t(64, 3, hw, hw, dtype=dt)
-        record(f"orbit_backward {label}", False, resample.orbit_backward, g_t, mats, pull, exact, True, (hw, hw), pad, interp, gx_t)
+        record(
+            f"orbit_backward {label}",
+            False,
+            resample.orbit_backward,
+            g_t,
+            mats,
+            pull,
+            exact,
+            True,
+            (hw, hw),
+            pad,
+            interp,
+            gx_t,
+        )
     for label, n, exact, pad, interp, C, perms in (
         ("C8 bilinear 224", 8, False, "zeros", "bilinear", 3, None),
         ("C4 exact 224", 4, True, "zeros", "bilinear", 3, None),
         ("C8 border 224", 8, False, "border", "bilinear", 3, None),
         ("C8 nearest 224", 8, False, "zeros", "nearest", 3, None),
-        ("D4 regular 64 channels", 8, True, "zeros", "bilinear", 64, (t(8, 8, dtype=torch.int64), t(8, 8, dtype=torch.int64))),
+        (
+            "D4 regular 64 channels",
+            8,
+            True,
+            "zeros",
+            "bilinear",
+            64,
+            (t(8, 8, dtype=torch.int64), t(8, 8, dtype=torch.int64)),
+        ),
     ):
         mats, pull = tables(n)
         perm, inv = perms or (None, None)
         record(
             f"transform_backward {label}", False, resample.transform_backward,
-            t(B, C, 224, 224), t(B, C, 224, 224), idx, mats, pull, exact, True, pad, interp, t(B, C, 224, 224), t(B, n), perm, inv,
+            t(B, C, 224, 224), t(B, C, 224, 224), idx, mats, pull, exact, True, pad, interp, t(B, C, 224, 224), t(B, n),
+            perm, inv,
         )  # fmt: skip
         record(
             f"transform_backward {label}, x only (eval)", False, resample.transform_backward,
-            t(B, C, 224, 224), t(B, C, 224, 224), idx, mats, pull, exact, True, pad, interp, t(B, C, 224, 224), None, perm, inv,
+            t(B, C, 224, 224), t(B, C, 224, 224), idx, mats, pull, exact, True, pad, interp, t(B, C, 224, 224), None,
+            perm, inv,
         )  # fmt: skip
     # ---- selection
     for n in (4, 8, 16):
         v, r = t(B, n, 128), t(128)
         record(f"select N={n}", False, select.select_forward, v, r)
         record(f"select N={n} gumbel", False, select.select_forward, v, r, noise=t(B, n))
-        record(f"select N={n} + losses", False, select.select_forward, v, r, contrastive="normalized", prior=select.PRIOR_IDENTITY)
-        record(f"select N={n} dot + raw + target", False, select.select_forward, v, r, cosine=False, contrastive="raw", prior=select.PRIOR_TARGET, target=idx)
+        record(
+            f"select N={n} + losses",
+            False,
+            select.select_forward,
+            v,
+            r,
+            contrastive="normalized",
+            prior=select.PRIOR_IDENTITY,
+        )
+        record(
+            f"select N={n} dot + raw + target",
+            False,
+            select.select_forward,
+            v,
+            r,
+            cosine=False,
+            contrastive="raw",
+            prior=select.PRIOR_TARGET,
+            target=idx,
+        )
         record(f"contrastive N={n}", False, select.select_forward, v, None, contrastive="normalized")
-        record(f"select_backward N={n}", False, select.select_backward, v, r, t(B, n), t(B, n), None, t(B, n))
+        record(f"select_backward N={n}", False, select.select_backward, t(B, n), None, t(B, n), None, v, r, t(B, n))
         record(
             f"select_backward N={n} + losses", False, select.select_backward,
-            v, r, t(B, n), t(B, n), None, t(B, n), t(2), contrastive="normalized", prior=select.PRIOR_TARGET, target=idx,
+            t(B, n), None, t(B, n), t(2), v, r, t(B, n), contrastive="normalized", prior=select.PRIOR_TARGET,
+            target=idx,
         )  # fmt: skip
-        record(f"contrastive_backward N={n} raw", False, select.select_backward, v, None, None, None, None, None, t(2), contrastive="raw")
+        record(
+            f"contrastive_backward N={n} raw",
+            False,
+            select.select_backward,
+            None,
+            None,
+            None,
+            t(2),
+            v,
+            None,
+            None,
+            contrastive="raw",
+        )
     return out
 
 
@@ -244,7 +340,9 @@ def _widths(sass: str, op: str) -> list[int]:
         bits = 32
         for mod in (mm.group(1) or "").split("."):
             if mod in ("128", "64", "U8", "S8", "U16", "S16", "8", "16"):
-                bits = {"U8": 8, "S8": 8, "8": 8, "U16": 16, "S16": 16, "16": 16}.get(mod, int(mod) if mod.isdigit() else 32)
+                bits = {"U8": 8, "S8": 8, "8": 8, "U16": 16, "S16": 16, "16": 16}.get(
+                    mod, int(mod) if mod.isdigit() else 32
+                )
         found.add(bits)
     return sorted(found)
 
@@ -269,9 +367,11 @@ def compile_one(args: tuple[dict, int]) -> dict:
     v, arch = args
     fn = getattr(importlib.import_module(v["module"]), v["kernel"])
     row = dict(
-        name=v["kernel"], variant=v["desc"], cases="; ".join(v["labels"]), arch=arch, num_warps=v["options"]["num_warps"],
+        name=v["kernel"], variant=v["desc"], cases="; ".join(v["labels"]), arch=arch,
+        num_warps=v["options"]["num_warps"],
         registers=None, spill_stores=None, spill_loads=None, local=None, stack=None, shared=None, occupancy=None,
-        global_load_bits=None, global_store_bits=None, global_atomic_bits=None, vector_store=v["vector_store"], error=None,
+        global_load_bits=None, global_store_bits=None, global_atomic_bits=None, vector_store=v["vector_store"],
+        error=None,
     )  # fmt: skip
     try:
         src = triton.compiler.ASTSource(fn=fn, signature=v["signature"], constexprs=v["constexprs"], attrs=v["attrs"])
@@ -280,7 +380,9 @@ def compile_one(args: tuple[dict, int]) -> dict:
             path = os.path.join(d, "k.cubin")
             with open(path, "wb") as f:
                 f.write(k.asm["cubin"])
-            usage = subprocess.run([_bin("cuobjdump"), "--dump-resource-usage", path], capture_output=True, text=True, check=True).stdout
+            usage = subprocess.run(
+                [_bin("cuobjdump"), "--dump-resource-usage", path], capture_output=True, text=True, check=True
+            ).stdout
             sass = subprocess.run([_bin("cuobjdump"), "-sass", path], capture_output=True, text=True, check=True).stdout
         u = _parse_usage(usage)
         row.update(registers=u["REG"], stack=u["STACK"], shared=u["SHARED"], local=u["LOCAL"])
@@ -305,7 +407,9 @@ def compile_report(archs: tuple[int, ...] = (80, 90), jobs: int | None = None) -
     unset in this process (raises RuntimeError otherwise).
     """
     if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
-        raise RuntimeError("canon.kernels.compile.compile_report: unset TRITON_INTERPRET (the interpreter replaces the kernels)")
+        raise RuntimeError(
+            "canon.kernels.compile.compile_report: unset TRITON_INTERPRET (the interpreter replaces the kernels)"
+        )
     work = [(v, a) for v in variants() for a in archs]
     jobs = jobs or min(8, os.cpu_count() or 1)
     if jobs <= 1:

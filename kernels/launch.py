@@ -17,7 +17,21 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable
 
-__all__ = ["launch", "recording", "Launch"]
+import torch
+import triton.language as tl
+
+__all__ = ["launch", "recording", "Launch", "acc_dtype", "acc_tl"]
+
+
+def acc_dtype(dtype: torch.dtype) -> torch.dtype:
+    """Accumulation dtype of every kernel: float64 stays float64, every other dtype accumulates
+    in float32 and is cast back on store (the same rule as ``canon.reference.acc_dtype``)."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def acc_tl(dtype: torch.dtype):
+    """:func:`acc_dtype` as the Triton dtype passed to a kernel's ``ACC`` meta-parameter."""
+    return tl.float64 if dtype == torch.float64 else tl.float32
 
 
 class Launch:

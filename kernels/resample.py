@@ -41,7 +41,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .launch import launch
+from .launch import acc_dtype, acc_tl, launch
 from .select import select_config, select_scores_row
 
 __all__ = [
@@ -93,10 +93,17 @@ _I32_MAX = 2**31 - 1
 
 # ----------------------------------------------------------------------------- helpers (jit)
 @triton.jit
-def _load_matrix(table_ptr, g, SLOTS: tl.constexpr):
+def _load_matrix(table_ptr, elem, SLOTS: tl.constexpr):
     """The six affine slots of row ``g`` of a (N, SLOTS) float32 table."""
-    row = table_ptr + g * SLOTS
-    return tl.load(row + M00), tl.load(row + M01), tl.load(row + M02), tl.load(row + M10), tl.load(row + M11), tl.load(row + M12)
+    row = table_ptr + elem * SLOTS
+    return (
+        tl.load(row + M00),
+        tl.load(row + M01),
+        tl.load(row + M02),
+        tl.load(row + M10),
+        tl.load(row + M11),
+        tl.load(row + M12),
+    )
 
 
 @triton.jit
@@ -109,7 +116,9 @@ def _is_permutation(m00, m01, m02, m10, m11, m12):
 
 
 @triton.jit
-def _load_segments(src, chan_off, chan_ok, row_off, row_ok, lo, keep_lo, keep_hi, src_w, s_w, LEN: tl.constexpr, ALIGNED: tl.constexpr):
+def _load_segments(
+    src, chan_off, chan_ok, row_off, row_ok, lo, keep_lo, keep_hi, src_w, s_w, LEN: tl.constexpr, ALIGNED: tl.constexpr
+):
     """[CHANNELS, rows, LEN] tile: source columns ``lo, lo + 1, …`` of the rows at ``row_off``
     (valid where ``row_ok``), kept where the column lies in [0, src_w) and its position in
     [keep_lo, keep_hi). ``ALIGNED``: the launcher guarantees ``lo`` is a multiple of 16; the
@@ -120,7 +129,10 @@ def _load_segments(src, chan_off, chan_ok, row_off, row_ok, lo, keep_lo, keep_hi
         cols = (lo // 16) * 16 + j
     else:
         cols = lo + j
-    ok = chan_ok & (row_ok[:, None] & ((cols >= 0) & (cols < src_w) & (j >= keep_lo) & (j < keep_hi))[None, :])[None, :, :]
+    ok = (
+        chan_ok
+        & (row_ok[:, None] & ((cols >= 0) & (cols < src_w) & (j >= keep_lo) & (j < keep_hi))[None, :])[None, :, :]
+    )
     return tl.load(src + chan_off + (row_off[:, None] + cols[None, :] * s_w)[None, :, :], mask=ok, other=0.0)
 
 
@@ -169,10 +181,23 @@ def _permuted_tile(
         s_rows = d * r + ty
         s_row_ok = (r < dst_h) & (s_rows >= 0) & (s_rows < src_h)
         if a > 0:
-            tile = _load_segments(src, chan_off, chan_ok, s_rows * s_h, s_row_ok, q0 + tx, 0, dst_w - q0, src_w, s_w, TILE_W, ALIGNED)
+            tile = _load_segments(
+                src, chan_off, chan_ok, s_rows * s_h, s_row_ok, q0 + tx, 0, dst_w - q0, src_w, s_w, TILE_W, ALIGNED
+            )
         else:
             seg = _load_segments(
-                src, chan_off, chan_ok, s_rows * s_h, s_row_ok, tx - q0 - (TILE_W - 1), q0 + TILE_W - dst_w, TILE_W, src_w, s_w, TILE_W, ALIGNED
+                src,
+                chan_off,
+                chan_ok,
+                s_rows * s_h,
+                s_row_ok,
+                tx - q0 - (TILE_W - 1),
+                q0 + TILE_W - dst_w,
+                TILE_W,
+                src_w,
+                s_w,
+                TILE_W,
+                ALIGNED,
             )
             tile = tl.flip(seg, 2)
     else:
@@ -180,10 +205,23 @@ def _permuted_tile(
         t_rows = c * q + ty
         t_row_ok = (q < dst_w) & (t_rows >= 0) & (t_rows < src_h)
         if b > 0:
-            seg_t = _load_segments(src, chan_off, chan_ok, t_rows * s_h, t_row_ok, r0 + tx, 0, dst_h - r0, src_w, s_w, TILE_H, ALIGNED)
+            seg_t = _load_segments(
+                src, chan_off, chan_ok, t_rows * s_h, t_row_ok, r0 + tx, 0, dst_h - r0, src_w, s_w, TILE_H, ALIGNED
+            )
         else:
             seg_t = _load_segments(
-                src, chan_off, chan_ok, t_rows * s_h, t_row_ok, tx - r0 - (TILE_H - 1), r0 + TILE_H - dst_h, TILE_H, src_w, s_w, TILE_H, ALIGNED
+                src,
+                chan_off,
+                chan_ok,
+                t_rows * s_h,
+                t_row_ok,
+                tx - r0 - (TILE_H - 1),
+                r0 + TILE_H - dst_h,
+                TILE_H,
+                src_w,
+                s_w,
+                TILE_H,
+                ALIGNED,
             )
             seg_t = tl.flip(seg_t, 2)
         tile = tl.permute(seg_t, (0, 2, 1))
@@ -233,7 +271,7 @@ def _pad(u, v, Wf, Hf, PADDING: tl.constexpr):
 def _taps(u, v, pix_ok, Wf, Hf, ONE_TAP: tl.constexpr, NEAREST: tl.constexpr):
     """Taps of padded coordinates (u, v): top-left tap (int32, clamped to [-1, size] so it stays
     representable), the four bilinear weights and the four in-range masks (and'ed with
-    ``pix_ok``). One-tap modes (nearest, exact views) use ``w00``/``k00`` only."""
+    ``pix_ok``). One-tap modes (nearest, exact views) use ``wt00``/``k00`` only."""
     if ONE_TAP:
         if NEAREST:
             u = _round_half_even(u)
@@ -260,7 +298,25 @@ def _taps(u, v, pix_ok, Wf, Hf, ONE_TAP: tl.constexpr, NEAREST: tl.constexpr):
 
 
 @triton.jit
-def _gather(src, chan_off, chan_ok, s_h, s_w, ix, iy, w00, w01, w10, w11, k00, k01, k10, k11, ACC: tl.constexpr, ONE_TAP: tl.constexpr):
+def _gather(
+    src,
+    chan_off,
+    chan_ok,
+    s_h,
+    s_w,
+    ix,
+    iy,
+    wt00,
+    wt01,
+    wt10,
+    wt11,
+    k00,
+    k01,
+    k10,
+    k11,
+    ACC: tl.constexpr,
+    ONE_TAP: tl.constexpr,
+):
     """Sample [CHANNELS, TILE_H, TILE_W] at the taps; one-tap modes return the raw values."""
     off = (iy * s_h + ix * s_w)[None, :, :]
     base = src + chan_off + off
@@ -272,7 +328,7 @@ def _gather(src, chan_off, chan_ok, s_h, s_w, ix, iy, w00, w01, w10, w11, k00, k
         t01 = tl.load(base + s_w, mask=chan_ok & k01[None, :, :], other=0.0).to(ACC)
         t10 = tl.load(base + s_h, mask=chan_ok & k10[None, :, :], other=0.0).to(ACC)
         t11 = tl.load(base + s_h + s_w, mask=chan_ok & k11[None, :, :], other=0.0).to(ACC)
-        return ((t00 * w00[None, :, :] + t01 * w01[None, :, :]) + t10 * w10[None, :, :]) + t11 * w11[None, :, :]
+        return ((t00 * wt00[None, :, :] + t01 * wt01[None, :, :]) + t10 * wt10[None, :, :]) + t11 * wt11[None, :, :]
 
 
 @triton.jit
@@ -306,7 +362,7 @@ def _resample_tile(
     x_img,  # pointer to image b of the source (B, C, H, W)
     out_view,  # pointer to the destination plane set (view n of image b)
     mats_ptr,  # (N, MAT_SLOTS) float32 view matrices
-    g,  # which matrix this program applies
+    elem,  # which matrix this program applies
     chan_perm_row,  # (N_PERM,) int64 row of the channel permutation table (CHANNEL_PERM)
     t,  # tile index in the destination plane
     sx_c,
@@ -333,7 +389,7 @@ def _resample_tile(
 ):
     """One destination tile of one view, every channel, in chunks of CHANNELS."""
     r, q, r0, q0 = _tile_coords(t, w, TILE_H, TILE_W)
-    m00, m01, m02, m10, m11, m12 = _load_matrix(mats_ptr, g, MAT_SLOTS)
+    m00, m01, m02, m10, m11, m12 = _load_matrix(mats_ptr, elem, MAT_SLOTS)
     pix_ok = (r < h)[:, None] & (q < w)[None, :]
     out_off = (r[:, None] * so_h + q[None, :] * so_w)[None, :, :]
     out_ty = out_view.dtype.element_ty
@@ -349,18 +405,67 @@ def _resample_tile(
     if copy:
         for c0 in range(0, C, CHANNELS):
             c, src_off, c_ok = _channels(c0, C, N_PERM, chan_perm_row, sx_c, CHANNELS, CHANNEL_PERM)
-            tile = _permuted_tile(x_img, src_off, c_ok, sx_h, sx_w, H, W, m00, m01, m02, m10, m11, m12, r, q, r0, q0, h, w, TILE_H, TILE_W, ALIGNED)
-            tl.store(out_view + (c.to(tl.int64) * so_c)[:, None, None] + out_off, tile.to(out_ty), mask=c_ok & pix_ok[None, :, :])
+            tile = _permuted_tile(
+                x_img,
+                src_off,
+                c_ok,
+                sx_h,
+                sx_w,
+                H,
+                W,
+                m00,
+                m01,
+                m02,
+                m10,
+                m11,
+                m12,
+                r,
+                q,
+                r0,
+                q0,
+                h,
+                w,
+                TILE_H,
+                TILE_W,
+                ALIGNED,
+            )
+            tl.store(
+                out_view + (c.to(tl.int64) * so_c)[:, None, None] + out_off,
+                tile.to(out_ty),
+                mask=c_ok & pix_ok[None, :, :],
+            )
     else:
         Wf = W * 1.0
         Hf = H * 1.0
         u, v = _source_coords(m00, m01, m02, m10, m11, m12, q[None, :].to(tl.float32), r[:, None].to(tl.float32))
         u, v = _pad(u, v, Wf, Hf, PADDING)
-        ix, iy, w00, w01, w10, w11, k00, k01, k10, k11 = _taps(u, v, pix_ok, Wf, Hf, ALL_EXACT or NEAREST, NEAREST)
+        ix, iy, wt00, wt01, wt10, wt11, k00, k01, k10, k11 = _taps(u, v, pix_ok, Wf, Hf, ALL_EXACT or NEAREST, NEAREST)
         for c0 in range(0, C, CHANNELS):
             c, src_off, c_ok = _channels(c0, C, N_PERM, chan_perm_row, sx_c, CHANNELS, CHANNEL_PERM)
-            val = _gather(x_img, src_off, c_ok, sx_h, sx_w, ix, iy, w00, w01, w10, w11, k00, k01, k10, k11, ACC, ALL_EXACT or NEAREST)
-            tl.store(out_view + (c.to(tl.int64) * so_c)[:, None, None] + out_off, val.to(out_ty), mask=c_ok & pix_ok[None, :, :])
+            val = _gather(
+                x_img,
+                src_off,
+                c_ok,
+                sx_h,
+                sx_w,
+                ix,
+                iy,
+                wt00,
+                wt01,
+                wt10,
+                wt11,
+                k00,
+                k01,
+                k10,
+                k11,
+                ACC,
+                ALL_EXACT or NEAREST,
+            )
+            tl.store(
+                out_view + (c.to(tl.int64) * so_c)[:, None, None] + out_off,
+                val.to(out_ty),
+                mask=c_ok & pix_ok[None, :, :],
+            )
 
 
 # ----------------------------------------------------------------------------- forward kernels
@@ -404,7 +509,8 @@ def orbit_kernel(
     b = view // N
     n = view - b * N
     _resample_tile(
-        x_ptr + b.to(tl.int64) * sx_b, out_ptr + b.to(tl.int64) * so_b + n.to(tl.int64) * so_n, mats_ptr, n, x_ptr, pid - view * tiles,
+        x_ptr + b.to(tl.int64) * sx_b, out_ptr + b.to(tl.int64) * so_b + n.to(tl.int64) * so_n, mats_ptr, n, x_ptr,
+        pid - view * tiles,
         sx_c, sx_h, sx_w, so_c, so_h, so_w, C, H, W, h, w, 1,
         PADDING, NEAREST, ALL_EXACT, ALIGNED, False, ACC, CHANNELS, TILE_H, TILE_W,
     )  # fmt: skip
@@ -448,11 +554,11 @@ def transform_kernel(
     pid = tl.program_id(0)
     tiles = tl.cdiv(H, TILE_H) * tl.cdiv(W, TILE_W)
     b = pid // tiles
-    g = tl.load(index_ptr + b)
+    elem = tl.load(index_ptr + b)
     out_b = out_ptr + b.to(tl.int64) * so_b
-    if (g >= 0) & (g < N):
+    if (elem >= 0) & (elem < N):
         _resample_tile(
-            x_ptr + b.to(tl.int64) * sx_b, out_b, mats_ptr, g, chan_perm_ptr + g * N_PERM, pid - b * tiles,
+            x_ptr + b.to(tl.int64) * sx_b, out_b, mats_ptr, elem, chan_perm_ptr + elem * N_PERM, pid - b * tiles,
             sx_c, sx_h, sx_w, so_c, so_h, so_w, C, H, W, H, W, N_PERM,
             PADDING, NEAREST, ALL_EXACT, ALIGNED, CHANNEL_PERM, ACC, CHANNELS, TILE_H, TILE_W,
         )  # fmt: skip
@@ -461,7 +567,9 @@ def transform_kernel(
 
 
 @triton.jit
-def _poison_tile(out_img, t, so_c, so_h, so_w, C, h, w, CHANNELS: tl.constexpr, TILE_H: tl.constexpr, TILE_W: tl.constexpr):
+def _poison_tile(
+    out_img, t, so_c, so_h, so_w, C, h, w, CHANNELS: tl.constexpr, TILE_H: tl.constexpr, TILE_W: tl.constexpr
+):
     """NaN into one tile: an element index outside the table must not read outside it, nor look valid."""
     r, q, r0, q0 = _tile_coords(t, w, TILE_H, TILE_W)
     pix_ok = ((r < h)[:, None] & (q < w)[None, :])[None, :, :]
@@ -469,7 +577,11 @@ def _poison_tile(out_img, t, so_c, so_h, so_w, C, h, w, CHANNELS: tl.constexpr, 
     for c0 in range(0, C, CHANNELS):
         c = c0 + tl.arange(0, CHANNELS)
         nan = tl.full([CHANNELS, TILE_H, TILE_W], float("nan"), tl.float32)
-        tl.store(out_img + (c.to(tl.int64) * so_c)[:, None, None] + off, nan.to(out_img.dtype.element_ty), mask=(c < C)[:, None, None] & pix_ok)
+        tl.store(
+            out_img + (c.to(tl.int64) * so_c)[:, None, None] + off,
+            nan.to(out_img.dtype.element_ty),
+            mask=(c < C)[:, None, None] & pix_ok,
+        )
 
 
 @triton.jit
@@ -527,18 +639,20 @@ def select_transform_kernel(
     tiles = tl.cdiv(H, TILE_H) * tl.cdiv(W, TILE_W)
     b = pid // tiles
     t = pid - b * tiles
-    s, n, n_ok = select_scores_row(v_ptr + b.to(tl.int64) * sv_b, sv_n, sv_d, r_ptr, sr_d, N, D, eps, COSINE, SCORE_ACC, BLOCK_N, BLOCK_D)
+    s, n, n_ok = select_scores_row(
+        v_ptr + b.to(tl.int64) * sv_b, sv_n, sv_d, r_ptr, sr_d, N, D, eps, COSINE, SCORE_ACC, BLOCK_N, BLOCK_D
+    )
     logits = tl.where(n_ok, beta * s, -float("inf"))
-    g = tl.argmax(logits, axis=0, tie_break_left=True)
+    elem = tl.argmax(logits, axis=0, tie_break_left=True)
     if t == 0:
         e = tl.where(n_ok, tl.exp(logits - tl.max(logits, axis=0)), 0.0)
         row = b.to(tl.int64) * N + n
         tl.store(scores_ptr + row, s, mask=n_ok)
         tl.store(probs_ptr + row, e / tl.sum(e, axis=0), mask=n_ok)
-        tl.store(onehot_ptr + row, tl.where(n == g, 1.0, 0.0), mask=n_ok)
-        tl.store(index_ptr + b, g.to(tl.int64))
+        tl.store(onehot_ptr + row, tl.where(n == elem, 1.0, 0.0), mask=n_ok)
+        tl.store(index_ptr + b, elem.to(tl.int64))
     _resample_tile(
-        x_ptr + b.to(tl.int64) * sx_b, out_ptr + b.to(tl.int64) * so_b, mats_ptr, g, x_ptr, t,
+        x_ptr + b.to(tl.int64) * sx_b, out_ptr + b.to(tl.int64) * so_b, mats_ptr, elem, x_ptr, t,
         sx_c, sx_h, sx_w, so_c, so_h, so_w, C, H, W, H, W, 1,
         PADDING, NEAREST, ALL_EXACT, ALIGNED, False, ACC, CHANNELS, TILE_H, TILE_W,
     )  # fmt: skip
@@ -547,10 +661,10 @@ def select_transform_kernel(
 # ----------------------------------------------------------------------------- adjoints (pull)
 @triton.jit
 def _pull_tile(
-    g_view,  # pointer to the gradient planes of one view of one image
+    grad_view,  # pointer to the gradient planes of one view of one image
     pull_ptr,  # (N, PULL_SLOTS) float32 pull table
     mats_ptr,
-    g,  # which view
+    elem,  # which view
     chan_off,
     chan_ok,
     sg_h,
@@ -579,8 +693,8 @@ def _pull_tile(
     pixel (pull table) and recompute each candidate's forward taps with the forward's
     operations, so the weights are exactly the forward's.
     """
-    m00, m01, m02, m10, m11, m12 = _load_matrix(mats_ptr, g, MAT_SLOTS)
-    p00, p01, p02, p10, p11, p12 = _load_matrix(pull_ptr, g, PULL_SLOTS)
+    m00, m01, m02, m10, m11, m12 = _load_matrix(mats_ptr, elem, MAT_SLOTS)
+    p00, p01, p02, p10, p11, p12 = _load_matrix(pull_ptr, elem, PULL_SLOTS)
     if ALL_EXACT:
         exact = True
     else:
@@ -588,14 +702,39 @@ def _pull_tile(
     if exact:
         # the adjoint of a zero-padded permutation is the inverse permutation, zero-padded
         if ALIGNED:
-            acc = _permuted_tile(g_view, chan_off, chan_ok, sg_h, sg_w, h, w, p00, p01, p02, p10, p11, p12, r, q, r0, q0, H, W, TILE_H, TILE_W, ALIGNED).to(ACC)
+            acc = _permuted_tile(
+                grad_view,
+                chan_off,
+                chan_ok,
+                sg_h,
+                sg_w,
+                h,
+                w,
+                p00,
+                p01,
+                p02,
+                p10,
+                p11,
+                p12,
+                r,
+                q,
+                r0,
+                q0,
+                H,
+                W,
+                TILE_H,
+                TILE_W,
+                ALIGNED,
+            ).to(ACC)
         else:
             in_ok = (r < H)[:, None] & (q < W)[None, :]
             u, v = _source_coords(p00, p01, p02, p10, p11, p12, q[None, :].to(tl.float32), r[:, None].to(tl.float32))
-            ix, iy, w00, w01, w10, w11, k00, k01, k10, k11 = _taps(u, v, in_ok, w * 1.0, h * 1.0, True, False)
-            acc = _gather(g_view, chan_off, chan_ok, sg_h, sg_w, ix, iy, w00, w01, w10, w11, k00, k01, k10, k11, ACC, True).to(ACC)
+            ix, iy, wt00, wt01, wt10, wt11, k00, k01, k10, k11 = _taps(u, v, in_ok, w * 1.0, h * 1.0, True, False)
+            acc = _gather(
+                grad_view, chan_off, chan_ok, sg_h, sg_w, ix, iy, wt00, wt01, wt10, wt11, k00, k01, k10, k11, ACC, True
+            ).to(ACC)
     else:
-        row = pull_ptr + g * PULL_SLOTS
+        row = pull_ptr + elem * PULL_SLOTS
         rj = tl.load(row + P_RJ)
         ri = tl.load(row + P_RI)
         kj = tl.load(row + P_KJ).to(tl.int32)
@@ -624,8 +763,10 @@ def _pull_tile(
                     wy = tl.where(y0 == vv, 1.0 - fy, tl.where((y0 + 1.0 == vv) & (fy != 0.0), fy, 0.0))
                     wt = wx * wy
                 ok = ok & (wt != 0.0)
-                off = (tl.minimum(tl.maximum(ii, 0), h - 1) * sg_h + tl.minimum(tl.maximum(jj, 0), w - 1) * sg_w)[None, :, :]
-                gv = tl.load(g_view + chan_off + off, mask=chan_ok & ok[None, :, :], other=0.0).to(ACC)
+                off = (tl.minimum(tl.maximum(ii, 0), h - 1) * sg_h + tl.minimum(tl.maximum(jj, 0), w - 1) * sg_w)[
+                    None, :, :
+                ]
+                gv = tl.load(grad_view + chan_off + off, mask=chan_ok & ok[None, :, :], other=0.0).to(ACC)
                 acc += gv * wt[None, :, :]
     return acc
 
@@ -633,7 +774,7 @@ def _pull_tile(
 @triton.jit
 def orbit_backward_kernel(
     # pointers
-    g_ptr,  # (B, N, C, h, w) gradient of the views, any strides
+    grad_ptr,  # (B, N, C, h, w) gradient of the views, any strides
     mats_ptr,  # (N, MAT_SLOTS) float32 view matrices
     pull_ptr,  # (N, PULL_SLOTS) float32 pull table
     gx_ptr,  # (B, C, H, W) gradient of the input, any strides; written once
@@ -670,7 +811,7 @@ def orbit_backward_kernel(
     b = pid // tiles
     r, q, r0, q0 = _tile_coords(pid - b * tiles, W, TILE_H, TILE_W)
     pix_ok = ((r < H)[:, None] & (q < W)[None, :])[None, :, :]
-    g_b = g_ptr + b.to(tl.int64) * sg_b
+    grad_b = grad_ptr + b.to(tl.int64) * sg_b
     gx_b = gx_ptr + b.to(tl.int64) * sgx_b
     gx_off = (r[:, None] * sgx_h + q[None, :] * sgx_w)[None, :, :]
     for c0 in range(0, C, CHANNELS):
@@ -678,19 +819,43 @@ def orbit_backward_kernel(
         c_ok = (c < C)[:, None, None]
         chan_off = (c.to(tl.int64) * sg_c)[:, None, None]
         acc = tl.zeros([CHANNELS, TILE_H, TILE_W], dtype=ACC)
-        g_view = g_b  # advanced by the view stride: 64-bit addresses, no int32 product
+        grad_view = grad_b  # advanced by the view stride: 64-bit addresses, no int32 product
         for n in range(N):
             acc += _pull_tile(
-                g_view, pull_ptr, mats_ptr, n, chan_off, c_ok, sg_h, sg_w, h, w, r, q, r0, q0, H, W, NEAREST, ALL_EXACT, ALIGNED, ACC, CHANNELS, TILE_H, TILE_W
+                grad_view,
+                pull_ptr,
+                mats_ptr,
+                n,
+                chan_off,
+                c_ok,
+                sg_h,
+                sg_w,
+                h,
+                w,
+                r,
+                q,
+                r0,
+                q0,
+                H,
+                W,
+                NEAREST,
+                ALL_EXACT,
+                ALIGNED,
+                ACC,
+                CHANNELS,
+                TILE_H,
+                TILE_W,
             )
-            g_view += sg_n
-        tl.store(gx_b + (c.to(tl.int64) * sgx_c)[:, None, None] + gx_off, acc.to(gx_ptr.dtype.element_ty), mask=c_ok & pix_ok)
+            grad_view += sg_n
+        tl.store(
+            gx_b + (c.to(tl.int64) * sgx_c)[:, None, None] + gx_off, acc.to(gx_ptr.dtype.element_ty), mask=c_ok & pix_ok
+        )
 
 
 @triton.jit
 def transform_backward_kernel(
     # pointers
-    g_ptr,  # (B, C, H, W) gradient of the output, any strides
+    grad_ptr,  # (B, C, H, W) gradient of the output, any strides
     x_ptr,  # (B, C, H, W) input of the forward (NEED_DOT)
     mats_ptr,  # (N, MAT_SLOTS) float32 matrices
     pull_ptr,  # (N, PULL_SLOTS) float32 pull table (NEED_GX)
@@ -739,21 +904,47 @@ def transform_backward_kernel(
     t = pid - b * tiles
     r, q, r0, q0 = _tile_coords(t, W, TILE_H, TILE_W)
     pix_ok = (r < H)[:, None] & (q < W)[None, :]
-    g_b = g_ptr + b.to(tl.int64) * sg_b
+    grad_b = grad_ptr + b.to(tl.int64) * sg_b
     sel = tl.load(index_ptr + b)
     if NEED_GX:
         gx_b = gx_ptr + b.to(tl.int64) * sgx_b
         gx_off = (r[:, None] * sgx_h + q[None, :] * sgx_w)[None, :, :]
         for c0 in range(0, C, CHANNELS):
             # gradient channel that the input channel's values went to
-            c, g_off, c_ok = _channels(c0, C, N_PERM, chan_inv_ptr + sel * N_PERM, sg_c, CHANNELS, CHANNEL_PERM)
+            c, grad_off, c_ok = _channels(c0, C, N_PERM, chan_inv_ptr + sel * N_PERM, sg_c, CHANNELS, CHANNEL_PERM)
             acc = _pull_tile(
-                g_b, pull_ptr, mats_ptr, sel, g_off, c_ok, sg_h, sg_w, H, W, r, q, r0, q0, H, W, NEAREST, ALL_EXACT, ALIGNED, ACC, CHANNELS, TILE_H, TILE_W
+                grad_b,
+                pull_ptr,
+                mats_ptr,
+                sel,
+                grad_off,
+                c_ok,
+                sg_h,
+                sg_w,
+                H,
+                W,
+                r,
+                q,
+                r0,
+                q0,
+                H,
+                W,
+                NEAREST,
+                ALL_EXACT,
+                ALIGNED,
+                ACC,
+                CHANNELS,
+                TILE_H,
+                TILE_W,
             )
-            tl.store(gx_b + (c.to(tl.int64) * sgx_c)[:, None, None] + gx_off, acc.to(gx_ptr.dtype.element_ty), mask=c_ok & pix_ok[None, :, :])
+            tl.store(
+                gx_b + (c.to(tl.int64) * sgx_c)[:, None, None] + gx_off,
+                acc.to(gx_ptr.dtype.element_ty),
+                mask=c_ok & pix_ok[None, :, :],
+            )
     if NEED_DOT:
         x_b = x_ptr + b.to(tl.int64) * sx_b
-        g_off2 = (r[:, None] * sg_h + q[None, :] * sg_w)[None, :, :]
+        grad_tile_off = (r[:, None] * sg_h + q[None, :] * sg_w)[None, :, :]
         Wf = W * 1.0
         Hf = H * 1.0
         for gi in range(N):
@@ -761,18 +952,44 @@ def transform_backward_kernel(
             part = tl.zeros([CHANNELS, TILE_H, TILE_W], dtype=ACC)
             u, v = _source_coords(m00, m01, m02, m10, m11, m12, q[None, :].to(tl.float32), r[:, None].to(tl.float32))
             u, v = _pad(u, v, Wf, Hf, PADDING)
-            ix, iy, w00, w01, w10, w11, k00, k01, k10, k11 = _taps(u, v, pix_ok, Wf, Hf, ALL_EXACT or NEAREST, NEAREST)
+            ix, iy, wt00, wt01, wt10, wt11, k00, k01, k10, k11 = _taps(
+                u, v, pix_ok, Wf, Hf, ALL_EXACT or NEAREST, NEAREST
+            )
             for c0 in range(0, C, CHANNELS):
                 c, src_off, c_ok = _channels(c0, C, N_PERM, chan_perm_ptr + sel * N_PERM, sx_c, CHANNELS, CHANNEL_PERM)
-                xs = _gather(x_b, src_off, c_ok, sx_h, sx_w, ix, iy, w00, w01, w10, w11, k00, k01, k10, k11, ACC, ALL_EXACT or NEAREST).to(ACC)
-                gv = tl.load(g_b + (c.to(tl.int64) * sg_c)[:, None, None] + g_off2, mask=c_ok & pix_ok[None, :, :], other=0.0).to(ACC)
+                xs = _gather(
+                    x_b,
+                    src_off,
+                    c_ok,
+                    sx_h,
+                    sx_w,
+                    ix,
+                    iy,
+                    wt00,
+                    wt01,
+                    wt10,
+                    wt11,
+                    k00,
+                    k01,
+                    k10,
+                    k11,
+                    ACC,
+                    ALL_EXACT or NEAREST,
+                ).to(ACC)
+                gv = tl.load(
+                    grad_b + (c.to(tl.int64) * sg_c)[:, None, None] + grad_tile_off,
+                    mask=c_ok & pix_ok[None, :, :],
+                    other=0.0,
+                ).to(ACC)
                 part += xs * gv
-            tl.store(dot_ptr + (b.to(tl.int64) * N + gi) * tiles + t, tl.sum(tl.sum(tl.sum(part, axis=2), axis=1), axis=0))
+            tl.store(
+                dot_ptr + (b.to(tl.int64) * N + gi) * tiles + t, tl.sum(tl.sum(tl.sum(part, axis=2), axis=1), axis=0)
+            )
 
 
 # ----------------------------------------------------------------------------- adjoint (scatter)
 @triton.jit
-def _scatter(base, W, H, val, ix, iy, w00, w01, w10, w11, k00, k01, k10, k11, ONE_TAP: tl.constexpr):
+def _scatter(base, W, H, val, ix, iy, wt00, wt01, wt10, wt11, k00, k01, k10, k11, ONE_TAP: tl.constexpr):
     """Adjoint of :func:`_gather` into one contiguous (H, W) plane: atomically add ``val`` times each tap weight."""
     if ONE_TAP:
         # Unmasked add of 0 at a clamped address where the tap is out of range: the masked
@@ -782,16 +999,16 @@ def _scatter(base, W, H, val, ix, iy, w00, w01, w10, w11, k00, k01, k10, k11, ON
         tl.atomic_add(base + cy * W + cx, tl.where(k00, val, 0.0), sem="relaxed")
     else:
         off = iy * W + ix
-        tl.atomic_add(base + off, val * w00, mask=k00, sem="relaxed")
-        tl.atomic_add(base + off + 1, val * w01, mask=k01, sem="relaxed")
-        tl.atomic_add(base + off + W, val * w10, mask=k10, sem="relaxed")
-        tl.atomic_add(base + off + W + 1, val * w11, mask=k11, sem="relaxed")
+        tl.atomic_add(base + off, val * wt00, mask=k00, sem="relaxed")
+        tl.atomic_add(base + off + 1, val * wt01, mask=k01, sem="relaxed")
+        tl.atomic_add(base + off + W, val * wt10, mask=k10, sem="relaxed")
+        tl.atomic_add(base + off + W + 1, val * wt11, mask=k11, sem="relaxed")
 
 
 @triton.jit
 def orbit_backward_scatter_kernel(
     # pointers
-    g_ptr,  # (B, NV, C, h, w) gradient of the views, any strides
+    grad_ptr,  # (B, NV, C, h, w) gradient of the views, any strides
     mats_ptr,  # (N, MAT_SLOTS) float32 matrices
     index_ptr,  # (B,) int64 (USE_INDEX: one view per image, matrix index[b]) else unused
     gx_ptr,  # (B, C, H, W) contiguous ACC accumulator, zero-initialised
@@ -827,26 +1044,26 @@ def orbit_backward_scatter_kernel(
     b = o // NV
     n = o - b * NV
     if USE_INDEX:
-        g = tl.load(index_ptr + b)
+        elem = tl.load(index_ptr + b)
     else:
-        g = n
+        elem = n
     p = blk * BLOCK + tl.arange(0, BLOCK)
     p_ok = p < h * w
     i = p // w
     j = p - i * w
-    m00, m01, m02, m10, m11, m12 = _load_matrix(mats_ptr, g, MAT_SLOTS)
+    m00, m01, m02, m10, m11, m12 = _load_matrix(mats_ptr, elem, MAT_SLOTS)
     Wf = W * 1.0
     Hf = H * 1.0
     u, v = _source_coords(m00, m01, m02, m10, m11, m12, j.to(tl.float32), i.to(tl.float32))
     u, v = _pad(u, v, Wf, Hf, PADDING)
-    ix, iy, w00, w01, w10, w11, k00, k01, k10, k11 = _taps(u, v, p_ok, Wf, Hf, ALL_EXACT or NEAREST, NEAREST)
-    g_c = g_ptr + b.to(tl.int64) * sg_b + n.to(tl.int64) * sg_n
+    ix, iy, wt00, wt01, wt10, wt11, k00, k01, k10, k11 = _taps(u, v, p_ok, Wf, Hf, ALL_EXACT or NEAREST, NEAREST)
+    grad_c = grad_ptr + b.to(tl.int64) * sg_b + n.to(tl.int64) * sg_n
     gx_c = gx_ptr + b.to(tl.int64) * C * H * W
-    g_off = i * sg_h + j * sg_w
+    grad_off = i * sg_h + j * sg_w
     for _ in range(C):
-        val = tl.load(g_c + g_off, mask=p_ok, other=0.0).to(ACC)
-        _scatter(gx_c, W, H, val, ix, iy, w00, w01, w10, w11, k00, k01, k10, k11, ALL_EXACT or NEAREST)
-        g_c += sg_c
+        val = tl.load(grad_c + grad_off, mask=p_ok, other=0.0).to(ACC)
+        _scatter(gx_c, W, H, val, ix, iy, wt00, wt01, wt10, wt11, k00, k01, k10, k11, ALL_EXACT or NEAREST)
+        grad_c += sg_c
         gx_c += H * W
 
 
@@ -879,15 +1096,13 @@ def resample_config(h: int, w: int, C: int, dtype: torch.dtype, kind: str) -> di
     return dict(TILE_H=tile_h, TILE_W=tile_w, CHANNELS=channels, num_warps=warps)
 
 
-def _acc(dtype: torch.dtype):
-    return tl.float64 if dtype == torch.float64 else tl.float32
-
-
 def _check_plane(name: str, t: torch.Tensor, hw_dims=(-2, -1)) -> None:
     # In-plane offsets are int32 (batch/channel offsets are int64).
     extent = sum((t.shape[d] - 1) * abs(t.stride(d)) for d in hw_dims) + 1
     if extent > _I32_MAX:
-        raise ValueError(f"kernels.resample: one image plane of {name} spans {extent} elements, more than int32 offsets allow")
+        raise ValueError(
+            f"kernels.resample: one image plane of {name} spans {extent} elements, more than int32 offsets allow"
+        )
 
 
 def _tiles(h: int, w: int, cfg: dict) -> int:
@@ -909,7 +1124,9 @@ def _aligned(aligned: bool, meta: dict) -> bool:
     return bool(aligned) and meta["TILE_W"] % 16 == 0 and meta["TILE_H"] % 16 == 0
 
 
-def orbit_forward(x, mats, all_exact: bool, aligned: bool, size, padding: str, interpolation: str, out: torch.Tensor) -> torch.Tensor:
+def orbit_forward(
+    x, mats, all_exact: bool, aligned: bool, size, padding: str, interpolation: str, out: torch.Tensor
+) -> torch.Tensor:
     """Write all views of ``x`` (B, C, H, W) through ``mats`` (N, 2, 3) into ``out`` (B, N, C, h, w), any strides.
 
     ``all_exact``: every matrix is a signed permutation with integer translation;
@@ -928,13 +1145,16 @@ def orbit_forward(x, mats, all_exact: bool, aligned: bool, size, padding: str, i
         sx_b=x.stride(0), sx_c=x.stride(1), sx_h=x.stride(2), sx_w=x.stride(3),
         so_b=out.stride(0), so_n=out.stride(1), so_c=out.stride(2), so_h=out.stride(3), so_w=out.stride(4),
         C=C, H=H, W=W, h=h, w=w, N=N,
-        PADDING=PADDING_CODES[padding], NEAREST=interpolation == "nearest", ALL_EXACT=bool(all_exact), ALIGNED=_aligned(aligned, meta),
-        ACC=_acc(x.dtype), **meta,
+        PADDING=PADDING_CODES[padding], NEAREST=interpolation == "nearest", ALL_EXACT=bool(all_exact),
+        ALIGNED=_aligned(aligned, meta),
+        ACC=acc_tl(x.dtype), **meta,
     )  # fmt: skip
     return out
 
 
-def transform_forward(x, index, mats, all_exact: bool, aligned: bool, padding: str, interpolation: str, out: torch.Tensor, chan_perm=None) -> torch.Tensor:
+def transform_forward(
+    x, index, mats, all_exact: bool, aligned: bool, padding: str, interpolation: str, out: torch.Tensor, chan_perm=None
+) -> torch.Tensor:
     """``out[b] = T_{index[b]} x[b]`` at the input size; ``out`` (B, C, H, W), any strides.
 
     ``chan_perm`` (N, N') int64: channels grouped (K, N'), output channel ``k·N' + h`` reads
@@ -947,18 +1167,32 @@ def transform_forward(x, index, mats, all_exact: bool, aligned: bool, padding: s
     n_perm = chan_perm.shape[1] if chan_perm is not None else 1
     launch(
         transform_kernel, (B * _tiles(H, W, meta),), warps, fp_fusion=False,
-        x_ptr=x, mats_ptr=mats, index_ptr=index, chan_perm_ptr=chan_perm if chan_perm is not None else index, out_ptr=out,
+        x_ptr=x, mats_ptr=mats, index_ptr=index, chan_perm_ptr=chan_perm if chan_perm is not None else index,
+        out_ptr=out,
         sx_b=x.stride(0), sx_c=x.stride(1), sx_h=x.stride(2), sx_w=x.stride(3),
         so_b=out.stride(0), so_c=out.stride(1), so_h=out.stride(2), so_w=out.stride(3),
         C=C, H=H, W=W, N=mats.shape[0], N_PERM=n_perm,
-        PADDING=PADDING_CODES[padding], NEAREST=interpolation == "nearest", ALL_EXACT=bool(all_exact), ALIGNED=_aligned(aligned, meta),
-        CHANNEL_PERM=chan_perm is not None, ACC=_acc(x.dtype), **meta,
+        PADDING=PADDING_CODES[padding], NEAREST=interpolation == "nearest", ALL_EXACT=bool(all_exact),
+        ALIGNED=_aligned(aligned, meta),
+        CHANNEL_PERM=chan_perm is not None, ACC=acc_tl(x.dtype), **meta,
     )  # fmt: skip
     return out
 
 
 def select_transform_forward(
-    vectors, reference, x, mats, all_exact: bool, aligned: bool, beta: float, cosine: bool, padding: str, interpolation: str, out, selection, eps: float = 1e-8
+    vectors,
+    reference,
+    x,
+    mats,
+    all_exact: bool,
+    aligned: bool,
+    beta: float,
+    cosine: bool,
+    padding: str,
+    interpolation: str,
+    out,
+    selection,
+    eps: float = 1e-8,
 ):
     """Eval canonicalization in one launch; ``selection`` = (scores, probs, index, onehot) outputs to fill."""
     B, N, D = vectors.shape
@@ -976,13 +1210,17 @@ def select_transform_forward(
         sx_b=x.stride(0), sx_c=x.stride(1), sx_h=x.stride(2), sx_w=x.stride(3),
         so_b=out.stride(0), so_c=out.stride(1), so_h=out.stride(2), so_w=out.stride(3),
         N=N, D=D, C=C, H=H, W=W, beta=float(beta), eps=float(eps),
-        COSINE=bool(cosine), PADDING=PADDING_CODES[padding], NEAREST=interpolation == "nearest", ALL_EXACT=bool(all_exact),
-        ALIGNED=_aligned(aligned, meta), SCORE_ACC=_acc(vectors.dtype), ACC=_acc(x.dtype), BLOCK_N=block_n, BLOCK_D=block_d, **meta,
+        COSINE=bool(cosine), PADDING=PADDING_CODES[padding], NEAREST=interpolation == "nearest",
+        ALL_EXACT=bool(all_exact),
+        ALIGNED=_aligned(aligned, meta), SCORE_ACC=acc_tl(vectors.dtype), ACC=acc_tl(x.dtype), BLOCK_N=block_n,
+        BLOCK_D=block_d, **meta,
     )  # fmt: skip
     return out
 
 
-def orbit_backward(grad, mats, pull, all_exact: bool, aligned: bool, in_hw, padding: str, interpolation: str, out: torch.Tensor) -> torch.Tensor:
+def orbit_backward(
+    grad, mats, pull, all_exact: bool, aligned: bool, in_hw, padding: str, interpolation: str, out: torch.Tensor
+) -> torch.Tensor:
     """Adjoint of :func:`orbit_forward`: ``out`` (B, C, H, W) ← Σ_n T_nᵀ grad[:, n].
 
     Zero padding: one gather launch writing ``out`` directly (deterministic, no atomics).
@@ -995,16 +1233,19 @@ def orbit_backward(grad, mats, pull, all_exact: bool, aligned: bool, in_hw, padd
     _check_plane("out", out)
     nearest = interpolation == "nearest"
     if padding == "zeros":
-        meta, warps = _split(resample_config(H, W, C, out.dtype, _kind(all_exact, aligned, padding) if all_exact else "pull"))
+        meta, warps = _split(
+            resample_config(H, W, C, out.dtype, _kind(all_exact, aligned, padding) if all_exact else "pull")
+        )
         launch(
             orbit_backward_kernel, (B * _tiles(H, W, meta),), warps, fp_fusion=False,
-            g_ptr=grad, mats_ptr=mats, pull_ptr=pull, gx_ptr=out,
+            grad_ptr=grad, mats_ptr=mats, pull_ptr=pull, gx_ptr=out,
             sg_b=grad.stride(0), sg_n=grad.stride(1), sg_c=grad.stride(2), sg_h=grad.stride(3), sg_w=grad.stride(4),
             sgx_b=out.stride(0), sgx_c=out.stride(1), sgx_h=out.stride(2), sgx_w=out.stride(3),
-            C=C, H=H, W=W, h=h, w=w, N=N, NEAREST=nearest, ALL_EXACT=bool(all_exact), ALIGNED=_aligned(aligned, meta), ACC=_acc(out.dtype), **meta,
+            C=C, H=H, W=W, h=h, w=w, N=N, NEAREST=nearest, ALL_EXACT=bool(all_exact), ALIGNED=_aligned(aligned, meta),
+            ACC=acc_tl(out.dtype), **meta,
         )  # fmt: skip
         return out
-    accum = torch.zeros((B, C, H, W), dtype=torch.float64 if out.dtype == torch.float64 else torch.float32, device=grad.device)
+    accum = torch.zeros((B, C, H, W), dtype=acc_dtype(out.dtype), device=grad.device)
     _scatter_launch(grad, mats, None, all_exact, padding, nearest, accum, (h, w))
     out.copy_(accum)
     return out
@@ -1017,16 +1258,28 @@ def _scatter_launch(grad5, mats, index, all_exact, padding, nearest, accum, hw):
     block = min(512, max(32, triton.next_power_of_2(h * w)))  # 2 pixels per thread at 8 warps
     launch(
         orbit_backward_scatter_kernel, (B * NV * triton.cdiv(h * w, block),), 8 if block >= 512 else 4, fp_fusion=False,
-        g_ptr=grad5, mats_ptr=mats, index_ptr=index if index is not None else mats, gx_ptr=accum,
+        grad_ptr=grad5, mats_ptr=mats, index_ptr=index if index is not None else mats, gx_ptr=accum,
         sg_b=grad5.stride(0), sg_n=grad5.stride(1), sg_c=grad5.stride(2), sg_h=grad5.stride(3), sg_w=grad5.stride(4),
         C=C, H=H, W=W, h=h, w=w, NV=NV,
         PADDING=PADDING_CODES[padding], NEAREST=nearest, ALL_EXACT=bool(all_exact), USE_INDEX=index is not None,
-        ACC=_acc(accum.dtype), BLOCK=block,
+        ACC=acc_tl(accum.dtype), BLOCK=block,
     )  # fmt: skip
 
 
 def transform_backward(
-    grad, x, index, mats, pull, all_exact: bool, aligned: bool, padding: str, interpolation: str, grad_x, grad_w, chan_perm=None, chan_inv=None
+    grad,
+    x,
+    index,
+    mats,
+    pull,
+    all_exact: bool,
+    aligned: bool,
+    padding: str,
+    interpolation: str,
+    grad_x,
+    grad_w,
+    chan_perm=None,
+    chan_inv=None,
 ) -> None:
     """Backward of :func:`transform_forward` over ``grad`` (B, C, H, W).
 
@@ -1039,9 +1292,13 @@ def transform_backward(
     N = mats.shape[0]
     _check_plane("grad", grad)
     _check_plane("x", x)
-    meta, warps = _split(resample_config(H, W, C, x.dtype, _kind(all_exact, aligned, padding) if (all_exact and grad_w is None) else "pull"))
+    meta, warps = _split(
+        resample_config(
+            H, W, C, x.dtype, _kind(all_exact, aligned, padding) if (all_exact and grad_w is None) else "pull"
+        )
+    )
     tiles = _tiles(H, W, meta)
-    acc_dt = torch.float64 if x.dtype == torch.float64 else torch.float32
+    acc_dt = acc_dtype(x.dtype)
     nearest = interpolation == "nearest"
     pull_gx = grad_x is not None and padding == "zeros"
     dot = torch.empty((B, N, tiles), dtype=acc_dt, device=grad.device) if grad_w is not None else None
@@ -1050,19 +1307,22 @@ def transform_backward(
         gx = grad_x if pull_gx else grad
         launch(
             transform_backward_kernel, (B * tiles,), warps, fp_fusion=False,
-            g_ptr=grad, x_ptr=x, mats_ptr=mats, pull_ptr=pull, index_ptr=index,
-            chan_perm_ptr=chan_perm if chan_perm is not None else index, chan_inv_ptr=chan_inv if chan_inv is not None else index,
+            grad_ptr=grad, x_ptr=x, mats_ptr=mats, pull_ptr=pull, index_ptr=index,
+            chan_perm_ptr=chan_perm if chan_perm is not None else index,
+            chan_inv_ptr=chan_inv if chan_inv is not None else index,
             gx_ptr=gx, dot_ptr=dot if dot is not None else grad,
             sg_b=grad.stride(0), sg_c=grad.stride(1), sg_h=grad.stride(2), sg_w=grad.stride(3),
             sx_b=x.stride(0), sx_c=x.stride(1), sx_h=x.stride(2), sx_w=x.stride(3),
             sgx_b=gx.stride(0), sgx_c=gx.stride(1), sgx_h=gx.stride(2), sgx_w=gx.stride(3),
             C=C, H=H, W=W, N=N, N_PERM=n_perm,
             PADDING=PADDING_CODES[padding], NEAREST=nearest, ALL_EXACT=bool(all_exact), ALIGNED=_aligned(aligned, meta),
-            CHANNEL_PERM=chan_perm is not None, NEED_GX=pull_gx, NEED_DOT=dot is not None, ACC=_acc(x.dtype), **meta,
+            CHANNEL_PERM=chan_perm is not None, NEED_GX=pull_gx, NEED_DOT=dot is not None, ACC=acc_tl(x.dtype), **meta,
         )  # fmt: skip
     if grad_x is not None and not pull_gx:
         if chan_perm is not None:
-            raise NotImplementedError("kernels.resample.transform_backward: channel permutation with border/reflection padding")
+            raise NotImplementedError(
+                "kernels.resample.transform_backward: channel permutation with border/reflection padding"
+            )
         accum = torch.zeros((B, C, H, W), dtype=acc_dt, device=grad.device)
         _scatter_launch(grad.unsqueeze(1), mats, index, all_exact, padding, nearest, accum, (H, W))
         grad_x.copy_(accum)

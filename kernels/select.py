@@ -17,7 +17,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .launch import launch
+from .launch import acc_dtype, acc_tl, launch
 
 __all__ = [
     "CONTRASTIVE_CODES",
@@ -32,7 +32,7 @@ __all__ = [
     "select_backward_kernel",
 ]
 
-# contrastive loss variants (SPEC §4)
+# contrastive loss variants (docs/spec.md §4)
 CONTRASTIVE_NONE = tl.constexpr(0)
 CONTRASTIVE_NORMALIZED = tl.constexpr(1)
 CONTRASTIVE_RAW = tl.constexpr(2)
@@ -70,7 +70,9 @@ def select_scores_row(
     for d0 in range(0, D, BLOCK_D):
         d = d0 + tl.arange(0, BLOCK_D)
         d_ok = d < D
-        vt = tl.load(v_row + n[:, None] * sv_n + d[None, :] * sv_d, mask=n_ok[:, None] & d_ok[None, :], other=0.0).to(ACC)
+        vt = tl.load(v_row + n[:, None] * sv_n + d[None, :] * sv_d, mask=n_ok[:, None] & d_ok[None, :], other=0.0).to(
+            ACC
+        )
         r = tl.load(r_ptr + d * sr_d, mask=d_ok, other=0.0).to(ACC)
         dot += tl.sum(vt * r[None, :], axis=1)
         vv += tl.sum(vt * vt, axis=1)
@@ -91,7 +93,9 @@ def _gram_row(v_row, sv_n, sv_d, N, D, ACC: tl.constexpr, BLOCK_N: tl.constexpr,
     gram = tl.zeros([BLOCK_N, BLOCK_N], dtype=ACC)
     for d0 in range(0, D, BLOCK_D):
         d = d0 + tl.arange(0, BLOCK_D)
-        vt = tl.load(v_row + n[:, None] * sv_n + d[None, :] * sv_d, mask=n_ok[:, None] & (d < D)[None, :], other=0.0).to(ACC)
+        vt = tl.load(
+            v_row + n[:, None] * sv_n + d[None, :] * sv_d, mask=n_ok[:, None] & (d < D)[None, :], other=0.0
+        ).to(ACC)
         vv += tl.sum(vt * vt, axis=1)
         gram += tl.sum(vt[:, None, :] * vt[None, :, :], axis=2)
     return gram, vv
@@ -166,7 +170,9 @@ def select_kernel(
             zmax = tl.max(z, axis=0)
             lse = zmax + tl.log(tl.sum(tl.where(n_ok, tl.exp(z - zmax), 0.0), axis=0))
             # a target outside [0, N) gives NaN (never a plausible loss); the API checks CPU targets
-            loss = tl.where((target >= 0) & (target < N), lse - tl.sum(tl.where(n == target, z, 0.0), axis=0), float("nan"))
+            loss = tl.where(
+                (target >= 0) & (target < N), lse - tl.sum(tl.where(n == target, z, 0.0), axis=0), float("nan")
+            )
             tl.store(losses_ptr + ROW_PRIOR * B + b, loss)
     if CONTRASTIVE != CONTRASTIVE_NONE:
         gram, vv = _gram_row(v_row, sv_n, sv_d, N, D, ACC, BLOCK_N, BLOCK_D)
@@ -252,7 +258,9 @@ def select_backward_kernel(
             for d0 in range(0, D, BLOCK_D):
                 d = d0 + tl.arange(0, BLOCK_D)
                 d_ok = d < D
-                vt = tl.load(v_row + n[:, None] * sv_n + d[None, :] * sv_d, mask=n_ok[:, None] & d_ok[None, :], other=0.0).to(ACC)
+                vt = tl.load(
+                    v_row + n[:, None] * sv_n + d[None, :] * sv_d, mask=n_ok[:, None] & d_ok[None, :], other=0.0
+                ).to(ACC)
                 r = tl.load(r_ptr + d * sr_d, mask=d_ok, other=0.0).to(ACC)
                 vv += tl.sum(vt * vt, axis=1)
                 rr += r * r
@@ -310,12 +318,8 @@ def select_config(N: int, D: int) -> tuple[int, int, int]:
     return block_n, block_d, 4
 
 
-def _acc(dtype):
-    return tl.float64 if dtype == torch.float64 else tl.float32
-
-
 def pair_scale(N: int, kind: str | None) -> float:
-    """1 / number of pairs the contrastive loss averages over (SPEC §4)."""
+    """1 / number of pairs the contrastive loss averages over (docs/spec.md §4)."""
     if kind == "raw":
         return 1.0 / (N * N)
     return 1.0 / (N * (N - 1)) if N > 1 else 0.0
@@ -345,7 +349,7 @@ def select_forward(
     preallocate the four selection tensors (tests poison them).
     """
     B, N, D = vectors.shape
-    acc_dt = torch.float64 if vectors.dtype == torch.float64 else torch.float32
+    acc_dt = acc_dtype(vectors.dtype)
     dev = vectors.device
     select = reference is not None
     if select:
@@ -361,25 +365,28 @@ def select_forward(
     r = reference if select else vectors
     launch(
         select_kernel, (B,), warps,
-        v_ptr=vectors, r_ptr=r, noise_ptr=noise if noise is not None else vectors, target_ptr=target if target is not None else vectors,
+        v_ptr=vectors, r_ptr=r, noise_ptr=noise if noise is not None else vectors,
+        target_ptr=target if target is not None else vectors,
         scores_ptr=scores, probs_ptr=probs, index_ptr=index, onehot_ptr=onehot, losses_ptr=losses,
         sv_b=vectors.stride(0), sv_n=vectors.stride(1), sv_d=vectors.stride(2), sr_d=r.stride(0) if select else 0,
         sn_b=noise.stride(0) if noise is not None else 0, sn_n=noise.stride(1) if noise is not None else 0,
-        B=B, N=N, D=D, beta=float(beta), tau=float(tau), eps=float(eps), pair_scale=pair_scale(N, contrastive), prior_beta=float(prior_beta),
-        COSINE=bool(cosine), HAS_NOISE=noise is not None, SELECT=select, CONTRASTIVE=CONTRASTIVE_CODES[contrastive], PRIOR=int(prior),
-        ACC=_acc(vectors.dtype), BLOCK_N=block_n, BLOCK_D=block_d,
+        B=B, N=N, D=D, beta=float(beta), tau=float(tau), eps=float(eps), pair_scale=pair_scale(N, contrastive),
+        prior_beta=float(prior_beta),
+        COSINE=bool(cosine), HAS_NOISE=noise is not None, SELECT=select, CONTRASTIVE=CONTRASTIVE_CODES[contrastive],
+        PRIOR=int(prior),
+        ACC=acc_tl(vectors.dtype), BLOCK_N=block_n, BLOCK_D=block_d,
     )  # fmt: skip
     return ((scores, probs, index, onehot) if select else None), (losses if with_losses else None)
 
 
 def select_backward(
-    vectors: torch.Tensor,
-    reference: torch.Tensor | None,
-    probs: torch.Tensor | None,
     grad_scores: torch.Tensor | None,
     grad_probs: torch.Tensor | None,
     grad_onehot: torch.Tensor | None,
-    grad_losses: torch.Tensor | None = None,
+    grad_losses: torch.Tensor | None,
+    vectors: torch.Tensor,
+    reference: torch.Tensor | None,
+    probs: torch.Tensor | None,
     logit_scale: float = 1.0,
     cosine: bool = True,
     eps: float = 1e-8,
@@ -395,7 +402,7 @@ def select_backward(
     reference gradient is summed over b from per-sample partials in a fixed order (deterministic).
     """
     B, N, D = vectors.shape
-    acc_dt = torch.float64 if vectors.dtype == torch.float64 else torch.float32
+    acc_dt = acc_dtype(vectors.dtype)
     select = reference is not None
     gv = torch.empty((B, N, D), dtype=vectors.dtype, device=vectors.device)
     gr = torch.empty((B, D), dtype=acc_dt, device=vectors.device) if select else vectors
@@ -404,13 +411,18 @@ def select_backward(
     block_n, block_d, warps = select_config(N, D)
     launch(
         select_backward_kernel, (B,), warps,
-        v_ptr=vectors, r_ptr=reference if select else dummy, probs_ptr=probs.contiguous() if probs is not None else dummy,
+        v_ptr=vectors, r_ptr=reference if select else dummy,
+        probs_ptr=probs.contiguous() if probs is not None else dummy,
         target_ptr=target if target is not None else dummy,
-        gs_ptr=gs if gs is not None else dummy, gp_ptr=gp if gp is not None else dummy, gh_ptr=gh if gh is not None else dummy,
+        gs_ptr=gs if gs is not None else dummy, gp_ptr=gp if gp is not None else dummy,
+        gh_ptr=gh if gh is not None else dummy,
         gl_ptr=grad_losses if grad_losses is not None else dummy, gv_ptr=gv, gr_ptr=gr,
-        sv_b=vectors.stride(0), sv_n=vectors.stride(1), sv_d=vectors.stride(2), sr_d=reference.stride(0) if select else 0,
-        B=B, N=N, D=D, logit_scale=float(logit_scale), eps=float(eps), pair_scale=pair_scale(N, contrastive), prior_beta=float(prior_beta),
+        sv_b=vectors.stride(0), sv_n=vectors.stride(1), sv_d=vectors.stride(2),
+        sr_d=reference.stride(0) if select else 0,
+        B=B, N=N, D=D, logit_scale=float(logit_scale), eps=float(eps), pair_scale=pair_scale(N, contrastive),
+        prior_beta=float(prior_beta),
         COSINE=bool(cosine), SELECT=select, HAS_GS=gs is not None, HAS_GP=gp is not None, HAS_GH=gh is not None,
-        CONTRASTIVE=CONTRASTIVE_CODES[contrastive], PRIOR=int(prior), ACC=_acc(vectors.dtype), BLOCK_N=block_n, BLOCK_D=block_d,
+        CONTRASTIVE=CONTRASTIVE_CODES[contrastive], PRIOR=int(prior), ACC=acc_tl(vectors.dtype), BLOCK_N=block_n,
+        BLOCK_D=block_d,
     )  # fmt: skip
     return gv, (gr.sum(0) if select else None)

@@ -4,7 +4,7 @@ Hypothesis draws arguments that are valid or wrong in one or several ways (ranks
 sizes, group specs, crop ratios, β, selections, image sizes). Every call must either
 
 * return the right result, checked against an independent computation (``grid_sample``
-  with the view matrix of SPEC §3, ``torch.rot90``/``torch.flip`` for exact elements,
+  with the view matrix of docs/spec.md §3, ``torch.rot90``/``torch.flip`` for exact elements,
   cosine similarity and softmax by hand, the affine point map) or an invariant, or
 * raise ``ValueError``/``TypeError`` whose message starts with the function's name and
   names one of the arguments that were drawn wrong.
@@ -30,7 +30,9 @@ import canon
 from canon.groups import Group, as_group
 
 pytestmark = pytest.mark.usefixtures("reference_backend")
-SETTINGS = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True, database=None)
+SETTINGS = settings(
+    max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True, database=None
+)
 
 FLOATS = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 GROUPS = ("C1", "C2", "C3", "C4", "C8", "D1", "D2", "D4", "d3", "c6")
@@ -72,7 +74,9 @@ def outcome(fn: str, call, bad: set[str], verify) -> None:
         msg = str(e)
         assert bad, f"{fn} refused valid arguments: {type(e).__name__}: {msg}"
         assert msg.startswith(f"{fn}: "), f"message does not name {fn}: {msg}"
-        assert any(re.search(NAMES[b], msg) for b in bad), f"message names none of the wrong arguments {sorted(bad)}: {msg}"
+        assert any(re.search(NAMES[b], msg) for b in bad), (
+            f"message names none of the wrong arguments {sorted(bad)}: {msg}"
+        )
         return
     assert not bad, f"{fn} accepted wrong {sorted(bad)}"
     verify(out)
@@ -130,7 +134,10 @@ GROUP_SPECS = (
 )
 _RATIO = st.floats(0.05, 1.0)
 _BAD_RATIO = st.sampled_from([0.0, -0.5, 1.5, float("nan"), float("inf"), "0.5", True, (0.5, 0.5, 0.5)])
-CROP_RATIOS = (st.one_of(st.just(1.0), _RATIO, st.tuples(_RATIO, _RATIO)), st.one_of(_BAD_RATIO, st.tuples(_RATIO, _BAD_RATIO)))
+CROP_RATIOS = (
+    st.one_of(st.just(1.0), _RATIO, st.tuples(_RATIO, _RATIO)),
+    st.one_of(_BAD_RATIO, st.tuples(_RATIO, _BAD_RATIO)),
+)
 VIEW_SIZES = (
     st.one_of(st.none(), st.integers(1, 6), st.tuples(st.integers(1, 6), st.integers(1, 6))),
     st.sampled_from([0, -2, (3, 0), 2.5, True, (3, 3, 3), "4"]),
@@ -153,7 +160,10 @@ def n_of(x) -> int:
 @st.composite
 def indices(draw, B: int, N: int, wrong: bool = False):
     """Element indices (B,); wrong: in dtype, shape, range or type."""
-    idx = torch.tensor(draw(st.lists(st.integers(0, N - 1), min_size=B, max_size=B)), dtype=draw(st.sampled_from([torch.int64, torch.int32])))
+    idx = torch.tensor(
+        draw(st.lists(st.integers(0, N - 1), min_size=B, max_size=B)),
+        dtype=draw(st.sampled_from([torch.int64, torch.int32])),
+    )
     fault = draw(st.sampled_from(["float", "shape", "short", "negative", "too_big", "list"])) if wrong else None
     if fault == "float":
         idx = idx.float()
@@ -184,7 +194,8 @@ def selections(draw, B: int, N: int, wrong: bool = False):
 
 # -- independent computations -----------------------------------------------------------
 def view_ref(x: torch.Tensor, g: Group, out_hw, crop, padding: str, interpolation: str = "bilinear") -> torch.Tensor:
-    """SPEC §3 by grid_sample: output (i, j) samples c_in + A_g⁻¹·diag(rx·W/w, ry·H/h)·((j, i) − c_out); (B, N, C, h, w) in float64."""
+    """docs/spec.md §3 by grid_sample: output (i, j) samples c_in + A_g⁻¹·diag(rx·W/w, ry·H/h)·((j, i) − c_out);
+    (B, N, C, h, w) in float64."""
     B, C, H, W = x.shape
     h, w = out_hw
     ry, rx = crop if isinstance(crop, tuple) else (crop, crop)
@@ -244,7 +255,9 @@ def test_orbit(data):
             for e in range(g.order):
                 ref = exact_ref(x, g, e)
                 if ref is not None:
-                    assert torch.equal(views[:, e], ref.to(views.dtype)), f"element {e} is not an exact pixel permutation"
+                    assert torch.equal(views[:, e], ref.to(views.dtype)), (
+                        f"element {e} is not an exact pixel permutation"
+                    )
 
     outcome("canon.orbit", lambda: canon.orbit(x, a["group"], sz, cr, pad, mode, od), wrong, verify)
 
@@ -261,7 +274,13 @@ def vectors_and_reference(draw, wrong: str | None):
         v = v[0] if fault == "rank" else v.long() if fault == "int" else v[:, :0]
     elif wrong == "reference":
         fault = draw(st.sampled_from(["length", "rank", "int"]))
-        ref = torch.randn(D + 1, generator=gen).to(dtype) if fault == "length" else ref[None] if fault == "rank" else ref.long()
+        ref = (
+            torch.randn(D + 1, generator=gen).to(dtype)
+            if fault == "length"
+            else ref[None]
+            if fault == "rank"
+            else ref.long()
+        )
     return v, ref
 
 
@@ -269,12 +288,24 @@ def vectors_and_reference(draw, wrong: str | None):
 @given(data=st.data(), straight=st.booleans())
 def test_select(data, straight):
     wrong = wrong_set(data, ["vectors", "reference", "beta", "tau", "score"])
-    tensor_fault = data.draw(st.sampled_from(sorted(wrong & {"vectors", "reference"}))) if wrong & {"vectors", "reference"} else None
+    tensor_fault = (
+        data.draw(st.sampled_from(sorted(wrong & {"vectors", "reference"})))
+        if wrong & {"vectors", "reference"}
+        else None
+    )
     vectors, reference = data.draw(vectors_and_reference(tensor_fault), label="tensors")
     wrong = (wrong - {"vectors", "reference"}) | ({tensor_fault} if tensor_fault else set())
-    a = draw_args(data, wrong, beta=POSITIVES, tau=POSITIVES, score=(st.sampled_from(["cosine", "dot"]), st.sampled_from(["l2", None])))
+    a = draw_args(
+        data,
+        wrong,
+        beta=POSITIVES,
+        tau=POSITIVES,
+        score=(st.sampled_from(["cosine", "dot"]), st.sampled_from(["l2", None])),
+    )
     b, sc = a["beta"], a["score"]
-    bad = wrong | ({"vectors"} if tensor_fault == "reference" else set())  # a length mismatch may be reported from either side
+    bad = wrong | (
+        {"vectors"} if tensor_fault == "reference" else set()
+    )  # a length mismatch may be reported from either side
 
     def verify(sel):
         B, N, _ = vectors.shape
@@ -286,7 +317,9 @@ def test_select(data, straight):
         top = sel.scores.max(-1, keepdim=True).values  # the index holds the lowest row maximum
         assert torch.equal(sel.index, (sel.scores == top).int().argmax(-1))
         check_close(sel.probs, torch.softmax(b * sel.scores.double(), -1), dtype)
-        check_close(sel.onehot, F.one_hot(sel.index, N).double(), dtype)  # straight-through: forward value is the one-hot
+        check_close(
+            sel.onehot, F.one_hot(sel.index, N).double(), dtype
+        )  # straight-through: forward value is the one-hot
 
     outcome("canon.select", lambda: canon.select(vectors, reference, b, sc, straight, tau=a["tau"]), bad, verify)
 
@@ -321,7 +354,10 @@ def test_transform(data):
     if data.draw(st.booleans(), label="tensor element"):
         element = data.draw(indices(B, g.order, "element" in wrong), label="element")
     else:
-        element = data.draw(st.sampled_from([g.order, -1, True, 1.0]) if "element" in wrong else st.integers(0, g.order - 1), label="element")
+        element = data.draw(
+            st.sampled_from([g.order, -1, True, 1.0]) if "element" in wrong else st.integers(0, g.order - 1),
+            label="element",
+        )
 
     def verify(out):
         idx = torch.full((B,), element) if isinstance(element, int) else element
@@ -343,10 +379,18 @@ def test_transform(data):
 @given(data=st.data())
 def test_invert(data):
     wrong = wrong_set(data, ["y", "selection", "kind"])
-    a = draw_args(data, wrong, y=IMAGES, group=(GROUP_SPECS[0],) * 2, kind=(st.sampled_from(["scalar", "regular"]), st.sampled_from(["vector", 0])))
+    a = draw_args(
+        data,
+        wrong,
+        y=IMAGES,
+        group=(GROUP_SPECS[0],) * 2,
+        kind=(st.sampled_from(["scalar", "regular"]), st.sampled_from(["vector", 0])),
+    )
     y, k, g = a["y"], a["kind"], as_group(a["group"])
     if k == "regular" and "y" not in wrong:  # regular features: channels grouped as (K, N)
-        y = torch.rand(y.shape[0], g.order * data.draw(st.integers(1, 2)), *y.shape[-2:], generator=generator(data.draw)).to(y.dtype)
+        y = torch.rand(
+            y.shape[0], g.order * data.draw(st.integers(1, 2)), *y.shape[-2:], generator=generator(data.draw)
+        ).to(y.dtype)
         if g.order > 1 and data.draw(st.booleans(), label="indivisible channels"):
             y = y[:, 1:]
             wrong = wrong | {"kind"}
@@ -364,7 +408,9 @@ def test_invert(data):
                 perm = [g.compose(e, h) for h in range(g.order)]
                 yb = yb.reshape(1, K, g.order, *y.shape[-2:])[:, :, perm].reshape(yb.shape)
             check_close(out[b : b + 1], view_ref(yb, g, y.shape[-2:], 1.0, "zeros")[:, g.inverse(e)], y.dtype)
-        if k == "scalar" and y.shape[-1] == y.shape[-2] and g.all_exact:  # exact groups: inversion undoes canonicalization
+        if (
+            k == "scalar" and y.shape[-1] == y.shape[-2] and g.all_exact
+        ):  # exact groups: inversion undoes canonicalization
             assert torch.equal(canon.invert(canon.canonicalize(y, idx, g), idx, g), y)
 
     outcome("canon.invert", lambda: canon.invert(y, sel, g, k), wrong, verify)
@@ -372,14 +418,25 @@ def test_invert(data):
 
 # -- points and boxes -------------------------------------------------------------------
 IMAGE_SIZES = (
-    st.one_of(st.integers(1, 9), st.tuples(st.integers(1, 9), st.integers(1, 9)), st.builds(np.int64, st.integers(1, 9))),
+    st.one_of(
+        st.integers(1, 9), st.tuples(st.integers(1, 9), st.integers(1, 9)), st.builds(np.int64, st.integers(1, 9))
+    ),
     st.sampled_from([0, -3, (4, 0), (0, 4), (4,), (4, 4, 4), 4.0, True, "8", None]),
 )
 
 
 @st.composite
 def coordinates(draw, B: int, nd: int, wrong: bool = False):
-    t = torch.rand(B, draw(st.integers(1, 4)), nd, generator=generator(draw), dtype=draw(st.sampled_from([torch.float32, torch.float64]))) * 8
+    t = (
+        torch.rand(
+            B,
+            draw(st.integers(1, 4)),
+            nd,
+            generator=generator(draw),
+            dtype=draw(st.sampled_from([torch.float32, torch.float64])),
+        )
+        * 8
+    )
     fault = draw(st.sampled_from(["last", "rank", "int"])) if wrong else None
     return t[..., :-1] if fault == "last" else t[0] if fault == "rank" else t.long() if fault == "int" else t
 

@@ -87,6 +87,9 @@ def test_plot_refuses_files_it_cannot_draw(tmp_path, capsys, content, message):
         (["--batch", "0"], "--batch must be >= 1"),
         (["--min-time", "nan"], "--min-time must be a finite number"),
         (["--min-time", "-1"], "--min-time must be a finite number"),
+        (["--modes", "forward,sideways"], "unknown modes ['sideways']"),
+        (["--cases", "orbit,spin"], "unknown cases ['spin']"),
+        (["--providers", "theirs"], "unknown providers ['theirs']"),
     ],
 )
 def test_bad_bench_options(argv, message, tmp_path, capsys):

@@ -1,49 +1,140 @@
-"""The benchmark suite runs and writes a valid CSV; the equiadapt-loop baseline computes canon's orbit."""
+"""The benchmark suite runs and writes a valid CSV; every case and mode builds and differentiates what it
+claims; the equiadapt-loop baseline computes canon's orbit."""
 
 import csv
 
 import pytest
 import torch
-from conftest import assert_close
+from conftest import assert_close, kernel_device
 
 from bench import __main__ as bench_cli
 from bench import cases as C
 from bench.baselines import EquiadaptLoop, rotate
 from canon.networks import ConvEncoder
 
-# kornia-style rotation builds cos/sin of the angle in float32: quarter turns are exact up to ~1e-7 per tap
-ROTATION_ATOL = 1e-5
+# kornia-style rotation: its tolerance is the "kornia_rotation" case of the table in tests/conftest.py
+OPS = ("orbit", "select", "canonicalize", "invert")
+STEPS = ("step", "step-no-encoder")
 
 
-def test_cli_writes_valid_csv(tmp_path):
-    rc = bench_cli.main(["--quick", "--device", "cpu", "--cases", "orbit", "--batch", "2", "--min-time", "0", "--no-plots", "--output-dir", str(tmp_path)])
+def _run_cli(tmp_path, *argv: str) -> list[dict]:
+    out = str(tmp_path)
+    rc = bench_cli.main(["--quick", "--device", "cpu", "--batch", "2", "--min-time", "0", "--output-dir", out, *argv])
     assert rc == 0
     with open(tmp_path / "results.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     assert rows and list(rows[0].keys()) == C.COLUMNS
-    assert {r["provider"] for r in rows} == set(C.PROVIDERS)
     for r in rows:
-        assert r["case"] == "orbit" and r["status"] in ("ok", "unavailable", "error"), r
+        assert r["status"] in ("ok", "unavailable", "error") and r["mode"] in C.MODES, r
         assert r["git_commit"] and r["torch"] and r["date"] and r["machine"], r
         if r["status"] != "ok":
             assert r["note"], r  # every missing result says why
+    return rows
+
+
+def test_cli_writes_valid_csv(tmp_path):
+    rows = _run_cli(tmp_path, "--cases", "orbit")
+    assert {r["provider"] for r in rows} == set(C.PROVIDERS)
+    assert {r["case"] for r in rows} == {"orbit"} and {r["mode"] for r in rows} == {"forward", "backward"}
     ok = [r for r in rows if r["status"] == "ok"]
     assert {"ours-reference", "equiadapt-loop"} <= {r["provider"] for r in ok}
-    for r in ok:
-        assert float(r["median_ms"]) > 0 and float(r["iqr_ms"]) >= 0 and float(r["gbps"]) > 0 and int(r["launches"]) > 0
-    target = [r for r in ok if r["provider"] == "ours-reference" and r["group"] == "C8" and r["in_shape"] == "3x32x32" and r["dtype"] == "fp32"]
-    assert target and target[0]["out_shape"] == "2x8x3x96x96" and float(target[0]["speedup_vs_equiadapt_loop"]) > 0
+    for r in ok:  # (gbps is rounded to 3 decimals: tiny rows on a busy machine can show 0.0)
+        assert float(r["median_ms"]) > 0 and float(r["iqr_ms"]) >= 0 and float(r["gbps"]) >= 0, r
+        assert int(r["bytes"]) > 0 and int(r["launches"]) > 0, r
+    point = dict(provider="ours-reference", group="C8", in_shape="3x32x32", dtype="fp32")
+    target = [r for r in ok if all(r[k] == v for k, v in point.items())]
+    assert {r["mode"] for r in target} == {"forward", "backward"}
+    for r in target:  # the speedup compares rows of the same mode only
+        assert r["out_shape"] == "2x8x3x96x96" and float(r["speedup_vs_equiadapt_loop"]) > 0, r
 
     from bench import plots
 
     assert plots.plot_all(str(tmp_path / "results.csv"), str(tmp_path))
 
 
+def test_cli_backward_rows_for_every_op(tmp_path):
+    """``--modes backward``: a backward row of every op for the reference backend and the loop baseline."""
+    rows = _run_cli(tmp_path, "--cases", ",".join(OPS), "--modes", "backward", "--no-plots")
+    assert {r["mode"] for r in rows} == {"backward"}
+    assert {r["provider"] for r in rows} == set(C.PROVIDERS)
+    ok = {(r["case"], r["provider"]) for r in rows if r["status"] == "ok"}
+    assert {(c, p) for c in OPS for p in ("ours-reference", "equiadapt-loop")} <= ok
+    for r in rows:
+        if r["status"] == "ok":
+            assert float(r["median_ms"]) > 0 and int(r["bytes"]) > 0 and int(r["launches"]) > 0, r
+
+
+def test_registry_lists_every_case():
+    assert C.CASES == tuple(C.REGISTRY) == ("orbit", "select", "canonicalize", "invert", "step", "step-no-encoder")
+    for name, case in C.REGISTRY.items():
+        assert case.name == name and case.summary, name
+        assert case.default_mode == ("full" if name in STEPS else "forward"), name
+        assert C.Config(name, 2, 4, "1x28x28").mode == case.default_mode
+    quick = C.quick_configs("cpu")
+    assert {c.case for c in quick} == set(C.CASES)
+    assert {c.case for c in quick if c.mode == "backward"} == set(OPS)
+    assert [c.mode for c in C.with_modes(quick[:1], ["backward", "full", "backward"])] == ["backward", "full"]
+    # CUDA graphs capture forwards without autograd only
+    assert C.graphable(C.Config("orbit", 2, 4, "1x28x28"))
+    assert not C.graphable(C.Config("orbit", 2, 4, "1x28x28", mode="backward"))
+    assert not C.graphable(C.Config("step", 2, 4, "1x28x28", mode="forward"))
+
+
+def _check_grads(grads, what: str) -> None:
+    assert grads, what
+    for i, g in enumerate(grads):
+        assert g is not None and bool(torch.isfinite(g).all()), f"{what}: gradient {i}"
+        assert bool(g.abs().sum() > 0), f"{what}: gradient {i} is zero"
+
+
+def _check_mode(cfg: C.Config, b: C.Bench, provider: str) -> None:
+    what = f"{cfg.case} {cfg.mode} {provider}"
+    out = b.fn()
+    assert b.out_shape, what
+    if cfg.case in OPS:
+        assert b.bytes and b.bytes > 0, what
+    if cfg.mode == "backward" or (cfg.mode == "full" and cfg.case in OPS):
+        _check_grads(out, what)  # every input the mode differentiates receives a gradient
+        again = b.fn()  # the retained graph is differentiated again: the same gradients (up to atomics' order)
+        for g, h in zip(out, again):
+            assert_close(h, g, msg=what)
+    elif cfg.mode == "full":  # a step: the loss after one SGD update
+        assert out.dim() == 0 and bool(torch.isfinite(out)), what
+
+
+@pytest.mark.parametrize("mode", C.MODES)
+@pytest.mark.parametrize("case", C.CASES)
+@pytest.mark.parametrize("provider", ["ours-reference", "equiadapt-loop"])
+def test_every_case_runs_every_mode(case, mode, provider):
+    """Backward rows time a backward that reaches every input: x and the one-hot for canonicalize/invert,
+    the vectors and the reference for select, x for orbit, every parameter for steps."""
+    cfg = C.Config(case, 2, 4, "3x32x32", mode=mode)
+    _check_mode(cfg, C.build(cfg, provider, "cpu"), provider)
+
+
+@kernel_device
+@pytest.mark.parametrize("mode", C.MODES)
+@pytest.mark.parametrize("case", OPS)
+def test_triton_closures_run_every_mode(case, mode, dev):
+    """ours-triton's closures (Triton forward and backward kernels): on CPU tensors under the Triton
+    interpreter (no performance path, so the availability check is skipped), compiled on CUDA."""
+    cfg = C.Config(case, 2, 4, "1x28x28", mode=mode)
+    _check_mode(cfg, C.build(cfg, "ours-triton", dev, check_provider=False), "ours-triton")
+
+
+def test_ours_triton_is_unavailable_without_cuda():
+    if torch.cuda.is_available():
+        pytest.skip("CUDA is available here")
+    with pytest.raises(C.Unavailable, match="no CUDA device"):
+        C.build(C.Config("orbit", 2, 4, "1x28x28", mode="backward"), "ours-triton", "cpu")
+
+
 def test_rotate_matches_kornia_convention():
     x = torch.rand(2, 3, 7, 7)
     # positive angle: counter-clockwise as displayed, like torch.rot90(x, 1, dims=(-2, -1))
-    assert_close(rotate(x, torch.tensor(90.0)), torch.rot90(x, 1, dims=(-2, -1)), atol=ROTATION_ATOL)
-    assert_close(rotate(x, torch.tensor([180.0, -90.0])), torch.stack([torch.rot90(x[0], 2, (-2, -1)), torch.rot90(x[1], -1, (-2, -1))]), atol=ROTATION_ATOL)
+    assert_close(rotate(x, torch.tensor(90.0)), torch.rot90(x, 1, dims=(-2, -1)), case="kornia_rotation")
+    expected = torch.stack([torch.rot90(x[0], 2, (-2, -1)), torch.rot90(x[1], -1, (-2, -1))])
+    assert_close(rotate(x, torch.tensor([180.0, -90.0])), expected, case="kornia_rotation")
 
 
 @pytest.mark.parametrize("in_shape, n", [((1, 9, 9), 4), ((3, 16, 16), 4), ((1, 8, 8), 2)])
@@ -57,7 +148,8 @@ def test_loop_orbit_equals_canon_orbit(in_shape, n):
 
     B = 3
     x = torch.rand(B, *in_shape, generator=torch.Generator().manual_seed(0))
-    loop = EquiadaptLoop(ConvEncoder(in_shape[0], out_dim=8), 8, in_shape, n, input_crop_ratio=1.0, resize_shape=in_shape[-1])
+    encoder = ConvEncoder(in_shape[0], out_dim=8)
+    loop = EquiadaptLoop(encoder, 8, in_shape, n, input_crop_ratio=1.0, resize_shape=in_shape[-1])
     theirs = loop.group_augment(loop.scoring_view(x)).reshape(n, B, *in_shape).transpose(0, 1)
     ours = canon.orbit(x, f"C{n}", padding="zeros" if in_shape[0] == 1 else "border")
-    assert_close(theirs, ours[:, [(-e) % n for e in range(n)]], atol=ROTATION_ATOL)
+    assert_close(theirs, ours[:, [(-e) % n for e in range(n)]], case="kornia_rotation")

@@ -154,7 +154,7 @@ def test_select_semantics(rng):
 
 
 def test_straight_through_gradients_match_mixture(rng):
-    """∂L/∂onehot[b, g] = ⟨∂L/∂x_c[b], T_g x[b]⟩ (SPEC §3.5); x gets T_{g*}ᵀ grad."""
+    """∂L/∂onehot[b, g] = ⟨∂L/∂x_c[b], T_g x[b]⟩ (docs/spec.md §3.5); x gets T_{g*}ᵀ grad."""
     G = as_group("C8")
     x = torch.randn(3, 2, 7, 7, dtype=torch.float64, generator=rng, requires_grad=True)
     v = torch.randn(3, G.order, 4, dtype=torch.float64, generator=rng, requires_grad=True)
@@ -191,7 +191,9 @@ def test_gradcheck_canonicalize_invert(padding, interp):
     assert torch.autograd.gradcheck(lambda x: canon.canonicalize(x, idx, "C8", padding, interp), (x,))
     assert torch.autograd.gradcheck(lambda x: canon.invert(x, idx, "D8", "scalar", padding, interp), (x,))
     y = torch.randn(2, 4, 4, 4, dtype=torch.float64, requires_grad=True)
-    assert torch.autograd.gradcheck(lambda y: canon.invert(y, torch.tensor([1, 2]), "C4", "regular", padding, interp), (y,))
+    assert torch.autograd.gradcheck(
+        lambda y: canon.invert(y, torch.tensor([1, 2]), "C4", "regular", padding, interp), (y,)
+    )
 
 
 def test_gradcheck_select_and_losses():

@@ -17,7 +17,15 @@ from canon.networks import ConvEncoder
 
 
 def _hp(**kw):
-    base = dict(beta=1.0, input_crop_ratio=0.8, resize_shape=16, group_type="rotation", num_rotations=4, artifact_err_wt=0.0, learn_ref_vec=False)
+    base = dict(
+        beta=1.0,
+        input_crop_ratio=0.8,
+        resize_shape=16,
+        group_type="rotation",
+        num_rotations=4,
+        artifact_err_wt=0.0,
+        learn_ref_vec=False,
+    )
     base.update(kw)
     return base
 
@@ -41,10 +49,14 @@ def test_grayscale_orbit_layout_and_scores():
     assert set(info) == {"vector_out", "group_element", "group_activations"}
     v, acts = info["vector_out"], info["group_activations"]
     assert v.shape == (24, 8) and acts.shape == (3, 8)
-    expected = F.cosine_similarity(layer.reference_vector.expand(24, -1), layer.canonicalization_network(aug), dim=1).reshape(8, 3).T
+    expected = (
+        F.cosine_similarity(layer.reference_vector.expand(24, -1), layer.canonicalization_network(aug), dim=1)
+        .reshape(8, 3)
+        .T
+    )
     torch.testing.assert_close(acts, expected)
     g = acts.argmax(-1)
-    for b in range(3):  # the canonical image is exactly the scored copy (also for reflections: SPEC §6.1)
+    for b in range(3):  # the canonical image is exactly the scored copy (also for reflections: docs/spec.md §6.1)
         assert torch.equal(xc[b], aug[g[b] * 3 + b])
     ged = info["group_element"]
     assert torch.equal(ged["rotation"], (g % 4).float() * 90.0)
@@ -60,7 +72,9 @@ def test_losses_and_metric_formulas():
     raw = (V @ V.transpose(1, 2) * (1 - torch.eye(4))).abs().mean()
     torch.testing.assert_close(layer.get_optimization_specific_loss(), raw)
     acts = info["group_activations"]
-    torch.testing.assert_close(layer.get_prior_regularization_loss(), F.cross_entropy(acts, torch.zeros(5, dtype=torch.long)))
+    torch.testing.assert_close(
+        layer.get_prior_regularization_loss(), F.cross_entropy(acts, torch.zeros(5, dtype=torch.long))
+    )
     assert layer.get_identity_metric().item() == (acts.argmax(-1) == 0).float().mean().item()
     # training: straight-through rotation value is exact, with a gradient
     assert layer.canonicalization_info_dict["group_element"]["rotation"].requires_grad
@@ -120,7 +134,9 @@ def test_invert_regular_features_in_equiadapt_labels():
     layer(x)
     g = layer.canonicalization_info_dict["group_activations"].argmax(-1)
     feats = torch.randn(6, 3, 4, 8, 8)
-    acted = torch.stack([torch.rot90(feats[b][:, [(h - int(g[b])) % 4 for h in range(4)]], -int(g[b]), dims=(-2, -1)) for b in range(6)])
+    acted = torch.stack(
+        [torch.rot90(feats[b][:, [(h - int(g[b])) % 4 for h in range(4)]], -int(g[b]), dims=(-2, -1)) for b in range(6)]
+    )
     out = layer.invert_canonicalization(acted.reshape(6, 12, 8, 8))  # default: "regular", as equiadapt
     assert torch.equal(out, feats.reshape(6, 12, 8, 8))
 
@@ -156,5 +172,7 @@ def test_targets_move_per_sample():
         m = canon.transform(masks[b : b + 1].float(), idx[b : b + 1], layer.group)[0]
         assert torch.equal(moved[b]["masks"].float(), m)
         rows, cols = (m[0] == 1).nonzero().unbind(-1)
-        assert moved[b]["boxes"].tolist() == [[cols.min().item(), rows.min().item(), cols.max().item() + 1.0, rows.max().item() + 1.0]]
+        assert moved[b]["boxes"].tolist() == [
+            [cols.min().item(), rows.min().item(), cols.max().item() + 1.0, rows.max().item() + 1.0]
+        ]
     assert math.isfinite(float(xc.sum()))

@@ -16,7 +16,10 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def report():
     pytest.importorskip("triton", reason="the compile gate needs triton")
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    code = "import json; from canon.kernels.compile import compile_report; print('@@' + json.dumps(compile_report(jobs=2)))"
+    code = (
+        "import json; from canon.kernels.compile import compile_report; "
+        "print('@@' + json.dumps(compile_report(jobs=2)))"
+    )
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-4000:]
     line = [ln for ln in proc.stdout.splitlines() if ln.startswith("@@")][-1]
@@ -43,7 +46,10 @@ def test_every_launched_variant_compiles_without_spills(report):
     errors = [f"{_where(r)}: {r['error']}" for r in report if r["error"]]
     assert not errors, "\n".join(errors)
     spills = [r for r in report if r["local"] or r["stack"] or r["spill_stores"] or r["spill_loads"]]
-    assert not spills, "\n".join(f"{_where(r)}: local={r['local']} stack={r['stack']} STL={r['spill_stores']} LDL={r['spill_loads']}" for r in spills)
+    assert not spills, "\n".join(
+        f"{_where(r)}: local={r['local']} stack={r['stack']} STL={r['spill_stores']} LDL={r['spill_loads']}"
+        for r in spills
+    )
     for r in report:
         assert isinstance(r["registers"], int) and 0 < r["registers"] <= 255, r
         assert r["global_load_bits"] and (r["global_store_bits"] or r["global_atomic_bits"]), r
@@ -65,11 +71,14 @@ def test_copies_store_128_bit_vectors(report):
     narrow = [
         f"{_where(r)}: store widths {r['global_store_bits']}"
         for r in flagged
-        if 128 not in r["global_store_bits"] or (r["name"] != "select_transform_kernel" and min(r["global_store_bits"]) < 128)
+        if 128 not in r["global_store_bits"]
+        or (r["name"] != "select_transform_kernel" and min(r["global_store_bits"]) < 128)
     ]
     assert not narrow, "\n".join(narrow)
     # and they read 128-bit vectors too (aligned runs, see kernels.resample._load_segments)
-    assert all(128 in r["global_load_bits"] for r in flagged), [_where(r) for r in flagged if 128 not in r["global_load_bits"]]
+    assert all(128 in r["global_load_bits"] for r in flagged), [
+        _where(r) for r in flagged if 128 not in r["global_load_bits"]
+    ]
 
 
 def test_only_the_scatter_fallback_uses_atomics(report):

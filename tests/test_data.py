@@ -39,7 +39,9 @@ def test_transformed_copies_follow_canon_transform():
     x = torch.rand(3, 1, 9, 9)
     copies = transformed_copies(x, "D4")
     assert len(copies) == 8 and torch.equal(copies[0], x)
-    assert torch.equal(copies[1], torch.rot90(x, 1, dims=(-2, -1))) and torch.equal(copies[4], torch.flip(x, dims=(-1,)))
+    assert torch.equal(copies[1], torch.rot90(x, 1, dims=(-2, -1))) and torch.equal(
+        copies[4], torch.flip(x, dims=(-1,))
+    )
     c8 = transformed_copies(x, "C8")
     assert torch.equal(c8[3], canon.transform(x, 3, "C8"))
 

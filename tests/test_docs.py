@@ -6,7 +6,18 @@ import importlib
 import pytest
 
 
-@pytest.mark.parametrize("module", ["canon.functional", "canon.groups", "canon.losses", "canon.modules", "canon.networks", "canon.compat", "canon.backend"])
+@pytest.mark.parametrize(
+    "module",
+    [
+        "canon.functional",
+        "canon.groups",
+        "canon.losses",
+        "canon.modules",
+        "canon.networks",
+        "canon.compat",
+        "canon.backend",
+    ],
+)
 def test_docstring_examples(module):
     mod = importlib.import_module(module)
     result = doctest.testmod(mod, extraglobs={"torch": importlib.import_module("torch")}, optionflags=doctest.ELLIPSIS)

@@ -23,7 +23,9 @@ def importable(name: str) -> bool:
 
 HAS_SKLEARN = importable("sklearn")
 HAS_LIGHTNING = importable("lightning") or importable("pytorch_lightning")
-needs_sklearn = pytest.mark.skipif(not HAS_SKLEARN, reason="the example reads scikit-learn's digits (pip install scikit-learn, in the [train] extra)")
+needs_sklearn = pytest.mark.skipif(
+    not HAS_SKLEARN, reason="the example reads scikit-learn's digits (pip install scikit-learn, in the [train] extra)"
+)
 
 
 def load(name: str):
@@ -56,7 +58,14 @@ def test_own_data_example_reads_a_user_folder_of_rgb_arrays(tmp_path):
 
 def test_own_data_example_runs_as_a_script():
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    out = subprocess.run([sys.executable, str(EXAMPLES / "own_data.py"), "--tiny"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    out = subprocess.run(
+        [sys.executable, str(EXAMPLES / "own_data.py"), "--tiny"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert out.returncode == 0, out.stderr
     assert "(logits bit for bit): True" in out.stdout
 

@@ -1,5 +1,7 @@
 """OrbitCanonicalizer: train vs eval, exposed state, losses, invert, reference vector."""
 
+import copy
+
 import pytest
 import torch
 from conftest import assert_close
@@ -91,3 +93,37 @@ def test_nan_policy_without_check():
     x[1, 0, 2, 5] = float("nan")
     xc = net(x)
     assert torch.isnan(xc[1]).sum() >= 1 and not torch.isnan(xc[0]).any()
+
+
+def test_dead_views_are_reused_and_live_ones_never_overwritten(rng):
+    # On the CPU a forward writes its views into the last forward's views when nothing else
+    # refers to them (no page faults for a fresh buffer); views someone still holds stay intact.
+    torch.manual_seed(0)
+    net = canon.OrbitCanonicalizer(
+        ConvEncoder(1, out_dim=8, hidden=4, num_layers=2, kernel_size=3), "C8", size=8, learn_reference=True
+    ).train()
+    x1, x2 = torch.rand(2, 1, 8, 8, generator=rng), torch.rand(2, 1, 8, 8, generator=rng)
+    with torch.no_grad():
+        net(x1)
+        first = net.state.views.data_ptr()
+        net(x2)
+        assert net.state.views.data_ptr() == first, "dead views were not reused"
+        held = net.state.views
+        snapshot = held.clone()
+        net(x1)
+        assert net.state.views.data_ptr() != held.data_ptr() and torch.equal(held, snapshot), (
+            "views held by the caller changed"
+        )
+    # a graph that saved the views (the encoder's input) keeps them: a second forward before the
+    # first backward must not overwrite them, and the first backward stays right
+    loss1 = net(x1).square().mean() + net.prior_loss()
+    saved = net.state.views.clone()
+    ptr = net.state.views.data_ptr()
+    net(x2)
+    assert net.state.views.data_ptr() != ptr
+    grads = torch.autograd.grad(loss1, list(net.encoder.parameters()))
+    net2 = copy.deepcopy(net)
+    expected = torch.autograd.grad(net2(x1).square().mean() + net2.prior_loss(), list(net2.encoder.parameters()))
+    for a, b in zip(grads, expected):
+        assert torch.equal(a, b)
+    assert torch.equal(canon.orbit(x1, "C8", size=8), saved)

@@ -33,7 +33,9 @@ class VGGLike(nn.Module):
 
     def __init__(self):
         super().__init__()
-        self.features = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.AdaptiveAvgPool2d(2))
+        self.features = nn.Sequential(
+            nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.AdaptiveAvgPool2d(2)
+        )
         self.classifier = nn.Sequential(nn.Flatten(), nn.Linear(32, 24), nn.ReLU(), nn.Dropout(0.5), nn.Linear(24, 10))
 
     def forward(self, x):
@@ -105,7 +107,7 @@ def test_one_channel_images_repeat_into_an_rgb_stem():
         # repeating the grey channel is summing the stem's kernels over colours
         stem = enc.backbone.features[0]
         summed = nn.functional.conv2d(x, stem.weight.sum(1, keepdim=True), stem.bias, padding=1)
-        assert_close(summed, stem(x.repeat(1, 3, 1, 1)), atol=1e-6)
+        assert_close(summed, stem(x.repeat(1, 3, 1, 1)), case="conv_channel_sum")
 
 
 def test_other_channel_counts_get_a_1x1_conv_adapter_at_the_channel_mean():

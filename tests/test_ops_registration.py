@@ -9,7 +9,12 @@ from canon.groups import as_group
 
 BACKENDS = [
     "reference",
-    pytest.param("triton", marks=pytest.mark.skipif(__import__("importlib").util.find_spec("triton") is None, reason="triton not installed")),
+    pytest.param(
+        "triton",
+        marks=pytest.mark.skipif(
+            __import__("importlib").util.find_spec("triton") is None, reason="triton not installed"
+        ),
+    ),
 ]
 
 
@@ -28,22 +33,69 @@ def _samples(rng):
     g = torch.randn(2, 8, 2, 4, 4, generator=rng)
     y = torch.randn(2, 8, 5, 5, generator=rng, requires_grad=True)
     return [
-        (torch.ops.canon.orbit.default, (x, t8.mats, t8.pull, t8.exact, t8.aligned, 4, 4, "reflection", "bilinear", None, False)),
-        (torch.ops.canon.orbit.default, (x, t8.mats, t8.pull, t8.exact, t8.aligned, 4, 4, "zeros", "bilinear", None, False)),
-        (torch.ops.canon.orbit.default, (x, t4.mats, t4.pull, t4.exact, t4.aligned, 5, 5, "zeros", "bilinear", torch.float32, True)),
-        (torch.ops.canon.orbit_backward.default, (g, t8.mats, t8.pull, t8.exact, t8.aligned, 5, 5, "border", "nearest", torch.float32)),
-        (torch.ops.canon.transform.default, (x, w, idx, tf.mats, tf.pull, tf.exact, tf.aligned, "border", "bilinear", None, None)),
-        (torch.ops.canon.transform.default, (x, None, idx, tf.mats, tf.pull, tf.exact, tf.aligned, "zeros", "bilinear", None, None)),
+        (
+            torch.ops.canon.orbit.default,
+            (x, t8.mats, t8.pull, t8.exact, t8.aligned, 4, 4, "reflection", "bilinear", None, False),
+        ),
+        (
+            torch.ops.canon.orbit.default,
+            (x, t8.mats, t8.pull, t8.exact, t8.aligned, 4, 4, "zeros", "bilinear", None, False),
+        ),
+        (
+            torch.ops.canon.orbit.default,
+            (x, t4.mats, t4.pull, t4.exact, t4.aligned, 5, 5, "zeros", "bilinear", torch.float32, True),
+        ),
+        (
+            torch.ops.canon.orbit_backward.default,
+            (g, t8.mats, t8.pull, t8.exact, t8.aligned, 5, 5, "border", "nearest", torch.float32),
+        ),
         (
             torch.ops.canon.transform.default,
-            (y, torch.zeros(2, 4, requires_grad=True), torch.tensor([1, 3]), ti.mats, ti.pull, ti.exact, ti.aligned, "zeros", "bilinear", perm, inv),
+            (x, w, idx, tf.mats, tf.pull, tf.exact, tf.aligned, "border", "bilinear", None, None),
+        ),
+        (
+            torch.ops.canon.transform.default,
+            (x, None, idx, tf.mats, tf.pull, tf.exact, tf.aligned, "zeros", "bilinear", None, None),
+        ),
+        (
+            torch.ops.canon.transform.default,
+            (
+                y,
+                torch.zeros(2, 4, requires_grad=True),
+                torch.tensor([1, 3]),
+                ti.mats,
+                ti.pull,
+                ti.exact,
+                ti.aligned,
+                "zeros",
+                "bilinear",
+                perm,
+                inv,
+            ),
         ),
         (
             torch.ops.canon.transform_backward.default,
-            (torch.randn(2, 2, 5, 5, generator=rng), x.detach(), idx, tf.mats, tf.pull, tf.exact, tf.aligned, "zeros", "bilinear", True, True, None, None),
+            (
+                torch.randn(2, 2, 5, 5, generator=rng),
+                x.detach(),
+                idx,
+                tf.mats,
+                tf.pull,
+                tf.exact,
+                tf.aligned,
+                "zeros",
+                "bilinear",
+                True,
+                True,
+                None,
+                None,
+            ),
         ),
         (torch.ops.canon.select.default, (v, r, 1.5, "cosine", True, None, 1.0, "none", "none", None, 1.0)),
-        (torch.ops.canon.select.default, (v, r, 1.0, "dot", False, torch.randn(2, 4, generator=rng), 0.5, "none", "none", None, 1.0)),
+        (
+            torch.ops.canon.select.default,
+            (v, r, 1.0, "dot", False, torch.randn(2, 4, generator=rng), 0.5, "none", "none", None, 1.0),
+        ),
         (torch.ops.canon.select.default, (v, r, 1.5, "cosine", True, None, 1.0, "normalized", "identity", None, 2.0)),
         (torch.ops.canon.select.default, (v, r, 1.5, "cosine", True, None, 1.0, "raw", "target", target, 2.0)),
         (
@@ -72,7 +124,19 @@ def _samples(rng):
         (torch.ops.canon.contrastive_loss_backward.default, (torch.tensor(1.0), v.detach(), "normalized")),
         (
             torch.ops.canon.select_transform.default,
-            (torch.randn(2, 8, 6, generator=rng), r.detach(), x, tf.mats, tf.pull, tf.exact, tf.aligned, 1.0, "cosine", "zeros", "bilinear"),
+            (
+                torch.randn(2, 8, 6, generator=rng),
+                r.detach(),
+                x,
+                tf.mats,
+                tf.pull,
+                tf.exact,
+                tf.aligned,
+                1.0,
+                "cosine",
+                "zeros",
+                "bilinear",
+            ),
         ),
     ]
 
@@ -81,4 +145,13 @@ def _samples(rng):
 def test_opcheck_every_op(backend, rng):
     with canon.use_backend(backend):
         for op, args in _samples(rng):
-            torch.library.opcheck(op, args, test_utils=("test_schema", "test_autograd_registration", "test_faketensor", "test_aot_dispatch_dynamic"))
+            torch.library.opcheck(
+                op,
+                args,
+                test_utils=(
+                    "test_schema",
+                    "test_autograd_registration",
+                    "test_faketensor",
+                    "test_aot_dispatch_dynamic",
+                ),
+            )

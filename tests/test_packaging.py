@@ -21,7 +21,9 @@ HAS_TRITON = importlib.util.find_spec("triton") is not None
 def run_python(code: str, cwd, env_extra: dict | None = None, timeout: int = 120) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "CANON_BACKEND")}
     env.update(env_extra or {})
-    return subprocess.run([sys.executable, "-c", code], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-c", code], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
+    )
 
 
 def test_one_version_source():
@@ -30,7 +32,9 @@ def test_one_version_source():
     assert match, "canon/_version.py must hold the version"
     assert canon.__version__ == match.group(1)
     for path in ("setup.py", "pyproject.toml", "canon/__init__.py"):
-        assert not re.search(r"""version\s*=\s*["']\d""", (ROOT / path).read_text(encoding="utf-8")), f"{path} writes a version of its own"
+        assert not re.search(r"""version\s*=\s*["']\d""", (ROOT / path).read_text(encoding="utf-8")), (
+            f"{path} writes a version of its own"
+        )
 
 
 def test_changelog_and_licence_exist():
@@ -49,9 +53,23 @@ def wheel(tmp_path_factory):
         shutil.copy2(ROOT / name, src / name)
     skip = shutil.ignore_patterns("__pycache__", "*.pyc")
     shutil.copytree(ROOT / "kernels", src / "kernels", ignore=skip)
-    shutil.copytree(ROOT / "canon", src / "canon", symlinks=True, ignore=skip)  # canon/kernels stays a link to ../kernels
+    shutil.copytree(
+        ROOT / "canon", src / "canon", symlinks=True, ignore=skip
+    )  # canon/kernels stays a link to ../kernels
     # offline: the build backend (setuptools) comes from this environment, nothing is downloaded
-    cmd = [sys.executable, "-m", "pip", "wheel", ".", "--no-deps", "--no-build-isolation", "--no-index", "-w", str(tmp / "dist"), "-q"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pip",
+        "wheel",
+        ".",
+        "--no-deps",
+        "--no-build-isolation",
+        "--no-index",
+        "-w",
+        str(tmp / "dist"),
+        "-q",
+    ]
     res = subprocess.run(cmd, cwd=src, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, f"pip wheel failed:\n{res.stdout}\n{res.stderr}"
     (path,) = (tmp / "dist").glob("*.whl")
@@ -87,7 +105,9 @@ def test_installed_wheel_imports_outside_the_checkout(wheel, tmp_path):
     )
     assert res.returncode == 0, f"pip install failed:\n{res.stdout}\n{res.stderr}"
     # bin/ holds the canon-train console script, not an import name
-    assert sorted(p.name for p in target.iterdir() if not p.name.endswith(".dist-info") and p.name != "bin") == ["canon"]
+    assert sorted(p.name for p in target.iterdir() if not p.name.endswith(".dist-info") and p.name != "bin") == [
+        "canon"
+    ]
     code = (
         "import importlib.util, torch, canon\n"
         "print(canon.__file__)\n"
@@ -103,7 +123,9 @@ def test_installed_wheel_imports_outside_the_checkout(wheel, tmp_path):
     out = run_python(code, cwd=elsewhere, env_extra={"PYTHONPATH": str(target)})
     assert out.returncode == 0, out.stderr
     lines = out.stdout.split()
-    assert Path(lines[0]).resolve().is_relative_to(target.resolve()), f"canon imported from {lines[0]}, not from the installed wheel"
+    assert Path(lines[0]).resolve().is_relative_to(target.resolve()), (
+        f"canon imported from {lines[0]}, not from the installed wheel"
+    )
     assert lines[1] == canon.__version__
     if HAS_TRITON:
         assert Path(lines[2]).resolve().is_relative_to(target.resolve()), lines[2]
@@ -153,5 +175,7 @@ def test_canon_backend_triton_without_triton_says_how_to_install():
     out = run_python(code, cwd=ROOT, env_extra={"CANON_BACKEND": "triton"})
     assert out.returncode != 0
     last = out.stderr.strip().splitlines()[-1]
-    assert last.startswith("ImportError: canon (CANON_BACKEND='triton'): backend 'triton' needs the triton package"), last
+    assert last.startswith("ImportError: canon (CANON_BACKEND='triton'): backend 'triton' needs the triton package"), (
+        last
+    )
     assert "pip install 'canon-equivariance[gpu]'" in last

@@ -24,7 +24,22 @@ from canon.train.loop import NonFiniteError
 from canon.train.rundir import LOCK_NAME, RunDirectory
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY = ["--dataset", "digits", "--epochs", "1", "--max-steps", "2", "--batch-size", "16", "--threads", "1", "--quiet", "--no-plots", "--eval-batch-size", "400"]
+TINY = [
+    "--dataset",
+    "digits",
+    "--epochs",
+    "1",
+    "--max-steps",
+    "2",
+    "--batch-size",
+    "16",
+    "--threads",
+    "1",
+    "--quiet",
+    "--no-plots",
+    "--eval-batch-size",
+    "400",
+]
 
 
 def cfg_of(*args):
@@ -189,7 +204,21 @@ def test_resume_from_nan_weights_stops(trained, tmp_path, capsys):
     out = tmp_path / "run"
     out.mkdir()
     _nan_checkpoint(trained / "checkpoint.pt", out / "checkpoint.pt")
-    code, err = _main_exit([*TINY, "--group", "C4", "--methods", "canonicalized,plain", "--output-dir", str(out), "--resume", "--epochs", "2"], capsys)
+    code, err = _main_exit(
+        [
+            *TINY,
+            "--group",
+            "C4",
+            "--methods",
+            "canonicalized,plain",
+            "--output-dir",
+            str(out),
+            "--resume",
+            "--epochs",
+            "2",
+        ],
+        capsys,
+    )
     assert code == 1 and "NaN/Inf" in err and "head.1.weight" in err
     assert not (out / "metrics.json").exists()
 
@@ -218,7 +247,12 @@ def test_stale_temporary_files_are_removed(trained, tmp_path, digits, capsys):
         (out / stale).write_bytes(b"partial")
     (out / "notes.txt.tmp.5").write_text("not ours")
     capsys.readouterr()
-    run(cfg_of("--group", "C4", "--methods", "canonicalized,plain", "--epochs", "2", "--output-dir", str(out), "--resume"), digits)
+    run(
+        cfg_of(
+            "--group", "C4", "--methods", "canonicalized,plain", "--epochs", "2", "--output-dir", str(out), "--resume"
+        ),
+        digits,
+    )
     assert "removed temporary files left by an interrupted writer" in capsys.readouterr().out
     assert sorted(f for f in os.listdir(out) if ".tmp" in f) == ["notes.txt.tmp.5"]
 
@@ -232,7 +266,25 @@ def test_previous_run_is_refused_unless_resume_or_overwrite(trained, tmp_path, c
     assert code == 1 and "holds a previous run" in err and "--overwrite" in err
     assert {f: (out / f).read_bytes() for f in os.listdir(out)} == files, "the refused run changed the folder"
     # --overwrite discards the old run: nothing of it stays beside the new one
-    assert run(cfg_of("--methods", "plain", "--lr", "0.01", "--output-dir", str(out), "--overwrite", "--epochs", "2", "--stop-after", "1"), digits) is None
+    assert (
+        run(
+            cfg_of(
+                "--methods",
+                "plain",
+                "--lr",
+                "0.01",
+                "--output-dir",
+                str(out),
+                "--overwrite",
+                "--epochs",
+                "2",
+                "--stop-after",
+                "1",
+            ),
+            digits,
+        )
+        is None
+    )
     assert not (out / "metrics.json").exists()
     assert read_checkpoint(str(out / "checkpoint.pt"))["config"]["lr"] == 0.01
 
@@ -254,7 +306,10 @@ def test_lock_refuses_a_second_run_and_is_released(tmp_path, capsys, digits):
 
 def test_lock_goes_with_a_killed_process(tmp_path):
     out = tmp_path / "run"
-    code = f"from canon.train.rundir import RunDirectory; d = RunDirectory({str(out)!r}); print('locked', flush=True); import time; time.sleep(600)"
+    code = (
+        f"from canon.train.rundir import RunDirectory; d = RunDirectory({str(out)!r}); "
+        "print('locked', flush=True); import time; time.sleep(600)"
+    )
     holder = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "locked"
@@ -339,7 +394,9 @@ def test_folder_that_cannot_be_created(tmp_path, capsys):
 # -- non-finite training ----------------------------------------------------------
 def test_loss_that_overflows_stops_training(tmp_path, capsys):
     out = tmp_path / "o"
-    code, err = _main_exit([*TINY, "--methods", "canonicalized", "--lambda-prior", "1e39", "--output-dir", str(out)], capsys)
+    code, err = _main_exit(
+        [*TINY, "--methods", "canonicalized", "--lambda-prior", "1e39", "--output-dir", str(out)], capsys
+    )
     assert code == 1 and "the loss of 'canonicalized' is inf" in err and "no checkpoint was written" in err
     assert not (out / "checkpoint.pt").exists() and not (out / "metrics.json").exists()
 
@@ -374,7 +431,14 @@ def test_concurrent_run_is_refused_and_sigint_says_how_to_resume(tmp_path):
     first = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         _wait_for(out / "checkpoint.pt", first)
-        second = subprocess.run([*cmd[:-2], "--output-dir", str(out), "--overwrite"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
+        second = subprocess.run(
+            [*cmd[:-2], "--output-dir", str(out), "--overwrite"],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=240,
+        )
         assert second.returncode == 1, second.stderr
         assert f"in use by another run (pid {first.pid})" in second.stderr and "Traceback" not in second.stderr
         first.send_signal(signal.SIGINT)
@@ -390,7 +454,14 @@ def test_concurrent_run_is_refused_and_sigint_says_how_to_resume(tmp_path):
     # the printed command resumes (one more epoch, then stop)
     hinted = shlex.split(lines[0].split("continue with: ", 1)[1])
     assert hinted[:3] == ["python", "-m", "canon.train"]
-    again = subprocess.run([sys.executable, *hinted[1:], "--stop-after", "1"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
+    again = subprocess.run(
+        [sys.executable, *hinted[1:], "--stop-after", "1"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
     assert again.returncode == 0, again.stderr
     assert "resumed from" in again.stdout
     assert not [f for f in os.listdir(out) if ".tmp" in f]

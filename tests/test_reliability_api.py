@@ -23,7 +23,15 @@ X = torch.rand(2, 1, 8, 8)
 
 
 def _hp(**kw):
-    base = dict(beta=1.0, input_crop_ratio=0.8, resize_shape=8, group_type="rotation", num_rotations=4, artifact_err_wt=0.0, learn_ref_vec=False)
+    base = dict(
+        beta=1.0,
+        input_crop_ratio=0.8,
+        resize_shape=8,
+        group_type="rotation",
+        num_rotations=4,
+        artifact_err_wt=0.0,
+        learn_ref_vec=False,
+    )
     return {**base, **kw}
 
 
@@ -43,7 +51,12 @@ def _hp(**kw):
         (_hp(num_rotations=True), (1, 8, 8), ValueError, "num_rotations"),
         (_hp(artifact_err_wt=-1), (1, 8, 8), ValueError, "artifact_err_wt must be a finite number >= 0"),
         (_hp(artifact_err_wt=float("nan")), (1, 8, 8), ValueError, "artifact_err_wt"),
-        (_hp(input_crop_ratio=float("nan")), (3, 8, 8), ValueError, r"input_crop_ratio must be a number in \(0, 1\], got nan"),
+        (
+            _hp(input_crop_ratio=float("nan")),
+            (3, 8, 8),
+            ValueError,
+            r"input_crop_ratio must be a number in \(0, 1\], got nan",
+        ),
         (_hp(input_crop_ratio=0), (3, 8, 8), ValueError, "input_crop_ratio"),
         (_hp(input_crop_ratio=1.5), (3, 8, 8), ValueError, "input_crop_ratio"),
         (_hp(resize_shape=0), (3, 8, 8), ValueError, "resize_shape must be a positive int"),
@@ -59,8 +72,17 @@ def test_compat_refuses_bad_hyperparameters(hp, in_shape, exc, message):
 
 
 def test_compat_accepts_what_equiadapt_configs_hold():
-    layer = Compat(ConvEncoder(1, out_dim=8), _hp(learn_ref_vec=np.bool_(True), artifact_err_wt=None, num_rotations=np.int64(4)), (1, 8, 8))
-    assert layer.learn_ref_vec is True and layer.reference_vector.requires_grad and layer.artifact_err_wt == 0.0 and layer.num_group == 4
+    layer = Compat(
+        ConvEncoder(1, out_dim=8),
+        _hp(learn_ref_vec=np.bool_(True), artifact_err_wt=None, num_rotations=np.int64(4)),
+        (1, 8, 8),
+    )
+    assert (
+        layer.learn_ref_vec is True
+        and layer.reference_vector.requires_grad
+        and layer.artifact_err_wt == 0.0
+        and layer.num_group == 4
+    )
     assert not Compat(ConvEncoder(1, out_dim=8), _hp(), (1, 8, 8)).reference_vector.requires_grad
 
 
@@ -89,7 +111,9 @@ def test_compat_network_returning_a_tuple():
         def forward(self, x):
             return x.flatten(1)[:, :8], None
 
-    with pytest.raises(ValueError, match=r"canonicalization_network must return a \(G·B, D\) = \(8, D\) tensor, got a tuple"):
+    with pytest.raises(
+        ValueError, match=r"canonicalization_network must return a \(G·B, D\) = \(8, D\) tensor, got a tuple"
+    ):
         Compat(TupleNet(), _hp(), (1, 8, 8))(X)
 
 
@@ -104,7 +128,16 @@ def test_compat_state_stays_out_of_copies():
 # -- item 6: silent wrong results ----------------------------------------------------
 @pytest.mark.parametrize("fn", [canon.invert_points, canon.invert_boxes])
 @pytest.mark.parametrize(
-    "size, exc", [(0, ValueError), (-4, ValueError), ((8, 0), ValueError), ((0, 8), ValueError), (True, TypeError), (8.0, TypeError), ((8,), TypeError)]
+    "size, exc",
+    [
+        (0, ValueError),
+        (-4, ValueError),
+        ((8, 0), ValueError),
+        ((0, 8), ValueError),
+        (True, TypeError),
+        (8.0, TypeError),
+        ((8,), TypeError),
+    ],
 )
 def test_invert_points_and_boxes_refuse_bad_image_size(fn, size, exc):
     pts = torch.zeros(1, 1, 2 if fn is canon.invert_points else 4)
@@ -113,7 +146,9 @@ def test_invert_points_and_boxes_refuse_bad_image_size(fn, size, exc):
     assert fn(pts, torch.tensor([1]), "C4", np.int64(8)).shape == pts.shape  # numpy ints are ints
 
 
-@pytest.mark.parametrize("applied", [torch.tensor([-1, 0]), torch.tensor([0, 4]), torch.tensor([0, 1], dtype=torch.int32) - 5])
+@pytest.mark.parametrize(
+    "applied", [torch.tensor([-1, 0]), torch.tensor([0, 4]), torch.tensor([0, 1], dtype=torch.int32) - 5]
+)
 def test_prior_target_refuses_indices_out_of_range(applied):
     with pytest.raises(ValueError, match=r"canon\.losses\.prior_target: applied must hold element indices in \[0, 4\)"):
         canon.losses.prior_target("C4", applied, 2)
@@ -121,7 +156,10 @@ def test_prior_target_refuses_indices_out_of_range(applied):
 
 
 def test_prior_loss_refuses_target_out_of_range():
-    with pytest.raises(ValueError, match=r"canon\.losses\.prior_loss: target must hold element indices in \[0, 4\), got values in \[0, 7\]"):
+    with pytest.raises(
+        ValueError,
+        match=r"canon\.losses\.prior_loss: target must hold element indices in \[0, 4\), got values in \[0, 7\]",
+    ):
         canon.losses.prior_loss(torch.randn(2, 4), torch.tensor([0, 7]))
     net = canon.OrbitCanonicalizer(ConvEncoder(1, out_dim=8, hidden=8), "C4")
     net(X)
@@ -187,7 +225,9 @@ def test_evaluation_does_not_build_the_cayley_table(monkeypatch):
         for e in range(g.order):
             can(canon.transform(test.x, e, g))
             els.append(can.element.clone())
-    direct = torch.stack([torch.tensor([g.compose(int(els[e][b]), e) for b in range(6)]) == els[0] for e in range(g.order)]).all(0)
+    direct = torch.stack(
+        [torch.tensor([g.compose(int(els[e][b]), e) for b in range(6)]) == els[0] for e in range(g.order)]
+    ).all(0)
     assert m["orientation_consistency"] == pytest.approx(float(direct.double().mean()), abs=1e-12)
 
 
@@ -221,14 +261,21 @@ def test_encoder_returning_a_tuple():
         def forward(self, x):
             return x.flatten(1)[:, :4], x
 
-    with pytest.raises(TypeError, match=r"OrbitCanonicalizer: the encoder must return one \(M, D\) tensor, got a tuple"):
+    with pytest.raises(
+        TypeError, match=r"OrbitCanonicalizer: the encoder must return one \(M, D\) tensor, got a tuple"
+    ):
         canon.OrbitCanonicalizer(TupleEncoder(), "C4")(X)
 
 
 # -- item 9: clear messages -----------------------------------------------------------
 def test_bad_canon_backend_names_the_variable():
     env = {**os.environ, "CANON_BACKEND": "garbage"}
-    proc = subprocess.run([sys.executable, "-c", "import canon"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-c", "import canon"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode == 1
     last = proc.stderr.strip().splitlines()[-1]
-    assert last == "ValueError: environment variable CANON_BACKEND must be one of ('auto', 'reference', 'triton') (or unset), got 'garbage'"
+    assert (
+        last == "ValueError: environment variable CANON_BACKEND must be one of ('auto', 'reference', 'triton') "
+        "(or unset), got 'garbage'"
+    )

@@ -14,7 +14,21 @@ from canon.train.cli import param_digest
 from canon.train.evaluate import CONSISTENCY_TOL, evaluate, same_images
 from canon.train.loop import build_models
 
-TINY = ["--dataset", "digits", "--epochs", "1", "--max-steps", "4", "--batch-size", "32", "--threads", "1", "--quiet", "--eval-batch-size", "200"]
+TINY = [
+    "--dataset",
+    "digits",
+    "--epochs",
+    "1",
+    "--max-steps",
+    "4",
+    "--batch-size",
+    "32",
+    "--threads",
+    "1",
+    "--quiet",
+    "--eval-batch-size",
+    "200",
+]
 FRACTIONS = ("upright_acc", "group_avg_acc", "invariance_rate")
 
 
@@ -36,7 +50,14 @@ def c4_run(tmp_path_factory, digits):
 
 def test_outputs_and_metric_ranges(c4_run):
     out, result = c4_run
-    for f in ("config.json", "metrics.json", "epochs.csv", "checkpoint.pt", "accuracy_vs_angle.png", "canonical_grid.png"):
+    for f in (
+        "config.json",
+        "metrics.json",
+        "epochs.csv",
+        "checkpoint.pt",
+        "accuracy_vs_angle.png",
+        "canonical_grid.png",
+    ):
         assert (out / f).is_file(), f"{f} missing"
     assert not [f for f in os.listdir(out) if ".tmp" in f], "temporary files left behind"
     import matplotlib.pyplot as plt
@@ -54,7 +75,11 @@ def test_outputs_and_metric_ranges(c4_run):
     ours = metrics["methods"]["canonicalized"]
     assert 0.0 <= ours["identity_metric"] <= 1.0 and ours["consistency_comparison"] == "exact"
     # C4 on square images is exact: eval-mode canonicalization is invariant whatever was learnt
-    assert ours["invariance_rate"] == 1.0 and ours["canonical_consistency"] == 1.0 and ours["orientation_consistency"] == 1.0
+    assert (
+        ours["invariance_rate"] == 1.0
+        and ours["canonical_consistency"] == 1.0
+        and ours["orientation_consistency"] == 1.0
+    )
     assert len(set(ours["per_element_acc"])) == 1
     config = json.loads((out / "config.json").read_text())
     assert config["config"]["group"] == "C4" and config["config"]["lambda_prior"] == 1.0
@@ -69,7 +94,9 @@ def test_load_checkpoint_gives_working_modules(c4_run, digits):
     _, test = digits
     with torch.no_grad():
         acc = float((m.predictor(m.canonicalizer(test.x)).argmax(1) == test.y).double().mean())
-        rot = float((m.predictor(m.canonicalizer(torch.rot90(test.x, 1, dims=(-2, -1)))).argmax(1) == test.y).double().mean())
+        rot = float(
+            (m.predictor(m.canonicalizer(torch.rot90(test.x, 1, dims=(-2, -1)))).argmax(1) == test.y).double().mean()
+        )
         plain = float((m.plain(test.x).argmax(1) == test.y).double().mean())
     assert acc == pytest.approx(result["methods"]["canonicalized"]["upright_acc"], abs=1e-9)
     assert rot == acc
@@ -77,7 +104,17 @@ def test_load_checkpoint_gives_working_modules(c4_run, digits):
 
 
 def test_resume_is_bit_for_bit(tmp_path, digits):
-    common = ["--group", "C8", "--epochs", "3", "--methods", "canonicalized,plain", "--no-plots", "--lambda-artifact", "0.1"]
+    common = [
+        "--group",
+        "C8",
+        "--epochs",
+        "3",
+        "--methods",
+        "canonicalized,plain",
+        "--no-plots",
+        "--lambda-artifact",
+        "0.1",
+    ]
     full = run(cfg_of(*common, "--output-dir", str(tmp_path / "a")), digits)
     assert run(cfg_of(*common, "--output-dir", str(tmp_path / "b"), "--stop-after", "1"), digits) is None
     assert load_checkpoint(str(tmp_path / "b" / "checkpoint.pt")).epoch == 1
@@ -90,27 +127,65 @@ def test_resume_is_bit_for_bit(tmp_path, digits):
         sa, sb = a["optimizers"][name]["state"], b["optimizers"][name]["state"]
         assert all(torch.equal(sa[i]["exp_avg_sq"], sb[i]["exp_avg_sq"]) for i in sa)
     drop = ("seconds",)
-    assert [{k: v for k, v in r.items() if k not in drop} for r in a["history"]] == [{k: v for k, v in r.items() if k not in drop} for r in b["history"]]
+    assert [{k: v for k, v in r.items() if k not in drop} for r in a["history"]] == [
+        {k: v for k, v in r.items() if k not in drop} for r in b["history"]
+    ]
     assert full["methods"] == resumed["methods"]
     # the comparison is not vacuous: training moved every model away from its initialisation
     init = build_models(resolve(build_parser().parse_args([*TINY, *common])), 1, 10, (8, 8))
     assert all(not torch.equal(v, a["models"]["plain"][k]) for k, v in init["plain"].state_dict().items())
-    assert not torch.equal(init["canonicalized"].canonicalizer.encoder.head.weight, a["models"]["canonicalized"]["canonicalizer.encoder.head.weight"])
+    assert not torch.equal(
+        init["canonicalized"].canonicalizer.encoder.head.weight,
+        a["models"]["canonicalized"]["canonicalizer.encoder.head.weight"],
+    )
 
 
 def test_resume_refuses_changed_options(tmp_path, digits, capsys):
     run(cfg_of("--group", "C4", "--methods", "plain", "--no-plots", "--output-dir", str(tmp_path)), digits)
     with pytest.raises(ValueError, match="lr=0.003"):
-        run(cfg_of("--group", "C4", "--methods", "plain", "--no-plots", "--output-dir", str(tmp_path), "--resume", "--lr", "0.01"), digits)
+        run(
+            cfg_of(
+                "--group",
+                "C4",
+                "--methods",
+                "plain",
+                "--no-plots",
+                "--output-dir",
+                str(tmp_path),
+                "--resume",
+                "--lr",
+                "0.01",
+            ),
+            digits,
+        )
     # training longer is allowed, but it changes the learning-rate schedule: say so
     epochs = int(load_checkpoint(str(tmp_path / "checkpoint.pt")).config["epochs"])
     capsys.readouterr()
-    run(cfg_of("--group", "C4", "--methods", "plain", "--no-plots", "--output-dir", str(tmp_path), "--resume", "--epochs", str(epochs + 1)), digits)
+    run(
+        cfg_of(
+            "--group",
+            "C4",
+            "--methods",
+            "plain",
+            "--no-plots",
+            "--output-dir",
+            str(tmp_path),
+            "--resume",
+            "--epochs",
+            str(epochs + 1),
+        ),
+        digits,
+    )
     assert "warning: --resume with different epochs" in capsys.readouterr().err
 
 
 def test_d4_is_exactly_invariant_and_bf16_autocast_runs(tmp_path, digits):
-    res = run(cfg_of("--group", "D4", "--methods", "canonicalized", "--amp", "bf16", "--no-plots", "--output-dir", str(tmp_path)), digits)
+    res = run(
+        cfg_of(
+            "--group", "D4", "--methods", "canonicalized", "--amp", "bf16", "--no-plots", "--output-dir", str(tmp_path)
+        ),
+        digits,
+    )
     ours = res["methods"]["canonicalized"]
     assert len(ours["per_element_acc"]) == 8
     assert ours["invariance_rate"] == 1.0 and ours["canonical_consistency"] == 1.0
@@ -119,9 +194,23 @@ def test_d4_is_exactly_invariant_and_bf16_autocast_runs(tmp_path, digits):
 def test_loss_terms_reach_the_canonicalizer(tmp_path, digits):
     # the prior on augmented inputs teaches the canonicalizer to pick the copy that undoes the
     # augmentation; without it nothing ties the choice to the upright orientation
-    args = ["--group", "C4", "--methods", "canonicalized", "--no-plots", "--epochs", "3", "--max-steps", "0", "--batch-size", "64"]
+    args = [
+        "--group",
+        "C4",
+        "--methods",
+        "canonicalized",
+        "--no-plots",
+        "--epochs",
+        "3",
+        "--max-steps",
+        "0",
+        "--batch-size",
+        "64",
+    ]
     with_prior = run(cfg_of(*args, "--output-dir", str(tmp_path / "p")), digits)["methods"]["canonicalized"]
-    no_prior = run(cfg_of(*args, "--lambda-prior", "0", "--output-dir", str(tmp_path / "n")), digits)["methods"]["canonicalized"]
+    no_prior = run(cfg_of(*args, "--lambda-prior", "0", "--output-dir", str(tmp_path / "n")), digits)["methods"][
+        "canonicalized"
+    ]
     assert with_prior["identity_metric"] > 0.8
     assert with_prior["orientation_acc"] > no_prior["orientation_acc"] + 0.2
 

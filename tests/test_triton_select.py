@@ -15,7 +15,10 @@ NAN = float("nan")
 
 
 @kernel_device
-@pytest.mark.parametrize("B,N,D,score,noise", [(1, 4, 7, "cosine", False), (3, 8, 5, "dot", False), (2, 5, 70, "cosine", True), (2, 13, 3, "cosine", False)])
+@pytest.mark.parametrize(
+    "B,N,D,score,noise",
+    [(1, 4, 7, "cosine", False), (3, 8, 5, "dot", False), (2, 5, 70, "cosine", True), (2, 13, 3, "cosine", False)],
+)
 def test_select_forward_backward_matches_reference(dev, B, N, D, score, noise, rng):
     v = torch.randn(B, N, D, generator=rng)
     r = torch.randn(D, generator=rng)
@@ -33,30 +36,45 @@ def test_select_forward_backward_matches_reference(dev, B, N, D, score, noise, r
     assert torch.equal(to_cpu(sel.index), e.index)
     assert torch.equal(to_cpu(sel.onehot), e.onehot.detach())
     gs, gp, gh = (torch.randn(B, N, generator=rng) for _ in range(3))
-    gv, gr = triton_ops.select_backward(d(gs), d(gp), d(gh), None, d(v), d(r), sel.probs, 1.7, score, True, noise, 0.6)
+    gv, gr = triton_ops.select_backward(d(gs), d(gp), d(gh), None, d(v), d(r), sel.probs, 1.7, score, True, d(gn), 0.6)
     vr, rr = v.clone().requires_grad_(), r.clone().requires_grad_()
     e = ref.select_ref(vr, rr, 1.7, score, True, gn, 0.6)
     ev, er = torch.autograd.grad([e.scores, e.probs, e.onehot], [vr, rr], [gs, gp, gh], retain_graph=True)
     assert_close(to_cpu(gv), ev, msg="grad vectors")
     assert_close(to_cpu(gr), er, msg="grad reference")
     # missing gradients (None) and eval (no straight-through)
-    gv, gr = triton_ops.select_backward(d(gs), None, d(gh), None, d(v), d(r), sel.probs, 1.7, score, False, noise, 0.6)
+    gv, gr = triton_ops.select_backward(d(gs), None, d(gh), None, d(v), d(r), sel.probs, 1.7, score, False, d(gn), 0.6)
     ev, er = torch.autograd.grad([e.scores], [vr, rr], [gs])
     assert_close(to_cpu(gv), ev, msg="grad vectors, scores only")
     assert_close(to_cpu(gr), er, msg="grad reference, scores only")
 
 
 @kernel_device
-@pytest.mark.parametrize("kind,prior", [("normalized", "identity"), ("raw", "target"), ("normalized", "none"), ("none", "target")])
+@pytest.mark.parametrize(
+    "kind,prior", [("normalized", "identity"), ("raw", "target"), ("normalized", "none"), ("none", "target")]
+)
 def test_fused_selection_and_losses_match_reference(dev, kind, prior, rng):
     B, N, D = 3, 8, 11
     v = torch.randn(B, N, D, generator=rng)
     r = torch.randn(D, generator=rng)
     target = torch.randint(0, N, (B,), generator=rng)
     tgt = target if prior == "target" else None
-    sel, losses = triton_ops.select(v.to(dev), r.to(dev), 1.3, "cosine", None, 1.0, kind, prior, None if tgt is None else tgt.to(dev), prior_beta=2.5)
+    sel, losses = triton_ops.select(
+        v.to(dev),
+        r.to(dev),
+        1.3,
+        "cosine",
+        None,
+        1.0,
+        kind,
+        prior,
+        None if tgt is None else tgt.to(dev),
+        prior_beta=2.5,
+    )
     vr, rr = v.clone().requires_grad_(), r.clone().requires_grad_()
-    e_sel, e_c, e_p = ref.select_losses_ref(vr, rr, 1.3, "cosine", True, None, 1.0, "normalized" if kind == "none" else kind, tgt, 2.5)
+    e_sel, e_c, e_p = ref.select_losses_ref(
+        vr, rr, 1.3, "cosine", True, None, 1.0, "normalized" if kind == "none" else kind, tgt, 2.5
+    )
     means = to_cpu(losses).mean(-1)
     assert torch.equal(to_cpu(sel.index), e_sel.index)
     if kind != "none":
@@ -104,7 +122,9 @@ def test_argmax_ties_go_to_lowest_index(dev):
 @kernel_device
 def test_out_of_range_prior_target_gives_nan(dev):
     v = torch.randn(2, 4, 3, device=dev)
-    _, losses = triton_ops.select(v, torch.randn(3, device=dev), 1.0, "cosine", None, 1.0, "none", "target", torch.tensor([1, 9], device=dev))
+    _, losses = triton_ops.select(
+        v, torch.randn(3, device=dev), 1.0, "cosine", None, 1.0, "none", "target", torch.tensor([1, 9], device=dev)
+    )
     assert torch.isfinite(losses[1, 0]) and torch.isnan(losses[1, 1])
 
 
@@ -134,7 +154,9 @@ def test_gradcheck_float64_select_and_losses_through_triton(dev, rng):
         assert torch.autograd.gradcheck(lambda a, b: canon.select(a, b, beta=1.5)[:2], (v, r))
         assert torch.autograd.gradcheck(lambda a: canon.losses.contrastive_loss(a), (v,))
         assert torch.autograd.gradcheck(lambda a: canon.losses.contrastive_loss(a, "raw"), (v,))
-        assert torch.autograd.gradcheck(lambda a, b: canon.select_losses(a, b, beta=1.5, prior_target=target, prior_beta=2.0)[1:], (v, r))
+        assert torch.autograd.gradcheck(
+            lambda a, b: canon.select_losses(a, b, beta=1.5, prior_target=target, prior_beta=2.0)[1:], (v, r)
+        )
 
 
 @kernel_device
@@ -144,6 +166,10 @@ def test_select_backward_deterministic(dev, rng):
     sel, _ = triton_ops.select(v, r, 1.0, "cosine", None, 1.0)
     g = torch.randn(3, 8, generator=rng).to(dev)
     gl = torch.tensor([0.5, 2.0], device=dev)
-    a = triton_ops.select_backward(g, g, g, gl, v, r, sel.probs, 1.0, "cosine", True, False, 1.0, "normalized", "identity")
-    b = triton_ops.select_backward(g, g, g, gl, v, r, sel.probs, 1.0, "cosine", True, False, 1.0, "normalized", "identity")
+    a = triton_ops.select_backward(
+        g, g, g, gl, v, r, sel.probs, 1.0, "cosine", True, None, 1.0, "normalized", "identity"
+    )
+    b = triton_ops.select_backward(
+        g, g, g, gl, v, r, sel.probs, 1.0, "cosine", True, None, 1.0, "normalized", "identity"
+    )
     assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])

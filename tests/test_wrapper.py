@@ -93,7 +93,9 @@ def test_loss_is_the_weighted_sum_with_the_documented_defaults():
     assert_close(model.loss(), terms["prior"] + 0.1 * terms["contrastive"])
     model.loss(task).backward()
     enc_grad = sum(p.grad.abs().sum() for p in model.canonicalizer.encoder.parameters())
-    assert enc_grad > 0 and model.canonicalizer.reference.grad.abs().sum() > 0, "the losses must reach the canonicalizer"
+    assert enc_grad > 0 and model.canonicalizer.reference.grad.abs().sum() > 0, (
+        "the losses must reach the canonicalizer"
+    )
 
 
 def test_loss_with_augmentation_targets_the_inverse_element():

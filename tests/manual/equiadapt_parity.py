@@ -30,7 +30,15 @@ class Net(ConvEncoder):
 def run(in_shape, group_type, n, crop=0.8, rs=32, B=16, seed=0):
     torch.manual_seed(seed)
     hp = OmegaConf.create(
-        dict(beta=1.0, input_crop_ratio=crop, resize_shape=rs, group_type=group_type, num_rotations=n, artifact_err_wt=0, learn_ref_vec=False)
+        dict(
+            beta=1.0,
+            input_crop_ratio=crop,
+            resize_shape=rs,
+            group_type=group_type,
+            num_rotations=n,
+            artifact_err_wt=0,
+            learn_ref_vec=False,
+        )
     )
     net = Net(in_shape[0], out_dim=32, hidden=16)
     theirs, ours = Theirs(net, hp, in_shape).eval(), Ours(net, hp, in_shape).eval()
@@ -46,11 +54,16 @@ def run(in_shape, group_type, n, crop=0.8, rs=32, B=16, seed=0):
     with torch.no_grad():
         theirs.device = x.device
         xt, xo = theirs(x), ours(x)
-        at, ao = theirs.canonicalization_info_dict["group_activations"], ours.canonicalization_info_dict["group_activations"]
+        at, ao = (
+            theirs.canonicalization_info_dict["group_activations"],
+            ours.canonicalization_info_dict["group_activations"],
+        )
         vt, vo = theirs.group_augment(theirs.resize_canonization(theirs.crop_canonization(x))), ours.group_augment(x)
         same = (at.argmax(-1) == ao.argmax(-1)).float().mean().item()
         agree = at.argmax(-1) == ao.argmax(-1)
-        rot_only = agree & (ao.argmax(-1) < n)  # equiadapt's reflected canonical image differs on purpose (SPEC §6.1)
+        rot_only = agree & (
+            ao.argmax(-1) < n
+        )  # equiadapt's reflected canonical image differs on purpose (docs/spec.md §6.1)
         img = (xt - xo)[rot_only].abs().max().item() if rot_only.any() else float("nan")
         lt, lo = theirs.get_optimization_specific_loss().item(), ours.get_optimization_specific_loss().item()
         pt, po = theirs.get_prior_regularization_loss().item(), ours.get_prior_regularization_loss().item()

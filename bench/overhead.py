@@ -1,0 +1,257 @@
+"""``python -m bench overhead``: host time per call of every public op on tiny inputs.
+
+On tiny inputs an op's kernels take a few microseconds, so its wall time per call is host
+time: validation, plan lookup, autograd bookkeeping, the kernel launch. For each op this
+prints
+
+* ``public``: the public call (``canon.orbit(x, "C8")``, ``model(x)``, …);
+* ``bare``: the same work called below the API (the backend's implementation with the
+  tables already looked up: ``canon.reference.orbit_ref`` on CPU, the Triton launcher
+  ``canon.triton_ops.orbit`` on CUDA), i.e. the op's "kernels";
+* ``overhead`` = public − bare: the host time the package adds per call;
+
+beside ``torch.add`` on the same tiny tensors (PyTorch's own per-op floor). On CUDA the
+calls are queued without synchronising (one sync at the end of each timed batch), so the
+figures are host time as long as the GPU keeps up, which tiny kernels do.
+
+Usage::
+
+    python -m bench overhead [--device cpu|cuda] [--calls 2000] [--output-dir DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+
+import torch
+
+import canon
+from canon import reference as ref
+from canon.geometry import view_tables
+from canon.groups import as_group
+
+TARGET_US = 25.0  # issue target: host time per call beyond the kernels
+
+
+class _Pool(torch.nn.Module):
+    """A near-free encoder (mean pool + linear) so that the module's own overhead shows."""
+
+    out_dim = 8
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.lin = torch.nn.Linear(channels, self.out_dim)
+
+    def forward(self, z):
+        return self.lin(z.mean((-2, -1)))
+
+
+def _timer(device: str):
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+
+    def per_call_us(fn, calls: int, repeats: int = 5) -> float:
+        for _ in range(max(10, calls // 20)):
+            fn()
+        sync()
+        runs = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            for _ in range(calls):
+                fn()
+            sync()
+            runs.append((time.perf_counter() - t0) / calls * 1e6)
+        return statistics.median(runs)
+
+    return per_call_us
+
+
+def cases(device: str) -> list[tuple[str, object, object]]:
+    """(name, public closure, bare closure or None) on tiny inputs."""
+    dev = torch.device(device)
+    g = torch.Generator().manual_seed(0)
+    B, C, S, D = 2, 1, 8, 8
+    x = torch.rand(B, C, S, S, generator=g).to(dev)
+    v = torch.randn(B, 8, D, generator=g).to(dev)
+    r = torch.randn(D, generator=g).to(dev)
+    idx = torch.tensor([1, 3], device=dev)
+    G = as_group("C8")
+    t_orbit = view_tables(G, (S, S), (S, S), 1.0, dev)
+    t_inv = view_tables(G, (S, S), (S, S), 1.0, dev, inverse=True)
+    sel = canon.select(v, r)
+    triton = dev.type == "cuda"
+    if triton:
+        from canon import triton_ops as T
+
+        def bare_orbit():
+            return T.orbit(x, t_orbit.mats, t_orbit.pull, t_orbit.exact, t_orbit.aligned, (S, S), "zeros", "bilinear")
+
+        def bare_select():
+            return T.select(v, r, 1.0, "cosine", None, 1.0)
+
+        def bare_losses():
+            return T.select(v, r, 1.0, "cosine", None, 1.0, "normalized", "identity")
+
+        def bare_transform():
+            return T.transform(x, idx, t_orbit.mats, t_orbit.exact, t_orbit.aligned, "zeros", "bilinear")
+
+        def bare_invert():
+            return T.transform(x, idx, t_inv.mats, t_inv.exact, t_inv.aligned, "zeros", "bilinear")
+
+        def bare_contrastive():
+            return T.contrastive_loss(v, "normalized")
+
+        def bare_fused():
+            return T.select_transform(
+                v, r, x, t_orbit.mats, t_orbit.exact, t_orbit.aligned, 1.0, "cosine", "zeros", "bilinear"
+            )
+
+    else:
+
+        def bare_orbit():
+            return ref.orbit_ref(x, t_orbit.mats, t_orbit.exact, (S, S), "zeros", "bilinear")
+
+        def bare_select():
+            return ref.select_ref(v, r, 1.0, "cosine", False)
+
+        def bare_losses():
+            return ref.select_losses_ref(v, r, 1.0, "cosine", False)
+
+        def bare_transform():
+            return ref.transform_values_ref(x, idx, t_orbit.mats, t_orbit.exact)
+
+        def bare_invert():
+            return ref.transform_values_ref(x, idx, t_inv.mats, t_inv.exact)
+
+        def bare_contrastive():
+            return ref.contrastive_loss_ref(v, "normalized")
+
+        def bare_fused():
+            s = ref.select_ref(v, r, 1.0, "cosine", False)
+            return ref.transform_values_ref(x, s.index, t_orbit.mats, t_orbit.exact)
+
+    zero_target = torch.zeros(B, dtype=torch.int64, device=dev)
+    model = canon.OrbitCanonicalizer(_Pool(C), G).to(dev).eval()
+    views = canon.orbit(x, G)
+
+    def bare_model():  # the module's work with no module: orbit, encoder, fused eval canonicalization
+        bare_orbit()
+        vec = model.encoder(views.flatten(0, 1)).reshape(B, 8, -1)
+        bare_fused_with = T.select_transform if triton else None
+        if triton:
+            return bare_fused_with(
+                vec,
+                model.reference,
+                x,
+                t_orbit.mats,
+                t_orbit.exact,
+                t_orbit.aligned,
+                1.0,
+                "cosine",
+                "zeros",
+                "bilinear",
+            )
+        s = ref.select_ref(vec, model.reference, 1.0, "cosine", False)
+        return ref.transform_values_ref(x, s.index, t_orbit.mats, t_orbit.exact)
+
+    return [
+        ("orbit", lambda: canon.orbit(x, "C8"), bare_orbit),
+        ("select", lambda: canon.select(v, r), bare_select),
+        ("select_losses", lambda: canon.select_losses(v, r), bare_losses),
+        ("canonicalize (index)", lambda: canon.canonicalize(x, idx, "C8"), bare_transform),
+        ("canonicalize (Selection)", lambda: canon.canonicalize(x, sel, "C8"), bare_transform),
+        ("select_canonicalize", lambda: canon.select_canonicalize(x, v, r, "C8"), bare_fused),
+        ("invert", lambda: canon.invert(x, idx, "C8"), bare_invert),
+        ("transform (int element)", lambda: canon.transform(x, 3, "C8"), bare_transform),
+        ("losses.contrastive_loss", lambda: canon.losses.contrastive_loss(v), bare_contrastive),
+        (
+            "losses.prior_loss",
+            lambda: canon.losses.prior_loss(sel.scores),
+            lambda: ref.prior_loss_ref(sel.scores, zero_target, 1.0),
+        ),
+        ("OrbitCanonicalizer eval forward", lambda: model(x), bare_model),
+    ]
+
+
+def measure(device: str, calls: int) -> list[dict]:
+    per_call = _timer(device)
+    a = torch.rand(2, 1, 8, 8, device=device)
+    b = torch.rand(2, 1, 8, 8, device=device)
+    floor = per_call(lambda: torch.add(a, b), calls)
+    rows = []
+    with torch.no_grad():
+        for name, public, bare in cases(device):
+            p = per_call(public, calls)
+            q = per_call(bare, calls) if bare is not None else None
+            over = None if q is None else p - q
+            rows.append(
+                dict(
+                    op=name,
+                    device=device,
+                    public_us=round(p, 2),
+                    bare_us=None if q is None else round(q, 2),
+                    overhead_us=None if over is None else round(over, 2),
+                    torch_add_us=round(floor, 2),
+                )
+            )
+    return rows
+
+
+def format_rows(rows: list[dict]) -> str:
+    head = f"{'op':34s} {'public µs':>10s} {'bare µs':>9s} {'overhead µs':>12s}  within {TARGET_US:.0f} µs"
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        ok = "-" if r["overhead_us"] is None else ("yes" if r["overhead_us"] <= TARGET_US else "NO")
+        bare = "-" if r["bare_us"] is None else f"{r['bare_us']:9.1f}"
+        over = "-" if r["overhead_us"] is None else f"{r['overhead_us']:12.1f}"
+        lines.append(f"{r['op']:34s} {r['public_us']:10.1f} {bare:>9s} {over:>12s}  {ok}")
+    lines.append(f"{'torch.add (floor)':34s} {rows[0]['torch_add_us']:10.1f}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str]) -> int:
+    ap = argparse.ArgumentParser(
+        prog="python -m bench overhead", description="host time per call of every public op on tiny inputs"
+    )
+    ap.add_argument("--device", default=None, choices=("cpu", "cuda"), help="default: cuda if available")
+    ap.add_argument("--calls", type=int, default=2000, help="calls per timed batch (default 2000)")
+    ap.add_argument(
+        "--threads", type=int, default=1, help="torch.set_num_threads (default 1: tiny ops gain nothing from more)"
+    )
+    ap.add_argument("--output-dir", default=None, help="also write overhead.json there")
+    args = ap.parse_args(argv)
+    if args.calls < 1:
+        ap.error(f"--calls must be >= 1, got {args.calls}")
+    if args.threads < 1 or args.threads > (os.cpu_count() or 1):
+        ap.error(f"--threads must be in [1, {os.cpu_count() or 1}], got {args.threads}")
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        print("bench overhead: --device cuda but CUDA is not available", file=sys.stderr)
+        return 2
+    torch.set_num_threads(args.threads)
+    rows = measure(device, args.calls)
+    print(
+        f"# host time per call on tiny inputs (2×1×8×8 images, C8, D=8), {device}, {args.calls} calls × 5 batches, "
+        f"median"
+    )
+    print(format_rows(rows))
+    if args.output_dir:
+        os.makedirs(args.output_dir, exist_ok=True)
+        path = os.path.join(args.output_dir, "overhead.json")
+        with open(path, "w") as f:
+            json.dump(
+                dict(
+                    rows=rows,
+                    torch=torch.__version__,
+                    canon=canon.__version__,
+                    command="python -m bench overhead " + " ".join(argv),
+                ),
+                f,
+                indent=1,
+            )
+        print(f"# → {path}")
+    return 0
