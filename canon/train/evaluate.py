@@ -53,7 +53,15 @@ from torch import nn
 from canon.functional import transform
 from canon.groups import Group
 
-__all__ = ["evaluate", "upright_accuracy", "angle_accuracy", "collapse_statistics", "CONSISTENCY_TOL", "TIE_GAP", "PARALLEL_COS"]
+__all__ = [
+    "evaluate",
+    "upright_accuracy",
+    "angle_accuracy",
+    "collapse_statistics",
+    "CONSISTENCY_TOL",
+    "TIE_GAP",
+    "PARALLEL_COS",
+]
 
 CONSISTENCY_TOL = 0.5
 TIE_GAP = 1e-3  # scores closer than this: the choice is decided by noise (float rounding, resampling)
@@ -105,7 +113,16 @@ def upright_accuracy(model: nn.Module, test, device, batch_size: int, rank: int 
 
 
 @torch.no_grad()
-def evaluate(models: dict[str, nn.Module], test, group: Group, device, batch_size: int, padding: str = "zeros", rank: int = 0, world: int = 1) -> dict:
+def evaluate(
+    models: dict[str, nn.Module],
+    test,
+    group: Group,
+    device,
+    batch_size: int,
+    padding: str = "zeros",
+    rank: int = 0,
+    world: int = 1,
+) -> dict:
     """Metrics of every method (see the module docstring); identical on every rank."""
     N = group.order
     exact = exact_canonicalization(group, test.x.shape[-2:])
@@ -114,7 +131,8 @@ def evaluate(models: dict[str, nn.Module], test, group: Group, device, batch_siz
     for name, model in models.items():
         model.eval()
         ours = _canonicalizing(model)
-        # counts: per-element correct (N), invariant, consistent, orientation-consistent, identity, orientation-correct, samples
+        # counts: per-element correct (N), invariant, consistent, orientation-consistent, identity,
+        # orientation-correct, samples
         c = torch.zeros(N + 6, dtype=torch.float64)
         for s in range(0, idx.numel(), batch_size):
             i = idx[s : s + batch_size]
@@ -150,7 +168,12 @@ def evaluate(models: dict[str, nn.Module], test, group: Group, device, batch_siz
         c = _reduce(c.to(device), world).cpu()
         n = float(c[N + 5])
         per = [float(v) / n for v in c[:N]]
-        m = {"upright_acc": per[0], "group_avg_acc": sum(per) / N, "per_element_acc": per, "invariance_rate": float(c[N]) / n}
+        m = {
+            "upright_acc": per[0],
+            "group_avg_acc": sum(per) / N,
+            "per_element_acc": per,
+            "invariance_rate": float(c[N]) / n,
+        }
         if ours:
             m.update(
                 canonical_consistency=float(c[N + 1]) / n,
@@ -165,9 +188,19 @@ def evaluate(models: dict[str, nn.Module], test, group: Group, device, batch_siz
 
 @torch.no_grad()
 def angle_accuracy(
-    models: dict[str, nn.Module], test, group: Group, step_deg: int, device, batch_size: int, padding: str = "zeros", rank: int = 0, world: int = 1
+    models: dict[str, nn.Module],
+    test,
+    group: Group,
+    step_deg: int,
+    device,
+    batch_size: int,
+    padding: str = "zeros",
+    rank: int = 0,
+    world: int = 1,
 ) -> dict:
-    """Accuracy of every method on the test set turned by every multiple of ``step_deg`` degrees (see the module docstring).
+    """Accuracy of every method on the test set turned by every multiple of ``step_deg`` degrees.
+
+    See the module docstring.
 
     Returns ``{method: {"angle_acc": {...}, "angle_avg_acc": float, "angle_invariance_rate": float}}``.
     """
@@ -248,7 +281,9 @@ def collapse_statistics(model: nn.Module, test, device, batch_size: int, rank: i
         if N > 1:
             parallel += float((offdiag.min(1).values >= PARALLEL_COS).sum())
             pair_sum += float(offdiag.mean(1).sum())
-    c = _reduce(torch.tensor([ties, parallel, pair_sum, float(idx.numel())], dtype=torch.float64, device=device), world).cpu()
+    c = _reduce(
+        torch.tensor([ties, parallel, pair_sum, float(idx.numel())], dtype=torch.float64, device=device), world
+    ).cpu()
     gap_all = torch.cat(gaps) if gaps else torch.zeros(0)
     if world > 1:  # the median needs every rank's gaps
         import torch.distributed as dist

@@ -66,7 +66,10 @@ class TrainedCanonicalized(Canonicalized):
 
 
 def CanonicalizedClassifier(canonicalizer: OrbitCanonicalizer, predictor: nn.Module) -> Canonicalized:  # noqa: N802 - the former class
-    """``predictor(canonicalizer(x))`` as a :class:`canon.Canonicalized` (kept for code written against the former class)."""
+    """``predictor(canonicalizer(x))`` as a :class:`canon.Canonicalized`.
+
+    Kept for code written against the former class of this name.
+    """
     return Canonicalized(predictor, canonicalizer)
 
 
@@ -84,11 +87,20 @@ def equivariant_view_size(cfg: dict, image_size: tuple[int, int]) -> int:
 
 
 def build_canonicalizer(cfg: dict, method: str, in_channels: int, image_size: tuple[int, int]) -> OrbitCanonicalizer:
-    """The canonicalizer of ``method`` (``"canonicalized"`` or ``"equivariant"``) for images (in_channels, *image_size)."""
+    """The canonicalizer of ``method`` (``"canonicalized"`` or ``"equivariant"``).
+
+    For images of shape (in_channels, *image_size).
+    """
     if method == "equivariant":
         from canon.equivariant import EquivariantCanonicalizer, EquivariantEncoder
 
-        enc = EquivariantEncoder(in_channels, cfg["group"], hidden=cfg["eq_hidden"], out_fields=cfg["eq_fields"], kernel_size=cfg["encoder_kernel"])
+        enc = EquivariantEncoder(
+            in_channels,
+            cfg["group"],
+            hidden=cfg["eq_hidden"],
+            out_fields=cfg["eq_fields"],
+            kernel_size=cfg["encoder_kernel"],
+        )
         return EquivariantCanonicalizer(
             enc,
             size=equivariant_view_size(cfg, image_size),
@@ -98,7 +110,9 @@ def build_canonicalizer(cfg: dict, method: str, in_channels: int, image_size: tu
             prior_beta=cfg["prior_beta"],
         )
     size = view_size(cfg, image_size)
-    enc = build_encoder(cfg["encoder"], in_channels, cfg["encoder_dim"], cfg["encoder_width"], cfg["encoder_kernel"], input_size=size)
+    enc = build_encoder(
+        cfg["encoder"], in_channels, cfg["encoder_dim"], cfg["encoder_width"], cfg["encoder_kernel"], input_size=size
+    )
     return OrbitCanonicalizer(
         enc,
         cfg["group"],
@@ -161,7 +175,13 @@ def rng_states() -> dict:
     kind, keys, pos, has_gauss, gauss = np.random.get_state()
     st = {
         "torch": torch.get_rng_state(),
-        "numpy": {"kind": str(kind), "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos), "has_gauss": int(has_gauss), "gauss": float(gauss)},
+        "numpy": {
+            "kind": str(kind),
+            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "gauss": float(gauss),
+        },
         "python": random.getstate(),
     }
     if torch.cuda.is_available():
@@ -178,7 +198,18 @@ def set_rng_states(st: dict) -> None:
         torch.cuda.set_rng_state_all(st["cuda"])
 
 
-_CHECKPOINT_KEYS = ("config", "data", "epoch", "step", "models", "optimizers", "scalers", "rng", "history", "train_time")
+_CHECKPOINT_KEYS = (
+    "config",
+    "data",
+    "epoch",
+    "step",
+    "models",
+    "optimizers",
+    "scalers",
+    "rng",
+    "history",
+    "train_time",
+)
 
 
 def read_checkpoint(path: str) -> dict:
@@ -224,7 +255,8 @@ def load_checkpoint(path: str, map_location="cpu") -> TrainedModels:
             model.to(map_location).eval()
     except (KeyError, TypeError, ValueError, RuntimeError) as e:
         raise CheckpointError(
-            f"{path}: the saved weights do not fit the models of its configuration ({type(e).__name__}: {str(e).splitlines()[0][:200]})"
+            f"{path}: the saved weights do not fit the models of its configuration ({type(e).__name__}: "
+            f"{str(e).splitlines()[0][:200]})"
         ) from None
     ours = models.get("canonicalized")
     return TrainedModels(
@@ -271,7 +303,9 @@ class Trainer:
         from torch.utils.data import DistributedSampler
 
         # one code path for 1 and K processes: the sampler shards a seeded permutation by rank
-        self.sampler = DistributedSampler(range(len(train)), num_replicas=self.world, rank=rank, shuffle=True, seed=cfg["seed"])
+        self.sampler = DistributedSampler(
+            range(len(train)), num_replicas=self.world, rank=rank, shuffle=True, seed=cfg["seed"]
+        )
         n_local = len(self.sampler)
         steps = math.ceil(n_local / cfg["batch_size"])
         self.steps_per_epoch = min(steps, cfg["max_steps"]) if cfg["max_steps"] else steps
@@ -295,7 +329,10 @@ class Trainer:
         }
 
     def load_state_dict(self, ck: dict) -> None:
-        """Restore a checkpoint's payload (checked by :func:`read_checkpoint`); raises CheckpointError when it does not fit."""
+        """Restore a checkpoint's payload (checked by :func:`read_checkpoint`).
+
+        Raises CheckpointError when it does not fit.
+        """
         try:
             for k, m in self.raw.items():
                 m.load_state_dict(ck["models"][k])
@@ -305,23 +342,33 @@ class Trainer:
                 s.load_state_dict(ck["scalers"][k])
             set_rng_states(ck["rng"])
         except (KeyError, TypeError, ValueError, RuntimeError) as e:
-            raise CheckpointError(f"the checkpoint does not fit this run's models ({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
+            raise CheckpointError(
+                f"the checkpoint does not fit this run's models ({type(e).__name__}: {str(e).splitlines()[0][:200]})"
+            ) from None
         self.epoch, self.step, self.history, self.train_time = ck["epoch"], ck["step"], ck["history"], ck["train_time"]
 
     def nonfinite_weights(self) -> list[str]:
         """Names (``plain.0.weight``) of parameters and buffers holding NaN/Inf."""
-        return [f"{name}.{k}" for name, m in self.raw.items() for k, v in m.state_dict().items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+        return [
+            f"{name}.{k}"
+            for name, m in self.raw.items()
+            for k, v in m.state_dict().items()
+            if v.is_floating_point() and not bool(torch.isfinite(v).all())
+        ]
 
     def check_finite(self, sums: dict | None = None) -> None:
         """Raise :class:`NonFiniteError` when a weight or a summed statistic of the epoch is NaN/Inf."""
         bad = self.nonfinite_weights()
         if bad:
             raise NonFiniteError(
-                f"training stopped after epoch {self.epoch + 1}: NaN/Inf in the weights ({', '.join(bad[:3])}{' …' if len(bad) > 3 else ''}); {_HINT}"
+                f"training stopped after epoch {self.epoch + 1}: NaN/Inf in the weights "
+                f"({', '.join(bad[:3])}{' …' if len(bad) > 3 else ''}); {_HINT}"
             )
         bad = [k for k, v in (sums or {}).items() if not math.isfinite(v)]
         if bad:
-            raise NonFiniteError(f"training stopped after epoch {self.epoch + 1}: NaN/Inf in {', '.join(sorted(bad))}; {_HINT}")
+            raise NonFiniteError(
+                f"training stopped after epoch {self.epoch + 1}: NaN/Inf in {', '.join(sorted(bad))}; {_HINT}"
+            )
 
     def _check_loss(self, name: str, loss: torch.Tensor, parts: dict) -> None:
         # One host sync per step and method, as the statistics below already need; under DDP the
@@ -330,7 +377,8 @@ class Trainer:
             return
         detail = ", ".join(f"{k} {float(v.detach()):.4g}" for k, v in parts.items())
         raise NonFiniteError(
-            f"training stopped at epoch {self.epoch + 1}, step {self.step + 1}: the loss of {name!r} is {float(loss.detach())} ({detail}); {_HINT}"
+            f"training stopped at epoch {self.epoch + 1}, step {self.step + 1}: the loss of {name!r} is "
+            f"{float(loss.detach())} ({detail}); {_HINT}"
         )
 
     def _autocast(self):
@@ -373,7 +421,8 @@ class Trainer:
                         logits = model(xa)
                     task = F.cross_entropy(logits.float(), y)
                     wrapped = unwrap(model)
-                    # task + λ_p·L_prior(target a⁻¹) + λ_c·L_contrastive (+ λ_a·L_artifact), terms with weight 0 left out
+                    # task + λ_p·L_prior(target a⁻¹) + λ_c·L_contrastive (+ λ_a·L_artifact),
+                    # terms with weight 0 left out
                     loss = wrapped.loss(task, applied=a_can.to(dev), generator=gen)
                     parts = {"task": task, **wrapped.last_losses}
                     self._check_loss(name, loss, parts)
@@ -395,5 +444,8 @@ class Trainer:
                 n = sums["samples"]
                 progress.update(1)
                 short = {"canonicalized": "ours", "plain": "plain", "augmented": "aug", "equivariant": "equi"}
-                progress.set_postfix({short[m]: f"{sums[m + '/loss'] / n:.3f}/{sums[m + '/acc'] / n:.3f}" for m in self.models}, refresh=False)
+                progress.set_postfix(
+                    {short[m]: f"{sums[m + '/loss'] / n:.3f}/{sums[m + '/acc'] / n:.3f}" for m in self.models},
+                    refresh=False,
+                )
         return dict(sums)

@@ -1,4 +1,6 @@
-"""``python -m canon.train.report RUN_DIR ...``: Markdown tables from finished runs (their metrics.json and config.json).
+"""``python -m canon.train.report RUN_DIR ...``: Markdown tables from finished runs.
+
+Read from each run folder's metrics.json and config.json.
 
 The comparison tables of docs/training.md are printed by this module from the run folders,
 so every number there can be traced back to a run:
@@ -24,8 +26,23 @@ import sys
 __all__ = ["load_run", "comparison_table", "collapse_table", "main"]
 
 ORDER = ("canonicalized", "equivariant", "plain", "augmented")
-LABELS = {"canonicalized": "ours (optimized)", "equivariant": "equivariant (e2cnn)", "plain": "plain", "augmented": "augmented"}
-VARIED = ("lambda_prior", "lambda_contrastive", "beta", "prior_beta", "encoder_width", "encoder_dim", "augment_prob", "epochs", "seed")
+LABELS = {
+    "canonicalized": "ours (optimized)",
+    "equivariant": "equivariant (e2cnn)",
+    "plain": "plain",
+    "augmented": "augmented",
+}
+VARIED = (
+    "lambda_prior",
+    "lambda_contrastive",
+    "beta",
+    "prior_beta",
+    "encoder_width",
+    "encoder_dim",
+    "augment_prob",
+    "epochs",
+    "seed",
+)
 
 
 def load_run(path: str) -> dict:
@@ -54,7 +71,8 @@ def _pct(m: dict, key: str) -> str:
 def comparison_table(runs: list[dict]) -> str:
     """Rows: run × method, in the order ours, equivariant, plain, augmented."""
     lines = [
-        "| dataset, group | seed | method | upright acc | group-average acc | 15°-step average acc | invariance rate | canonicalizer params | canonicalizer step |",
+        "| dataset, group | seed | method | upright acc | group-average acc | 15°-step average acc | invariance rate "
+        "| canonicalizer params | canonicalizer step |",
         "|---|---:|---|---:|---:|---:|---:|---:|---:|",
     ]
     for run in runs:
@@ -66,8 +84,10 @@ def comparison_table(runs: list[dict]) -> str:
             params = f"{c['canonicalizer_params']:,}" if c else "–"
             step = f"{c['canonicalizer_step_ms']:.1f} ms" if c else "–"
             lines.append(
-                f"| {res['dataset']}, {res['group']} | {cfg.get('seed', '?')} | {LABELS.get(name, name)} | {_pct(m, 'upright_acc')} | "
-                f"{_pct(m, 'group_avg_acc')} | {_pct(m, 'angle_avg_acc')} | {_pct(m, 'invariance_rate')} | {params} | {step} |"
+                f"| {res['dataset']}, {res['group']} | {cfg.get('seed', '?')} | {LABELS.get(name, name)} | "
+                f"{_pct(m, 'upright_acc')} | "
+                f"{_pct(m, 'group_avg_acc')} | {_pct(m, 'angle_avg_acc')} | {_pct(m, 'invariance_rate')} | {params} | "
+                f"{step} |"
             )
     return "\n".join(lines)
 
@@ -77,7 +97,9 @@ def collapse_table(runs: list[dict], method: str = "canonicalized") -> str:
     varied = [k for k in VARIED if len({json.dumps(r["config"].get(k)) for r in runs}) > 1]
     head = "| " + " | ".join(varied) + (" | " if varied else "")
     lines = [
-        head + "group-average acc | identity metric | score ties (< 1e-3) | parallel orbits (cos ≥ 0.99) | mean pair cos | median score gap |",
+        head
+        + "group-average acc | identity metric | score ties (< 1e-3) | parallel orbits (cos ≥ 0.99) | "
+        + "mean pair cos | median score gap |",
         "|" + "---:|" * (len(varied) + 6),
     ]
     for run in runs:
@@ -87,13 +109,16 @@ def collapse_table(runs: list[dict], method: str = "canonicalized") -> str:
         opts = "".join(f"{run['config'].get(k)} | " for k in varied)
         lines.append(
             f"| {opts}{_pct(m, 'group_avg_acc')} | {_pct(m, 'identity_metric')} | {_pct(m, 'score_tie_rate')} | "
-            f"{_pct(m, 'parallel_orbit_rate')} | {m.get('mean_pair_cos', float('nan')):.3f} | {m.get('median_score_gap', float('nan')):.4f} |"
+            f"{_pct(m, 'parallel_orbit_rate')} | {m.get('mean_pair_cos', float('nan')):.3f} | "
+            f"{m.get('median_score_gap', float('nan')):.4f} |"
         )
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="python -m canon.train.report", description="Markdown tables from finished canon.train runs.")
+    p = argparse.ArgumentParser(
+        prog="python -m canon.train.report", description="Markdown tables from finished canon.train runs."
+    )
     p.add_argument("runs", nargs="+", help="run folders (each with metrics.json)")
     p.add_argument("--collapse", action="store_true", help="collapse statistics of one method per run")
     p.add_argument("--method", default="canonicalized", help="method of the --collapse table")

@@ -21,7 +21,14 @@ from canon.train.config import RunError
 __all__ = ["RUN_FILES", "LOCK_NAME", "check_output_dir", "previous_run", "RunDirectory"]
 
 # every file a run writes; a folder holding any of them holds a previous run
-RUN_FILES = ("config.json", "checkpoint.pt", "epochs.csv", "metrics.json", "accuracy_vs_angle.png", "canonical_grid.png")
+RUN_FILES = (
+    "config.json",
+    "checkpoint.pt",
+    "epochs.csv",
+    "metrics.json",
+    "accuracy_vs_angle.png",
+    "canonical_grid.png",
+)
 LOCK_NAME = ".lock"
 
 
@@ -54,7 +61,9 @@ def _pid_text(fd: int) -> str:
 
 
 def _in_use(folder: str, holder: str) -> RunError:
-    return RunError(f"--output-dir {folder} is in use by another run ({holder}); wait for it to end, or choose another --output-dir")
+    return RunError(
+        f"--output-dir {folder} is in use by another run ({holder}); wait for it to end, or choose another --output-dir"
+    )
 
 
 def _refuse_previous(folder: str, found: list[str]) -> RunError:
@@ -113,7 +122,9 @@ class RunDirectory:
             os.makedirs(folder, exist_ok=True)
             fd = os.open(os.path.join(folder, LOCK_NAME), os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as e:
-            raise RunError(f"--output-dir {folder}: cannot create the folder or its lock file: {e.strerror or e}") from None
+            raise RunError(
+                f"--output-dir {folder}: cannot create the folder or its lock file: {e.strerror or e}"
+            ) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
