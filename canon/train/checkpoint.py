@@ -76,12 +76,15 @@ def _feed(h, obj, where: str) -> None:
             _feed(h, v, f"{where}[{k!r}]")
     else:
         raise TypeError(
-            f"checkpoint: {where} is a {type(obj).__name__}; a checkpoint holds only tensors, dict, list, tuple, str, int, float, bool and None"
+            f"checkpoint: {where} is a {type(obj).__name__}; a checkpoint holds only tensors, dict, list, tuple, str, "
+            "int, float, bool and None"
         )
 
 
 def payload_digest(payload: dict) -> str:
-    """sha256 (hex) of a canonical serialization of ``payload``: type tags, lengths, dtypes, shapes and raw tensor bytes, in order.
+    """sha256 (hex) of a canonical serialization of ``payload``.
+
+    Type tags, lengths, dtypes, shapes and raw tensor bytes, in order.
 
     Raises:
         TypeError: the payload holds a value that is not a tensor or a plain Python value.
@@ -160,12 +163,14 @@ def _load(path: str) -> dict:
         detail = next((ln.strip() for ln in str(e).splitlines() if "nsupported" in ln), _first_line(e))
         raise CheckpointError(
             f"{path}: refused, not loaded: it holds something other than tensors and plain values ({detail}); "
-            f"checkpoints of this canon version (format {CHECKPOINT_FORMAT}) never do, so the file was written by an earlier version (format 1), "
+            f"checkpoints of this canon version (format {CHECKPOINT_FORMAT}) never do, so the file was written by an "
+            "earlier version (format 1), "
             "comes from elsewhere or was modified (loading it without weights_only could run code)"
         ) from None
     except Exception as e:  # torch/zip/pickle raise many kinds for truncated or foreign files
         raise CheckpointError(
-            f"{path}: not a readable checkpoint (truncated, damaged or another format): {type(e).__name__}: {_first_line(e)}"
+            f"{path}: not a readable checkpoint (truncated, damaged or another format): {type(e).__name__}: "
+            f"{_first_line(e)}"
         ) from None
 
 
@@ -187,7 +192,8 @@ def read_checkpoint(path: str) -> dict:
         raise CheckpointError(f"{path}: not a canon.train checkpoint (no 'format' entry; found a {type(ck).__name__})")
     if ck["format"] != CHECKPOINT_FORMAT:
         raise CheckpointError(
-            f"{path}: checkpoint format {ck['format']!r}, but this version of canon reads format {CHECKPOINT_FORMAT} only"
+            f"{path}: checkpoint format {ck['format']!r}, but this version of canon reads format {CHECKPOINT_FORMAT} "
+            "only"
         )
     stored = ck.pop(_DIGEST_KEY, None)
     if not isinstance(stored, str):
@@ -203,7 +209,10 @@ def read_checkpoint(path: str) -> dict:
 
 
 def remove_stale_temporaries(folder: str, names: tuple[str, ...]) -> list[str]:
-    """Delete ``<name>.tmp.<pid>`` files left in ``folder`` by killed writers, for the given output names; returns what was removed."""
+    """Delete ``<name>.tmp.<pid>`` files left in ``folder`` by killed writers, for the given output names.
+
+    Returns what was removed.
+    """
     removed = []
     with contextlib.suppress(FileNotFoundError):
         for entry in os.listdir(folder):

@@ -18,8 +18,18 @@ from canon.backend import get_backend
 from canon.data import load_dataset
 from canon.groups import as_group
 from canon.train.checkpoint import write_atomic
-from canon.train.config import RESUME_FREE, RESUME_WARN, ConfigError, RunError, build_parser, resolve, validate
-from canon.train.evaluate import evaluate, upright_accuracy
+from canon.train.config import (
+    ADDED_DEFAULTS,
+    CANONICALIZING,
+    RESUME_FREE,
+    RESUME_WARN,
+    ConfigError,
+    RunError,
+    build_parser,
+    resolve,
+    validate,
+)
+from canon.train.evaluate import angle_accuracy, canonicalizer_cost, collapse_statistics, evaluate, upright_accuracy
 from canon.train.loop import CheckpointError, NonFiniteError, Trainer, read_checkpoint, save_checkpoint
 from canon.train.rundir import RunDirectory, check_output_dir
 
@@ -84,20 +94,35 @@ def _write_csv(path: str, rows: list[dict]) -> None:
 
 def format_table(metrics: dict, group_name: str) -> str:
     """Markdown table of the results (percentages)."""
+
+    def pct(m, k):
+        return f"{100 * m[k]:.1f}%" if k in m else "–"
+
     lines = [
-        f"| method | upright acc | {group_name}-average acc | invariance rate | canonical consistency | identity metric |",
-        "|---|---:|---:|---:|---:|---:|",
+        f"| method | upright acc | {group_name}-average acc | angle-average acc | invariance rate | canonical "
+        "consistency | identity metric |",
+        "|---|---:|---:|---:|---:|---:|---:|",
     ]
     for name, m in metrics.items():
-        cc = f"{100 * m['canonical_consistency']:.1f}%" if "canonical_consistency" in m else "–"
-        im = f"{100 * m['identity_metric']:.1f}%" if "identity_metric" in m else "–"
         lines.append(
-            f"| {name} | {100 * m['upright_acc']:.1f}% | {100 * m['group_avg_acc']:.1f}% | {100 * m['invariance_rate']:.1f}% | {cc} | {im} |"
+            f"| {name} | {pct(m, 'upright_acc')} | {pct(m, 'group_avg_acc')} | {pct(m, 'angle_avg_acc')} | "
+            f"{pct(m, 'invariance_rate')} "
+            f"| {pct(m, 'canonical_consistency')} | {pct(m, 'identity_metric')} |"
         )
     lines.append("")
     lines.append("per-element accuracy (group order): ")
     for name, m in metrics.items():
         lines.append(f"  {name:>13}: " + " ".join(f"{100 * a:.1f}" for a in m["per_element_acc"]))
+    with_angles = {k: m for k, m in metrics.items() if "angle_acc" in m}
+    if with_angles:
+        angles = next(iter(with_angles.values()))["angle_acc"]["angles_deg"]
+        lines.append(
+            f"accuracy at {', '.join(map(str, angles[:3]))}, ... {angles[-1]} degrees (flipped copies after them for "
+            "dihedral groups): "
+        )
+        for name, m in with_angles.items():
+            t = m["angle_acc"]
+            lines.append(f"  {name:>13}: " + " ".join(f"{100 * a:.1f}" for a in [*t["acc"], *t.get("flipped_acc", [])]))
     return "\n".join(lines)
 
 
@@ -113,6 +138,7 @@ def _reduce_sums(sums: dict, world: int, device) -> dict:
 
 
 def _check_resume(old: dict, new: dict) -> None:
+    old = {**ADDED_DEFAULTS, **old}
     diff = [k for k in new if k not in RESUME_FREE and old.get(k) != new[k]]
     if diff:
         raise ConfigError(
@@ -217,7 +243,8 @@ def run(cfg: dict, data=None) -> dict | None:
             _write_json(os.path.join(out, "config.json"), info)
         _log(
             rank,
-            f"{group.name} on {cfg['dataset']}: {len(train)} train / {len(test)} test, methods {', '.join(cfg['methods'])}, device {device}, {world} process(es)",
+            f"{group.name} on {cfg['dataset']}: {len(train)} train / {len(test)} test, methods "
+            f"{', '.join(cfg['methods'])}, device {device}, {world} process(es)",
         )
         show = not cfg["quiet"] and rank == 0 and sys.stderr.isatty()
         from tqdm import tqdm
@@ -244,7 +271,8 @@ def run(cfg: dict, data=None) -> dict | None:
             for k, v in sorted(sums.items()):
                 if k != "samples":
                     row[k.replace("/", "_") if "/" in k else k] = v / n
-            # unwrapped models: a DDP forward would run collectives, and ranks may hold different numbers of test batches
+            # unwrapped models: a DDP forward would run collectives, and ranks may hold different
+            # numbers of test batches
             for name, model in trainer.raw.items():
                 row[f"{name}_test_upright_acc"] = upright_accuracy(
                     model, test, device, cfg["eval_batch_size"], rank, world
@@ -272,8 +300,24 @@ def run(cfg: dict, data=None) -> dict | None:
 
         tm = time.perf_counter()
         metrics = evaluate(trainer.raw, test, group, device, cfg["eval_batch_size"], cfg["padding"], rank, world)
+        if cfg["angle_step"]:
+            angles = angle_accuracy(
+                trainer.raw, test, group, cfg["angle_step"], device, cfg["eval_batch_size"], cfg["padding"], rank, world
+            )
+            for name, m in angles.items():
+                metrics[name].update(m)
+        cost = {}  # timings vary from run to run: kept apart from the (reproducible) metrics
+        for name in CANONICALIZING:
+            if name in trainer.raw:
+                metrics[name].update(
+                    collapse_statistics(trainer.raw[name], test, device, cfg["eval_batch_size"], rank, world)
+                )
+                if rank == 0:
+                    cost[name] = canonicalizer_cost(trainer.raw[name], train.x[: cfg["batch_size"]].to(device))
         eval_time = time.perf_counter() - tm
         result = {"group": group.name, "dataset": cfg["dataset"], "epochs": trainer.epoch, "methods": metrics}
+        if cost:
+            result["canonicalizer_cost"] = cost
         if world > 1:
             import torch.distributed as dist
 
@@ -285,22 +329,20 @@ def run(cfg: dict, data=None) -> dict | None:
                 from canon.train.plots import plot_accuracy, plot_canonical_grid
 
                 plot_accuracy(metrics, group, os.path.join(out, "accuracy_vs_angle.png"))
-                if "canonicalized" in trainer.raw:
-                    plot_canonical_grid(
-                        trainer.raw["canonicalized"],
-                        test,
-                        group,
-                        device,
-                        os.path.join(out, "canonical_grid.png"),
-                        padding=cfg["padding"],
-                    )
+                for name in CANONICALIZING:
+                    if name in trainer.raw:
+                        file = "canonical_grid.png" if name == "canonicalized" else f"canonical_grid_{name}.png"
+                        plot_canonical_grid(
+                            trainer.raw[name], test, group, device, os.path.join(out, file), padding=cfg["padding"]
+                        )
             result["train_time_s"] = round(trainer.train_time, 2)
             result["eval_time_s"] = round(eval_time, 2)
             result["wall_time_s"] = round(time.perf_counter() - t0, 2)
             _write_json(os.path.join(out, "metrics.json"), result)
             print(format_table(metrics, group.name))
             print(
-                f"wall time {result['wall_time_s']:.1f}s (this invocation; training {result['train_time_s']:.1f}s in total, evaluation {eval_time:.1f}s); results in {out}"
+                f"wall time {result['wall_time_s']:.1f}s (this invocation; training {result['train_time_s']:.1f}s in "
+                f"total, evaluation {eval_time:.1f}s); results in {out}"
             )
         return result
     finally:
@@ -313,7 +355,7 @@ def run(cfg: dict, data=None) -> dict | None:
 
 
 def load_data(cfg: dict):
-    return load_dataset(cfg["dataset"], cfg["test_fraction"], cfg["split_seed"], cfg["test_data"])
+    return load_dataset(cfg["dataset"], cfg["test_fraction"], cfg["split_seed"], cfg["test_data"], cfg["image_size"])
 
 
 def _resume_hint(argv: list[str], out: str) -> str:

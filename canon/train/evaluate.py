@@ -9,7 +9,17 @@ For each method and each group element g, the test set transformed by g
 * ``per_element_acc``: the accuracies in group order;
 * ``invariance_rate``: share of test samples whose predicted class is the same for all copies.
 
-For the canonicalized method also:
+Arbitrary angles (``angle_step`` degrees, 15 by default): the test set turned by every
+multiple of the step (:func:`canon.transform` with the group C_{360/step}, or D_{360/step}
+for a dihedral group, whose flipped copies are included), resampled bilinearly where the
+angle is not a multiple of 90°:
+
+* ``angle_acc``: ``{"angles_deg": [...], "acc": [...]}`` and, for dihedral groups,
+  ``"flipped_acc"`` (the copies flipped first, then turned);
+* ``angle_avg_acc``: the mean of all those accuracies; ``angle_invariance_rate``: share of
+  samples whose prediction is the same for every one of those copies.
+
+For the methods with a canonicalizer (``canonicalized``, ``equivariant``) also:
 
 * ``canonical_consistency``: share of samples whose canonical images agree across all
   copies. For exact groups on square images (C2, C4, D1, D2, D4) the comparison is
@@ -25,7 +35,10 @@ For the canonicalized method also:
 * ``orientation_consistency``: share whose chosen element composes to the same overall
   transform for every copy (``g*(T_g x) ∘ g == g*(x)``), an exact integer test for any group;
 * ``identity_metric``: share of upright test samples whose chosen element is the identity;
-* ``orientation_acc``: share of all copies ``T_g x`` whose chosen element is ``g⁻¹``.
+* ``orientation_acc``: share of all copies ``T_g x`` whose chosen element is ``g⁻¹``;
+* collapse statistics of the upright test set (:func:`collapse_statistics`): ``score_tie_rate``
+  (best and second-best scores within ``TIE_GAP``), ``parallel_orbit_rate`` (every pair of the
+  orbit's vectors has cosine >= ``PARALLEL_COS``), ``mean_pair_cos`` and ``median_score_gap``.
 
 Test samples are sharded over ranks and the counts summed with ``all_reduce``. Element
 compositions are computed per sample (:meth:`canon.Group.compose_indices`), never through the
@@ -40,9 +53,23 @@ from torch import nn
 from canon.functional import transform
 from canon.groups import Group
 
-__all__ = ["evaluate", "upright_accuracy", "CONSISTENCY_TOL"]
+__all__ = [
+    "evaluate",
+    "upright_accuracy",
+    "angle_accuracy",
+    "collapse_statistics",
+    "CONSISTENCY_TOL",
+    "TIE_GAP",
+    "PARALLEL_COS",
+]
 
 CONSISTENCY_TOL = 0.5
+TIE_GAP = 1e-3  # scores closer than this: the choice is decided by noise (float rounding, resampling)
+PARALLEL_COS = 0.99  # cosine of 8.1°: vectors this close point the same way
+
+
+def _canonicalizing(model: nn.Module) -> bool:
+    return hasattr(model, "canonicalizer") and hasattr(model, "predictor")
 
 
 def _reduce(t: torch.Tensor, world: int) -> torch.Tensor:
@@ -103,8 +130,9 @@ def evaluate(
     out = {}
     for name, model in models.items():
         model.eval()
-        ours = name == "canonicalized"
-        # counts: per-element correct (N), invariant, consistent, orientation-consistent, identity, orientation-correct, samples
+        ours = _canonicalizing(model)
+        # counts: per-element correct (N), invariant, consistent, orientation-consistent, identity,
+        # orientation-correct, samples
         c = torch.zeros(N + 6, dtype=torch.float64)
         for s in range(0, idx.numel(), batch_size):
             i = idx[s : s + batch_size]
@@ -156,3 +184,156 @@ def evaluate(
             )
         out[name] = m
     return out
+
+
+@torch.no_grad()
+def angle_accuracy(
+    models: dict[str, nn.Module],
+    test,
+    group: Group,
+    step_deg: int,
+    device,
+    batch_size: int,
+    padding: str = "zeros",
+    rank: int = 0,
+    world: int = 1,
+) -> dict:
+    """Accuracy of every method on the test set turned by every multiple of ``step_deg`` degrees.
+
+    See the module docstring.
+
+    Returns ``{method: {"angle_acc": {...}, "angle_avg_acc": float, "angle_invariance_rate": float}}``.
+    """
+    if isinstance(step_deg, bool) or not isinstance(step_deg, int) or step_deg < 1 or 360 % step_deg:
+        raise ValueError(f"angle_accuracy: step_deg must be a positive divisor of 360, got {step_deg!r}")
+    grid = Group(360 // step_deg, group.reflections)
+    M = grid.order
+    idx = _shard(len(test), rank, world)
+    out = {}
+    for name, model in models.items():
+        model.eval()
+        c = torch.zeros(M + 2, dtype=torch.float64)  # per copy correct, invariant, samples
+        for s in range(0, idx.numel(), batch_size):
+            i = idx[s : s + batch_size]
+            xb, yb = test.x[i].to(device), test.y[i]
+            invariant = p0 = None
+            for e in range(M):
+                pred = model(transform(xb, e, grid, padding) if e else xb).argmax(1).cpu()
+                c[e] += float((pred == yb).sum())
+                if e == 0:
+                    p0, invariant = pred, torch.ones_like(pred, dtype=torch.bool)
+                else:
+                    invariant &= pred == p0
+            c[M] += float(invariant.sum())
+            c[M + 1] += float(i.numel())
+        c = _reduce(c.to(device), world).cpu()
+        n = float(c[M + 1])
+        acc = [float(v) / n for v in c[:M]]
+        table = {"angles_deg": [step_deg * k for k in range(grid.n)], "acc": acc[: grid.n]}
+        if group.reflections:
+            table["flipped_acc"] = acc[grid.n :]
+        out[name] = {"angle_acc": table, "angle_avg_acc": sum(acc) / M, "angle_invariance_rate": float(c[M]) / n}
+    return out
+
+
+def pair_cosines(vectors: torch.Tensor) -> torch.Tensor:
+    """(B, N, N) cosine similarity of every pair of each orbit's vectors (B, N, D)."""
+    v = torch.nn.functional.normalize(vectors.float(), dim=-1)
+    return v @ v.transpose(1, 2)
+
+
+@torch.no_grad()
+def collapse_statistics(model: nn.Module, test, device, batch_size: int, rank: int = 0, world: int = 1) -> dict:
+    """What the contrastive loss is meant to prevent, measured on the upright test set.
+
+    For each test image x the canonicalizer (eval mode) computes the orbit vectors
+    v[g] (B, N, D) and scores s[g]:
+
+    * ``score_tie_rate``: share of images whose best and second-best scores differ by less
+      than ``TIE_GAP`` (1e-3): the choice there is decided by noise;
+    * ``parallel_orbit_rate``: share of images whose orbit is collapsed: every pair g ≠ g'
+      has ``cos(v[g], v[g']) >= PARALLEL_COS`` (0.99, i.e. all vectors within 8.1° of each
+      other), so no score can tell the copies apart reliably;
+    * ``mean_pair_cos``: mean of ``cos(v[g], v[g'])`` over images and pairs g ≠ g';
+    * ``median_score_gap``: median over images of (best − second-best score).
+
+    Scores are cosines in [-1, 1] for the optimization-based canonicalizer; for the
+    equivariant one they are mean activations (no fixed scale), so the tie rate compares
+    different scales there.
+    """
+    can = model.canonicalizer
+    model.eval()
+    idx = _shard(len(test), rank, world)
+    ties = parallel = pair_sum = 0.0
+    gaps = []
+    for s in range(0, idx.numel(), batch_size):
+        i = idx[s : s + batch_size]
+        st = can.select(test.x[i].to(device))
+        scores = st.selection.scores.float()
+        top = scores.topk(2, dim=1).values if scores.shape[1] > 1 else torch.cat([scores, scores], 1)
+        gap = (top[:, 0] - top[:, 1]).cpu()
+        gaps.append(gap)
+        ties += float((gap < TIE_GAP).sum())
+        cos = pair_cosines(st.vectors)
+        N = cos.shape[1]
+        off = ~torch.eye(N, dtype=torch.bool, device=cos.device)
+        offdiag = cos[:, off].reshape(cos.shape[0], -1)
+        if N > 1:
+            parallel += float((offdiag.min(1).values >= PARALLEL_COS).sum())
+            pair_sum += float(offdiag.mean(1).sum())
+    c = _reduce(
+        torch.tensor([ties, parallel, pair_sum, float(idx.numel())], dtype=torch.float64, device=device), world
+    ).cpu()
+    gap_all = torch.cat(gaps) if gaps else torch.zeros(0)
+    if world > 1:  # the median needs every rank's gaps
+        import torch.distributed as dist
+
+        parts = [None] * world
+        dist.all_gather_object(parts, gap_all)
+        gap_all = torch.cat(parts)
+    n = float(c[3])
+    return {
+        "score_tie_rate": float(c[0]) / n,
+        "parallel_orbit_rate": float(c[1]) / n,
+        "mean_pair_cos": float(c[2]) / n,
+        "median_score_gap": float(gap_all.median()) if gap_all.numel() else 0.0,
+    }
+
+
+def canonicalizer_cost(model: nn.Module, x: torch.Tensor, repeats: int = 5, warmup: int = 2) -> dict:
+    """Parameters of the canonicalizer and the predictor, and the canonicalizer's share of a training step.
+
+    One step here is what the canonicalizer adds to a training step on the batch ``x``: its
+    forward in training mode (views, encoder, selection, canonical images) and the backward
+    of its weighted losses plus a stand-in task loss on the canonical images (mean square),
+    without the predictor and without an optimizer update. Wall-clock median of ``repeats``
+    runs after ``warmup``, in milliseconds; gradients are cleared afterwards.
+    """
+    import time
+
+    can = model.canonicalizer
+    was_training = model.training
+    model.train()
+    times = []
+    try:
+        for r in range(warmup + repeats):
+            if x.is_cuda:
+                torch.cuda.synchronize(x.device)
+            t0 = time.perf_counter()
+            with torch.enable_grad():
+                xc = can(x)
+                loss = model.loss(xc.float().square().mean())
+                loss.backward()
+            if x.is_cuda:
+                torch.cuda.synchronize(x.device)
+            if r >= warmup:
+                times.append(time.perf_counter() - t0)
+    finally:
+        model.zero_grad(set_to_none=True)
+        model.train(was_training)
+    times.sort()
+    return {
+        "canonicalizer_params": sum(p.numel() for p in can.parameters()),
+        "predictor_params": sum(p.numel() for p in model.predictor.parameters()),
+        "canonicalizer_step_ms": 1e3 * times[len(times) // 2],
+    }

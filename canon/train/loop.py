@@ -1,7 +1,11 @@
-"""Models, one training epoch, checkpoints. Three methods share every batch:
+"""Models, one training epoch, checkpoints. The methods share every batch:
 
 * ``canonicalized``: ``f(canon(T_a x))`` with ``a`` a random group element (probability
   ``augment_prob``, else the identity); ``L = CE + λ_p L_p(target=a⁻¹) + λ_c L_c (+ λ_a L_a)``;
+  the model is a :class:`canon.Canonicalized` (``predictor``, ``canonicalizer``);
+* ``equivariant``: the same with an equivariant canonicalizer
+  (:class:`canon.equivariant.EquivariantCanonicalizer`, e2cnn) on the same inputs,
+  ``L = CE + λ_p L_p(target=a⁻¹)`` (Kaba et al. 2023 train no contrastive term);
 * ``plain``: ``f(x)`` on upright inputs, cross-entropy only;
 * ``augmented``: ``f(T_a' x)`` with ``a'`` a random group element, cross-entropy only.
 
@@ -30,7 +34,8 @@ from canon.modules import OrbitCanonicalizer
 from canon.predictors import build_encoder, build_predictor
 from canon.train.checkpoint import CHECKPOINT_FORMAT, CheckpointError, save_checkpoint
 from canon.train.checkpoint import read_checkpoint as _read_checked
-from canon.train.config import AMP, RunError
+from canon.train.config import AMP, CANONICALIZING, RunError
+from canon.wrappers import Canonicalized
 
 __all__ = [
     "CanonicalizedClassifier",
@@ -45,19 +50,81 @@ __all__ = [
 ]
 
 
-class CanonicalizedClassifier(nn.Module):
-    """``predictor(canonicalizer(x))``: class logits that are invariant to the group."""
+class TrainedCanonicalized(Canonicalized):
+    """:class:`canon.Canonicalized` that keeps the unweighted loss terms of its last :meth:`loss` for logging.
 
-    def __init__(self, canonicalizer: OrbitCanonicalizer, predictor: nn.Module):
-        super().__init__()
-        self.canonicalizer, self.predictor = canonicalizer, predictor
+    The total comes from ``Canonicalized.loss`` (one rule for the weighted sum); the terms are
+    recorded rather than computed again, because the artifact loss draws random rotations.
+    """
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.predictor(self.canonicalizer(x))
+    last_losses: dict[str, torch.Tensor] = {}
+
+    def losses(self, *args, **kwargs) -> dict[str, torch.Tensor]:
+        terms = super().losses(*args, **kwargs)
+        self.last_losses = {k: v.detach() for k, v in terms.items()}
+        return terms
+
+
+def CanonicalizedClassifier(canonicalizer: OrbitCanonicalizer, predictor: nn.Module) -> Canonicalized:  # noqa: N802 - the former class
+    """``predictor(canonicalizer(x))`` as a :class:`canon.Canonicalized`.
+
+    Kept for code written against the former class of this name.
+    """
+    return Canonicalized(predictor, canonicalizer)
 
 
 def view_size(cfg: dict, image_size: tuple[int, int]) -> int:
     return cfg["view_size"] or min(min(image_size), 16)
+
+
+def equivariant_view_size(cfg: dict, image_size: tuple[int, int]) -> int:
+    """The view size of the equivariant canonicalizer: :func:`view_size` made odd (next size up).
+
+    With odd sizes the stride-2 layers keep the pixel grid symmetric about the centre, so the
+    network is C4/D4-equivariant up to float rounding (even sizes shift the grid by a pixel).
+    """
+    return view_size(cfg, image_size) | 1
+
+
+def build_canonicalizer(cfg: dict, method: str, in_channels: int, image_size: tuple[int, int]) -> OrbitCanonicalizer:
+    """The canonicalizer of ``method`` (``"canonicalized"`` or ``"equivariant"``).
+
+    For images of shape (in_channels, *image_size).
+    """
+    if method == "equivariant":
+        from canon.equivariant import EquivariantCanonicalizer, EquivariantEncoder
+
+        enc = EquivariantEncoder(
+            in_channels,
+            cfg["group"],
+            hidden=cfg["eq_hidden"],
+            out_fields=cfg["eq_fields"],
+            kernel_size=cfg["encoder_kernel"],
+        )
+        return EquivariantCanonicalizer(
+            enc,
+            size=equivariant_view_size(cfg, image_size),
+            crop_ratio=cfg["crop_ratio"],
+            beta=cfg["beta"],
+            padding=cfg["padding"],
+            prior_beta=cfg["prior_beta"],
+        )
+    size = view_size(cfg, image_size)
+    enc = build_encoder(
+        cfg["encoder"], in_channels, cfg["encoder_dim"], cfg["encoder_width"], cfg["encoder_kernel"], input_size=size
+    )
+    return OrbitCanonicalizer(
+        enc,
+        cfg["group"],
+        size=size,
+        crop_ratio=cfg["crop_ratio"],
+        beta=cfg["beta"],
+        dim=cfg["encoder_dim"],
+        learn_reference=cfg["learn_reference"],
+        padding=cfg["padding"],
+        prior_beta=cfg["prior_beta"],
+        seed=cfg["seed"],
+    )
 
 
 def build_models(cfg: dict, in_channels: int, num_classes: int, image_size: tuple[int, int]) -> dict[str, nn.Module]:
@@ -66,30 +133,23 @@ def build_models(cfg: dict, in_channels: int, num_classes: int, image_size: tupl
     models: dict[str, nn.Module] = {}
     for m in cfg["methods"]:
         pred = build_predictor(cfg["predictor"], in_channels, num_classes, image_size, cfg["predictor_width"])
-        if m == "canonicalized":
-            enc = build_encoder(
-                cfg["encoder"], in_channels, cfg["encoder_dim"], cfg["encoder_width"], cfg["encoder_kernel"]
+        if m in CANONICALIZING:
+            can = build_canonicalizer(cfg, m, in_channels, image_size)
+            ours = m == "canonicalized"
+            models[m] = TrainedCanonicalized(
+                pred,
+                can,
+                prior_weight=cfg["lambda_prior"],
+                contrastive_weight=cfg["lambda_contrastive"] if ours else 0.0,
+                artifact_weight=cfg["lambda_artifact"] if ours else 0.0,
             )
-            can = OrbitCanonicalizer(
-                enc,
-                cfg["group"],
-                size=view_size(cfg, image_size),
-                crop_ratio=cfg["crop_ratio"],
-                beta=cfg["beta"],
-                dim=cfg["encoder_dim"],
-                learn_reference=cfg["learn_reference"],
-                padding=cfg["padding"],
-                prior_beta=cfg["prior_beta"],
-                seed=cfg["seed"],
-            )
-            models[m] = CanonicalizedClassifier(can, pred)
         else:
             models[m] = pred
     return models
 
 
 def build_optimizer(cfg: dict, name: str, model: nn.Module) -> torch.optim.Optimizer:
-    if name == "canonicalized":
+    if name in CANONICALIZING:
         groups = [
             {"params": list(model.predictor.parameters()), "lr": cfg["lr"], "base_lr": cfg["lr"]},
             {"params": list(model.canonicalizer.parameters()), "lr": cfg["canon_lr"], "base_lr": cfg["canon_lr"]},
@@ -175,6 +235,7 @@ class TrainedModels(NamedTuple):
     augmented: nn.Module | None
     config: dict
     epoch: int
+    equivariant: Canonicalized | None = None  # the equivariant baseline, when trained: equivariant(x)
 
 
 def load_checkpoint(path: str, map_location="cpu") -> TrainedModels:
@@ -194,7 +255,8 @@ def load_checkpoint(path: str, map_location="cpu") -> TrainedModels:
             model.to(map_location).eval()
     except (KeyError, TypeError, ValueError, RuntimeError) as e:
         raise CheckpointError(
-            f"{path}: the saved weights do not fit the models of its configuration ({type(e).__name__}: {str(e).splitlines()[0][:200]})"
+            f"{path}: the saved weights do not fit the models of its configuration ({type(e).__name__}: "
+            f"{str(e).splitlines()[0][:200]})"
         ) from None
     ours = models.get("canonicalized")
     return TrainedModels(
@@ -204,6 +266,7 @@ def load_checkpoint(path: str, map_location="cpu") -> TrainedModels:
         models.get("augmented"),
         ck["config"],
         ck["epoch"],
+        models.get("equivariant"),
     )
 
 
@@ -266,7 +329,10 @@ class Trainer:
         }
 
     def load_state_dict(self, ck: dict) -> None:
-        """Restore a checkpoint's payload (checked by :func:`read_checkpoint`); raises CheckpointError when it does not fit."""
+        """Restore a checkpoint's payload (checked by :func:`read_checkpoint`).
+
+        Raises CheckpointError when it does not fit.
+        """
         try:
             for k, m in self.raw.items():
                 m.load_state_dict(ck["models"][k])
@@ -295,7 +361,8 @@ class Trainer:
         bad = self.nonfinite_weights()
         if bad:
             raise NonFiniteError(
-                f"training stopped after epoch {self.epoch + 1}: NaN/Inf in the weights ({', '.join(bad[:3])}{' …' if len(bad) > 3 else ''}); {_HINT}"
+                f"training stopped after epoch {self.epoch + 1}: NaN/Inf in the weights "
+                f"({', '.join(bad[:3])}{' …' if len(bad) > 3 else ''}); {_HINT}"
             )
         bad = [k for k, v in (sums or {}).items() if not math.isfinite(v)]
         if bad:
@@ -310,7 +377,8 @@ class Trainer:
             return
         detail = ", ".join(f"{k} {float(v.detach()):.4g}" for k, v in parts.items())
         raise NonFiniteError(
-            f"training stopped at epoch {self.epoch + 1}, step {self.step + 1}: the loss of {name!r} is {float(loss.detach())} ({detail}); {_HINT}"
+            f"training stopped at epoch {self.epoch + 1}, step {self.step + 1}: the loss of {name!r} is "
+            f"{float(loss.detach())} ({detail}); {_HINT}"
         )
 
     def _autocast(self):
@@ -347,28 +415,21 @@ class Trainer:
                     g["lr"] = g["base_lr"] * factor
             sums["samples"] += b
             for name, model in self.models.items():
-                if name == "canonicalized":
+                if name in CANONICALIZING:
                     xa = transform(x, a_can.to(dev), G, cfg["padding"])
                     with self._autocast():
                         logits = model(xa)
                     task = F.cross_entropy(logits.float(), y)
-                    can = unwrap(model).canonicalizer
-                    target = prior_target(G, a_can.to(dev), b, dev)
-                    prior = can.prior_loss(target)
-                    contr = can.contrastive_loss()
-                    loss, parts = task, {"task": task, "prior": prior, "contrastive": contr}
-                    if cfg["lambda_prior"] > 0:
-                        loss = loss + cfg["lambda_prior"] * prior
-                    if cfg["lambda_contrastive"] > 0:
-                        loss = loss + cfg["lambda_contrastive"] * contr
-                    if cfg["lambda_artifact"] > 0:
-                        art = can.artifact_loss(generator=gen)
-                        loss, parts["artifact"] = loss + cfg["lambda_artifact"] * art, art
-                        sums["canonicalized/artifact"] += float(art.detach()) * b
+                    wrapped = unwrap(model)
+                    # task + λ_p·L_prior(target a⁻¹) + λ_c·L_contrastive (+ λ_a·L_artifact),
+                    # terms with weight 0 left out
+                    loss = wrapped.loss(task, applied=a_can.to(dev), generator=gen)
+                    parts = {"task": task, **wrapped.last_losses}
                     self._check_loss(name, loss, parts)
-                    sums["canonicalized/prior"] += float(prior.detach()) * b
-                    sums["canonicalized/contrastive"] += float(contr.detach()) * b
-                    sums["canonicalized/orient_acc"] += float((can.element == target).sum())
+                    for k, v in wrapped.last_losses.items():
+                        sums[f"{name}/{k}"] += float(v) * b
+                    target = prior_target(G, a_can.to(dev), b, dev)
+                    sums[f"{name}/orient_acc"] += float((wrapped.canonicalizer.element == target).sum())
                 else:
                     xin = transform(x, a_aug.to(dev), G, cfg["padding"]) if name == "augmented" else x
                     with self._autocast():
@@ -382,7 +443,7 @@ class Trainer:
             if progress is not None:
                 n = sums["samples"]
                 progress.update(1)
-                short = {"canonicalized": "ours", "plain": "plain", "augmented": "aug"}
+                short = {"canonicalized": "ours", "plain": "plain", "augmented": "aug", "equivariant": "equi"}
                 progress.set_postfix(
                     {short[m]: f"{sums[m + '/loss'] / n:.3f}/{sums[m + '/acc'] / n:.3f}" for m in self.models},
                     refresh=False,

@@ -11,7 +11,12 @@ from canon.groups import Group
 from canon.train.checkpoint import write_atomic
 
 MAX_GRID_COLUMNS = 16
-LABELS = {"canonicalized": "canonicalized (ours)", "plain": "plain", "augmented": "plain + group augmentation"}
+LABELS = {
+    "canonicalized": "canonicalized (ours)",
+    "equivariant": "equivariant canonicalizer",
+    "plain": "plain",
+    "augmented": "plain + group augmentation",
+}
 
 
 def _pyplot():
@@ -24,25 +29,60 @@ def _pyplot():
 
 
 def plot_accuracy(metrics: dict, group: Group, path: str) -> None:
-    """Accuracy on the test set turned by each group element, per method (reflected elements dashed)."""
+    """Accuracy against the rotation of the test set, per method.
+
+    Lines: every ``angle_step`` degrees where the metrics have them (``angle_acc``), markers:
+    the group's own elements; reflected copies dashed (dihedral groups).
+    """
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = plt.subplots(figsize=(6.5, 4.6))
     for i, (name, m) in enumerate(metrics.items()):
         color = f"C{i}"
+        table = m.get("angle_acc")
         for r in range(2 if group.reflections else 1):
+            label = LABELS.get(name, name) + (" (flipped)" if r else "")
             els = [group.index(k, r) for k in range(group.n)] + [group.index(0, r)]
             angles = [360.0 * k / group.n for k in range(group.n + 1)]
             acc = [100.0 * m["per_element_acc"][e] for e in els]
-            label = LABELS.get(name, name) + (" (flipped)" if r else "")
-            ax.plot(angles, acc, "o-" if r == 0 else "s--", color=color, label=label)
+            style = "-" if r == 0 else "--"
+            if table is not None:
+                line = table["flipped_acc"] if r else table["acc"]
+                ax.plot(
+                    [*table["angles_deg"], 360],
+                    [100.0 * a for a in [*line, line[0]]],
+                    style,
+                    color=color,
+                    label=label,
+                    lw=1.3,
+                )
+                ax.plot(angles, acc, "o" if r == 0 else "s", color=color, ms=5, mfc="none" if r else color)
+            else:
+                ax.plot(angles, acc, "o" + style if r == 0 else "s" + style, color=color, label=label)
     ax.set_xlabel("rotation of the test set (degrees, counter-clockwise)")
     ax.set_ylabel("test accuracy (%)")
-    step = max(1, math.ceil(group.n / 12))  # at most 13 labelled angles
-    ax.set_xticks([360.0 * k / group.n for k in range(0, group.n + 1, step)])
+    ticks = sorted(
+        {*(360.0 * k / group.n for k in range(0, group.n + 1, max(1, math.ceil(group.n / 12)))), *range(0, 361, 90)}
+    )
+    ax.set_xticks(ticks)
+    ax.set_xlim(0, 360)
     ax.set_ylim(0, 100)
     ax.grid(alpha=0.3)
-    ax.set_title(f"{group.name}: accuracy against rotation")
-    ax.legend(fontsize=8, loc="lower left")
+    step = next(
+        (
+            m["angle_acc"]["angles_deg"][1]
+            for m in metrics.values()
+            if "angle_acc" in m and len(m["angle_acc"]["angles_deg"]) > 1
+        ),
+        None,
+    )
+    ax.set_title(
+        f"{group.name}: accuracy against rotation"
+        + (f" (lines: every {step}°, markers: {group.name})" if step else ""),
+        fontsize=9,
+    )
+    ax.legend(
+        fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2, frameon=False
+    )  # below the axes: no curve hidden
     fig.tight_layout()
     write_atomic(path, lambda f: fig.savefig(f, dpi=120, format="png"))
     plt.close(fig)
