@@ -11,9 +11,10 @@ $(STAMP): setup.py constraints-cpu.txt
 	test -x $(VPY) || $(PY) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	# torch first, pinned, so no dependency can pull a CUDA build; triton (the [gpu] extra)
-	# too, since the tests run the kernels under the Triton interpreter
+	# too, since the tests run the kernels under the Triton interpreter; the optional
+	# equivariant (e2cnn) and elpv extras too, so that their tests run
 	$(PIP) install -q -c constraints-cpu.txt torch triton
-	$(PIP) install -q -c constraints-cpu.txt -e '.[gpu,test,bench,train,dev]'
+	$(PIP) install -q -c constraints-cpu.txt -e '.[gpu,test,bench,train,dev,equivariant,elpv]'
 	touch $(STAMP)
 
 setup: $(STAMP)

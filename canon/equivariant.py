@@ -4,7 +4,7 @@ A small C_n- or D_n-equivariant CNN built with ``e2cnn`` (optional: ``pip instal
 'canon-equivariance[equivariant]'``) looks at the input once and returns, for every group
 element g, a vector ``v[g]`` (the regular fields of its last layer, averaged over the
 plane). Equivariance gives the same transformation law as the orbit vectors of
-:class:`canon.OrbitCanonicalizer`: ``v(T_h x)[g] = v(x)[g·h]`` (SPEC §3, the copy ``g`` of
+:class:`canon.OrbitCanonicalizer`: ``v(T_h x)[g] = v(x)[g·h]`` (docs/spec.md §3, the copy ``g`` of
 ``T_h x`` is the copy ``g·h`` of ``x``), so the group-pooled activation
 ``s[g] = mean_k v[g, k]`` picks the element exactly as the orbit scores do, and
 ``T_{g*} x`` is invariant. The encoder runs once per image instead of |G| times, but its

@@ -39,7 +39,7 @@ def test_missing_e2cnn_names_the_extra(monkeypatch):
 @needs_e2cnn
 @pytest.mark.parametrize("group", ["C4", "D4", "C2", "D1", "D2"])
 def test_vectors_follow_the_orbit_law_on_exact_groups(group):
-    # v(T_h x)[g] = v(x)[g·h]: the copy g of T_h x is the copy g·h of x (SPEC §3)
+    # v(T_h x)[g] = v(x)[g·h]: the copy g of T_h x is the copy g·h of x (docs/spec.md §3)
     from canon.equivariant import EquivariantEncoder
 
     torch.manual_seed(0)

@@ -252,6 +252,10 @@ def test_checksum_changes_with_any_parameter():
         (["--epochs", "0"], "epochs"),
         (["--group", "E3"], "group"),
         (["--dataset", "/nonexistent/data.npz"], "does not exist"),
+        (["--cuda-graph", "--device", "cpu"], "--cuda-graph needs a CUDA device, but --device is cpu"),
+        (["--cuda-graph", "--methods", "plain"], "--methods leaves it out"),
+        (["--cuda-graph", "--amp", "bf16"], "float32 only"),
+        (["--cuda-graph", "--lambda-artifact", "0.1"], "artifact loss"),
     ],
 )
 def test_bad_options_fail_fast(args, message, capsys, tmp_path):
@@ -259,6 +263,61 @@ def test_bad_options_fail_fast(args, message, capsys, tmp_path):
         main([*TINY, "--output-dir", str(tmp_path / "o"), *args])
     assert e.value.code == 2 and message in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without CUDA")
+def test_cuda_graph_without_a_gpu_is_refused_before_anything_is_written(tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        main([*TINY, "--cuda-graph", "--output-dir", str(tmp_path / "o")])  # --device auto finds the CPU
+    assert e.value.code == 2 and "--cuda-graph needs a CUDA device; this run's device is cpu" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
+def test_cuda_graph_plumbing_follows_the_eager_run(digits, monkeypatch):
+    """The trainer's --cuda-graph path on the CPU, with a stand-in for the graph that runs eagerly and
+    disturbs every weight while "capturing": the run must equal the eager run bit for bit (capture
+    side effects undone), replay every full batch and run the partial last batch eagerly. The real
+    graph is checked against eager training in tests/test_gpu.py (CUDA only)."""
+    import canon.graphs
+    from canon.train.loop import Trainer
+
+    calls = {"captured": 0, "replayed": 0}
+
+    class CaptureStandIn:
+        def __init__(self, can, sample):
+            calls["captured"] += 1
+            self.can, self.shape = can, sample.shape
+            with torch.no_grad():
+                for _ in range(3):  # warm-up forwards, as make_graphed_callables runs them
+                    can(sample)
+                for v in can.state_dict().values():
+                    v.add_(1.0)
+            torch.rand(7)  # consumes random numbers
+
+        def __call__(self, x):
+            assert x.shape == self.shape
+            calls["replayed"] += 1
+            return self.can(x)
+
+    monkeypatch.setattr(canon.graphs, "GraphedCanonicalizer", CaptureStandIn)
+    monkeypatch.setattr(torch.cuda, "get_rng_state", lambda device=None: torch.get_rng_state())
+    monkeypatch.setattr(torch.cuda, "set_rng_state", lambda state, device=None: torch.set_rng_state(state))
+    args = ("--group", "C4", "--methods", "canonicalized,plain", "--max-steps", "0", "--batch-size", "100")
+    trainers, rng_after = [], []
+    for graphed in (False, True):
+        t = Trainer(cfg_of(*args, "--output-dir", "unused"), digits[0], torch.device("cpu"))
+        t.cfg["cuda_graph"] = graphed  # past the constructor's CUDA check
+        torch.manual_seed(5)
+        t.train_epoch()
+        trainers.append(t)
+        rng_after.append(torch.get_rng_state())  # travels in the checkpoint
+    full, rest = divmod(len(digits[0]), 100)
+    assert rest > 0 and calls == {"captured": 1, "replayed": full}
+    assert torch.equal(rng_after[0], rng_after[1])
+    for (k, a), b in zip(
+        trainers[0].raw["canonicalized"].state_dict().items(), trainers[1].raw["canonicalized"].state_dict().values()
+    ):
+        assert torch.equal(a, b), k
 
 
 def test_malformed_npz_fails_before_training(tmp_path, capsys):

@@ -30,6 +30,7 @@ RESUME_FREE = (
     "threads",
     "no_plots",
     "angle_step",
+    "cuda_graph",  # replays the same kernels on the same values
 )
 RESUME_WARN = ("epochs", "threads")
 
@@ -42,7 +43,7 @@ MAX_IMAGE = 1024
 
 # Options added after checkpoints existed: a configuration (or an old checkpoint's) without
 # them means these values, which reproduce what those runs did.
-ADDED_DEFAULTS = {"image_size": 0, "eq_hidden": 4, "eq_fields": 8, "angle_step": 15}
+ADDED_DEFAULTS = {"image_size": 0, "eq_hidden": 4, "eq_fields": 8, "angle_step": 15, "cuda_graph": False}
 DEVICE_TYPES = ("cpu", "cuda")
 
 
@@ -114,6 +115,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     a("--device", default="auto", help="auto, cpu, cuda, cuda:1 ... (distributed runs use cuda:LOCAL_RANK)")
     a("--amp", default="none", choices=tuple(AMP), help="autocast dtype")
+    a(
+        "--cuda-graph",
+        action="store_true",
+        help="CUDA only: the canonicalized method's canonicalizer (forward and backward) replays a CUDA graph "
+        "captured at the batch size (canon.GraphedCanonicalizer); a smaller last batch runs eagerly",
+    )
     a(
         "--threads",
         type=int,
@@ -277,12 +284,32 @@ def validate(cfg: dict) -> dict:
     check_device(cfg["device"])
     if not isinstance(cfg["output_dir"], str) or not cfg["output_dir"].strip():
         raise ConfigError(f"--output-dir must be a folder path, got {cfg['output_dir']!r}")
+    _check_cuda_graph(cfg)
     if cfg.get("resume") and cfg.get("overwrite"):
         raise ConfigError(
             "--resume and --overwrite contradict each other: --resume continues the run in --output-dir, --overwrite "
             "discards it"
         )
     return cfg
+
+
+def _check_cuda_graph(cfg: dict) -> None:
+    """What --cuda-graph cannot do yet (the device itself is checked when the run starts)."""
+    if not isinstance(cfg["cuda_graph"], bool):
+        raise ConfigError(f"--cuda-graph must be true or false, got {cfg['cuda_graph']!r}")
+    if not cfg["cuda_graph"]:
+        return
+    if "canonicalized" not in cfg["methods"]:
+        raise ConfigError("--cuda-graph graphs the canonicalized method's canonicalizer, but --methods leaves it out")
+    if cfg["amp"] != "none":
+        raise ConfigError(f"--cuda-graph runs in float32 only; drop --amp {cfg['amp']} or --cuda-graph")
+    if cfg["lambda_artifact"] > 0:
+        raise ConfigError(
+            "--cuda-graph cannot replay the artifact loss (it re-encodes randomly rotated views each step); "
+            "use --lambda-artifact 0 or drop --cuda-graph"
+        )
+    if cfg["device"] == "cpu":
+        raise ConfigError("--cuda-graph needs a CUDA device, but --device is cpu")
 
 
 def resolve(args: argparse.Namespace) -> dict:

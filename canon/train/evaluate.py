@@ -1,4 +1,4 @@
-"""Evaluation on every group-transformed copy of the test set (SPEC §5).
+"""Evaluation on every group-transformed copy of the test set (docs/spec.md §5).
 
 For each method and each group element g, the test set transformed by g
 (:func:`canon.transform`) is classified. Reported, all as fractions in [0, 1]:

@@ -311,6 +311,34 @@ class Trainer:
         self.steps_per_epoch = min(steps, cfg["max_steps"]) if cfg["max_steps"] else steps
         self.total_steps = self.steps_per_epoch * cfg["epochs"]
         self.epoch, self.step, self.history, self.train_time = 0, 0, [], 0.0
+        self.graphed = None  # canon.GraphedCanonicalizer of the canonicalized method (--cuda-graph), at first use
+        if cfg["cuda_graph"]:
+            if device.type != "cuda":
+                raise ValueError(f"--cuda-graph needs a CUDA device; this run's device is {device}")
+            if ddp:
+                raise ValueError(
+                    "--cuda-graph runs in one process only (DDP's gradient hooks would not be in the graph); "
+                    "drop --cuda-graph or run without torchrun"
+                )
+
+    def _canonicalize_graphed(self, model: Canonicalized, x: torch.Tensor) -> torch.Tensor | None:
+        """Canonical images of ``x`` from the captured graph (capturing it at the first full batch), or None
+        when ``x`` is not a full batch (a smaller last batch runs eagerly)."""
+        if x.shape[0] != self.cfg["batch_size"]:
+            return None
+        if self.graphed is None:
+            from canon.graphs import GraphedCanonicalizer
+
+            can = model.canonicalizer
+            # the warm-up iterations of the capture run the canonicalizer's forward: put back its buffers
+            # (batch-norm statistics) and the CUDA RNG, so a --cuda-graph run follows the eager one
+            saved = {k: v.detach().clone() for k, v in can.state_dict().items()}
+            rng = torch.cuda.get_rng_state(self.device)
+            self.graphed = GraphedCanonicalizer(can, x.detach().clone())
+            with torch.no_grad():
+                can.load_state_dict(saved)  # copies in place: the graph keeps reading the same tensors
+            torch.cuda.set_rng_state(rng, self.device)
+        return self.graphed(x)
 
     # state of the whole run, for checkpoints
     def state_dict(self) -> dict:
@@ -417,8 +445,11 @@ class Trainer:
             for name, model in self.models.items():
                 if name in CANONICALIZING:
                     xa = transform(x, a_can.to(dev), G, cfg["padding"])
+                    xc = (
+                        self._canonicalize_graphed(model, xa) if cfg["cuda_graph"] and name == "canonicalized" else None
+                    )
                     with self._autocast():
-                        logits = model(xa)
+                        logits = model(xa) if xc is None else model.predictor(xc)
                     task = F.cross_entropy(logits.float(), y)
                     wrapped = unwrap(model)
                     # task + λ_p·L_prior(target a⁻¹) + λ_c·L_contrastive (+ λ_a·L_artifact),
