@@ -24,7 +24,10 @@ setup: $(STAMP)
 run: $(STAMP)
 	$(VPY) -m canon.train --output-dir runs/default --overwrite
 
+# lint and format check first (seconds), then the suite
 test: $(STAMP)
+	$(VPY) -m ruff check .
+	$(VPY) -m ruff format --check .
 	$(VPY) -m pytest -q tests
 
 # On a CUDA machine with torch (CUDA build) and triton installed, no venv: the kernel tests on
@@ -33,11 +36,11 @@ test-gpu:
 	TRITON_INTERPRET=0 $(PY) -m pytest -q tests
 
 lint: $(STAMP)
-	$(VPY) -m ruff check canon kernels bench tests examples
-	$(VPY) -m ruff format --check canon kernels bench tests examples
+	$(VPY) -m ruff check .
+	$(VPY) -m ruff format --check .
 
 format: $(STAMP)
-	$(VPY) -m ruff format canon kernels bench tests examples
+	$(VPY) -m ruff format .
 
 bench: $(STAMP)
 	$(VPY) -m bench --quick --output-dir bench/results/local
