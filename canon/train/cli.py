@@ -16,7 +16,6 @@ import torch
 
 from canon.backend import get_backend
 from canon.data import load_dataset
-from canon.groups import as_group
 from canon.train.checkpoint import write_atomic
 from canon.train.config import (
     ADDED_DEFAULTS,
@@ -209,141 +208,23 @@ def run(cfg: dict, data=None) -> dict | None:
     validate(cfg)
     # data first: malformed input fails before any process group or file exists
     train, test = data if data is not None else load_data(cfg)
-    group = as_group(cfg["group"])
     rank, world, local = _setup_distributed(cfg)
     run_dir = None
     try:
         device = _device(cfg, world, local)
         torch.set_num_threads(cfg["threads"] or max(1, (os.cpu_count() or 1) // world))
-        try:  # models before the folder: an encoder that cannot be built leaves nothing on disk
-            trainer = Trainer(cfg, train, device, rank, world, ddp=world > 1)
-        except (ValueError, ImportError) as e:
-            raise ConfigError(str(e)) from e
-        except AttributeError as e:  # torchvision:<name> with a name torchvision does not have
-            raise ConfigError(f"--encoder {cfg['encoder']}: cannot build it ({e})") from e
-        run_dir = _open_run_dir(cfg, rank, world)
-        out = cfg["output_dir"]
-        ckpt_path = os.path.join(out, "checkpoint.pt")
+        trainer = _build_trainer(cfg, train, device, rank, world)
+        run_dir = _open_run_dir(cfg, rank, world)  # after the models: a bad encoder leaves nothing on disk
         if cfg["resume"]:
-            _resume(trainer, ckpt_path, cfg, rank)
-        info = {
-            "config": cfg,
-            "data": {**trainer.data_info, "train_samples": len(train), "test_samples": len(test)},
-            "environment": {
-                "torch": torch.__version__,
-                "python": platform.python_version(),
-                "device": str(device),
-                "canon_backend": get_backend(),
-                "world_size": world,
-                "threads_per_process": torch.get_num_threads(),
-                "steps_per_epoch_per_process": trainer.steps_per_epoch,
-            },
-        }
-        if rank == 0:
-            _write_json(os.path.join(out, "config.json"), info)
-        _log(
-            rank,
-            f"{group.name} on {cfg['dataset']}: {len(train)} train / {len(test)} test, methods "
-            f"{', '.join(cfg['methods'])}, device {device}, {world} process(es)",
-        )
-        show = not cfg["quiet"] and rank == 0 and sys.stderr.isatty()
-        from tqdm import tqdm
-
-        done_now = 0
-        while trainer.epoch < cfg["epochs"]:
-            if cfg["stop_after"] and done_now >= cfg["stop_after"]:
-                _log(rank, f"stopped after {done_now} epoch(s) (--stop-after); continue with --resume")
-                return None
-            te = time.perf_counter()
-            bar = tqdm(
-                total=trainer.steps_per_epoch,
-                desc=f"epoch {trainer.epoch + 1}/{cfg['epochs']} loss/acc",
-                disable=not show,
-                leave=True,
-            )
-            try:
-                sums = _reduce_sums(trainer.train_epoch(bar), world, device)
-            finally:
-                bar.close()
-            trainer.check_finite(sums)  # before anything of this epoch is written
-            n = sums["samples"]
-            row = {"epoch": trainer.epoch + 1, "step": trainer.step}
-            for k, v in sorted(sums.items()):
-                if k != "samples":
-                    row[k.replace("/", "_") if "/" in k else k] = v / n
-            # unwrapped models: a DDP forward would run collectives, and ranks may hold different
-            # numbers of test batches
-            for name, model in trainer.raw.items():
-                row[f"{name}_test_upright_acc"] = upright_accuracy(
-                    model, test, device, cfg["eval_batch_size"], rank, world
-                )
-            trainer.train_time += time.perf_counter() - te
-            row["seconds"] = round(time.perf_counter() - te, 3)
-            trainer.epoch += 1
-            trainer.history.append(row)
-            done_now += 1
-            if rank == 0:
-                save_checkpoint(ckpt_path, trainer.state_dict())
-                _write_csv(os.path.join(out, "epochs.csv"), trainer.history)
-                if not show and not cfg["quiet"]:
-                    accs = " ".join(
-                        f"{k[: -len('_test_upright_acc')]}={100 * v:.1f}%"
-                        for k, v in row.items()
-                        if k.endswith("_test_upright_acc")
-                    )
-                    print(
-                        f"epoch {row['epoch']}/{cfg['epochs']} ({row['seconds']:.1f}s) upright test acc: {accs}",
-                        flush=True,
-                    )
-            if world > 1:
-                torch.distributed.barrier()
-
+            _resume(trainer, os.path.join(cfg["output_dir"], "checkpoint.pt"), cfg, rank)
+        _write_run_info(trainer, cfg, train, test, device, rank, world)
+        if not _train_epochs(trainer, cfg, test, device, rank, world):
+            return None
         tm = time.perf_counter()
-        metrics = evaluate(trainer.raw, test, group, device, cfg["eval_batch_size"], cfg["padding"], rank, world)
-        if cfg["angle_step"]:
-            angles = angle_accuracy(
-                trainer.raw, test, group, cfg["angle_step"], device, cfg["eval_batch_size"], cfg["padding"], rank, world
-            )
-            for name, m in angles.items():
-                metrics[name].update(m)
-        cost = {}  # timings vary from run to run: kept apart from the (reproducible) metrics
-        for name in CANONICALIZING:
-            if name in trainer.raw:
-                metrics[name].update(
-                    collapse_statistics(trainer.raw[name], test, device, cfg["eval_batch_size"], rank, world)
-                )
-                if rank == 0:
-                    cost[name] = canonicalizer_cost(trainer.raw[name], train.x[: cfg["batch_size"]].to(device))
+        result = _evaluate_all(trainer, cfg, train, test, device, rank, world)
         eval_time = time.perf_counter() - tm
-        result = {"group": group.name, "dataset": cfg["dataset"], "epochs": trainer.epoch, "methods": metrics}
-        if cost:
-            result["canonicalizer_cost"] = cost
-        if world > 1:
-            import torch.distributed as dist
-
-            digests = [None] * world
-            dist.all_gather_object(digests, {k: param_digest(m) for k, m in trainer.raw.items()})
-            result["rank_param_sha256"] = digests
         if rank == 0:
-            if not cfg["no_plots"]:
-                from canon.train.plots import plot_accuracy, plot_canonical_grid
-
-                plot_accuracy(metrics, group, os.path.join(out, "accuracy_vs_angle.png"))
-                for name in CANONICALIZING:
-                    if name in trainer.raw:
-                        file = "canonical_grid.png" if name == "canonicalized" else f"canonical_grid_{name}.png"
-                        plot_canonical_grid(
-                            trainer.raw[name], test, group, device, os.path.join(out, file), padding=cfg["padding"]
-                        )
-            result["train_time_s"] = round(trainer.train_time, 2)
-            result["eval_time_s"] = round(eval_time, 2)
-            result["wall_time_s"] = round(time.perf_counter() - t0, 2)
-            _write_json(os.path.join(out, "metrics.json"), result)
-            print(format_table(metrics, group.name))
-            print(
-                f"wall time {result['wall_time_s']:.1f}s (this invocation; training {result['train_time_s']:.1f}s in "
-                f"total, evaluation {eval_time:.1f}s); results in {out}"
-            )
+            _write_results(trainer, cfg, test, device, result, eval_time, t0)
         return result
     finally:
         if run_dir is not None:
@@ -352,6 +233,150 @@ def run(cfg: dict, data=None) -> dict | None:
             import torch.distributed as dist
 
             dist.destroy_process_group()
+
+
+def _build_trainer(cfg: dict, train, device: torch.device, rank: int, world: int) -> Trainer:
+    try:
+        return Trainer(cfg, train, device, rank, world, ddp=world > 1)
+    except (ValueError, ImportError) as e:
+        raise ConfigError(str(e)) from e
+    except AttributeError as e:  # torchvision:<name> with a name torchvision does not have
+        raise ConfigError(f"--encoder {cfg['encoder']}: cannot build it ({e})") from e
+
+
+def _write_run_info(trainer: Trainer, cfg: dict, train, test, device, rank: int, world: int) -> None:
+    """config.json (options, data, environment) and the first log line."""
+    info = {
+        "config": cfg,
+        "data": {**trainer.data_info, "train_samples": len(train), "test_samples": len(test)},
+        "environment": {
+            "torch": torch.__version__,
+            "python": platform.python_version(),
+            "device": str(device),
+            "canon_backend": get_backend(),
+            "world_size": world,
+            "threads_per_process": torch.get_num_threads(),
+            "steps_per_epoch_per_process": trainer.steps_per_epoch,
+        },
+    }
+    if rank == 0:
+        _write_json(os.path.join(cfg["output_dir"], "config.json"), info)
+    _log(
+        rank,
+        f"{trainer.group.name} on {cfg['dataset']}: {len(train)} train / {len(test)} test, methods "
+        f"{', '.join(cfg['methods'])}, device {device}, {world} process(es)",
+    )
+
+
+def _train_epochs(trainer: Trainer, cfg: dict, test, device, rank: int, world: int) -> bool:
+    """The remaining epochs, each followed by a checkpoint; False when --stop-after stopped them early."""
+    show = not cfg["quiet"] and rank == 0 and sys.stderr.isatty()
+    from tqdm import tqdm
+
+    done_now = 0
+    while trainer.epoch < cfg["epochs"]:
+        if cfg["stop_after"] and done_now >= cfg["stop_after"]:
+            _log(rank, f"stopped after {done_now} epoch(s) (--stop-after); continue with --resume")
+            return False
+        te = time.perf_counter()
+        bar = tqdm(
+            total=trainer.steps_per_epoch,
+            desc=f"epoch {trainer.epoch + 1}/{cfg['epochs']} loss/acc",
+            disable=not show,
+            leave=True,
+        )
+        try:
+            sums = _reduce_sums(trainer.train_epoch(bar), world, device)
+        finally:
+            bar.close()
+        trainer.check_finite(sums)  # before anything of this epoch is written
+        row = _epoch_row(trainer, cfg, sums, test, device, rank, world)
+        trainer.train_time += time.perf_counter() - te
+        row["seconds"] = round(time.perf_counter() - te, 3)
+        trainer.epoch += 1
+        trainer.history.append(row)
+        done_now += 1
+        if rank == 0:
+            out = cfg["output_dir"]
+            save_checkpoint(os.path.join(out, "checkpoint.pt"), trainer.state_dict())
+            _write_csv(os.path.join(out, "epochs.csv"), trainer.history)
+            if not show and not cfg["quiet"]:
+                accs = " ".join(
+                    f"{k[: -len('_test_upright_acc')]}={100 * v:.1f}%"
+                    for k, v in row.items()
+                    if k.endswith("_test_upright_acc")
+                )
+                print(
+                    f"epoch {row['epoch']}/{cfg['epochs']} ({row['seconds']:.1f}s) upright test acc: {accs}",
+                    flush=True,
+                )
+        if world > 1:
+            torch.distributed.barrier()
+    return True
+
+
+def _epoch_row(trainer: Trainer, cfg: dict, sums: dict, test, device, rank: int, world: int) -> dict:
+    """One row of epochs.csv: the epoch's mean statistics and each model's upright test accuracy."""
+    n = sums["samples"]
+    row = {"epoch": trainer.epoch + 1, "step": trainer.step}
+    for k, v in sorted(sums.items()):
+        if k != "samples":
+            row[k.replace("/", "_") if "/" in k else k] = v / n
+    # unwrapped models: a DDP forward would run collectives, and ranks may hold different
+    # numbers of test batches
+    for name, model in trainer.raw.items():
+        row[f"{name}_test_upright_acc"] = upright_accuracy(model, test, device, cfg["eval_batch_size"], rank, world)
+    return row
+
+
+def _evaluate_all(trainer: Trainer, cfg: dict, train, test, device, rank: int, world: int) -> dict:
+    """Every metric of metrics.json: the group's copies, the angle steps, collapse statistics, cost."""
+    group, bs = trainer.group, cfg["eval_batch_size"]
+    metrics = evaluate(trainer.raw, test, group, device, bs, cfg["padding"], rank, world)
+    if cfg["angle_step"]:
+        angles = angle_accuracy(trainer.raw, test, group, cfg["angle_step"], device, bs, cfg["padding"], rank, world)
+        for name, m in angles.items():
+            metrics[name].update(m)
+    cost = {}  # timings vary from run to run: kept apart from the (reproducible) metrics
+    for name in CANONICALIZING:
+        if name in trainer.raw:
+            metrics[name].update(collapse_statistics(trainer.raw[name], test, device, bs, rank, world))
+            if rank == 0:
+                cost[name] = canonicalizer_cost(trainer.raw[name], train.x[: cfg["batch_size"]].to(device))
+    result = {"group": group.name, "dataset": cfg["dataset"], "epochs": trainer.epoch, "methods": metrics}
+    if cost:
+        result["canonicalizer_cost"] = cost
+    if world > 1:
+        import torch.distributed as dist
+
+        digests = [None] * world
+        dist.all_gather_object(digests, {k: param_digest(m) for k, m in trainer.raw.items()})
+        result["rank_param_sha256"] = digests
+    return result
+
+
+def _write_results(trainer: Trainer, cfg: dict, test, device, result: dict, eval_time: float, t0: float) -> None:
+    """Plots, metrics.json and the printed table (rank 0)."""
+    out, group, metrics = cfg["output_dir"], trainer.group, result["methods"]
+    if not cfg["no_plots"]:
+        from canon.train.plots import plot_accuracy, plot_canonical_grid
+
+        plot_accuracy(metrics, group, os.path.join(out, "accuracy_vs_angle.png"))
+        for name in CANONICALIZING:
+            if name in trainer.raw:
+                file = "canonical_grid.png" if name == "canonicalized" else f"canonical_grid_{name}.png"
+                plot_canonical_grid(
+                    trainer.raw[name], test, group, device, os.path.join(out, file), padding=cfg["padding"]
+                )
+    result["train_time_s"] = round(trainer.train_time, 2)
+    result["eval_time_s"] = round(eval_time, 2)
+    result["wall_time_s"] = round(time.perf_counter() - t0, 2)
+    _write_json(os.path.join(out, "metrics.json"), result)
+    print(format_table(metrics, group.name))
+    print(
+        f"wall time {result['wall_time_s']:.1f}s (this invocation; training {result['train_time_s']:.1f}s in "
+        f"total, evaluation {eval_time:.1f}s); results in {out}"
+    )
 
 
 def load_data(cfg: dict):
