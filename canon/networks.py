@@ -285,8 +285,23 @@ def backbone_encoder(
 
     param = next(model.parameters(), None)
     device, dtype = (param.device, param.dtype) if param is not None else (torch.device("cpu"), torch.float32)
+    stem, feature_dim = _remove_head(model, h, w, device, dtype, fn)
+    adapt = _channel_adapter(in_channels, stem, adapter, fn).to(device=device, dtype=dtype)
+    proj: nn.Module = (
+        nn.Identity() if out_dim is None else nn.Linear(feature_dim, out_dim).to(device=device, dtype=dtype)
+    )
+    return BackboneEncoder(model, adapt, proj, in_channels, stem, feature_dim, out_dim or feature_dim, (h, w))
+
+
+def _remove_head(model: nn.Module, h: int, w: int, device, dtype, fn: str) -> tuple[int, int]:
+    """Replace ``model``'s classification head by the identity, in place; (stem channels, feature size).
+
+    A forward of a dummy (2, stem, h, w) input in eval mode (batch-norm statistics untouched)
+    finds the head (the last ``nn.Linear`` to run, or timm's ``reset_classifier``), the first
+    convolution that runs, and the feature size.
+    """
     was_training = model.training
-    model.eval()  # batch-norm statistics stay untouched, dropout off
+    model.eval()
     try:
         # the stem's channels: a first guess from the first convolution registered (else 3, RGB),
         # then the first convolution that actually runs
@@ -318,25 +333,23 @@ def backbone_encoder(
             )
     finally:
         model.train(was_training)
-    feature_dim = feats.shape[1]
+    return stem, feats.shape[1]
 
+
+def _channel_adapter(in_channels: int, stem: int, adapter: str, fn: str) -> nn.Module:
+    """``in_channels`` → the stem's channels: identity, repeated channels, or a 1×1 convolution (channel mean)."""
     if in_channels == stem:
-        adapt: nn.Module = nn.Identity()
-    elif adapter == "repeat" or (adapter == "auto" and stem % in_channels == 0):
+        return nn.Identity()
+    if adapter == "repeat" or (adapter == "auto" and stem % in_channels == 0):
         if stem % in_channels:
             raise ValueError(
                 f"{fn}: adapter='repeat' needs the stem's {stem} channels to be a multiple of "
                 f"in_channels={in_channels}; use adapter='conv'"
             )
-        adapt = _RepeatChannels(stem // in_channels)
-    else:
-        adapt = nn.Conv2d(in_channels, stem, 1, bias=False)
-        nn.init.constant_(adapt.weight, 1.0 / in_channels)
-        adapt.to(device=device, dtype=dtype)
-    proj: nn.Module = (
-        nn.Identity() if out_dim is None else nn.Linear(feature_dim, out_dim).to(device=device, dtype=dtype)
-    )
-    return BackboneEncoder(model, adapt, proj, in_channels, stem, feature_dim, out_dim or feature_dim, (h, w))
+        return _RepeatChannels(stem // in_channels)
+    adapt = nn.Conv2d(in_channels, stem, 1, bias=False)
+    nn.init.constant_(adapt.weight, 1.0 / in_channels)
+    return adapt
 
 
 def torchvision_encoder(

@@ -1,0 +1,70 @@
+"""Huge pages for large fresh CPU orbits (canon._memory): what is advised, and that Linux follows."""
+
+import os
+
+import pytest
+import torch
+
+import canon
+import canon._memory as mem
+from canon.reference import orbit_empty
+
+
+@pytest.fixture
+def recorded(monkeypatch):
+    calls = []
+    monkeypatch.setattr(mem, "_madvise", lambda start, length, advice: calls.append((start, length, advice)) or 0)
+    return calls
+
+
+def test_only_whole_huge_pages_inside_large_cpu_tensors_are_advised(recorded):
+    big = torch.empty(mem.MIN_BYTES // 4 + 12345)  # float32: just above the threshold, unaligned end
+    assert mem.advise_huge_pages(big) is big
+    ((start, length, advice),) = recorded
+    lo, hi = big.untyped_storage().data_ptr(), big.untyped_storage().data_ptr() + big.untyped_storage().nbytes()
+    assert advice == 14 and start % mem.HUGE_PAGE_BYTES == 0 and length % mem.HUGE_PAGE_BYTES == 0
+    assert lo <= start and start + length <= hi and hi - lo - length < 2 * mem.HUGE_PAGE_BYTES
+    recorded.clear()
+    mem.advise_huge_pages(torch.empty(mem.MIN_BYTES // 4 - 1))  # below the threshold
+    mem.advise_huge_pages(torch.empty(mem.MIN_BYTES, device="meta"))  # no memory
+    assert recorded == []
+
+
+def test_large_cpu_orbits_are_advised_and_their_values_unchanged(recorded):
+    out = orbit_empty(64, 8, 3, 96, 96, torch.float32, "cpu", channels_last=True)
+    assert len(recorded) == 1 and out.shape == (64, 8, 3, 96, 96)
+    x = torch.rand(2, 3, 16, 16)
+    recorded.clear()
+    small = canon.orbit(x, canon.as_group("C8"), size=24)
+    assert recorded == []  # small orbits are left alone
+    mem._madvise = False  # as on a machine without the madvise policy
+    assert torch.equal(canon.orbit(x, canon.as_group("C8"), size=24), small)
+
+
+def _huge_kib(ptr: int) -> int:
+    """AnonHugePages (kB) of the mapping of this process that holds address ``ptr``."""
+    inside = False
+    with open("/proc/self/smaps") as f:
+        for line in f:
+            head = line.split()[0]
+            if "-" in head and not head.endswith(":"):
+                lo, hi = (int(a, 16) for a in head.split("-"))
+                inside = lo <= ptr < hi
+            elif inside and head == "AnonHugePages:":
+                return int(line.split()[1])
+    return 0
+
+
+@pytest.mark.skipif(
+    not os.path.exists(mem._POLICY) or "[madvise]" not in open(mem._POLICY).read(),
+    reason="the kernel's transparent-huge-page policy here is not 'madvise' (nothing to advise)",
+)
+def test_linux_backs_an_advised_orbit_with_huge_pages(monkeypatch):
+    monkeypatch.setattr(mem, "_madvise", None)  # found afresh
+    monkeypatch.delenv("CANON_HUGE_PAGES", raising=False)
+    out = canon.orbit(torch.rand(64, 3, 32, 32), canon.as_group("C8"), size=96)  # 57 MB
+    assert _huge_kib(out.data_ptr() + out.untyped_storage().nbytes() // 2) > 0
+    monkeypatch.setattr(mem, "_madvise", None)
+    monkeypatch.setenv("CANON_HUGE_PAGES", "0")
+    off = canon.orbit(torch.rand(64, 3, 32, 32), canon.as_group("C8"), size=96)
+    assert _huge_kib(off.data_ptr() + off.untyped_storage().nbytes() // 2) == 0
