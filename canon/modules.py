@@ -9,6 +9,7 @@ from torch import nn
 
 from canon import functional as Fn
 from canon import losses, ops
+from canon import reference as ref
 from canon._checks import (
     INTERPOLATIONS,
     PADDINGS,
@@ -183,6 +184,9 @@ class OrbitCanonicalizer(nn.Module):
         dtype = self._dtype or x.dtype
         reuse = x.device.type == "cpu" and not ops.tracing()
         out = self._dead_views(x, (B, N, x.shape[1], *hw), dtype) if reuse else None
+        if reuse and out is None and not (torch.is_grad_enabled() and x.requires_grad):
+            # a block of its own (kept below), not canon._memory's one shared block
+            out = ref.orbit_empty(B, N, x.shape[1], *hw, dtype, x.device, False)
         views = ops.orbit(x, tables, hw, padding, self.interpolation, dtype, out=out)
         if reuse:
             self.__dict__["_views_buffer"] = views.detach()  # a private alias of the storage (see _dead_views)

@@ -15,7 +15,7 @@ import weakref
 import torch
 import torch.nn.functional as F
 
-from canon._memory import advise_huge_pages
+from canon._memory import advise_huge_pages, empty_reusable
 from canon.types import Selection
 
 __all__ = [
@@ -251,14 +251,18 @@ def _orbit_views(
 
 
 def orbit_empty(
-    B: int, N: int, C: int, h: int, w: int, dtype: torch.dtype, device, channels_last: bool
+    B: int, N: int, C: int, h: int, w: int, dtype: torch.dtype, device, channels_last: bool, reuse: bool = False
 ) -> torch.Tensor:
     """Uninitialised views (B, N, C, h, w); ``channels_last``: laid out so that ``flatten(0, 1)``
     is ``torch.channels_last`` without a copy. The one place the orbit's layouts are defined.
-    Large CPU orbits get huge pages (:mod:`canon._memory`): their first write faults far less."""
-    if channels_last:
-        return advise_huge_pages(torch.empty((B, N, h, w, C), dtype=dtype, device=device)).permute(0, 1, 4, 2, 3)
-    return advise_huge_pages(torch.empty((B, N, C, h, w), dtype=dtype, device=device))
+    Large CPU orbits get fresh memory on huge pages (fewer page faults on the first write), or
+    with ``reuse`` the memory of the last such orbit if nothing holds it any more (:mod:`canon._memory`)."""
+    shape = (B, N, h, w, C) if channels_last else (B, N, C, h, w)
+    if torch.device(device).type != "cpu":
+        out = torch.empty(shape, dtype=dtype, device=device)
+    else:
+        out = empty_reusable(shape, dtype) if reuse else advise_huge_pages(torch.empty(shape, dtype=dtype))
+    return out.permute(0, 1, 4, 2, 3) if channels_last else out
 
 
 def orbit_ref(
@@ -287,7 +291,7 @@ def orbit_ref(
         views = _orbit_views(xs, mats, exact, (h, w), padding, interpolation, None)
         return orbit_empty(B, N, C, h, w, dt, x.device, channels_last).copy_(views) if channels_last else views.to(dt)
     if out is None:
-        out = orbit_empty(B, N, C, h, w, dt, x.device, channels_last)
+        out = orbit_empty(B, N, C, h, w, dt, x.device, channels_last, reuse=True)
     return _orbit_views(xs, mats, exact, (h, w), padding, interpolation, out)
 
 
