@@ -15,7 +15,7 @@ import weakref
 import torch
 import torch.nn.functional as F
 
-from canon._memory import advise_huge_pages, empty_reusable
+from canon._memory import empty_reusable
 from canon.types import Selection
 
 __all__ = [
@@ -255,13 +255,13 @@ def orbit_empty(
 ) -> torch.Tensor:
     """Uninitialised views (B, N, C, h, w); ``channels_last``: laid out so that ``flatten(0, 1)``
     is ``torch.channels_last`` without a copy. The one place the orbit's layouts are defined.
-    Large CPU orbits get fresh memory on huge pages (fewer page faults on the first write), or
-    with ``reuse`` the memory of the last such orbit if nothing holds it any more (:mod:`canon._memory`)."""
+    ``reuse`` (CPU): a large orbit takes the memory of the last one if nothing holds it any more
+    (:mod:`canon._memory`), which saves the page faults of a fresh block."""
     shape = (B, N, h, w, C) if channels_last else (B, N, C, h, w)
-    if torch.device(device).type != "cpu":
-        out = torch.empty(shape, dtype=dtype, device=device)
+    if reuse and torch.device(device).type == "cpu":
+        out = empty_reusable(shape, dtype)
     else:
-        out = empty_reusable(shape, dtype) if reuse else advise_huge_pages(torch.empty(shape, dtype=dtype))
+        out = torch.empty(shape, dtype=dtype, device=device)
     return out.permute(0, 1, 4, 2, 3) if channels_last else out
 
 
