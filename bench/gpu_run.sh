@@ -58,6 +58,7 @@ else
   step overhead 40 "$PY" -m bench overhead --device cuda --output-dir "$DIR/overhead"
   step profile 45 "$PY" -m bench profile --device cuda --output-dir "$DIR/profile"
   train train-fp32
+  train train-graphed --cuda-graph   # the same run with the canonicalizer replayed from a CUDA graph
   train train-bf16 --amp bf16
   step sweep 120 "$PY" -m bench sweep --output-dir "$DIR/sweep"
   step kernels 60 "$PY" -m bench kernels --archs 80,90 --output-dir "$DIR/kernels"
