@@ -155,3 +155,37 @@ def test_opcheck_every_op(backend, rng):
                     "test_aot_dispatch_dynamic",
                 ),
             )
+
+
+def test_calls_without_a_graph_skip_autograd_function_and_give_the_same_values(monkeypatch):
+    """Eager calls that record no graph run the forward alone (no ``Function.apply``); with a graph they go
+    through it. Either way the values are the same."""
+    import canon
+    from canon import ops
+
+    g = torch.Generator().manual_seed(3)
+    x = torch.rand(2, 3, 9, 9, generator=g)
+    v, r = torch.randn(2, 8, 5, generator=g), torch.randn(5, generator=g)
+    calls = {
+        "orbit": lambda x, v, r: canon.orbit(x, "C8", size=7),
+        "select": lambda x, v, r: canon.select(v, r).scores,
+        "transform": lambda x, v, r: canon.transform(x, torch.tensor([1, 3]), "C8"),
+        "contrastive_loss": lambda x, v, r: canon.losses.contrastive_loss(v),
+        "select_canonicalize": lambda x, v, r: canon.select_canonicalize(x, v, r, "C8")[0],
+    }
+    with_graph = {}
+    for name, fn in calls.items():
+        xg, vg, rg = x.clone().requires_grad_(), v.clone().requires_grad_(), r.clone().requires_grad_()
+        out = fn(xg, vg, rg)
+        assert out.grad_fn is not None, name
+        with_graph[name] = out.detach()
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("autograd.Function.apply called for a call without a graph")
+
+    for cls in (ops._Orbit, ops._Select, ops._Transform, ops._Contrastive, ops._SelectTransform):
+        monkeypatch.setattr(cls, "apply", refuse)
+    for name, fn in calls.items():
+        with torch.no_grad():
+            assert torch.equal(fn(x.clone().requires_grad_(), v, r), with_graph[name]), name
+        assert torch.equal(fn(x, v, r), with_graph[name]), name  # no input requires a gradient
