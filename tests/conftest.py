@@ -116,3 +116,8 @@ def assert_within_torch_error(ours: torch.Tensor, torch_own: torch.Tensor, truth
 def rng():
     """A fresh, seeded generator per test (fresh random inputs, reproducible failures)."""
     return torch.Generator().manual_seed(1234)
+
+
+# The smallest training run the CLI tests use: digits, one epoch of two steps, one thread, no plots.
+TINY_TRAIN = ["--dataset", "digits", "--epochs", "1", "--max-steps", "2", "--batch-size", "16", "--threads", "1"]
+TINY_TRAIN += ["--quiet", "--no-plots"]

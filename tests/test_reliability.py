@@ -15,6 +15,7 @@ import time
 
 import pytest
 import torch
+from conftest import TINY_TRAIN
 
 from canon.data import load_dataset
 from canon.train import build_parser, load_checkpoint, main, resolve, run
@@ -24,22 +25,7 @@ from canon.train.loop import NonFiniteError
 from canon.train.rundir import LOCK_NAME, RunDirectory
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY = [
-    "--dataset",
-    "digits",
-    "--epochs",
-    "1",
-    "--max-steps",
-    "2",
-    "--batch-size",
-    "16",
-    "--threads",
-    "1",
-    "--quiet",
-    "--no-plots",
-    "--eval-batch-size",
-    "400",
-]
+TINY = [*TINY_TRAIN, "--eval-batch-size", "400"]
 
 
 def cfg_of(*args):

@@ -8,6 +8,7 @@ import sys
 import numpy as np
 import pytest
 import torch
+from conftest import TINY_TRAIN
 
 import canon
 from canon.data import ImageData, elpv_classes, load_dataset, load_elpv, resize_images
@@ -24,20 +25,7 @@ from canon.train.evaluate import (
 )
 from canon.train.loop import build_models
 
-TINY = [
-    "--dataset",
-    "digits",
-    "--epochs",
-    "1",
-    "--max-steps",
-    "2",
-    "--batch-size",
-    "16",
-    "--threads",
-    "1",
-    "--quiet",
-    "--no-plots",
-]
+TINY = list(TINY_TRAIN)
 HAS_ELPV = importlib.util.find_spec("elpv_dataset") is not None
 
 
