@@ -23,7 +23,9 @@ import hashlib
 import os
 import pickle
 import re
+import signal
 import struct
+import threading
 
 import torch
 
@@ -114,23 +116,49 @@ def _fsync_dir(folder: str) -> None:
             os.close(fd)
 
 
+@contextlib.contextmanager
+def _sigint_held():
+    """Hold SIGINT (Ctrl-C) until the block ends, then raise it as KeyboardInterrupt.
+
+    An interrupt inside ``torch.save`` surfaces as a RuntimeError from its zip writer (the
+    KeyboardInterrupt is lost), so the run would end with a traceback instead of the resume hint;
+    a write of a few milliseconds is better finished. Only in the main thread and only while
+    Python's default handler is installed (never over someone else's handler).
+    """
+    if threading.current_thread() is not threading.main_thread() or (
+        signal.getsignal(signal.SIGINT) is not signal.default_int_handler
+    ):
+        yield
+        return
+    received = []
+    signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    if received:
+        raise KeyboardInterrupt
+
+
 def write_atomic(path: str, write) -> None:
     """Call ``write(f)`` on ``<path>.tmp.<pid>`` (binary), flush it to disk, then replace ``path`` with it.
 
-    On any failure, interruption included, the temporary file is removed and ``path`` is unchanged.
+    On any failure the temporary file is removed and ``path`` is unchanged. Ctrl-C during the
+    write is held until the file is in place, then raised (``KeyboardInterrupt``).
     """
     tmp = f"{path}.tmp.{os.getpid()}"
-    try:
-        with open(tmp, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.remove(tmp)
-        raise
-    _fsync_dir(os.path.dirname(os.path.abspath(path)))
+    with _sigint_held():
+        try:
+            with open(tmp, "wb") as f:
+                write(f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.remove(tmp)
+            raise
+        _fsync_dir(os.path.dirname(os.path.abspath(path)))
 
 
 def save_checkpoint(path: str, payload: dict) -> None:
