@@ -6,8 +6,9 @@ write: for the quick benchmark's orbit (57 MB) about 15 ms of the 26 ms the op t
 2-core machine, more than the resampling itself. Where a loop drops each orbit before the
 next (an evaluation loop, a benchmark), :func:`empty_reusable` hands the same block out
 again: it keeps a private alias of the last large block and reuses it only once that alias
-is the one holder left (C++ storage reference counts: a tensor still held anywhere — by the
-caller, a view of it, an autograd graph — keeps the block from being reused). The cost is
+is the one holder left (:func:`sole_holder`: a tensor still held anywhere — by the caller, a
+view of it, an autograd graph —, a kept storage object or another process sharing the memory
+keeps the block from being reused). The cost is
 one kept block (the last large orbit's size) after the caller has dropped everything;
 :func:`release` frees it.
 
@@ -19,11 +20,13 @@ compaction on the 2-core machine, so it is not done.)
 from __future__ import annotations
 
 import math
+import sys
 import threading
 
 import torch
+from torch.utils._python_dispatch import _get_current_dispatch_mode
 
-__all__ = ["empty_reusable", "release", "MIN_BYTES"]
+__all__ = ["empty_reusable", "sole_holder", "tracing", "release", "MIN_BYTES"]
 
 MIN_BYTES = 16 << 20  # smaller blocks come from glibc's heap, usually without page faults
 
@@ -31,26 +34,52 @@ _lock = threading.Lock()
 _kept: torch.Tensor | None = None  # private alias of the last large block handed out (never returned itself)
 
 
-def _sole_holder(buf: torch.Tensor) -> bool:
-    try:  # minus the temporary storage object made by untyped_storage()
-        return torch._C._storage_Use_Count(buf.untyped_storage()._cdata) - 1 == 1
-    except AttributeError:  # private counter missing in this torch: never reuse
+def _storage_refs(t: torch.Tensor) -> tuple[int, int]:
+    """(Python references to ``t``'s storage object, C++ holders of its storage) seen from here."""
+    storage = t.untyped_storage()  # the caller's storage object if one is alive, else a new one
+    return sys.getrefcount(storage), torch._C._storage_Use_Count(storage._cdata)
+
+
+try:  # the counts of a storage that nothing but one tensor holds
+    _ALONE = _storage_refs(torch.empty(1))
+except AttributeError:  # private counter missing in this torch: never reuse
+    _ALONE = None
+
+
+def sole_holder(buf: torch.Tensor) -> bool:
+    """Whether ``buf`` is the only holder of its memory: no other tensor (view, slice, saved for
+    backward), no storage object (``x.untyped_storage()`` kept by someone), no other process
+    (shared memory). C++ and Python reference counts, not guesses."""
+    if _ALONE is None or buf.is_shared() or type(buf) is not torch.Tensor:
         return False
+    return _storage_refs(buf) == _ALONE
+
+
+def _fresh_view(buf: torch.Tensor, shape: tuple) -> torch.Tensor:
+    # a tensor on buf's memory that is not a view of it (autograd lets callers modify it in place)
+    return torch.empty(0, dtype=buf.dtype).set_(buf.untyped_storage(), 0, shape)
+
+
+def tracing() -> bool:
+    """Under torch.compile/export or a dispatch mode (fake tensors, ``make_fx``): memory is never reused
+    there (a traced graph would write into a constant)."""
+    return torch.compiler.is_compiling() or _get_current_dispatch_mode() is not None
 
 
 def empty_reusable(shape: tuple, dtype: torch.dtype) -> torch.Tensor:
     """``torch.empty(shape, dtype=dtype)`` on the CPU; a large block reuses the last one's memory when nothing
-    else holds it. Contents are undefined either way."""
+    else holds it. Contents are undefined either way. Under tracing or a dispatch mode (fake tensors,
+    ``make_fx``) always a plain ``torch.empty``, never kept."""
     global _kept
-    if math.prod(shape) * dtype.itemsize < MIN_BYTES or torch.compiler.is_compiling():
+    if math.prod(shape) * dtype.itemsize < MIN_BYTES or tracing():
         return torch.empty(shape, dtype=dtype)
     with _lock:
         buf = _kept
-        if buf is not None and buf.dtype == dtype and buf.numel() == math.prod(shape) and _sole_holder(buf):
-            return buf.view(shape)  # a new tensor on the same memory; the alias stays private
+        if buf is not None and buf.dtype == dtype and buf.numel() == math.prod(shape) and sole_holder(buf):
+            return _fresh_view(buf, shape)  # the alias stays private
         out = torch.empty(shape, dtype=dtype)
-        # inference tensors cannot be used outside inference mode later: never kept
-        _kept = None if out.is_inference() else out.detach()
+        # inference tensors cannot be used outside inference mode later, subclasses are not memory: never kept
+        _kept = out.detach() if type(out) is torch.Tensor and not out.is_inference() else None
         return out
 
 

@@ -7,8 +7,8 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
+from canon import _memory, losses, ops
 from canon import functional as Fn
-from canon import losses, ops
 from canon import reference as ref
 from canon._checks import (
     INTERPOLATIONS,
@@ -182,7 +182,7 @@ class OrbitCanonicalizer(nn.Module):
             self._dtype = next((p.dtype for p in self.encoder.parameters()), None)
         (tables, hw, padding), _ = self._plans(x)
         dtype = self._dtype or x.dtype
-        reuse = x.device.type == "cpu" and not ops.tracing()
+        reuse = x.device.type == "cpu" and not ops.tracing() and not _memory.tracing()
         out = self._dead_views(x, (B, N, x.shape[1], *hw), dtype) if reuse else None
         if reuse and out is None and not (torch.is_grad_enabled() and x.requires_grad):
             # a block of its own (kept below), not canon._memory's one shared block
@@ -220,21 +220,15 @@ class OrbitCanonicalizer(nn.Module):
         out). Once the module has dropped its own state, every tensor that still shares that
         storage — the views themselves held in a kept ``CanonicalizationState``, a view of them, a
         tensor saved for backward — holds a reference to it; the memory is reused only when the
-        private alias is the one holder left (C++ reference counts, not Python's)."""
+        private alias is the one holder left (:func:`canon._memory.sole_holder`)."""
         buf = self.__dict__.get("_views_buffer")
         self.__dict__["state"] = None  # this forward replaces the state; the old views may die here
         self.__dict__["_views_buffer"] = None
         if buf is None or buf.shape != shape or buf.dtype != dtype or buf.device != x.device or buf.is_inference():
             return None
-        if not buf.is_contiguous():
+        if not buf.is_contiguous() or not _memory.sole_holder(buf):
             return None
-        try:
-            holders = (
-                torch._C._storage_Use_Count(buf.untyped_storage()._cdata) - 1
-            )  # minus the temporary storage object
-        except AttributeError:  # private counter missing in this torch: allocate anew
-            return None
-        return buf.detach() if holders == 1 else None
+        return torch.empty(0, dtype=buf.dtype, device=buf.device).set_(buf.untyped_storage(), 0, shape)
 
     def _remember(self, views, vectors, sel, losses) -> CanonicalizationState:
         # plain attributes (no nn.Module.__setattr__ bookkeeping per forward)

@@ -25,6 +25,7 @@ import threading
 
 import torch
 from torch import Tensor
+from torch.autograd import forward_ad as _forward_ad
 
 from canon import reference as ref
 from canon.backend import resolve_backend
@@ -69,10 +70,18 @@ def _compiling() -> bool:
     return tracing() or getattr(_route, "registered", False)
 
 
+_is_functorch_wrapped = torch._C._functorch.is_functorch_wrapped_tensor
+
+
 def _autograd(*tensors) -> bool:
-    """Whether a call records a graph. Without one, eager calls skip ``autograd.Function.apply``
-    (4–10 µs of bookkeeping per call on the CPU, even under ``no_grad``) and run the forward alone."""
-    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+    """Whether a call needs ``autograd.Function.apply``: it records a graph, or forward-mode AD or a
+    ``torch.func`` transform is active (apply then raises its clear "not supported" error). Otherwise
+    eager calls run the forward alone (apply costs 4–10 µs per call on the CPU, even under ``no_grad``)."""
+    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors):
+        return True
+    if _forward_ad._current_level >= 0:
+        return True
+    return any(t is not None and _is_functorch_wrapped(t) for t in tensors)
 
 
 @contextlib.contextmanager

@@ -189,3 +189,23 @@ def test_calls_without_a_graph_skip_autograd_function_and_give_the_same_values(m
         with torch.no_grad():
             assert torch.equal(fn(x.clone().requires_grad_(), v, r), with_graph[name]), name
         assert torch.equal(fn(x, v, r), with_graph[name]), name  # no input requires a gradient
+
+
+def test_forward_mode_ad_is_refused_clearly_not_answered_with_zero_tangents():
+    """Dual tensors do not require grad, yet forward-mode AD and torch.func transforms must reach
+    autograd.Function (which says it has no jvp) instead of the forward alone (a silent zero tangent)."""
+    import canon
+
+    g = torch.Generator().manual_seed(4)
+    x = torch.rand(2, 1, 8, 8, generator=g)
+    v, r, tv = torch.randn(2, 4, 3, generator=g), torch.randn(3, generator=g), torch.randn(2, 4, 3, generator=g)
+    calls = [
+        lambda v: canon.select(v, r).scores,
+        lambda v: canon.canonicalize(x, canon.select(v, r), "C4"),
+        lambda v: canon.losses.contrastive_loss(v),
+    ]
+    for fn in calls:
+        with pytest.raises(RuntimeError, match="jvp|forward AD|forward-mode|setup_context|vmap"):
+            torch.func.jvp(fn, (v,), (tv,))
+    with pytest.raises(RuntimeError, match="jvp|forward AD|forward-mode|setup_context"):
+        torch.func.jvp(lambda x: canon.orbit(x, "C4"), (x,), (torch.rand_like(x),))

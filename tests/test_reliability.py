@@ -471,3 +471,30 @@ def test_ctrl_c_during_a_checkpoint_write_is_held_until_the_file_is_in_place(tmp
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
     write_atomic(str(path), lambda f: f.write(b"c"))  # no interrupt: nothing raised
     assert path.read_bytes() == b"c"
+
+
+def test_a_second_ctrl_c_interrupts_the_write_at_once_and_a_failing_write_keeps_the_interrupt(tmp_path):
+    path = tmp_path / "checkpoint.bin"
+    path.write_bytes(b"previous")
+
+    def twice(f):
+        f.write(b"a")
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.05)
+        os.kill(os.getpid(), signal.SIGINT)  # a hung write must stay interruptible
+        time.sleep(0.05)
+        raise AssertionError("not interrupted by the second Ctrl-C")
+
+    with pytest.raises(KeyboardInterrupt):
+        write_atomic(str(path), twice)
+    assert path.read_bytes() == b"previous" and not [p for p in os.listdir(tmp_path) if ".tmp" in p]
+
+    def interrupted_then_failing(f):
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.05)
+        raise OSError("disk full")
+
+    with pytest.raises(KeyboardInterrupt) as e:
+        write_atomic(str(path), interrupted_then_failing)
+    assert isinstance(e.value.__cause__, OSError) and path.read_bytes() == b"previous"
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler

@@ -122,8 +122,9 @@ def _sigint_held():
 
     An interrupt inside ``torch.save`` surfaces as a RuntimeError from its zip writer (the
     KeyboardInterrupt is lost), so the run would end with a traceback instead of the resume hint;
-    a write of a few milliseconds is better finished. Only in the main thread and only while
-    Python's default handler is installed (never over someone else's handler).
+    a write of a few milliseconds is better finished. A second Ctrl-C interrupts at once (a hung
+    file system stays interruptible); an error in the block is raised as the interrupt's cause.
+    Only in the main thread and only while Python's default handler is installed.
     """
     if threading.current_thread() is not threading.main_thread() or (
         signal.getsignal(signal.SIGINT) is not signal.default_int_handler
@@ -131,9 +132,22 @@ def _sigint_held():
         yield
         return
     received = []
-    signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
+
+    def hold(signum, frame):
+        received.append(signum)
+        if len(received) > 1:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+            raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, hold)
     try:
         yield
+    except KeyboardInterrupt:
+        raise
+    except BaseException as e:
+        if received:
+            raise KeyboardInterrupt from e
+        raise
     finally:
         signal.signal(signal.SIGINT, signal.default_int_handler)
     if received:
