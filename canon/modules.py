@@ -183,7 +183,11 @@ class OrbitCanonicalizer(nn.Module):
         (tables, hw, padding), _ = self._plans(x)
         dtype = self._dtype or x.dtype
         reuse = x.device.type == "cpu" and not ops.tracing() and not _memory.tracing()
+        # only large blocks: a small fresh one costs less than the holder check (and no page faults)
+        reuse = reuse and B * N * x.shape[1] * hw[0] * hw[1] * dtype.itemsize >= _memory.MIN_BYTES
         out = self._dead_views(x, (B, N, x.shape[1], *hw), dtype) if reuse else None
+        if not reuse:
+            self.__dict__["_views_buffer"] = None  # a large block of an earlier input is not kept
         if reuse and out is None and not (torch.is_grad_enabled() and x.requires_grad):
             # a block of its own (kept below), not canon._memory's one shared block
             out = ref.orbit_empty(B, N, x.shape[1], *hw, dtype, x.device, False)

@@ -70,7 +70,7 @@ def _compiling() -> bool:
     return tracing() or getattr(_route, "registered", False)
 
 
-_is_functorch_wrapped = torch._C._functorch.is_functorch_wrapped_tensor
+_functorch_level = torch._C._functorch.maybe_current_level  # None outside torch.func transforms
 
 
 def _autograd(*tensors) -> bool:
@@ -79,9 +79,7 @@ def _autograd(*tensors) -> bool:
     eager calls run the forward alone (apply costs 4–10 µs per call on the CPU, even under ``no_grad``)."""
     if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors):
         return True
-    if _forward_ad._current_level >= 0:
-        return True
-    return any(t is not None and _is_functorch_wrapped(t) for t in tensors)
+    return _forward_ad._current_level >= 0 or _functorch_level() is not None
 
 
 @contextlib.contextmanager
