@@ -26,7 +26,7 @@ import threading
 import torch
 from torch.utils._python_dispatch import _get_current_dispatch_mode
 
-__all__ = ["empty_reusable", "sole_holder", "tracing", "release", "MIN_BYTES"]
+__all__ = ["empty_reusable", "sole_holder", "on_memory_of", "tracing", "release", "MIN_BYTES"]
 
 MIN_BYTES = 16 << 20  # smaller blocks come from glibc's heap, usually without page faults
 
@@ -55,9 +55,10 @@ def sole_holder(buf: torch.Tensor) -> bool:
     return _storage_refs(buf) == _ALONE
 
 
-def _fresh_view(buf: torch.Tensor, shape: tuple) -> torch.Tensor:
-    # a tensor on buf's memory that is not a view of it (autograd lets callers modify it in place)
-    return torch.empty(0, dtype=buf.dtype).set_(buf.untyped_storage(), 0, shape)
+def on_memory_of(buf: torch.Tensor, shape: tuple) -> torch.Tensor:
+    """A tensor of ``shape`` on ``buf``'s memory that is not a view of it (autograd lets callers modify
+    it in place, which it refuses for a view made inside a custom ``autograd.Function``)."""
+    return torch.empty(0, dtype=buf.dtype, device=buf.device).set_(buf.untyped_storage(), 0, shape)
 
 
 def tracing() -> bool:
@@ -76,7 +77,7 @@ def empty_reusable(shape: tuple, dtype: torch.dtype) -> torch.Tensor:
     with _lock:
         buf = _kept
         if buf is not None and buf.dtype == dtype and buf.numel() == math.prod(shape) and sole_holder(buf):
-            return _fresh_view(buf, shape)  # the alias stays private
+            return on_memory_of(buf, shape)  # the alias stays private
         out = torch.empty(shape, dtype=dtype)
         # inference tensors cannot be used outside inference mode later, subclasses are not memory: never kept
         _kept = out.detach() if type(out) is torch.Tensor and not out.is_inference() else None

@@ -232,7 +232,7 @@ class OrbitCanonicalizer(nn.Module):
             return None
         if not buf.is_contiguous() or not _memory.sole_holder(buf):
             return None
-        return torch.empty(0, dtype=buf.dtype, device=buf.device).set_(buf.untyped_storage(), 0, shape)
+        return _memory.on_memory_of(buf, shape)
 
     def _remember(self, views, vectors, sel, losses) -> CanonicalizationState:
         # plain attributes (no nn.Module.__setattr__ bookkeeping per forward)

@@ -435,27 +435,9 @@ class _Select(torch.autograd.Function):
     @staticmethod
     def backward(ctx, g_scores, g_probs, g_index, g_onehot, g_losses):
         vectors, reference, probs = ctx.saved_tensors
-        beta, score, straight_through, noise, tau, contrastive, prior, target, prior_beta = ctx.cfg
         if not (ctx.needs_input_grad[0] or ctx.needs_input_grad[1]):
             return None, None, None
-        gv, gr = _select_bwd(
-            g_scores,
-            g_probs,
-            g_onehot,
-            g_losses,
-            vectors,
-            reference,
-            probs,
-            beta,
-            score,
-            straight_through,
-            noise,
-            tau,
-            contrastive,
-            prior,
-            target,
-            prior_beta,
-        )
+        gv, gr = _select_bwd(g_scores, g_probs, g_onehot, g_losses, vectors, reference, probs, *ctx.cfg)
         return (gv if ctx.needs_input_grad[0] else None), (gr if ctx.needs_input_grad[1] else None), None
 
 
