@@ -470,8 +470,14 @@ def make_encoder(cfg: Config) -> nn.Module:
     return ConvEncoder(C, out_dim=DIM, hidden=16, num_layers=3, kernel_size=5)
 
 
-def _step_forward(cfg: Config, provider: str, device: str, x: torch.Tensor) -> tuple[nn.Module, Callable]:
-    """(model, forward → (canonical images, prior loss, contrastive loss)) of one provider."""
+def _step_forward(
+    cfg: Config, provider: str, device: str, x: torch.Tensor, cuda_graph: bool = False
+) -> tuple[nn.Module, Callable]:
+    """(model, forward → (canonical images, prior loss, contrastive loss)) of one provider.
+
+    ``cuda_graph``: ours only, on CUDA, fp32: the canonicalizer's forward and backward replay
+    from :class:`canon.GraphedCanonicalizer` (captured here, for ``x``'s shape).
+    """
     encoder = make_encoder(cfg).to(device)  # identical initial weights for every provider
     if _ours(provider):
         p = _canon_view_params(cfg)
@@ -485,7 +491,14 @@ def _step_forward(cfg: Config, provider: str, device: str, x: torch.Tensor) -> t
             dim=DIM,
         )
         model = model.to(device).train()
-        return model, _with_backend(provider, lambda: (model(x), model.prior_loss(), model.contrastive_loss()))
+        run = model
+        if cuda_graph:
+            if provider != "ours-triton" or device != "cuda" or cfg.dtype != "fp32":
+                got = f"{provider} {device} {cfg.dtype}"
+                raise Unavailable(f"a CUDA-graphed step needs ours-triton on CUDA in fp32, got {got}")
+            with canon.use_backend("triton"):
+                run = canon.GraphedCanonicalizer(model, x)
+        return model, _with_backend(provider, lambda: (run(x), model.prior_loss(), model.contrastive_loss()))
     model = _baseline(cfg, provider, encoder, device).train()
     run = model.canonicalize if provider == "equiadapt-loop" else model
     return model, lambda: (run(x), model.get_prior_regularization_loss(), model.get_optimization_specific_loss())
@@ -503,7 +516,15 @@ def step_no_encoder_case(cfg: Config, provider: str, inp: Inputs) -> Work:
     return _step(cfg, provider, inp)
 
 
-def _step(cfg: Config, provider: str, inp: Inputs) -> Work:
+def step_work(cfg: Config, provider: str, device: str, cuda_graph: bool = False) -> Work:
+    """The ``Work`` of a step case (its ``step`` is the whole training step), optionally CUDA-graphed."""
+    if cfg.case not in ("step", "step-no-encoder"):
+        raise ValueError(f"step_work: {cfg.case!r} is not a step case")
+    _check_provider(provider, device)
+    return _step(cfg, provider, Inputs.make(cfg, device, grad=True), cuda_graph)
+
+
+def _step(cfg: Config, provider: str, inp: Inputs, cuda_graph: bool = False) -> Work:
     """A training step: forward (orbit → encoder → choice → canonical image) + losses + backward + SGD.
 
     fp32 runs in fp32; bf16 runs the whole step under ``torch.autocast(bf16)`` with fp32
@@ -512,7 +533,7 @@ def _step(cfg: Config, provider: str, inp: Inputs) -> Work:
     ``backward`` the gradients of the loss to the parameters, ``full`` the whole step.
     """
     x, device = inp.x.detach().float(), inp.device
-    model, forward_losses = _step_forward(cfg, provider, device, x)
+    model, forward_losses = _step_forward(cfg, provider, device, x, cuda_graph)
     autocast = cfg.dtype == "bf16"
 
     def forward():

