@@ -17,6 +17,7 @@ figures are host time as long as the GPU keeps up, which tiny kernels do.
 Usage::
 
     python -m bench overhead [--device cpu|cuda] [--calls 2000] [--output-dir DIR]
+    python -m bench overhead --profile orbit,select   # also cProfile those ops' public calls
 """
 
 from __future__ import annotations
@@ -213,6 +214,37 @@ def format_rows(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def profile_ops(device: str, names: list[str], calls: int, top: int = 22) -> str:
+    """cProfile of ``calls`` public calls of each named op (and of its bare call): where the host time goes."""
+    import cProfile
+    import io
+    import pstats
+
+    table = {name: (public, bare) for name, public, bare in cases(device)}
+    unknown = [n for n in names if n not in table]
+    if unknown:
+        raise ValueError(f"bench overhead --profile: unknown ops {unknown}; choose from {list(table)}")
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    out = io.StringIO()
+    with torch.no_grad():
+        for name in names:
+            for kind, fn in zip(("public", "bare"), table[name]):
+                if fn is None:
+                    continue
+                for _ in range(20):
+                    fn()
+                sync()
+                prof = cProfile.Profile()
+                prof.enable()
+                for _ in range(calls):
+                    fn()
+                sync()
+                prof.disable()
+                out.write(f"\n## {name}: {kind} call, {calls} calls, {device}\n")
+                pstats.Stats(prof, stream=out).sort_stats("tottime").print_stats(top)
+    return out.getvalue()
+
+
 def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(
         prog="python -m bench overhead", description="host time per call of every public op on tiny inputs"
@@ -223,6 +255,7 @@ def main(argv: list[str]) -> int:
         "--threads", type=int, default=1, help="torch.set_num_threads (default 1: tiny ops gain nothing from more)"
     )
     ap.add_argument("--output-dir", default=None, help="also write overhead.json there")
+    ap.add_argument("--profile", default=None, help="comma-separated ops to cProfile after the table (their names)")
     args = ap.parse_args(argv)
     if args.calls < 1:
         ap.error(f"--calls must be >= 1, got {args.calls}")
@@ -254,4 +287,10 @@ def main(argv: list[str]) -> int:
                 indent=1,
             )
         print(f"# → {path}")
+    if args.profile:
+        text = profile_ops(device, args.profile.split(","), min(args.calls, 500))
+        print(text)
+        if args.output_dir:
+            with open(os.path.join(args.output_dir, "profile.txt"), "w") as f:
+                f.write(text)
     return 0

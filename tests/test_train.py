@@ -325,3 +325,24 @@ def test_malformed_npz_fails_before_training(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main([*TINY, "--dataset", str(tmp_path / "bad.npz"), "--output-dir", str(tmp_path / "o")])
     assert "10 images but 9 labels" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name, index", [("cuda", 2), ("cuda:1", 1), ("auto", 2)])
+def test_cuda_device_gets_an_index(monkeypatch, name, index):
+    """`--device cuda` failed on a GPU: torch.cuda.set_device refuses a device without an index."""
+    from canon.train import cli
+
+    seen = []
+
+    def set_device(dev):  # as torch's: an index is required
+        if dev.index is None:
+            raise ValueError(f"Expected a torch.device with a specified index or an integer, but got:{dev}")
+        seen.append(dev)
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 3)
+    monkeypatch.setattr(torch.cuda, "set_device", set_device)
+    assert cli._device({"device": name}, 1, 0) == torch.device("cuda", index) == seen[0]
+    with pytest.raises(cli.ConfigError, match="has 3 CUDA device"):
+        cli._device({"device": "cuda:3"}, 1, 0)

@@ -62,6 +62,10 @@ def _device(cfg: dict, world: int, local: int) -> torch.device:
             raise ConfigError(f"--device {name}: CUDA is not available here")
         if world > 1:
             dev = torch.device("cuda", local)
+        elif dev.index is None:  # set_device needs an index ("cuda" alone is refused)
+            dev = torch.device("cuda", torch.cuda.current_device())
+        if dev.index >= torch.cuda.device_count():
+            raise ConfigError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s)")
         torch.cuda.set_device(dev)
     return dev
 
