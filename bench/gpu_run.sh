@@ -62,8 +62,10 @@ if [ -n "${QUICK:-}" ]; then
   step sweep 90 "$PY" -m bench sweep --quick --output-dir "$DIR/sweep"
 else
   # the tests in parallel where pytest-xdist is there (one file per worker: module fixtures stay together)
-  xdist=(); "$PY" -c "import xdist" 2>/dev/null && xdist=(-n 8 --dist loadfile)
-  step tests 200 "$PY" -m pytest -q -p no:cacheprovider "${xdist[@]}" tests
+  # (one thread per worker: on the 16-core H100 machine 8 workers at 16 threads each had not finished in 200 s,
+  # 15 at one thread reached 99% in 85 s; 2026-11-28)
+  xdist=(); "$PY" -c "import xdist" 2>/dev/null && xdist=(-n 15 --dist loadfile)
+  step tests 200 env OMP_NUM_THREADS=1 "$PY" -m pytest -q -rfE --tb=short -p no:cacheprovider "${xdist[@]}" tests
   step overhead 40 "$PY" -m bench overhead --device cuda --output-dir "$DIR/overhead"
   step profile 45 "$PY" -m bench profile --device cuda --output-dir "$DIR/profile"
   step profile-graphed 45 "$PY" -m bench profile --device cuda --cuda-graph --output-dir "$DIR/profile-graphed"

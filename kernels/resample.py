@@ -37,6 +37,8 @@ These kernels know tensors, strides and matrices, nothing about groups or traini
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import triton
 import triton.language as tl
@@ -1073,6 +1075,13 @@ def orbit_backward_scatter_kernel(
 
 # ----------------------------------------------------------------------------- host side
 def resample_config(h: int, w: int, C: int, dtype: torch.dtype, kind: str) -> dict:
+    """A fresh dict of :func:`_resample_config`, which is cached: uncached it cost ~5.6 µs per launch
+    (on the 2-core CPU machine; 0.4 µs cached)."""
+    return dict(_resample_config(int(h), int(w), int(C), dtype, kind))
+
+
+@functools.lru_cache(maxsize=1024)
+def _resample_config(h: int, w: int, C: int, dtype: torch.dtype, kind: str) -> tuple:
     """Tile, channel block and warps of one resampling launch, by the kind of work per pixel.
 
     A program owns a ``TILE_H × TILE_W`` tile of the plane it writes and ``CHANNELS`` channels
@@ -1097,7 +1106,7 @@ def resample_config(h: int, w: int, C: int, dtype: torch.dtype, kind: str) -> di
     tile_w = min(tile_w, max(8, triton.next_power_of_2(w)))
     tile_h = min(tile_h, max(1, triton.next_power_of_2(h)))
     channels = min(channels, triton.next_power_of_2(max(int(C), 1)))
-    return dict(TILE_H=tile_h, TILE_W=tile_w, CHANNELS=channels, num_warps=warps)
+    return tuple(dict(TILE_H=tile_h, TILE_W=tile_w, CHANNELS=channels, num_warps=warps).items())
 
 
 def _check_plane(name: str, t: torch.Tensor, hw_dims=(-2, -1)) -> None:

@@ -119,5 +119,8 @@ def rng():
 
 
 # The smallest training run the CLI tests use: digits, one epoch of two steps, one thread, no plots.
+# On the CPU also on a GPU machine: these runs test the loop's logic (bit-for-bit resume, checksums), which
+# CUDA's non-deterministic kernels would not keep; CUDA training is tests/test_gpu.py's and bench/gpu_run.sh's.
 TINY_TRAIN = ["--dataset", "digits", "--epochs", "1", "--max-steps", "2", "--batch-size", "16", "--threads", "1"]
+TINY_TRAIN += ["--device", "cpu"]
 TINY_TRAIN += ["--quiet", "--no-plots"]

@@ -30,6 +30,8 @@ ARGS = [
     "canonicalized,plain",
     "--no-plots",
     "--quiet",
+    "--device",
+    "cpu",  # two gloo ranks, also on a machine with one GPU
 ]
 
 

@@ -2,20 +2,30 @@
 
 import pytest
 import torch
+from conftest import KERNEL_DEVICES, NO_KERNEL_DEVICE
 
 import canon  # noqa: F401  (registers the ops)
 from canon.geometry import channel_tables, view_tables
 from canon.groups import as_group
 
-BACKENDS = [
-    "reference",
-    pytest.param(
-        "triton",
-        marks=pytest.mark.skipif(
-            __import__("importlib").util.find_spec("triton") is None, reason="triton not installed"
-        ),
-    ),
-]
+# the reference on CPU tensors; the Triton kernels where they run in this session (the interpreter on
+# CPU tensors, or compiled on CUDA: TRITON_INTERPRET=0 refuses CPU tensors for the triton backend)
+BACKENDS = [("reference", "cpu")] + (
+    [("triton", d) for d in KERNEL_DEVICES]
+    or [pytest.param("triton", "none", marks=pytest.mark.skip(reason=NO_KERNEL_DEVICE))]
+)
+
+
+def _on(dev, args):
+    """The sample's tensors on ``dev`` (leaves that record gradients stay leaves)."""
+
+    def move(a):
+        if not isinstance(a, torch.Tensor):
+            return a
+        b = a.detach().to(dev)
+        return b.requires_grad_() if a.requires_grad else b
+
+    return tuple(move(a) for a in args)
 
 
 def _samples(rng):
@@ -141,13 +151,13 @@ def _samples(rng):
     ]
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
-def test_opcheck_every_op(backend, rng):
+@pytest.mark.parametrize("backend, dev", BACKENDS)
+def test_opcheck_every_op(backend, dev, rng):
     with canon.use_backend(backend):
         for op, args in _samples(rng):
             torch.library.opcheck(
                 op,
-                args,
+                _on(dev, args),
                 test_utils=(
                     "test_schema",
                     "test_autograd_registration",

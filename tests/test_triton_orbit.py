@@ -282,12 +282,15 @@ def test_tile_copies_are_exact_in_every_dtype(dev, dtype, rng):
 
 @kernel_device
 def test_gradcheck_float64_through_triton(dev, rng):
-    # fast_mode (random projections of the Jacobian) keeps the interpreter calls few.
+    # fast_mode (random projections of the Jacobian) keeps the interpreter calls few. The adjoint of
+    # border/reflection padding scatters with atomics: compiled on a GPU its sums come in any order, so two
+    # backward passes may differ in the last bits (gradcheck's reentrancy check; nondet_tol allows rounding).
     torch.manual_seed(0)
+    scatter = dict(fast_mode=True, nondet_tol=1e-12)
     x = torch.randn(1, 2, 5, 4, dtype=torch.float64, generator=rng).to(dev).requires_grad_()
     with canon.use_backend("triton"):
         assert torch.autograd.gradcheck(
-            lambda t: canon.orbit(t, "C8", size=(3, 4), crop_ratio=0.9, padding="reflection"), (x,), fast_mode=True
+            lambda t: canon.orbit(t, "C8", size=(3, 4), crop_ratio=0.9, padding="reflection"), (x,), **scatter
         )
         assert torch.autograd.gradcheck(
             lambda t: canon.orbit(t, "C8", size=(6, 7), crop_ratio=0.9, padding="zeros"), (x,), fast_mode=True
@@ -297,9 +300,7 @@ def test_gradcheck_float64_through_triton(dev, rng):
         )
         xs = torch.randn(2, 2, 5, 5, dtype=torch.float64, generator=rng).to(dev).requires_grad_()
         idx = torch.tensor([3, 1], device=dev)
-        assert torch.autograd.gradcheck(
-            lambda t: canon.canonicalize(t, idx, "C8", padding="border"), (xs,), fast_mode=True
-        )
+        assert torch.autograd.gradcheck(lambda t: canon.canonicalize(t, idx, "C8", padding="border"), (xs,), **scatter)
         assert torch.autograd.gradcheck(lambda t: canon.canonicalize(t, idx, "C8"), (xs,), fast_mode=True)
         assert torch.autograd.gradcheck(lambda t: canon.canonicalize(t, idx, "C4"), (xs,), fast_mode=True)
         assert torch.autograd.gradcheck(lambda t: canon.invert(t, idx, "C8"), (xs,), fast_mode=True)
