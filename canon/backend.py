@@ -54,6 +54,18 @@ def get_backend() -> str:
     return getattr(_state, "name", None) or _default
 
 
+@contextlib.contextmanager
+def backend_as(name: str):
+    """This thread runs ``name`` inside the block (no checks: for replaying a backend already in force,
+    e.g. a backward pass running the backend its forward ran under, on whichever thread autograd uses)."""
+    prev = getattr(_state, "name", None)
+    _state.name = name
+    try:
+        yield
+    finally:
+        _state.name = prev
+
+
 def set_backend(name: str) -> None:
     """Set the process-wide default backend (``triton`` needs the triton package)."""
     global _default

@@ -28,7 +28,7 @@ from torch import Tensor
 from torch.autograd import forward_ad as _forward_ad
 
 from canon import reference as ref
-from canon.backend import resolve_backend
+from canon.backend import backend_as, get_backend, resolve_backend
 from canon.reference import acc_dtype
 from canon.types import Selection
 
@@ -58,6 +58,24 @@ def _triton_for(t: Tensor) -> bool:
 
 
 _route = threading.local()
+
+
+def _backward_runs_the_forward_backend(cls):
+    """Class decorator for the ops' ``autograd.Function``: the backward runs the backend that was in
+    force when the forward ran. ``use_backend`` is per thread and a backward runs later, often
+    outside the block, and on CUDA on autograd's own device thread (where the block never applies)."""
+    forward, backward = cls.forward, cls.backward
+
+    def forward_noting_the_backend(ctx, *args):
+        ctx.backend = get_backend()
+        return forward(ctx, *args)
+
+    def backward_in_that_backend(ctx, *grads):
+        with backend_as(ctx.backend):
+            return backward(ctx, *grads)
+
+    cls.forward, cls.backward = staticmethod(forward_noting_the_backend), staticmethod(backward_in_that_backend)
+    return cls
 
 
 def tracing() -> bool:
@@ -116,6 +134,7 @@ def _orbit_bwd(grad, mats, pull, exact, aligned, H, W, padding, interpolation, x
     return ref.orbit_backward_ref(grad, mats, exact, (H, W), padding, interpolation, x_dtype)
 
 
+@_backward_runs_the_forward_backend
 class _Orbit(torch.autograd.Function):
     # Settings and the (cached, constant) tables travel as one tuple: Function.apply's per-argument
     # bookkeeping then sees two arguments instead of eleven.
@@ -242,6 +261,7 @@ def _transform_bwd(
     return (gx.to(x.dtype) if gx is not None else None), gw
 
 
+@_backward_runs_the_forward_backend
 class _Transform(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weights, index, cfg):
@@ -419,6 +439,7 @@ def _select_bwd(
     )  # fmt: skip
 
 
+@_backward_runs_the_forward_backend
 class _Select(torch.autograd.Function):
     @staticmethod
     def forward(ctx, vectors, reference, cfg):
@@ -615,6 +636,7 @@ def _contrastive_bwd(grad, vectors, kind):
     return ref.contrastive_loss_backward_ref(grad, vectors, kind)
 
 
+@_backward_runs_the_forward_backend
 class _Contrastive(torch.autograd.Function):
     @staticmethod
     def forward(ctx, vectors, kind):
@@ -680,6 +702,7 @@ def _select_transform_fwd(vectors, reference, x, mats, exact, aligned, beta, sco
     return (ref.transform_values_ref(x, sel.index, mats, exact, padding, interpolation), *sel)
 
 
+@_backward_runs_the_forward_backend
 class _SelectTransform(torch.autograd.Function):
     @staticmethod
     def forward(ctx, vectors, reference, x, cfg):

@@ -219,3 +219,34 @@ def test_forward_mode_ad_is_refused_clearly_not_answered_with_zero_tangents():
             torch.func.jvp(fn, (v,), (tv,))
     with pytest.raises(RuntimeError, match="jvp|forward AD|forward-mode|setup_context"):
         torch.func.jvp(lambda x: canon.orbit(x, "C4"), (x,), (torch.rand_like(x),))
+
+
+@pytest.mark.parametrize("where", ["after the block", "on another thread"])
+def test_backward_runs_the_backend_of_its_forward(monkeypatch, where):
+    """``use_backend`` is per thread and a backward runs later (on CUDA, on autograd's device thread):
+    the backward must still run the backend its forward ran under, not the default in force then."""
+    import threading
+    import types
+
+    from canon import backend, ops
+    from canon import reference as ref
+
+    ran = []
+    spy = types.SimpleNamespace(orbit_backward=lambda *a, **k: ran.append("triton"))
+    real = ref.orbit_backward_ref
+    monkeypatch.setattr(ref, "orbit_backward_ref", lambda *a, **k: (ran.append("reference"), real(*a, **k))[1])
+    monkeypatch.setattr(ops, "_triton", lambda: spy)
+    monkeypatch.setattr(
+        ops, "resolve_backend", lambda t: "reference" if backend.get_backend() == "auto" else backend.get_backend()
+    )
+    x = torch.rand(2, 1, 6, 6, requires_grad=True)
+    with canon.use_backend("reference"):
+        y = canon.orbit(x, "C8")
+    monkeypatch.setattr(backend, "_default", "triton")  # the default now names the other backend
+    if where == "after the block":
+        y.sum().backward()
+    else:
+        t = threading.Thread(target=lambda: y.sum().backward())
+        t.start()
+        t.join()
+    assert ran == ["reference"] and x.grad is not None
