@@ -53,20 +53,24 @@ class _Pool(torch.nn.Module):
 
 
 def _timer(device: str):
+    """``per_call_us(fns, calls)``: median µs per call of each function, their timed batches interleaved
+    (a, b, a, b, …) so that drifts of the machine's speed touch every function alike."""
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
 
-    def per_call_us(fn, calls: int, repeats: int = 5) -> float:
-        for _ in range(max(10, calls // 20)):
-            fn()
-        sync()
-        runs = []
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            for _ in range(calls):
+    def per_call_us(fns, calls: int, repeats: int = 7) -> list[float]:
+        for fn in fns:
+            for _ in range(max(10, calls // 20)):
                 fn()
-            sync()
-            runs.append((time.perf_counter() - t0) / calls * 1e6)
-        return statistics.median(runs)
+        sync()
+        runs = [[] for _ in fns]
+        for _ in range(repeats):
+            for fn, times in zip(fns, runs):
+                t0 = time.perf_counter()
+                for _ in range(calls):
+                    fn()
+                sync()
+                times.append((time.perf_counter() - t0) / calls * 1e6)
+        return [statistics.median(times) for times in runs]
 
     return per_call_us
 
@@ -182,12 +186,11 @@ def measure(device: str, calls: int) -> list[dict]:
     per_call = _timer(device)
     a = torch.rand(2, 1, 8, 8, device=device)
     b = torch.rand(2, 1, 8, 8, device=device)
-    floor = per_call(lambda: torch.add(a, b), calls)
+    (floor,) = per_call([lambda: torch.add(a, b)], calls)
     rows = []
     with torch.no_grad():
         for name, public, bare in cases(device):
-            p = per_call(public, calls)
-            q = per_call(bare, calls) if bare is not None else None
+            p, q = per_call([public, bare], calls) if bare is not None else (*per_call([public], calls), None)
             over = None if q is None else p - q
             rows.append(
                 dict(
@@ -268,8 +271,8 @@ def main(argv: list[str]) -> int:
     torch.set_num_threads(args.threads)
     rows = measure(device, args.calls)
     print(
-        f"# host time per call on tiny inputs (2×1×8×8 images, C8, D=8), {device}, {args.calls} calls × 5 batches, "
-        f"median"
+        f"# host time per call on tiny inputs (2×1×8×8 images, C8, D=8), {device}, {args.calls} calls × 7 batches, "
+        f"public and bare batches interleaved, median"
     )
     print(format_rows(rows))
     if args.output_dir:

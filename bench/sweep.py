@@ -34,7 +34,9 @@ COPY_GRID = [
 ]
 TAPS_GRID = [
     (th, tw, ch, w)
-    for th, tw in ((16, 8), (8, 16), (16, 16), (8, 8), (32, 8), (8, 32))
+    # the H100 run of 2026-11-28 found the shipped 16×8 (one pixel per thread) slower than the old
+    # 1-D kernel on bilinear views: the larger tiles (2–8 pixels per thread) are there to test that
+    for th, tw in ((16, 8), (8, 16), (16, 16), (8, 8), (32, 8), (8, 32), (32, 16), (16, 32), (32, 32))
     for ch in (1, 2, 4)
     for w in (2, 4, 8)
 ]
@@ -83,8 +85,7 @@ def cases(quick: bool) -> list[tuple[str, str, object, int]]:
         fn = lambda: T.orbit(x, t.mats, t.pull, t.exact, t.aligned, (size, size), padding, "bilinear", out=o)  # noqa: E731
         out.append((name, kind, fn, x.numel() * 4 + o.numel() * 4))
 
-    orbit_case(f"orbit C4 B={B} 224 exact", x224, "C4", 224, 1.0, "zeros")
-    orbit_case(f"orbit D4 B={B} 224 exact", x224, "D4", 224, 1.0, "zeros")
+    # bilinear ("taps") cases first: the H100 run of 2026-11-28 found them the furthest from copy
     orbit_case(f"orbit C8 B={B} 224 bilinear", x224, "C8", 224, 1.0, "zeros")
     orbit_case(f"orbit C16 B={B} 224->96 crop 0.8", x224, "C16", 96, 0.8, "border")
     orbit_case("orbit C8 B=64 32->96 crop 0.8", x32, "C8", 96, 0.8, "border")
@@ -101,6 +102,8 @@ def cases(quick: bool) -> list[tuple[str, str, object, int]]:
                 2 * x224.numel() * 4,
             )
         )
+    orbit_case(f"orbit C4 B={B} 224 exact", x224, "C4", 224, 1.0, "zeros")
+    orbit_case(f"orbit D4 B={B} 224 exact", x224, "D4", 224, 1.0, "zeros")
     t = view_tables(as_group("C8"), (224, 224), (96, 96), 0.8, dev)
     g = torch.randn(64, 8, 3, 96, 96, device=dev)
     gx = torch.empty(64, 3, 224, 224, device=dev)
@@ -123,6 +126,7 @@ def main(argv: list[str]) -> int:
     )
     ap.add_argument("--output-dir", default=None, help="write sweep.csv there")
     ap.add_argument("--quick", action="store_true", help="B=64 instead of 256 and a smaller grid")
+    ap.add_argument("--only", default=None, help="run only the cases whose name contains this text (e.g. bilinear)")
     args = ap.parse_args(argv)
     if not torch.cuda.is_available():
         print("bench sweep: needs a CUDA device (the interpreter's timings mean nothing)", file=sys.stderr)
@@ -135,6 +139,8 @@ def main(argv: list[str]) -> int:
     rows = []
     with canon.use_backend("triton"):
         for name, kind, fn, nbytes in cases(args.quick):
+            if args.only and args.only not in name:
+                continue
             grid = {"copy": COPY_GRID, "taps": TAPS_GRID, "pull": TAPS_GRID}[kind]
             if args.quick:
                 grid = grid[:: max(1, len(grid) // 8)]

@@ -105,3 +105,24 @@ def test_output_dir_that_is_a_file(tmp_path, capsys, sub):
     f.write_text("x")
     code, err = _exit([*sub, "--output-dir", str(f)], capsys)
     assert code == 2 and "is a file" in err and f.read_text() == "x"
+
+
+def test_overhead_table_and_profile_on_the_cpu(tmp_path, capsys):
+    """``python -m bench overhead``: every op gets public, bare and overhead figures; ``--profile`` adds
+    a cProfile of the named ops' public and bare calls; an unknown op name is refused by name."""
+    import json
+
+    from bench import overhead
+
+    out = tmp_path / "o"
+    assert overhead.main(["--device", "cpu", "--calls", "3", "--output-dir", str(out), "--profile", "orbit"]) == 0
+    rows = json.loads((out / "overhead.json").read_text())["rows"]
+    names = [r["op"] for r in rows]
+    assert "orbit" in names and "OrbitCanonicalizer eval forward" in names and len(names) == len(set(names))
+    for r in rows:
+        assert r["public_us"] > 0 and r["bare_us"] > 0
+        assert r["overhead_us"] == pytest.approx(r["public_us"] - r["bare_us"], abs=0.02)
+    text = (out / "profile.txt").read_text()
+    assert "## orbit: public call" in text and "## orbit: bare call" in text and "canon/functional.py" in text
+    with pytest.raises(ValueError, match=r"unknown ops \['spin'\]"):
+        overhead.profile_ops("cpu", ["spin"], 1)
