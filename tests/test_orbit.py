@@ -159,3 +159,31 @@ def test_quarter_turns_inside_larger_groups_are_exact(group, rng):
     assert torch.equal(
         canon.canonicalize(x, idx, G), torch.stack([torch.rot90(x[0], 1, (-2, -1)), torch.rot90(x[1], 2, (-2, -1))])
     )
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+@pytest.mark.parametrize("B, C", [(4, 3), (7, 1), (5, 2)])
+@pytest.mark.parametrize("padding", ["zeros", "reflection"])
+def test_bilinear_views_fold_the_batch_into_channels_bit_identically(B, C, threads, padding):
+    """Without autograd the reference samples each bilinear view for a few chunks of the batch folded
+    into channels (one tap computation per chunk): the values must be aten's per-image grid sampler's,
+    bit for bit, whatever the thread count and whether B·C divides into chunks (7·1 does not)."""
+    from canon import reference as ref
+    from canon.geometry import view_tables
+
+    g = torch.Generator().manual_seed(B * 10 + C)
+    x = torch.rand(B, C, 9, 8, generator=g)
+    t = view_tables(as_group("C8"), (9, 8), (11, 10), 0.8, torch.device("cpu"))
+    plan = ref._view_plan(t.mats, t.exact, (9, 8), (11, 10), padding, "bilinear", torch.float32)
+    prev = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        got = canon.orbit(x, "C8", size=(11, 10), crop_ratio=0.8, padding=padding)
+        got16 = canon.orbit(x, "C8", size=(11, 10), crop_ratio=0.8, padding=padding, out_dtype=torch.float16)
+    finally:
+        torch.set_num_threads(prev)
+    for n in range(8):
+        grid = plan.grids[n : n + 1].expand(B, 11, 10, 2)
+        want = torch.ops.aten.grid_sampler_2d(x, grid, 0, plan.padding, False)
+        assert torch.equal(got[:, n], want), n
+        assert torch.equal(got16[:, n], want.half()), n
