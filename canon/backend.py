@@ -87,12 +87,8 @@ def use_backend(name: str):
     name = _check(name)
     if name == "triton":
         require_triton("canon.use_backend")
-    prev = getattr(_state, "name", None)
-    _state.name = name
-    try:
+    with backend_as(name):
         yield
-    finally:
-        _state.name = prev
 
 
 @functools.lru_cache(maxsize=1)
