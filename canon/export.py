@@ -85,7 +85,9 @@ def _orbit(x, mats, pull, exact, aligned, h, w, padding, interpolation, out_dtyp
     return views.contiguous()
 
 
-def _orbit_backward(grad, mats, pull, exact, aligned, H, W, padding, interpolation, x_dtype):
+# The backward ops' last argument, ``backend`` (the forward's), is ignored here: a decomposition is
+# the plain-PyTorch reference whatever backend traced it.
+def _orbit_backward(grad, mats, pull, exact, aligned, H, W, padding, interpolation, x_dtype, backend=None):
     return ref.orbit_backward_ref(grad, mats, exact, (H, W), padding, interpolation, x_dtype)
 
 
@@ -106,8 +108,9 @@ def _transform(x, weights, index, mats, pull, exact, aligned, padding, interpola
 
 
 def _transform_backward(
-    grad, x, index, mats, pull, exact, aligned, padding, interpolation, need_x, need_weights, chan_perm, chan_inv
-):
+    grad, x, index, mats, pull, exact, aligned, padding, interpolation, need_x, need_weights, chan_perm, chan_inv,
+    backend=None,
+):  # fmt: skip
     gx, gw = ref.transform_backward_ref(
         grad, x, index, mats, exact, padding, interpolation, need_x, need_weights, chan_perm
     )
@@ -133,7 +136,7 @@ def _select(
 def _select_backward(
     grad_scores, grad_probs, grad_onehot, grad_losses, vectors, reference, probs, beta, score, straight_through,
     gumbel_noise, tau,
-    contrastive, prior, target, prior_beta,
+    contrastive, prior, target, prior_beta, backend=None,
 ):  # fmt: skip
     grad_onehot = grad_onehot if straight_through else None
     if grad_losses is None or (contrastive == "none" and prior == "none"):
@@ -151,7 +154,7 @@ def _contrastive_loss(vectors, kind):
     return ref.contrastive_loss_ref(vectors, kind)
 
 
-def _contrastive_loss_backward(grad, vectors, kind):
+def _contrastive_loss_backward(grad, vectors, kind, backend=None):
     return ref.contrastive_loss_backward_ref(grad, vectors, kind)
 
 

@@ -60,6 +60,12 @@ def _triton_for(t: Tensor) -> bool:
 _route = threading.local()
 
 
+def _in_backend(backend: str | None):
+    """The block runs ``backend`` (the registered backward ops' explicit argument: their forward's
+    backend, recorded in ``setup_context``); None: the backend in force."""
+    return backend_as(backend) if backend else contextlib.nullcontext()
+
+
 def _backward_runs_the_forward_backend(cls):
     """Class decorator for the ops' ``autograd.Function``: the backward runs the backend that was in
     force when the forward ran. ``use_backend`` is per thread and a backward runs later, often
@@ -183,19 +189,22 @@ def _orbit_backward_op(
     padding: str,
     interpolation: str,
     x_dtype: torch.dtype,
+    backend: str | None = None,
 ) -> Tensor:
-    return _orbit_bwd(grad, mats, pull, exact, aligned, H, W, padding, interpolation, x_dtype)
+    with _in_backend(backend):
+        return _orbit_bwd(grad, mats, pull, exact, aligned, H, W, padding, interpolation, x_dtype)
 
 
 @_orbit_backward_op.register_fake
-def _(grad, mats, pull, exact, aligned, H, W, padding, interpolation, x_dtype):
+def _(grad, mats, pull, exact, aligned, H, W, padding, interpolation, x_dtype, backend=None):
     return grad.new_empty((grad.shape[0], grad.shape[2], H, W), dtype=x_dtype)
 
 
 def _orbit_setup(ctx, inputs, output):
     x, mats, pull, exact, aligned, h, w, padding, interpolation, out_dtype, channels_last = inputs
     ctx.save_for_backward(mats, pull)
-    ctx.cfg = (exact, aligned, x.shape[-2], x.shape[-1], padding, interpolation, x.dtype)
+    # the backend in force now (at tracing, for compiled code) runs the backward too (see _in_backend)
+    ctx.cfg = (exact, aligned, x.shape[-2], x.shape[-1], padding, interpolation, x.dtype, get_backend())
 
 
 def _orbit_grad(ctx, grad):
@@ -320,10 +329,24 @@ def _transform_backward_op(
     need_weights: bool,
     chan_perm: Tensor | None,
     chan_inv: Tensor | None,
+    backend: str | None = None,
 ) -> tuple[Tensor, Tensor]:
-    gx, gw = _transform_bwd(
-        grad, x, index, mats, pull, exact, aligned, padding, interpolation, need_x, need_weights, chan_perm, chan_inv
-    )
+    with _in_backend(backend):
+        gx, gw = _transform_bwd(
+            grad,
+            x,
+            index,
+            mats,
+            pull,
+            exact,
+            aligned,
+            padding,
+            interpolation,
+            need_x,
+            need_weights,
+            chan_perm,
+            chan_inv,
+        )
     # Outputs that were not asked for are empty (a custom op returns tensors, never None).
     return (gx if gx is not None else x.new_empty((0,))), (
         gw if gw is not None else x.new_empty((0,), dtype=acc_dtype(x.dtype))
@@ -331,7 +354,22 @@ def _transform_backward_op(
 
 
 @_transform_backward_op.register_fake
-def _(grad, x, index, mats, pull, exact, aligned, padding, interpolation, need_x, need_weights, chan_perm, chan_inv):
+def _(
+    grad,
+    x,
+    index,
+    mats,
+    pull,
+    exact,
+    aligned,
+    padding,
+    interpolation,
+    need_x,
+    need_weights,
+    chan_perm,
+    chan_inv,
+    backend=None,
+):
     gx = torch.empty(x.shape, dtype=x.dtype, device=x.device) if need_x else x.new_empty((0,))
     acc = acc_dtype(x.dtype)
     gw = x.new_empty((x.shape[0], mats.shape[0]), dtype=acc) if need_weights else x.new_empty((0,), dtype=acc)
@@ -341,17 +379,17 @@ def _(grad, x, index, mats, pull, exact, aligned, padding, interpolation, need_x
 def _transform_setup(ctx, inputs, output):
     x, weights, index, mats, pull, exact, aligned, padding, interpolation, chan_perm, chan_inv = inputs
     ctx.save_for_backward(x, index, mats, pull, chan_perm, chan_inv)
-    ctx.cfg = (exact, aligned, padding, interpolation, None if weights is None else weights.dtype)
+    ctx.cfg = (exact, aligned, padding, interpolation, None if weights is None else weights.dtype, get_backend())
 
 
 def _transform_grad(ctx, grad):
     x, index, mats, pull, chan_perm, chan_inv = ctx.saved_tensors
-    exact, aligned, padding, interpolation, w_dtype = ctx.cfg
+    exact, aligned, padding, interpolation, w_dtype, backend = ctx.cfg
     need_x, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
     if not (need_x or need_w):
         return _EMPTY_GRADS[:11]
     gx, gw = torch.ops.canon.transform_backward(
-        grad, x, index, mats, pull, exact, aligned, padding, interpolation, need_x, need_w, chan_perm, chan_inv
+        grad, x, index, mats, pull, exact, aligned, padding, interpolation, need_x, need_w, chan_perm, chan_inv, backend
     )
     return ((gx if need_x else None), (gw.to(w_dtype) if need_w else None)) + _EMPTY_GRADS[:9]
 
@@ -515,12 +553,14 @@ def _select_backward_op(
     prior: str,
     target: Tensor | None,
     prior_beta: float,
+    backend: str | None = None,
 ) -> tuple[Tensor, Tensor]:
-    return _select_bwd(
-        grad_scores, grad_probs, grad_onehot, grad_losses, vectors, reference, probs, beta, score, straight_through,
-        gumbel_noise, tau,
-        contrastive, prior, target, prior_beta,
-    )  # fmt: skip
+    with _in_backend(backend):
+        return _select_bwd(
+            grad_scores, grad_probs, grad_onehot, grad_losses, vectors, reference, probs, beta, score, straight_through,
+            gumbel_noise, tau,
+            contrastive, prior, target, prior_beta,
+        )  # fmt: skip
 
 
 @_select_backward_op.register_fake
@@ -541,6 +581,7 @@ def _(
     prior,
     target,
     prior_beta,
+    backend=None,
 ):
     return torch.empty_like(vectors, memory_format=torch.contiguous_format), torch.empty_like(
         reference, memory_format=torch.contiguous_format
@@ -552,7 +593,7 @@ def _select_setup(ctx, inputs, output):
         inputs
     )
     ctx.save_for_backward(vectors, reference, output[1], gumbel_noise, target)
-    ctx.cfg = (beta, score, straight_through, tau, contrastive, prior, prior_beta)
+    ctx.cfg = (beta, score, straight_through, tau, contrastive, prior, prior_beta, get_backend())
     ctx.mark_non_differentiable(output[2])
     if not straight_through:
         ctx.mark_non_differentiable(output[3])
@@ -560,7 +601,7 @@ def _select_setup(ctx, inputs, output):
 
 def _select_grad(ctx, g_scores, g_probs, g_index, g_onehot, g_losses):
     vectors, reference, probs, noise, target = ctx.saved_tensors
-    beta, score, straight_through, tau, contrastive, prior, prior_beta = ctx.cfg
+    beta, score, straight_through, tau, contrastive, prior, prior_beta, backend = ctx.cfg
     if not (ctx.needs_input_grad[0] or ctx.needs_input_grad[1]):
         return _EMPTY_GRADS[:11]
     gv, gr = torch.ops.canon.select_backward(
@@ -580,6 +621,7 @@ def _select_grad(ctx, g_scores, g_probs, g_index, g_onehot, g_losses):
         prior,
         target,
         prior_beta,
+        backend,
     )
     return (gv if ctx.needs_input_grad[0] else None, gr if ctx.needs_input_grad[1] else None) + _EMPTY_GRADS[:9]
 
@@ -661,24 +703,25 @@ def _(vectors, kind):
 
 
 @torch.library.custom_op("canon::contrastive_loss_backward", mutates_args=())
-def _contrastive_backward_op(grad: Tensor, vectors: Tensor, kind: str) -> Tensor:
-    return _contrastive_bwd(grad, vectors, kind)
+def _contrastive_backward_op(grad: Tensor, vectors: Tensor, kind: str, backend: str | None = None) -> Tensor:
+    with _in_backend(backend):
+        return _contrastive_bwd(grad, vectors, kind)
 
 
 @_contrastive_backward_op.register_fake
-def _(grad, vectors, kind):
+def _(grad, vectors, kind, backend=None):
     return torch.empty_like(vectors, memory_format=torch.contiguous_format)
 
 
 def _contrastive_setup(ctx, inputs, output):
     vectors, kind = inputs
     ctx.save_for_backward(vectors)
-    ctx.kind = kind
+    ctx.kind, ctx.backend = kind, get_backend()
 
 
 def _contrastive_grad(ctx, grad):
     (vectors,) = ctx.saved_tensors
-    return torch.ops.canon.contrastive_loss_backward(grad, vectors, ctx.kind), None
+    return torch.ops.canon.contrastive_loss_backward(grad, vectors, ctx.kind, ctx.backend), None
 
 
 _contrastive_op.register_autograd(_contrastive_grad, setup_context=_contrastive_setup)
@@ -761,17 +804,17 @@ def _(vectors, reference, x, mats, pull, exact, aligned, beta, score, padding, i
 def _select_transform_setup(ctx, inputs, output):
     vectors, reference, x, mats, pull, exact, aligned, beta, score, padding, interpolation = inputs
     ctx.save_for_backward(x, output[3], mats, pull)
-    ctx.cfg = (exact, aligned, padding, interpolation)
+    ctx.cfg = (exact, aligned, padding, interpolation, get_backend())
     ctx.mark_non_differentiable(*output[1:])
 
 
 def _select_transform_grad(ctx, g_xc, *_):
     x, index, mats, pull = ctx.saved_tensors
-    exact, aligned, padding, interpolation = ctx.cfg
+    exact, aligned, padding, interpolation, backend = ctx.cfg
     gx = None
     if ctx.needs_input_grad[2]:
         gx, _ = torch.ops.canon.transform_backward(
-            g_xc, x, index, mats, pull, exact, aligned, padding, interpolation, True, False, None, None
+            g_xc, x, index, mats, pull, exact, aligned, padding, interpolation, True, False, None, None, backend
         )
     return (None, None, gx) + _EMPTY_GRADS[:8]
 

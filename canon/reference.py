@@ -200,13 +200,17 @@ def _view_plan(
     return plan
 
 
-def _image_chunks(images: int) -> int:
-    """Into how many chunks :func:`_grid_view` folds a batch: one per thread (aten's CPU grid sampler
-    runs one image per thread), each a divisor of ``images`` (0: no such divisor, do not fold)."""
+def _image_chunks(B: int, C: int) -> int:
+    """Into how many chunks :func:`_grid_view` folds a batch of ``B`` images of ``C`` channels: one per
+    thread (aten's CPU grid sampler runs one image per thread), a divisor of ``B·C``. 0: do not fold,
+    when no divisor keeps at least half the threads the unfolded batch would keep busy (B·C = 2·prime
+    on 16 threads would otherwise run on 2)."""
     threads = torch.get_num_threads()
     if threads <= 1:
         return 1
-    return next((k for k in range(min(threads, images), 1, -1) if images % k == 0), 0)
+    images = B * C
+    k = next((k for k in range(min(threads, images), 1, -1) if images % k == 0), 0)
+    return k if 2 * k >= min(threads, B) else 0
 
 
 def _grid_view(src: torch.Tensor, plan: _ViewPlan, n: int, out: torch.Tensor | None = None) -> torch.Tensor:
@@ -218,7 +222,7 @@ def _grid_view(src: torch.Tensor, plan: _ViewPlan, n: int, out: torch.Tensor | N
     orbit on the 2-core machine). ``out`` may have another dtype (the copy converts)."""
     B, C, H, W = src.shape
     if out is not None:
-        k = _image_chunks(B * C) if src.device.type == "cpu" else 0
+        k = _image_chunks(B, C) if src.device.type == "cpu" else 0
         if k:
             grid = plan.grids[n : n + 1].expand(k, *plan.grids.shape[1:])
             y = torch.ops.aten.grid_sampler_2d(src.reshape(k, B * C // k, H, W), grid, 0, plan.padding, False)

@@ -221,10 +221,13 @@ def test_forward_mode_ad_is_refused_clearly_not_answered_with_zero_tangents():
         torch.func.jvp(lambda x: canon.orbit(x, "C4"), (x,), (torch.rand_like(x),))
 
 
+@pytest.mark.parametrize("route", ["eager", "registered ops"])
 @pytest.mark.parametrize("where", ["after the block", "on another thread"])
-def test_backward_runs_the_backend_of_its_forward(monkeypatch, where):
+def test_backward_runs_the_backend_of_its_forward(monkeypatch, where, route):
     """``use_backend`` is per thread and a backward runs later (on CUDA, on autograd's device thread):
-    the backward must still run the backend its forward ran under, not the default in force then."""
+    the backward must still run the backend its forward ran under, not the default in force then;
+    on the eager path and through the registered ops (as compiled code runs them)."""
+    import contextlib
     import threading
     import types
 
@@ -240,7 +243,10 @@ def test_backward_runs_the_backend_of_its_forward(monkeypatch, where):
         ops, "resolve_backend", lambda t: "reference" if backend.get_backend() == "auto" else backend.get_backend()
     )
     x = torch.rand(2, 1, 6, 6, requires_grad=True)
-    with canon.use_backend("reference"):
+    with (
+        canon.use_backend("reference"),
+        ops.registered_ops() if route == "registered ops" else contextlib.nullcontext(),
+    ):
         y = canon.orbit(x, "C8")
     monkeypatch.setattr(backend, "_default", "triton")  # the default now names the other backend
     if where == "after the block":

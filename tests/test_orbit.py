@@ -187,3 +187,24 @@ def test_bilinear_views_fold_the_batch_into_channels_bit_identically(B, C, threa
         want = torch.ops.aten.grid_sampler_2d(x, grid, 0, plan.padding, False)
         assert torch.equal(got[:, n], want), n
         assert torch.equal(got16[:, n], want.half()), n
+
+
+@pytest.mark.parametrize(
+    "threads, B, C, k",
+    [
+        (1, 7, 1, 1),
+        (2, 4, 3, 2),
+        (2, 7, 1, 0),
+        (16, 64, 3, 16),
+        (16, 62, 1, 0),
+        (16, 62, 3, 0),
+        (16, 60, 3, 15),
+        (16, 4, 3, 12),
+    ],
+)
+def test_the_batch_is_folded_only_where_the_threads_stay_busy(monkeypatch, threads, B, C, k):
+    """A divisor of B·C near the thread count, else no folding: B·C = 2·31 on 16 threads would run on 2."""
+    from canon import reference as ref
+
+    monkeypatch.setattr(torch, "get_num_threads", lambda: threads)
+    assert ref._image_chunks(B, C) == k
