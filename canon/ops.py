@@ -12,6 +12,10 @@ place, :func:`_triton_for`. Two entry paths share them:
   The custom-op dispatcher costs ~60–100 µs per call in eager mode, which is why eager calls
   do not go through it.
 
+A backward runs the backend its forward ran under: the eager Functions record it at forward,
+the registered ops pass it to their ``*_backward`` op as an argument (under ``torch.compile`` that
+is the backend in force when the graph was traced).
+
 The ops take tensors, device tables (:class:`canon.geometry.ViewTables`) and plain settings,
 no groups; inputs are validated one layer up, in :mod:`canon.functional`. Backward
 formulas: orbit and transform adjoints; the mixture straight-through gradient of the
