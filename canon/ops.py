@@ -337,20 +337,9 @@ def _transform_backward_op(
 ) -> tuple[Tensor, Tensor]:
     with _in_backend(backend):
         gx, gw = _transform_bwd(
-            grad,
-            x,
-            index,
-            mats,
-            pull,
-            exact,
-            aligned,
-            padding,
-            interpolation,
-            need_x,
-            need_weights,
-            chan_perm,
+            grad, x, index, mats, pull, exact, aligned, padding, interpolation, need_x, need_weights, chan_perm,
             chan_inv,
-        )
+        )  # fmt: skip
     # Outputs that were not asked for are empty (a custom op returns tensors, never None).
     return (gx if gx is not None else x.new_empty((0,))), (
         gw if gw is not None else x.new_empty((0,), dtype=acc_dtype(x.dtype))
@@ -359,21 +348,9 @@ def _transform_backward_op(
 
 @_transform_backward_op.register_fake
 def _(
-    grad,
-    x,
-    index,
-    mats,
-    pull,
-    exact,
-    aligned,
-    padding,
-    interpolation,
-    need_x,
-    need_weights,
-    chan_perm,
-    chan_inv,
+    grad, x, index, mats, pull, exact, aligned, padding, interpolation, need_x, need_weights, chan_perm, chan_inv,
     backend=None,
-):
+):  # fmt: skip
     gx = torch.empty(x.shape, dtype=x.dtype, device=x.device) if need_x else x.new_empty((0,))
     acc = acc_dtype(x.dtype)
     gw = x.new_empty((x.shape[0], mats.shape[0]), dtype=acc) if need_weights else x.new_empty((0,), dtype=acc)
