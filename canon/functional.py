@@ -34,7 +34,14 @@ from canon._checks import (
     check_size,
     check_tensor,
 )
-from canon.geometry import channel_tables, transform_boxes, transform_points, view_tables, views_in_range
+from canon.geometry import (
+    channel_tables,
+    transform_boxes,
+    transform_points,
+    transient_tensors,
+    view_tables,
+    views_in_range,
+)
 from canon.groups import Group, as_group
 from canon.types import Selection, SelectionLosses
 
@@ -67,8 +74,8 @@ def _plan(key, build):
     except TypeError:  # unhashable argument
         return build()
     if hit is None:
-        if torch.compiler.is_compiling() or torch.compiler.is_exporting():
-            return build()  # tables built while tracing are fake/traced tensors: not for later calls
+        if transient_tensors():
+            return build()  # tables built there are fake/traced/functorch-wrapped tensors: not for later calls
         if len(_PLANS) > _PLAN_LIMIT:
             _PLANS.clear()
         hit = _PLANS[key] = build()

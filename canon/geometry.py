@@ -24,6 +24,7 @@ from functools import lru_cache
 from typing import NamedTuple
 
 import torch
+from torch.utils._python_dispatch import _get_current_dispatch_mode
 
 from canon.groups import Group
 
@@ -122,16 +123,23 @@ _TABLE_CACHE: dict = {}
 _CACHE_LIMIT = 512
 
 
-def _tracing() -> bool:
-    # torch.export / torch.compile build tables as fake or traced tensors: usable in that
-    # trace, never in a later eager call, so they are not cached
-    return torch.compiler.is_compiling() or torch.compiler.is_exporting()
+def transient_tensors() -> bool:
+    """Tensors made now would not be plain, lasting ones, so no cache keeps them: torch.compile/export
+    tracing (fake or traced tensors), a dispatch mode (fake tensors, ``make_fx``), or a ``torch.func``
+    transform (wrapped tensors: cached once, they made a later ``torch.export`` fail with "Cannot
+    access storage of TensorWrapper")."""
+    return (
+        torch.compiler.is_compiling()
+        or torch.compiler.is_exporting()
+        or _get_current_dispatch_mode() is not None
+        or torch._C._functorch.maybe_current_level() is not None
+    )
 
 
 def _cached(key, build):
     hit = _TABLE_CACHE.get(key)
     if hit is None:
-        if _tracing():
+        if transient_tensors():
             return build()
         if len(_TABLE_CACHE) > _CACHE_LIMIT:
             _TABLE_CACHE.clear()

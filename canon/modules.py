@@ -20,6 +20,7 @@ from canon._checks import (
     check_positive,
     check_size,
 )
+from canon.geometry import transient_tensors
 from canon.groups import Group, as_group
 
 __all__ = ["OrbitCanonicalizer", "CanonicalizationState"]
@@ -165,8 +166,8 @@ class OrbitCanonicalizer(nn.Module):
             transform = Fn._transform_plan(self.group, (H, W), self.padding, self.interpolation, x.device, False, fn)[
                 1:
             ]
-            if torch.compiler.is_compiling() or torch.compiler.is_exporting():
-                return orbit, transform  # traced tables are not for later calls
+            if transient_tensors():
+                return orbit, transform  # traced/fake/functorch-wrapped tables are not for later calls
             if len(plans) > 16:
                 plans.clear()
             hit = plans[key] = (orbit, transform)

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from canon._memory import empty_reusable
+from canon.geometry import transient_tensors
 from canon.types import Selection
 
 __all__ = [
@@ -185,7 +186,7 @@ def _view_plan(
 ) -> _ViewPlan:
     """The cached :class:`_ViewPlan` of ``mats``. Matrices are treated as immutable (an in-place
     change shows in ``_version`` and rebuilds the plan); plans die with their matrix tensor."""
-    if torch.compiler.is_compiling() or torch.compiler.is_exporting() or torch.jit.is_tracing() or mats.requires_grad:
+    if transient_tensors() or torch.jit.is_tracing() or mats.requires_grad:
         return _ViewPlan(mats, exact, in_hw, out_hw, padding, interpolation, dtype)
     key_id = id(mats)
     per = _VIEW_PLANS.get(key_id)

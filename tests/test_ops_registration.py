@@ -256,3 +256,35 @@ def test_backward_runs_the_backend_of_its_forward(monkeypatch, where, route):
         t.start()
         t.join()
     assert ran == ["reference"] and x.grad is not None
+
+
+def test_a_torch_func_transform_leaves_no_wrapped_tensor_in_the_caches():
+    """Tables first built inside a ``torch.func`` transform are functorch-wrapped tensors; cached, they
+    made a later ``torch.export`` fail ("Cannot access storage of TensorWrapper"). No cache keeps them."""
+    import canon
+    from canon import functional, geometry
+
+    wrapped = torch._C._functorch.is_functorch_wrapped_tensor
+
+    def cached_tensors():
+        out = []
+        for cache in (functional._PLANS, geometry._TABLE_CACHE):
+            stack = list(cache.values())
+            while stack:
+                v = stack.pop()
+                if isinstance(v, torch.Tensor):
+                    out.append(v)
+                elif isinstance(v, (tuple, list)):
+                    stack.extend(v)
+                elif hasattr(v, "_fields"):
+                    stack.extend(tuple(v))
+        return out
+
+    x = torch.rand(2, 1, 11, 13)  # a size no other test uses: the tables are built inside the transform
+    with pytest.raises(RuntimeError):
+        torch.func.jvp(lambda x: canon.orbit(x, "C4"), (x,), (torch.rand_like(x),))
+    assert not any(wrapped(t) for t in cached_tensors())
+    model = canon.OrbitCanonicalizer(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(11 * 13, 4)), "C4", dim=4)
+    model.eval()(x)
+    assert cached_tensors() and not any(wrapped(t) for t in cached_tensors())
+    torch.export.export(model, (x,))  # with the tables of this size cached: a wrapped one failed here
