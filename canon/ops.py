@@ -14,7 +14,8 @@ place, :func:`_triton_for`. Two entry paths share them:
 
 A backward runs the backend its forward ran under: the eager Functions record it at forward,
 the registered ops pass it to their ``*_backward`` op as an argument (under ``torch.compile`` that
-is the backend in force when the graph was traced).
+is the backend in force when the graph was traced). A forward that non-reentrant
+``torch.utils.checkpoint`` recomputes during the backward runs the backend in force there.
 
 The ops take tensors, device tables (:class:`canon.geometry.ViewTables`) and plain settings,
 no groups; inputs are validated one layer up, in :mod:`canon.functional`. Backward
