@@ -269,10 +269,11 @@ def main(argv: list[str]) -> int:
         print("bench overhead: --device cuda but CUDA is not available", file=sys.stderr)
         return 2
     profile = [n.strip() for n in args.profile.split(",")] if args.profile else []
-    known = [name for name, _, _ in cases("cpu")]
-    unknown = [n for n in profile if n not in known]
-    if unknown:
-        ap.error(f"--profile: unknown ops {unknown}; choose from {known}")
+    if profile:  # names checked before the table is measured
+        known = [name for name, _, _ in cases("cpu")]
+        unknown = [n for n in profile if n not in known]
+        if unknown:
+            ap.error(f"--profile: unknown ops {unknown}; choose from {known}")
     torch.set_num_threads(args.threads)
     rows = measure(device, args.calls)
     print(

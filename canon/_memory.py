@@ -24,7 +24,8 @@ import sys
 import threading
 
 import torch
-from torch.utils._python_dispatch import _get_current_dispatch_mode
+
+from canon.geometry import transient_tensors
 
 __all__ = ["empty_reusable", "sole_holder", "on_memory_of", "tracing", "release", "MIN_BYTES"]
 
@@ -62,9 +63,10 @@ def on_memory_of(buf: torch.Tensor, shape: tuple) -> torch.Tensor:
 
 
 def tracing() -> bool:
-    """Under torch.compile/export or a dispatch mode (fake tensors, ``make_fx``): memory is never reused
-    there (a traced graph would write into a constant)."""
-    return torch.compiler.is_compiling() or _get_current_dispatch_mode() is not None
+    """Under torch.compile/export, a dispatch mode (fake tensors, ``make_fx``) or a ``torch.func``
+    transform (:func:`canon.geometry.transient_tensors`): memory is never reused or kept there (a traced
+    graph would write into a constant; a wrapped tensor has no storage to check)."""
+    return transient_tensors()
 
 
 def empty_reusable(shape: tuple, dtype: torch.dtype) -> torch.Tensor:

@@ -55,9 +55,13 @@ def get_backend() -> str:
 
 
 @contextlib.contextmanager
-def backend_as(name: str):
+def backend_as(name: str | None):
     """This thread runs ``name`` inside the block (no checks: for replaying a backend already in force,
-    e.g. a backward pass running the backend its forward ran under, on whichever thread autograd uses)."""
+    e.g. a backward pass running the backend its forward ran under, on whichever thread autograd uses).
+    None leaves the backend in force as it is."""
+    if name is None:
+        yield
+        return
     prev = getattr(_state, "name", None)
     _state.name = name
     try:

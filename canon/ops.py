@@ -65,12 +65,6 @@ def _triton_for(t: Tensor) -> bool:
 _route = threading.local()
 
 
-def _in_backend(backend: str | None):
-    """The block runs ``backend`` (the registered backward ops' explicit argument: their forward's
-    backend, recorded in ``setup_context``); None: the backend in force."""
-    return backend_as(backend) if backend else contextlib.nullcontext()
-
-
 def _backward_runs_the_forward_backend(cls):
     """Class decorator for the ops' ``autograd.Function``: the backward runs the backend that was in
     force when the forward ran. ``use_backend`` is per thread and a backward runs later, often
@@ -196,7 +190,7 @@ def _orbit_backward_op(
     x_dtype: torch.dtype,
     backend: str | None = None,
 ) -> Tensor:
-    with _in_backend(backend):
+    with backend_as(backend):
         return _orbit_bwd(grad, mats, pull, exact, aligned, H, W, padding, interpolation, x_dtype)
 
 
@@ -208,7 +202,7 @@ def _(grad, mats, pull, exact, aligned, H, W, padding, interpolation, x_dtype, b
 def _orbit_setup(ctx, inputs, output):
     x, mats, pull, exact, aligned, h, w, padding, interpolation, out_dtype, channels_last = inputs
     ctx.save_for_backward(mats, pull)
-    # the backend in force now (at tracing, for compiled code) runs the backward too (see _in_backend)
+    # the backend in force now (at tracing, for compiled code) runs the backward too (backend_as)
     ctx.cfg = (exact, aligned, x.shape[-2], x.shape[-1], padding, interpolation, x.dtype, get_backend())
 
 
@@ -336,7 +330,7 @@ def _transform_backward_op(
     chan_inv: Tensor | None,
     backend: str | None = None,
 ) -> tuple[Tensor, Tensor]:
-    with _in_backend(backend):
+    with backend_as(backend):
         gx, gw = _transform_bwd(
             grad, x, index, mats, pull, exact, aligned, padding, interpolation, need_x, need_weights, chan_perm,
             chan_inv,
@@ -537,7 +531,7 @@ def _select_backward_op(
     prior_beta: float,
     backend: str | None = None,
 ) -> tuple[Tensor, Tensor]:
-    with _in_backend(backend):
+    with backend_as(backend):
         return _select_bwd(
             grad_scores, grad_probs, grad_onehot, grad_losses, vectors, reference, probs, beta, score, straight_through,
             gumbel_noise, tau,
@@ -686,7 +680,7 @@ def _(vectors, kind):
 
 @torch.library.custom_op("canon::contrastive_loss_backward", mutates_args=())
 def _contrastive_backward_op(grad: Tensor, vectors: Tensor, kind: str, backend: str | None = None) -> Tensor:
-    with _in_backend(backend):
+    with backend_as(backend):
         return _contrastive_bwd(grad, vectors, kind)
 
 

@@ -124,3 +124,18 @@ def rng():
 TINY_TRAIN = ["--dataset", "digits", "--epochs", "1", "--max-steps", "2", "--batch-size", "16", "--threads", "1"]
 TINY_TRAIN += ["--device", "cpu"]
 TINY_TRAIN += ["--quiet", "--no-plots"]
+
+
+def equiadapt_hparams(**kw) -> dict:
+    """equiadapt's canonicalization hyperparameters for the compat layer (C4 rotations, crop 0.8,
+    views of 16), with ``kw`` replacing any of them."""
+    base = dict(
+        beta=1.0,
+        input_crop_ratio=0.8,
+        resize_shape=16,
+        group_type="rotation",
+        num_rotations=4,
+        artifact_err_wt=0.0,
+        learn_ref_vec=False,
+    )
+    return {**base, **kw}

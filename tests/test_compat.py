@@ -10,24 +10,13 @@ from types import SimpleNamespace
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import equiadapt_hparams
 
 import canon
 from canon.compat import OptimizedGroupEquivariantImageCanonicalization as Compat
 from canon.networks import ConvEncoder
 
-
-def _hp(**kw):
-    base = dict(
-        beta=1.0,
-        input_crop_ratio=0.8,
-        resize_shape=16,
-        group_type="rotation",
-        num_rotations=4,
-        artifact_err_wt=0.0,
-        learn_ref_vec=False,
-    )
-    base.update(kw)
-    return base
+_hp = equiadapt_hparams
 
 
 def _layer(in_shape, **kw):

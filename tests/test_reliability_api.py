@@ -10,6 +10,7 @@ import sys
 import numpy as np
 import pytest
 import torch
+from conftest import equiadapt_hparams
 
 import canon
 from canon.compat import OptimizedGroupEquivariantImageCanonicalization as Compat
@@ -23,16 +24,7 @@ X = torch.rand(2, 1, 8, 8)
 
 
 def _hp(**kw):
-    base = dict(
-        beta=1.0,
-        input_crop_ratio=0.8,
-        resize_shape=8,
-        group_type="rotation",
-        num_rotations=4,
-        artifact_err_wt=0.0,
-        learn_ref_vec=False,
-    )
-    return {**base, **kw}
+    return equiadapt_hparams(**{"resize_shape": 8, **kw})
 
 
 # -- item 5: the equiadapt-compatible class ------------------------------------------

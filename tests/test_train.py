@@ -143,41 +143,14 @@ def test_resume_is_bit_for_bit(tmp_path, digits):
 
 
 def test_resume_refuses_changed_options(tmp_path, digits, capsys):
-    run(cfg_of("--group", "C4", "--methods", "plain", "--no-plots", "--output-dir", str(tmp_path)), digits)
+    common = ["--group", "C4", "--methods", "plain", "--no-plots", "--output-dir", str(tmp_path)]
+    run(cfg_of(*common), digits)
     with pytest.raises(ValueError, match="lr=0.003"):
-        run(
-            cfg_of(
-                "--group",
-                "C4",
-                "--methods",
-                "plain",
-                "--no-plots",
-                "--output-dir",
-                str(tmp_path),
-                "--resume",
-                "--lr",
-                "0.01",
-            ),
-            digits,
-        )
+        run(cfg_of(*common, "--resume", "--lr", "0.01"), digits)
     # training longer is allowed, but it changes the learning-rate schedule: say so
     epochs = int(load_checkpoint(str(tmp_path / "checkpoint.pt")).config["epochs"])
     capsys.readouterr()
-    run(
-        cfg_of(
-            "--group",
-            "C4",
-            "--methods",
-            "plain",
-            "--no-plots",
-            "--output-dir",
-            str(tmp_path),
-            "--resume",
-            "--epochs",
-            str(epochs + 1),
-        ),
-        digits,
-    )
+    run(cfg_of(*common, "--resume", "--epochs", str(epochs + 1)), digits)
     assert "warning: --resume with different epochs" in capsys.readouterr().err
 
 
