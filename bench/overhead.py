@@ -12,7 +12,10 @@ prints
 
 beside ``torch.add`` on the same tiny tensors (PyTorch's own per-op floor). On CUDA the
 calls are queued without synchronising (one sync at the end of each timed batch), so the
-figures are host time as long as the GPU keeps up, which tiny kernels do.
+figures are host time as long as the GPU keeps up, which tiny kernels do. On CUDA it also
+times public and bare calls with every kernel launched through Triton's own
+``kernel[grid](...)`` (``canon.kernels.launch.stock_launches``) instead of the package's
+cached launch path: the host time that path saves.
 
 Usage::
 
@@ -182,6 +185,20 @@ def cases(device: str) -> list[tuple[str, object, object]]:
     ]
 
 
+def _through_triton(fn):
+    """``fn`` with every kernel launched by Triton's ``kernel[grid](...)`` (the flag costs ~0.1 µs)."""
+    from canon.kernels import launch
+
+    def call():
+        launch._stock = True
+        try:
+            return fn()
+        finally:
+            launch._stock = False
+
+    return call
+
+
 def measure(device: str, calls: int) -> list[dict]:
     per_call = _timer(device)
     a = torch.rand(2, 1, 8, 8, device=device)
@@ -190,29 +207,43 @@ def measure(device: str, calls: int) -> list[dict]:
     rows = []
     with torch.no_grad():
         for name, public, bare in cases(device):
-            p, q = per_call([public, bare], calls) if bare is not None else (*per_call([public], calls), None)
+            fns = [public] + ([bare] if bare is not None else [])
+            if device == "cuda":
+                fns += [_through_triton(fn) for fn in fns]
+            times = per_call(fns, calls)
+            p, q = times[0], times[1] if bare is not None else None
             over = None if q is None else p - q
-            rows.append(
-                dict(
-                    op=name,
-                    device=device,
-                    public_us=round(p, 2),
-                    bare_us=None if q is None else round(q, 2),
-                    overhead_us=None if over is None else round(over, 2),
-                    torch_add_us=round(floor, 2),
-                )
+            row = dict(
+                op=name,
+                device=device,
+                public_us=round(p, 2),
+                bare_us=None if q is None else round(q, 2),
+                overhead_us=None if over is None else round(over, 2),
+                torch_add_us=round(floor, 2),
             )
+            if device == "cuda":
+                stock = times[len(times) // 2 :]
+                row["public_triton_launcher_us"] = round(stock[0], 2)
+                row["bare_triton_launcher_us"] = None if bare is None else round(stock[1], 2)
+            rows.append(row)
     return rows
 
 
 def format_rows(rows: list[dict]) -> str:
+    stock = "public_triton_launcher_us" in rows[0]
     head = f"{'op':34s} {'public µs':>10s} {'bare µs':>9s} {'overhead µs':>12s}  within {TARGET_US:.0f} µs"
+    if stock:
+        head += f"  {'public µs, Triton launcher':>26s} {'bare µs, Triton launcher':>24s}"
     lines = [head, "-" * len(head)]
     for r in rows:
         ok = "-" if r["overhead_us"] is None else ("yes" if r["overhead_us"] <= TARGET_US else "NO")
         bare = "-" if r["bare_us"] is None else f"{r['bare_us']:9.1f}"
         over = "-" if r["overhead_us"] is None else f"{r['overhead_us']:12.1f}"
-        lines.append(f"{r['op']:34s} {r['public_us']:10.1f} {bare:>9s} {over:>12s}  {ok}")
+        line = f"{r['op']:34s} {r['public_us']:10.1f} {bare:>9s} {over:>12s}  {ok:>9s}"
+        if stock:
+            sb = "-" if r["bare_triton_launcher_us"] is None else f"{r['bare_triton_launcher_us']:.1f}"
+            line += f"  {r['public_triton_launcher_us']:26.1f} {sb:>24s}"
+        lines.append(line)
     lines.append(f"{'torch.add (floor)':34s} {rows[0]['torch_add_us']:10.1f}")
     return "\n".join(lines)
 

@@ -9,7 +9,15 @@ That gives two things one seam:
   of those sizes produces, without a GPU;
 * options shared by every kernel (``enable_fp_fusion=False`` for the resampling kernels:
   coordinates are then computed with the same IEEE mul/add as the PyTorch reference, so a
-  GPU and the CPU reference pick the same taps) are applied here.
+  GPU and the CPU reference pick the same taps) are applied here;
+* a cached launch path (:func:`_launch_cached`): Triton's ``kernel[grid](...)`` costs tens of
+  microseconds of host time per launch (it rebuilds its cache key with ``str(options)``,
+  checks globals, builds launch metadata and calls empty launch hooks from C). Here Triton's
+  own binder still computes the specialisation of every argument (dtypes, 16-byte alignment
+  of pointers, integers equal to 1 or divisible by 16), so a launch whose specialisation
+  differs compiles and runs through Triton as before; a launch whose specialisation was
+  seen before goes straight to the compiled kernel's launcher. :func:`stock_launches`
+  turns it off (the overhead bench compares both).
 """
 
 from __future__ import annotations
@@ -20,7 +28,7 @@ from collections.abc import Callable
 import torch
 import triton.language as tl
 
-__all__ = ["launch", "recording", "Launch", "acc_dtype", "acc_tl"]
+__all__ = ["launch", "recording", "stock_launches", "Launch", "acc_dtype", "acc_tl"]
 
 
 def acc_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -46,6 +54,10 @@ class Launch:
 
 
 _recorder: Callable[[Launch], None] | None = None
+_stock = False  # True: every launch goes through Triton's kernel[grid](...) (see stock_launches)
+
+# (kernel, device, options, Triton's debug and instrumentation knobs, specialisation) -> CompiledKernel
+_compiled: dict[tuple, object] = {}
 
 
 def launch(kernel, grid: tuple[int, ...], num_warps: int, fp_fusion: bool = True, **args) -> None:
@@ -56,7 +68,63 @@ def launch(kernel, grid: tuple[int, ...], num_warps: int, fp_fusion: bool = True
     if _recorder is not None:
         _recorder(Launch(kernel, tuple(grid), args, options))
         return
-    kernel[grid](**args, **options)
+    if _stock or not hasattr(kernel, "device_caches"):  # the interpreter's kernels have no device caches
+        kernel[grid](**args, **options)
+        return
+    _launch_cached(kernel, grid, options, args)
+
+
+def _launch_cached(kernel, grid, options: dict, args: dict) -> None:
+    """``kernel[grid](**args, **options)`` without Triton's per-launch Python work once the same
+    specialisation has been launched before (on this device, with these options and knobs)."""
+    from triton import knobs
+
+    device = torch.cuda.current_device()  # what Triton launches on (the launchers set it from the tensors)
+    caches = kernel.device_caches.get(device)
+    hooks = knobs.runtime.launch_enter_hook.calls or knobs.runtime.launch_exit_hook.calls
+    if caches is None or hooks or kernel.pre_run_hooks:  # first launch on this device, or someone listens
+        kernel[grid](**args, **options)
+        return
+    # Triton's binder: the specialisation Triton itself would compute (argument order = the kernel's)
+    bound, specialization, _ = caches[4](**args)
+    key = (
+        kernel,
+        device,
+        options.get("num_warps"),
+        options.get("enable_fp_fusion", True),
+        knobs.runtime.debug,
+        knobs.compilation.instrumentation_mode,
+        *specialization,
+    )
+    compiled = _compiled.get(key)
+    if compiled is None:
+        compiled = kernel[grid](**args, **options)  # compiles if needed, launches, returns the kernel
+        if compiled is not None and not hasattr(compiled, "result"):  # not an async-compile future
+            _compiled[key] = compiled
+        return
+    g1 = grid[1] if len(grid) > 1 else 1
+    g2 = grid[2] if len(grid) > 2 else 1
+    stream = _current_stream(device)
+    # (launch metadata, enter hook, exit hook) = None: nobody listens (checked above)
+    fn, meta = compiled.function, compiled.packed_metadata
+    compiled.run(grid[0], g1, g2, stream, fn, meta, None, None, None, *bound.values())
+
+
+def _current_stream(device: int) -> int:
+    """The current CUDA stream's handle, read as Triton's driver reads it."""
+    return torch._C._cuda_getCurrentRawStream(device)
+
+
+@contextlib.contextmanager
+def stock_launches():
+    """Launch every kernel through Triton's own ``kernel[grid](...)`` inside the block (for comparison)."""
+    global _stock
+    prev = _stock
+    _stock = True
+    try:
+        yield
+    finally:
+        _stock = prev
 
 
 @contextlib.contextmanager

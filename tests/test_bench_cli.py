@@ -127,3 +127,24 @@ def test_overhead_table_and_profile_on_the_cpu(tmp_path, capsys):
     assert "## orbit: public call" in text and "## orbit: bare call" in text and "canon/functional.py" in text
     with pytest.raises(ValueError, match=r"unknown ops \['spin'\]"):
         overhead.profile_ops("cpu", ["spin"], 1)
+
+
+def test_overhead_triton_launcher_columns_and_switch():
+    """On CUDA the table adds the public and bare times through Triton's own launcher; the switch used for
+    them is set only during the call, also when the call raises."""
+    from bench import overhead
+    from canon.kernels import launch
+
+    row = dict(op="orbit", public_us=30.0, bare_us=20.0, overhead_us=10.0, torch_add_us=8.0)
+    rows = [
+        dict(row, public_triton_launcher_us=90.0, bare_triton_launcher_us=80.0),
+        dict(row, op="OrbitCanonicalizer eval forward", public_triton_launcher_us=150.0, bare_triton_launcher_us=None),
+    ]
+    lines = overhead.format_rows(rows).splitlines()
+    assert "Triton launcher" in lines[0]
+    assert lines[2].split()[-2:] == ["90.0", "80.0"] and lines[3].split()[-2:] == ["150.0", "-"]
+    seen = []
+    assert overhead._through_triton(lambda: seen.append(launch._stock) or 7)() == 7
+    with pytest.raises(ZeroDivisionError):
+        overhead._through_triton(lambda: 1 / 0)()
+    assert seen == [True] and launch._stock is False

@@ -165,3 +165,43 @@ def test_train_with_cuda_graph_follows_the_eager_run(tmp_path):
     for (k, pa), pb in zip(a.canonicalizer.state_dict().items(), b.canonicalizer.state_dict().values()):
         assert_close(pb, pa, msg=k, case="cuda_graph_training")
     assert abs(runs["eager"]["group_avg_acc"] - runs["graphed"]["group_avg_acc"]) <= 0.02
+
+
+@cuda_only
+def test_cached_launches_match_tritons_own_and_respecialise(monkeypatch):
+    """The cached launch path (``canon.kernels.launch``) gives what Triton's ``kernel[grid]`` gives, bit for
+    bit, takes the cached path for a repeated specialisation and goes back through Triton for a pointer
+    off 16-byte alignment or an odd size (a kernel compiled for aligned pointers must never see one)."""
+    from triton.runtime.jit import JITFunction
+
+    from canon.kernels import launch as L
+
+    stock_runs = []
+    run = JITFunction.run
+    monkeypatch.setattr(JITFunction, "run", lambda self, *a, **k: stock_runs.append(self) or run(self, *a, **k))
+    g = torch.Generator(device="cuda").manual_seed(1)
+    base = torch.rand(2 * 3 * 40 * 40 + 1, device="cuda", generator=g)
+    aligned = base[:-1].view(2, 3, 40, 40)
+    shifted = base[1:].view(2, 3, 40, 40)  # 4 bytes past alignment
+    odd = torch.rand(2, 3, 37, 41, device="cuda", generator=g)
+    calls = [
+        lambda x: canon.orbit(x, "C8", size=24, crop_ratio=0.8),
+        lambda x: canon.orbit(x, "D4"),
+        lambda x: canon.canonicalize(x, torch.tensor([1, 6], device="cuda"), "C8"),
+    ]
+    for i, fn in enumerate(calls):
+        with L.stock_launches():
+            want = [fn(x) for x in (aligned, shifted, odd)]
+        for x, w in zip((aligned, shifted, odd), want):
+            fn(x)  # first sight of this specialisation on the cached path: through Triton
+            stock_runs.clear()
+            got = fn(x.clone() if x is odd else x)
+            assert stock_runs == [], f"call {i}: a repeated specialisation went through Triton"
+            assert torch.equal(got, w), f"call {i}: cached launch differs from Triton's"
+        stock_runs.clear()
+        fn(aligned)
+        fn(shifted)
+        assert stock_runs == [], f"call {i}: both alignments cached separately"
+    with canon.use_backend("reference"):
+        ref = calls[0](shifted)
+    assert_close(calls[0](shifted), ref, case="grid_sample_coordinates")
