@@ -66,7 +66,7 @@ else
   # 15 at one thread reached 99% in 85 s; 2026-11-28)
   xdist=(); "$PY" -c "import xdist" 2>/dev/null && xdist=(-n 15 --dist loadfile)
   step tests 200 env OMP_NUM_THREADS=1 "$PY" -m pytest -q -rfE --tb=short -p no:cacheprovider "${xdist[@]}" tests
-  step overhead 40 "$PY" -m bench overhead --device cuda --output-dir "$DIR/overhead"
+  step overhead 60 "$PY" -m bench overhead --device cuda --calls 500 --output-dir "$DIR/overhead"
   step profile 45 "$PY" -m bench profile --device cuda --output-dir "$DIR/profile"
   step profile-graphed 45 "$PY" -m bench profile --device cuda --cuda-graph --output-dir "$DIR/profile-graphed"
   step bench 150 "$PY" -m bench --quick --device cuda --output-dir "$DIR/bench"
