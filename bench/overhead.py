@@ -19,7 +19,7 @@ cached launch path: the host time that path saves.
 
 Usage::
 
-    python -m bench overhead [--device cpu|cuda] [--calls 2000] [--output-dir DIR]
+    python -m bench overhead [--device cpu|cuda] [--calls 2000] [--repeats 7] [--output-dir DIR]
     python -m bench overhead --profile orbit,select   # also cProfile those ops' public calls
 """
 
@@ -101,8 +101,9 @@ def cases(device: str) -> list[tuple[str, object, object]]:
         def bare_select():
             return T.select(v, r, 1.0, "cosine", None, 1.0)
 
-        def bare_losses():
-            return T.select(v, r, 1.0, "cosine", None, 1.0, "normalized", "identity")
+        def bare_losses():  # the kernel's per-sample losses, then their batch means (a second launch, as in ops)
+            sel, losses = T.select(v, r, 1.0, "cosine", None, 1.0, "normalized", "identity")
+            return sel, losses.mean(-1)
 
         def bare_transform():
             return T.transform(x, idx, t_orbit.mats, t_orbit.exact, t_orbit.aligned, "zeros", "bilinear")
@@ -110,8 +111,8 @@ def cases(device: str) -> list[tuple[str, object, object]]:
         def bare_invert():
             return T.transform(x, idx, t_inv.mats, t_inv.exact, t_inv.aligned, "zeros", "bilinear")
 
-        def bare_contrastive():
-            return T.contrastive_loss(v, "normalized")
+        def bare_contrastive():  # per-sample losses and their mean (two launches, as in ops)
+            return T.contrastive_loss(v, "normalized").mean()
 
         def bare_fused():
             return T.select_transform(
@@ -199,8 +200,9 @@ def _through_triton(fn):
     return call
 
 
-def measure(device: str, calls: int) -> list[dict]:
-    per_call = _timer(device)
+def measure(device: str, calls: int, repeats: int = 7) -> list[dict]:
+    timer = _timer(device)
+    per_call = lambda fns, calls: timer(fns, calls, repeats)  # noqa: E731
     a = torch.rand(2, 1, 8, 8, device=device)
     b = torch.rand(2, 1, 8, 8, device=device)
     (floor,) = per_call([lambda: torch.add(a, b)], calls)
@@ -288,11 +290,14 @@ def main(argv: list[str]) -> int:
     ap.add_argument(
         "--threads", type=int, default=1, help="torch.set_num_threads (default 1: tiny ops gain nothing from more)"
     )
+    ap.add_argument("--repeats", type=int, default=7, help="timed batches per call, median taken (default 7)")
     ap.add_argument("--output-dir", default=None, help="also write overhead.json there")
     ap.add_argument("--profile", default=None, help="comma-separated ops to cProfile after the table (their names)")
     args = ap.parse_args(argv)
     if args.calls < 1:
         ap.error(f"--calls must be >= 1, got {args.calls}")
+    if args.repeats < 1:
+        ap.error(f"--repeats must be >= 1, got {args.repeats}")
     if args.threads < 1 or args.threads > (os.cpu_count() or 1):
         ap.error(f"--threads must be in [1, {os.cpu_count() or 1}], got {args.threads}")
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -306,9 +311,10 @@ def main(argv: list[str]) -> int:
         if unknown:
             ap.error(f"--profile: unknown ops {unknown}; choose from {known}")
     torch.set_num_threads(args.threads)
-    rows = measure(device, args.calls)
+    rows = measure(device, args.calls, args.repeats)
     print(
-        f"# host time per call on tiny inputs (2×1×8×8 images, C8, D=8), {device}, {args.calls} calls × 7 batches, "
+        f"# host time per call on tiny inputs (2×1×8×8 images, C8, D=8), {device}, "
+        f"{args.calls} calls × {args.repeats} batches, "
         f"public and bare batches interleaved, median"
     )
     print(format_rows(rows))

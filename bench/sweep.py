@@ -127,6 +127,7 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--output-dir", default=None, help="write sweep.csv there")
     ap.add_argument("--quick", action="store_true", help="B=64 instead of 256 and a smaller grid")
     ap.add_argument("--only", default=None, help="run only the cases whose name contains this text (e.g. bilinear)")
+    ap.add_argument("--defaults-only", action="store_true", help="time only the shipped configuration of each case")
     args = ap.parse_args(argv)
     if not torch.cuda.is_available():
         print("bench sweep: needs a CUDA device (the interpreter's timings mean nothing)", file=sys.stderr)
@@ -144,6 +145,8 @@ def main(argv: list[str]) -> int:
             grid = {"copy": COPY_GRID, "taps": TAPS_GRID, "pull": TAPS_GRID}[kind]
             if args.quick:
                 grid = grid[:: max(1, len(grid) // 8)]
+            if args.defaults_only:
+                grid = []
             for override in [None, *grid]:
                 label = "default" if override is None else ""
                 try:

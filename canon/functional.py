@@ -36,6 +36,7 @@ from canon._checks import (
 )
 from canon.geometry import (
     channel_tables,
+    constant_index,
     transform_boxes,
     transform_points,
     transient_tensors,
@@ -413,8 +414,9 @@ def transform(
     if isinstance(element, int) and not isinstance(element, bool):
         if not 0 <= element < g.order:
             raise ValueError(f"{fn}: element must be in [0, {g.order}) for group {g.name}, got {element}")
-        element = torch.full((x.shape[0],), element, dtype=torch.int64, device=x.device)
-    index = check_index(element, x.shape[0], g.order, x.device, fn)
+        index = constant_index(int(element), x.shape[0], x.device)
+    else:
+        index = check_index(element, x.shape[0], g.order, x.device, fn)
     return ops.transform(x, None, index, tables, padding, interpolation)
 
 

@@ -150,6 +150,19 @@ def _cached(key, build):
     return hit
 
 
+def constant_index(element: int, n: int, device: torch.device) -> torch.Tensor:
+    """An int64 tensor ``(n,)`` filled with ``element`` on ``device``, cached like the tables (so that
+    ``canon.transform(x, 3, "C8")`` launches no fill kernel per call). Read-only: the ops only read it."""
+    key = ("constant index", element, n, device)
+    hit = _TABLE_CACHE.get(key)
+    if hit is not None:
+        return hit
+    build = lambda: torch.full((n,), element, dtype=torch.int64, device=device)  # noqa: E731
+    if device.type == "cuda" and torch.cuda.is_current_stream_capturing():
+        return build()  # filled only when the graph replays: never cached
+    return _cached(key, build)
+
+
 def pull_rows(mats) -> list[list[float]]:
     """Rows of the pull table for float64 matrices ``((m00, m01, m02), (m10, m11, m12))``.
 

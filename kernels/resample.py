@@ -1089,9 +1089,12 @@ def _resample_config(h: int, w: int, C: int, dtype: torch.dtype, kind: str) -> t
 
     * ``copy`` (every view a permutation, zero padding): square tiles, as a transpose wants,
       one 128-bit vector (4 fp32 / 8 half) per thread and channel, 8 warps;
-    * ``taps`` (bilinear/nearest/padded views): one pixel per thread, tiles 8 columns wide
-      so that a warp covers a 4×8 patch whose rotated footprint spans few input rows;
-    * ``pull`` (adjoints by gather, many candidates per pixel): like ``taps``.
+    * ``taps`` (bilinear/nearest/padded views): 8×16 tiles, one channel at a time, 2 warps
+      (two pixels per thread). Timed on an H100 (``python -m bench sweep``, 2026-11-28, see
+      ``bench/results/h100-2026-11-28``): C8 B=256 3×224² bilinear 1.030 ms and C16 B=256
+      224→96 crop 0.8 0.561 ms, against 1.673 / 0.888 ms for the earlier 16×8, 2 channels,
+      4 warps; a second channel per program was slower in every tile tried;
+    * ``pull`` (adjoints by gather, many candidates per pixel): 16×8, one channel, 4 warps.
 
     Register use, spills and occupancy of every variant are checked by ``canon.kernels.compile``.
     """
@@ -1102,7 +1105,7 @@ def _resample_config(h: int, w: int, C: int, dtype: torch.dtype, kind: str) -> t
     elif kind == "pull":
         tile_h, tile_w, channels, warps = 16, 8, 1, 4
     else:
-        tile_h, tile_w, channels, warps = 16, 8, 2, 4
+        tile_h, tile_w, channels, warps = 8, 16, 1, 2
     tile_w = min(tile_w, max(8, triton.next_power_of_2(w)))
     tile_h = min(tile_h, max(1, triton.next_power_of_2(h)))
     channels = min(channels, triton.next_power_of_2(max(int(C), 1)))

@@ -128,6 +128,8 @@ CALLS = {
         0,
     ),
     "transform": (lambda x, v, r, i, s: canon.transform(x, i, "C8"), ["transform_kernel"], 0),
+    # one element for the whole batch: its index tensor is cached per device (no fill kernel per call)
+    "transform int element": (lambda x, v, r, i, s: canon.transform(x, 3, "C8"), ["transform_kernel"], 0),
     "contrastive_loss": (lambda x, v, r, i, s: canon.losses.contrastive_loss(v), ["select_kernel"], 1),
 }
 

@@ -68,6 +68,37 @@ def test_orbit_forward_backward_matches_reference(dev, group, in_hw, out_hw, cro
 
 
 @kernel_device
+@pytest.mark.parametrize("tile", [(8, 8, 2, 2), (16, 8, 4, 4), (8, 16, 1, 2)])
+def test_every_taps_tile_shape_and_channel_block_matches_the_reference(dev, tile, monkeypatch, rng):
+    """The taps default is one channel per program (8×16, 2 warps); channel blocks of 2 and 4 and other
+    tiles (which ``bench sweep`` times) stay correct, C = 3 leaving a partial channel block."""
+    from canon.kernels import resample
+
+    orig = resample.resample_config
+
+    def config(h, w, C, dtype, kind):
+        if kind != "taps":
+            return orig(h, w, C, dtype, kind)
+        th, tw, ch, warps = tile
+        return dict(TILE_H=th, TILE_W=tw, CHANNELS=ch, num_warps=warps)
+
+    monkeypatch.setattr(resample, "resample_config", config)
+    x = torch.randn(2, 3, 13, 11, generator=rng)
+    for group, out_hw, crop, padding in (("C8", (9, 19), 0.8, "zeros"), ("D3", (12, 10), 1.0, "reflection")):
+        t, td = _tables(group, (13, 11), out_hw, crop), _tables(group, (13, 11), out_hw, crop, dev)
+        out = torch.full((2, t.mats.shape[0], 3, *out_hw), NAN, device=dev)
+        triton_ops.orbit(x.to(dev), td.mats, td.pull, t.exact, t.aligned, out_hw, padding, "bilinear", out=out)
+        want = ref.orbit_ref(x, t.mats, t.exact, out_hw, padding, "bilinear")
+        assert_close(to_cpu(out), want, msg=f"orbit {group} tile {tile}")
+    t, td = _tables("C8", (13, 11), (13, 11)), _tables("C8", (13, 11), (13, 11), dev=dev)
+    index = torch.tensor([3, 6])
+    out = torch.full(x.shape, NAN, device=dev)
+    triton_ops.transform(x.to(dev), index.to(dev), td.mats, t.exact, t.aligned, "border", "bilinear", out=out)
+    want = ref.transform_ref(x, torch.zeros(2, 8), index, t.mats, t.exact, "border", "bilinear")
+    assert_close(to_cpu(out), want, msg=f"transform tile {tile}")
+
+
+@kernel_device
 @pytest.mark.parametrize(
     "group,in_hw,padding,interp",
     [
