@@ -128,7 +128,22 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--quick", action="store_true", help="B=64 instead of 256 and a smaller grid")
     ap.add_argument("--only", default=None, help="run only the cases whose name contains this text (e.g. bilinear)")
     ap.add_argument("--defaults-only", action="store_true", help="time only the shipped configuration of each case")
+    ap.add_argument(
+        "--configs",
+        default=None,
+        help="time these configurations instead of the grid, e.g. 16x8x2x4,8x16x1x2 (TILE_HxTILE_WxCHANNELSxwarps)",
+    )
     args = ap.parse_args(argv)
+    configs = None
+    if args.configs:
+        try:
+            configs = [tuple(int(n) for n in c.split("x")) for c in args.configs.split(",")]
+        except ValueError:
+            configs = []
+        if not configs or any(len(c) != 4 or min(c) < 1 for c in configs):
+            ap.error(
+                f"--configs: expected TILE_HxTILE_WxCHANNELSxWARPS[,...] of positive integers, got {args.configs!r}"
+            )
     if not torch.cuda.is_available():
         print("bench sweep: needs a CUDA device (the interpreter's timings mean nothing)", file=sys.stderr)
         return 2
@@ -145,6 +160,8 @@ def main(argv: list[str]) -> int:
             grid = {"copy": COPY_GRID, "taps": TAPS_GRID, "pull": TAPS_GRID}[kind]
             if args.quick:
                 grid = grid[:: max(1, len(grid) // 8)]
+            if configs is not None:
+                grid = configs
             if args.defaults_only:
                 grid = []
             for override in [None, *grid]:

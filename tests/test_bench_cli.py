@@ -84,6 +84,7 @@ def test_plot_refuses_files_it_cannot_draw(tmp_path, capsys, content, message):
         (["profile", "--batch", "0"], "--batch must be >= 1"),
         (["profile", "--threads", "100000"], "--threads must be in [1,"),
         (["profile", "--cuda-graph", "--device", "cpu"], "--cuda-graph needs --device cuda"),
+        (["sweep", "--configs", "8x16"], "--configs: expected TILE_HxTILE_WxCHANNELSxWARPS"),
         (["overhead", "--device", "cpu", "--profile", "orbit, spin"], "--profile: unknown ops ['spin']"),
         (["overhead", "--repeats", "0"], "--repeats must be >= 1, got 0"),
         (["--threads", "100000"], "--threads must be in [1,"),
