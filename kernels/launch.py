@@ -28,7 +28,20 @@ from collections.abc import Callable
 import torch
 import triton.language as tl
 
-__all__ = ["launch", "recording", "stock_launches", "Launch", "acc_dtype", "acc_tl"]
+__all__ = ["launch", "recording", "stock_launches", "Launch", "acc_dtype", "acc_tl", "cdiv", "next_power_of_2"]
+
+
+# Host-side integer helpers for the launchers. triton.cdiv and triton.next_power_of_2 are
+# constexpr_function objects whose __call__ unwraps constexprs on every call (~1–2 µs each on the
+# host, several per launch); these are the same arithmetic as plain functions.
+def cdiv(a: int, b: int) -> int:
+    """Ceiling of ``a / b`` for positive ``b`` (as ``triton.cdiv``)."""
+    return -(-a // b)
+
+
+def next_power_of_2(n: int) -> int:
+    """The smallest power of 2 >= ``n``, for ``n >= 1`` (as ``triton.next_power_of_2``)."""
+    return 1 << (n - 1).bit_length() if n > 1 else 1
 
 
 def acc_dtype(dtype: torch.dtype) -> torch.dtype:

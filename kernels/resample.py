@@ -43,7 +43,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .launch import acc_dtype, acc_tl, launch
+from .launch import acc_dtype, acc_tl, cdiv, launch, next_power_of_2
 from .select import select_argmax, select_config, select_scores_row
 
 __all__ = [
@@ -1106,9 +1106,9 @@ def _resample_config(h: int, w: int, C: int, dtype: torch.dtype, kind: str) -> t
         tile_h, tile_w, channels, warps = 16, 8, 1, 4
     else:
         tile_h, tile_w, channels, warps = 8, 16, 1, 2
-    tile_w = min(tile_w, max(8, triton.next_power_of_2(w)))
-    tile_h = min(tile_h, max(1, triton.next_power_of_2(h)))
-    channels = min(channels, triton.next_power_of_2(max(int(C), 1)))
+    tile_w = min(tile_w, max(8, next_power_of_2(w)))
+    tile_h = min(tile_h, max(1, next_power_of_2(h)))
+    channels = min(channels, next_power_of_2(max(int(C), 1)))
     return tuple(dict(TILE_H=tile_h, TILE_W=tile_w, CHANNELS=channels, num_warps=warps).items())
 
 
@@ -1122,7 +1122,7 @@ def _check_plane(name: str, t: torch.Tensor, hw_dims=(-2, -1)) -> None:
 
 
 def _tiles(h: int, w: int, cfg: dict) -> int:
-    return triton.cdiv(h, cfg["TILE_H"]) * triton.cdiv(w, cfg["TILE_W"])
+    return cdiv(h, cfg["TILE_H"]) * cdiv(w, cfg["TILE_W"])
 
 
 def _kind(all_exact: bool, aligned: bool, padding: str) -> str:
@@ -1275,9 +1275,9 @@ def _scatter_launch(grad5, mats, index, all_exact, padding, nearest, accum, hw):
     B, NV, C = grad5.shape[:3]
     H, W = accum.shape[-2:]
     h, w = hw
-    block = min(512, max(32, triton.next_power_of_2(h * w)))  # 2 pixels per thread at 8 warps
+    block = min(512, max(32, next_power_of_2(h * w)))  # 2 pixels per thread at 8 warps
     launch(
-        orbit_backward_scatter_kernel, (B * NV * triton.cdiv(h * w, block),), 8 if block >= 512 else 4, fp_fusion=False,
+        orbit_backward_scatter_kernel, (B * NV * cdiv(h * w, block),), 8 if block >= 512 else 4, fp_fusion=False,
         grad_ptr=grad5, mats_ptr=mats, index_ptr=index if index is not None else mats, gx_ptr=accum,
         sg_b=grad5.stride(0), sg_n=grad5.stride(1), sg_c=grad5.stride(2), sg_h=grad5.stride(3), sg_w=grad5.stride(4),
         C=C, H=H, W=W, h=h, w=w, NV=NV, NM=mats.shape[0],

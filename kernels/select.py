@@ -17,7 +17,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .launch import acc_dtype, acc_tl, launch
+from .launch import acc_dtype, acc_tl, launch, next_power_of_2
 
 __all__ = [
     "CONTRASTIVE_CODES",
@@ -329,8 +329,8 @@ def select_config(N: int, D: int) -> tuple[int, int, int]:
     4 warps) so that no variant spills and the backward with both losses keeps half occupancy
     (``canon.kernels.compile``).
     """
-    block_n = triton.next_power_of_2(max(int(N), 2))
-    block_d = max(1, min(triton.next_power_of_2(int(D)), 64, 2048 // (block_n * block_n)))
+    block_n = next_power_of_2(max(int(N), 2))
+    block_d = max(1, min(next_power_of_2(int(D)), 64, 2048 // (block_n * block_n)))
     return block_n, block_d, 4
 
 

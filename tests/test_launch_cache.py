@@ -148,3 +148,11 @@ def test_interpreted_kernels_and_recording_never_take_the_cached_path():
     with L.recording(sink):
         L.launch(resample.orbit_kernel, (1,), 4, a=1)
     assert [(la.name, la.args) for la in sink] == [("orbit_kernel", {"a": 1})]
+
+
+def test_host_integer_helpers_equal_tritons():
+    for n in range(1, 5000):
+        assert L.next_power_of_2(n) == triton.next_power_of_2(n), n
+        for d in (1, 3, 8, 16, 127):
+            assert L.cdiv(n, d) == triton.cdiv(n, d), (n, d)
+    assert L.next_power_of_2(2**40 + 1) == 2**41
