@@ -191,11 +191,11 @@ def _through_triton(fn):
     from canon.kernels import launch
 
     def call():
-        launch._stock = True
+        prev, launch._stock = launch._stock, True
         try:
             return fn()
         finally:
-            launch._stock = False
+            launch._stock = prev
 
     return call
 

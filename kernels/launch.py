@@ -67,7 +67,9 @@ class Launch:
 
 
 _recorder: Callable[[Launch], None] | None = None
-_stock = False  # True: every launch goes through Triton's kernel[grid](...) (see stock_launches)
+# True: every launch goes through Triton's kernel[grid](...) (see stock_launches). ROCm builds
+# always do: the cached path hands arguments to the launcher as Triton's CUDA driver takes them.
+_stock = torch.version.hip is not None
 
 # (kernel, device, options, Triton's debug and instrumentation knobs, specialisation) -> CompiledKernel
 _compiled: dict[tuple, object] = {}

@@ -423,12 +423,28 @@ def _wait_for(path, proc, limit_s=240.0):
         time.sleep(0.2)
 
 
+@pytest.fixture
+def sigint_default():
+    """Python's Ctrl-C handler in force for the test, however pytest was started: a shell starts a
+    background job (``pytest &``) with SIGINT ignored, Python then installs no handler, and
+    SIGINT would do nothing (the run under test would never stop)."""
+    prev = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, prev)
+
+
+def _sigint_as_default():  # for child processes: SIGINT back to the default, so Python installs its handler
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_concurrent_run_is_refused_and_sigint_says_how_to_resume(tmp_path):
     out = tmp_path / "run"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "CANON_BACKEND": "reference"}
     args = [*TINY, "--methods", "plain", "--epochs", "100000", "--max-steps", "1", "--output-dir", str(out)]
     cmd = [sys.executable, "-m", "canon.train", *args]
-    first = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    first = subprocess.Popen(
+        cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=_sigint_as_default
+    )
     try:
         _wait_for(out / "checkpoint.pt", first)
         second = subprocess.run(
@@ -467,7 +483,7 @@ def test_concurrent_run_is_refused_and_sigint_says_how_to_resume(tmp_path):
     assert not [f for f in os.listdir(out) if ".tmp" in f]
 
 
-def test_ctrl_c_during_a_checkpoint_write_is_held_until_the_file_is_in_place(tmp_path):
+def test_ctrl_c_during_a_checkpoint_write_is_held_until_the_file_is_in_place(tmp_path, sigint_default):
     """SIGINT inside torch.save's zip writer came out as a RuntimeError traceback (exit 1, no resume hint);
     the write now finishes, then the interrupt is raised."""
     path = tmp_path / "checkpoint.bin"
@@ -487,7 +503,7 @@ def test_ctrl_c_during_a_checkpoint_write_is_held_until_the_file_is_in_place(tmp
     assert path.read_bytes() == b"c"
 
 
-def test_a_second_ctrl_c_interrupts_the_write_at_once_and_a_failing_write_keeps_the_interrupt(tmp_path):
+def test_a_second_ctrl_c_interrupts_the_write_at_once_and_a_failing_write_keeps_the_interrupt(tmp_path, sigint_default):
     path = tmp_path / "checkpoint.bin"
     path.write_bytes(b"previous")
 
