@@ -16,8 +16,9 @@ That gives two things one seam:
   own binder still computes the specialisation of every argument (dtypes, 16-byte alignment
   of pointers, integers equal to 1 or divisible by 16), so a launch whose specialisation
   differs compiles and runs through Triton as before; a launch whose specialisation was
-  seen before goes straight to the compiled kernel's launcher. :func:`stock_launches`
-  turns it off (the overhead bench compares both).
+  seen before goes straight to the compiled kernel's launcher. What it skips besides: Triton's
+  check that no global a kernel reads changed since it compiled (the kernels here read only
+  module constants). :func:`stock_launches` turns it off (the overhead bench compares both).
 """
 
 from __future__ import annotations
