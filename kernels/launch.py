@@ -28,6 +28,7 @@ from collections.abc import Callable
 
 import torch
 import triton.language as tl
+from triton import knobs
 
 __all__ = ["launch", "recording", "stock_launches", "Launch", "acc_dtype", "acc_tl", "cdiv", "next_power_of_2"]
 
@@ -93,8 +94,6 @@ def launch(kernel, grid: tuple[int, ...], num_warps: int, fp_fusion: bool = True
 def _launch_cached(kernel, grid, options: dict, args: dict) -> None:
     """``kernel[grid](**args, **options)`` without Triton's per-launch Python work once the same
     specialisation has been launched before (on this device, with these options and knobs)."""
-    from triton import knobs
-
     device = torch.cuda.current_device()  # what Triton launches on (the launchers set it from the tensors)
     caches = kernel.device_caches.get(device)
     hooks = knobs.runtime.launch_enter_hook.calls or knobs.runtime.launch_exit_hook.calls
