@@ -74,8 +74,8 @@ class OptimizedGroupEquivariantImageCanonicalization(nn.Module):
            ``group_element`` keeps equiadapt's keys; the canonical image is
            ``hflip(rotate_clockwise(x, rotation))`` when ``reflection`` is 1.
         2. ``invert_canonicalization`` undoes exactly the applied element (equiadapt's
-           reflection blend is swapped there), and targets (boxes, masks) are flipped per
-           sample, not for the whole batch.
+           reflection blend is swapped there, and on D_n its regular action is not e2cnn's),
+           and targets (boxes, masks) are flipped per sample, not for the whole batch.
         3. Each view is one resampling of the full input (no crop → resize → pad →
            rotate → crop chain, no Python loop). So at angles other than multiples of
            90° the corners of a colour view show the real image outside the crop, where
@@ -299,7 +299,11 @@ class OptimizedGroupEquivariantImageCanonicalization(nn.Module):
         """Undo the last canonicalization on dense outputs (B, C, H', W').
 
         ``induced_rep_type``: ``"regular"`` (default, as equiadapt: channels grouped as
-        (C/G, G) in equiadapt's element order) or ``"scalar"``.
+        (C/G, G), the group axis labelled as e2cnn's regular representation of
+        ``Rot2dOnR2(N)`` / ``FlipRot2dOnR2(N)`` labels it) or ``"scalar"``. Regular
+        features get e2cnn's ``GeometricTensor.transform`` by the inverse of the applied
+        element: equiadapt's result on C_n; on D_n equiadapt's is not that action
+        (docs/spec.md §6.6).
         """
         kind = kwargs.get("induced_rep_type", "regular")
         if kind == "vector":
@@ -310,14 +314,15 @@ class OptimizedGroupEquivariantImageCanonicalization(nn.Module):
         sel = self._selection("invert_canonicalization")
         if kind == "scalar":
             return Fn.invert(y, sel, self.group, "scalar", "zeros")
-        B, C, H, W = y.shape
         G = self.num_group
-        if C % G:
-            raise ValueError(f"invert_canonicalization: regular features need channels divisible by {G}, got {C}")
-        # relabel the group axis from equiadapt's order to canon's and back
-        y = y.reshape(B, C // G, G, H, W)[:, :, self._c2e].reshape(B, C, H, W)
-        out = Fn.invert(y, sel, self.group, "regular", "zeros")
-        return out.reshape(B, C // G, G, H, W)[:, :, self._e2c].reshape(B, C, H, W)
+        if y.shape[1] % G:
+            raise ValueError(
+                f"invert_canonicalization: regular features need channels divisible by {G}, got {y.shape[1]}"
+            )
+        # The group axis of regular features is labelled as e2cnn/escnn label their regular
+        # representation (element k: counter-clockwise by 360·k/N; k + N: that after the flip),
+        # which is canon's order, not the clockwise order of group_activations: no relabelling.
+        return Fn.invert(y, sel, self.group, "regular", "zeros")
 
     # -- losses and metrics -------------------------------------------------------
     def get_optimization_specific_loss(self) -> torch.Tensor:

@@ -30,7 +30,17 @@ import torch
 import triton.language as tl
 from triton import knobs
 
-__all__ = ["launch", "recording", "stock_launches", "Launch", "acc_dtype", "acc_tl", "cdiv", "next_power_of_2"]
+__all__ = [
+    "launch",
+    "recording",
+    "stock_launches",
+    "Launch",
+    "acc_dtype",
+    "acc_tl",
+    "cdiv",
+    "dense",
+    "next_power_of_2",
+]
 
 
 # Host-side integer helpers for the launchers. triton.cdiv and triton.next_power_of_2 are
@@ -44,6 +54,17 @@ def cdiv(a: int, b: int) -> int:
 def next_power_of_2(n: int) -> int:
     """The smallest power of 2 >= ``n``, for ``n >= 1`` (as ``triton.next_power_of_2``)."""
     return 1 << (n - 1).bit_length() if n > 1 else 1
+
+
+def dense(t: torch.Tensor | None) -> torch.Tensor | None:
+    """``t`` as a contiguous tensor (itself when it is one; None stays None).
+
+    For the small tables a kernel reads by a flat offset (element indices, prior targets,
+    view/pull matrices, channel permutations, loss gradients): a slice, a column of a wider
+    table or an expanded (stride 0) index is copied here, so the kernel never reads another
+    sample's entry or past the storage. Images, vectors and gradients carry their strides instead.
+    """
+    return t if t is None or t.is_contiguous() else t.contiguous()
 
 
 def acc_dtype(dtype: torch.dtype) -> torch.dtype:

@@ -43,7 +43,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .launch import acc_dtype, acc_tl, cdiv, launch, next_power_of_2
+from .launch import acc_dtype, acc_tl, cdiv, dense, launch, next_power_of_2
 from .select import select_argmax, select_config, select_scores_row
 
 __all__ = [
@@ -1153,6 +1153,7 @@ def orbit_forward(
     B, C, H, W = x.shape
     N = mats.shape[0]
     h, w = size
+    mats = dense(mats)
     _check_plane("x", x)
     _check_plane("out", out)
     kind = _kind(all_exact, aligned, padding)
@@ -1179,6 +1180,7 @@ def transform_forward(
     input channel ``k·N' + chan_perm[index[b], h]``. An index outside [0, N) gives a NaN image.
     """
     B, C, H, W = x.shape
+    index, mats, chan_perm = dense(index), dense(mats), dense(chan_perm)
     _check_plane("x", x)
     _check_plane("out", out)
     kind = _kind(all_exact, aligned, padding)
@@ -1216,6 +1218,7 @@ def select_transform_forward(
     """Eval canonicalization in one launch; ``selection`` = (scores, probs, index, onehot) outputs to fill."""
     B, N, D = vectors.shape
     _, C, H, W = x.shape
+    mats = dense(mats)
     _check_plane("x", x)
     _check_plane("out", out)
     kind = _kind(all_exact, aligned, padding)
@@ -1249,6 +1252,7 @@ def orbit_backward(
     """
     B, N, C, h, w = grad.shape
     H, W = in_hw
+    mats, pull = dense(mats), dense(pull)
     _check_plane("grad", grad)
     _check_plane("out", out)
     nearest = interpolation == "nearest"
@@ -1275,6 +1279,7 @@ def _scatter_launch(grad5, mats, index, all_exact, padding, nearest, accum, hw):
     B, NV, C = grad5.shape[:3]
     H, W = accum.shape[-2:]
     h, w = hw
+    mats, index = dense(mats), dense(index)
     block = min(512, max(32, next_power_of_2(h * w)))  # 2 pixels per thread at 8 warps
     launch(
         orbit_backward_scatter_kernel, (B * NV * cdiv(h * w, block),), 8 if block >= 512 else 4, fp_fusion=False,
@@ -1310,6 +1315,7 @@ def transform_backward(
     """
     B, C, H, W = grad.shape
     N = mats.shape[0]
+    index, mats, pull, chan_perm, chan_inv = (dense(t) for t in (index, mats, pull, chan_perm, chan_inv))
     _check_plane("grad", grad)
     _check_plane("x", x)
     kind = _kind(all_exact, aligned, padding) if (all_exact and grad_w is None) else "pull"

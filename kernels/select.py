@@ -17,7 +17,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .launch import acc_dtype, acc_tl, launch, next_power_of_2
+from .launch import acc_dtype, acc_tl, dense, launch, next_power_of_2
 
 __all__ = [
     "CONTRASTIVE_CODES",
@@ -368,6 +368,7 @@ def select_forward(
     acc_dt = acc_dtype(vectors.dtype)
     dev = vectors.device
     select = reference is not None
+    target = dense(target)
     if select:
         scores, probs, index, onehot = out if out is not None else (
             torch.empty((B, N), dtype=acc_dt, device=dev), torch.empty((B, N), dtype=acc_dt, device=dev),
@@ -420,15 +421,16 @@ def select_backward(
     B, N, D = vectors.shape
     acc_dt = acc_dtype(vectors.dtype)
     select = reference is not None
+    target, grad_losses = dense(target), dense(grad_losses)
     gv = torch.empty((B, N, D), dtype=vectors.dtype, device=vectors.device)
     gr = torch.empty((B, D), dtype=acc_dt, device=vectors.device) if select else vectors
-    gs, gp, gh = (None if t is None else t.contiguous() for t in (grad_scores, grad_probs, grad_onehot))
+    gs, gp, gh = (dense(t) for t in (grad_scores, grad_probs, grad_onehot))
     dummy = vectors
     block_n, block_d, warps = select_config(N, D)
     launch(
         select_backward_kernel, (B,), warps, fp_fusion=False,
         v_ptr=vectors, r_ptr=reference if select else dummy,
-        probs_ptr=probs.contiguous() if probs is not None else dummy,
+        probs_ptr=dense(probs) if probs is not None else dummy,
         target_ptr=target if target is not None else dummy,
         gs_ptr=gs if gs is not None else dummy, gp_ptr=gp if gp is not None else dummy,
         gh_ptr=gh if gh is not None else dummy,

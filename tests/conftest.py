@@ -38,6 +38,8 @@ CASE_TOLERANCES = {
     "conv_channel_sum": (1e-5, 1e-6),
     # equiadapt's rotation (kornia's normalised affine grid, align_corners=True) against rot90
     "kornia_rotation": (1e-5, 1e-5),
+    # e2cnn's steerable filters, expanded from a float32 basis: a turned filter equals the original up to rounding
+    "e2cnn_filters": (1e-4, 1e-5),
 }
 
 
@@ -110,6 +112,49 @@ def assert_within_torch_error(ours: torch.Tensor, torch_own: torch.Tensor, truth
     assert ours_err <= bound, (
         f"{msg} error {float(ours_err):.3g} > 2 × PyTorch's own {float(torch_err):.3g} + {TOLERANCES[torch.float32][1]}"
     )
+
+
+# Memory layouts of a tensor argument (tests/test_layouts.py, tests/test_api_properties.py): see relayout.
+LAYOUTS = ("sliced", "column", "transposed", "expanded", "offset", "channels_last")
+
+
+def relayout(t: torch.Tensor, layout: str, poison) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """``(arranged, dense)``: ``arranged`` holds the values of ``dense`` in ``layout`` inside a buffer
+    filled with ``poison``; ``dense`` is a contiguous tensor of the same values. None where the
+    layout does not apply to ``t`` (or would leave it contiguous)."""
+    t = t.detach()
+    if t.numel() == 0:
+        return None
+    if layout == "expanded":
+        if t.dim() == 0 or t.shape[0] < 2:
+            return None
+        arranged = t[:1].expand_as(t)
+        return arranged, arranged.contiguous()
+    if layout == "offset":
+        buf = torch.full((t.numel() + 3,), poison, dtype=t.dtype, device=t.device)
+        arranged = buf[3:].view(t.shape)
+    elif layout == "sliced":
+        if t.dim() == 0:
+            return None
+        buf = torch.full((2 * t.shape[0], *t.shape[1:]), poison, dtype=t.dtype, device=t.device)
+        arranged = buf[1::2]
+    elif layout == "column":
+        if t.dim() == 0:
+            return None
+        buf = torch.full((*t.shape, 2), poison, dtype=t.dtype, device=t.device)
+        arranged = buf[..., 1]
+    elif layout in ("transposed", "channels_last"):
+        if t.dim() < 2 or (layout == "channels_last" and t.dim() != 4):
+            return None
+        if layout == "transposed":
+            arranged = t.transpose(-1, -2).contiguous().transpose(-1, -2)
+        else:
+            arranged = t.contiguous(memory_format=torch.channels_last)
+        return None if arranged.is_contiguous() else (arranged, t.contiguous())
+    else:
+        raise ValueError(layout)
+    arranged.copy_(t)  # sliced, column and offset views start 1 or 3 elements into their buffer
+    return arranged, t.contiguous()
 
 
 @pytest.fixture

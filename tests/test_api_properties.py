@@ -10,7 +10,8 @@ sizes, group specs, crop ratios, β, selections, image sizes). Every call must e
   names one of the arguments that were drawn wrong.
 
 A valid call that raises, an invalid call that returns, and any other exception fail.
-Reference backend, tiny tensors, bounded examples.
+Every tensor argument is drawn in a memory layout too (contiguous, sliced, a column, transposed,
+expanded, offset, channels_last). Reference backend, tiny tensors, bounded examples.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import TOLERANCES
+from conftest import LAYOUTS, TOLERANCES, relayout
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -105,6 +106,17 @@ def draw_args(data, wrong: set[str], **strategies) -> dict:
 
 
 @st.composite
+def laid_out(draw, t, label: str = "layout"):
+    """``t`` as drawn: contiguous or in one of ``conftest.LAYOUTS`` (a slice of a wider buffer, a
+    column, transposed, expanded, with a storage offset, channels_last), for every tensor argument."""
+    if not isinstance(t, torch.Tensor):
+        return t
+    layout = draw(st.sampled_from(("contiguous", *LAYOUTS)), label=label)
+    arranged = relayout(t, layout, float("nan") if t.is_floating_point() else 0) if layout != "contiguous" else None
+    return t if arranged is None else arranged[0]
+
+
+@st.composite
 def images(draw, wrong: bool = False):
     """A small float image batch; wrong: in rank, dtype, type or emptiness."""
     B, C = draw(st.integers(1, 3)), draw(st.integers(1, 2))
@@ -124,7 +136,7 @@ def images(draw, wrong: bool = False):
         x = x[:0]
     elif fault == "empty_hw":
         x = x[..., :0, :]
-    return x
+    return draw(laid_out(x))
 
 
 IMAGES = (images(), images(wrong=True))
@@ -179,7 +191,7 @@ def indices(draw, B: int, N: int, wrong: bool = False):
         idx[-1] = N
     elif fault == "list":
         idx = idx.tolist()
-    return idx
+    return draw(laid_out(idx, "index layout"))
 
 
 @st.composite
@@ -189,7 +201,10 @@ def selections(draw, B: int, N: int, wrong: bool = False):
         return draw(indices(B, N, wrong))
     b, n = draw(st.sampled_from([(B + 1, N), (B, N + 1)])) if wrong else (B, N)
     gen = generator(draw)
-    return canon.select(torch.randn(b, n, 3, generator=gen), torch.randn(3, generator=gen))
+    sel = canon.select(torch.randn(b, n, 3, generator=gen), torch.randn(3, generator=gen))
+    return sel._replace(
+        index=draw(laid_out(sel.index, "index layout")), onehot=draw(laid_out(sel.onehot, "onehot layout"))
+    )
 
 
 # -- independent computations -----------------------------------------------------------
@@ -281,7 +296,7 @@ def vectors_and_reference(draw, wrong: str | None):
             if fault == "rank"
             else ref.long()
         )
-    return v, ref
+    return draw(laid_out(v, "vectors layout")), draw(laid_out(ref, "reference layout"))
 
 
 @SETTINGS
@@ -394,6 +409,7 @@ def test_invert(data):
         if g.order > 1 and data.draw(st.booleans(), label="indivisible channels"):
             y = y[:, 1:]
             wrong = wrong | {"kind"}
+        y = data.draw(laid_out(y))
     B = n_of(y)
     sel = data.draw(selections(B, g.order, "selection" in wrong), label="selection")
 
@@ -438,7 +454,8 @@ def coordinates(draw, B: int, nd: int, wrong: bool = False):
         * 8
     )
     fault = draw(st.sampled_from(["last", "rank", "int"])) if wrong else None
-    return t[..., :-1] if fault == "last" else t[0] if fault == "rank" else t.long() if fault == "int" else t
+    t = t[..., :-1] if fault == "last" else t[0] if fault == "rank" else t.long() if fault == "int" else t
+    return draw(laid_out(t))
 
 
 def _affine_back(p: torch.Tensor, g: Group, idx: torch.Tensor, centre: tuple[float, float]) -> torch.Tensor:

@@ -4,16 +4,18 @@
 compares against it in a separate environment.)
 """
 
+import importlib.util
 import math
 from types import SimpleNamespace
 
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import equiadapt_hparams
+from conftest import assert_close, equiadapt_hparams
 
 import canon
 from canon.compat import OptimizedGroupEquivariantImageCanonicalization as Compat
+from canon.equivariant import require_e2cnn
 from canon.networks import ConvEncoder
 
 _hp = equiadapt_hparams
@@ -115,19 +117,65 @@ def test_invert_canonicalization():
         layer.invert_canonicalization(torch.randn(4, 16, 8, 8), induced_rep_type="vector")
 
 
-def test_invert_regular_features_in_equiadapt_labels():
-    # C4 in equiadapt's labels: element e turns clockwise by 90e°, e1∘e2 = e1 + e2 (mod 4).
-    # Regular action (g·F)[k, h](p) = F[k, h − g](g⁻¹p); inverting g*·F must give F back.
-    layer = _layer((1, 8, 8), num_rotations=4).eval()
-    x = torch.randn(6, 1, 8, 8)
-    layer(x)
-    g = layer.canonicalization_info_dict["group_activations"].argmax(-1)
-    feats = torch.randn(6, 3, 4, 8, 8)
-    acted = torch.stack(
-        [torch.rot90(feats[b][:, [(h - int(g[b])) % 4 for h in range(4)]], -int(g[b]), dims=(-2, -1)) for b in range(6)]
-    )
-    out = layer.invert_canonicalization(acted.reshape(6, 12, 8, 8))  # default: "regular", as equiadapt
-    assert torch.equal(out, feats.reshape(6, 12, 8, 8))
+needs_e2cnn = pytest.mark.skipif(
+    importlib.util.find_spec("e2cnn") is None,
+    reason="e2cnn states the regular action independently (pip install 'canon-equivariance[equivariant]')",
+)
+
+
+def _e2cnn_regular(group_type: str, n: int, K: int):
+    """e2cnn's gspace and a field type of K regular fields: the regular action, stated independently."""
+    e2cnn = require_e2cnn()
+    gs = e2cnn.gspaces.Rot2dOnR2(n) if group_type == "rotation" else e2cnn.gspaces.FlipRot2dOnR2(n)
+    return e2cnn, gs, e2cnn.nn.FieldType(gs, [gs.regular_repr] * K)
+
+
+@needs_e2cnn
+@pytest.mark.parametrize(
+    "group_type,n,in_shape",
+    [("rotation", 4, (1, 9, 9)), ("rotation", 8, (1, 9, 9)), ("roto-reflection", 4, (1, 9, 9)),
+     ("roto-reflection", 3, (1, 7, 7)), ("rotation", 4, (3, 12, 12))],
+)  # fmt: skip
+def test_invert_regular_features_as_e2cnn_acts(group_type, n, in_shape):
+    # Sample b chooses equiadapt's element b (every element once). Its canonical image is x turned
+    # clockwise by 360·k/N (k = b < N), or that then flipped horizontally (b = N + k), so the
+    # inverse on regular features is e2cnn's action of the counter-clockwise turn by k, resp. of
+    # its flip element (1, k) (self-inverse; e2cnn's flip of FlipRot2dOnR2 is torch.flip(-1)).
+    layer = _layer(in_shape, group_type=group_type, num_rotations=n, resize_shape=in_shape[-1], input_crop_ratio=1.0)
+    G = layer.num_group
+    acts = torch.eye(G)
+    layer.canonicalization_info_dict = {"group_activations": acts}
+    layer.groupactivations_to_groupelement(acts)
+    e2cnn, _, field = _e2cnn_regular(group_type, n, K=2)
+    y = torch.randn(G, 2 * G, *in_shape[1:])
+    out = layer.invert_canonicalization(y, induced_rep_type="regular")
+    for b in range(G):
+        k, flip = b % n, b >= n
+        element = k if group_type == "rotation" else (int(flip), k)
+        expected = e2cnn.nn.GeometricTensor(y[b : b + 1], field).transform(element).tensor
+        if (4 * k) % n == 0:  # quarter turns: e2cnn uses rot90, the whole plane is exact
+            assert_close(out[b : b + 1], expected, msg=f"element {b}")
+        else:  # e2cnn interpolates other angles with a spline: the centre pixel stays put
+            c = (slice(None), slice(None), in_shape[1] // 2, in_shape[2] // 2)
+            assert_close(out[b : b + 1][c], expected[c], msg=f"element {b}, centre pixel")
+
+
+@needs_e2cnn
+@pytest.mark.parametrize("group_type", ["rotation", "roto-reflection"])
+def test_canonicalize_then_invert_cancels_an_e2cnn_equivariant_network(group_type):
+    # f equivariant under e2cnn's regular action: invert(f(canon(x))) = ρ(g*)⁻¹ ρ(g*) f(x) = f(x),
+    # whichever element g* the drop-in chose (an exact group on square images)
+    e2cnn, gs, field = _e2cnn_regular(group_type, 4, K=2)
+    torch.manual_seed(1)
+    f = e2cnn.nn.R2Conv(e2cnn.nn.FieldType(gs, [gs.trivial_repr]), field, 3, padding=1).eval()
+    layer = _layer((1, 9, 9), group_type=group_type, num_rotations=4).eval()
+    x = torch.randn(16, 1, 9, 9)
+    with torch.no_grad():
+        xc = layer(x)
+        out = layer.invert_canonicalization(f(e2cnn.nn.GeometricTensor(xc, f.in_type)).tensor)
+        direct = f(e2cnn.nn.GeometricTensor(x, f.in_type)).tensor
+    assert len(set(layer._selection().index.tolist())) > 2  # several elements were chosen
+    assert_close(out, direct, msg="invert(f(canonicalize(x))) vs f(x)", case="e2cnn_filters")
 
 
 def test_hyperparameter_containers_and_errors():

@@ -10,7 +10,8 @@ separate venv (a multi-GB CUDA build of torch, run on the CPU):
 
 Same network weights and reference vector in both; prints, per setting, the largest
 difference of the orbit views, the group activations, the canonical images and the
-losses, and the share of samples with the same chosen element.
+losses, and the share of samples with the same chosen element; then the inversion of
+regular and scalar features for every element, which must match equiadapt's on C_n.
 """
 
 import torch
@@ -75,7 +76,37 @@ def run(in_shape, group_type, n, crop=0.8, rs=32, B=16, seed=0):
     )
 
 
+def regular_inversion(in_shape, group_type, n, tol=1e-4):
+    """invert_canonicalization of regular (and scalar) features, every element chosen once: C_n must
+    equal equiadapt's result within ``tol``; on D_n equiadapt's is not the regular action
+    (docs/spec.md §6.6), so only the difference is printed."""
+    hp = OmegaConf.create(
+        dict(beta=1.0, input_crop_ratio=1.0, resize_shape=in_shape[-1], group_type=group_type, num_rotations=n,
+             artifact_err_wt=0, learn_ref_vec=False)
+    )  # fmt: skip
+    net = Net(in_shape[0], out_dim=8, hidden=8)
+    theirs, ours = Theirs(net, hp, in_shape).eval(), Ours(net, hp, in_shape).eval()
+    G = ours.num_group
+    acts = torch.eye(G)  # sample b chooses element b
+    theirs.device = acts.device
+    theirs.canonicalization_info_dict = {"group_element": theirs.groupactivations_to_groupelement(acts)}
+    ours.canonicalization_info_dict = {"group_activations": acts}
+    ours.groupactivations_to_groupelement(acts)
+    y = torch.randn(G, 2 * G, *in_shape[1:])
+    diffs = {}
+    for kind in ("regular", "scalar"):
+        t = theirs.invert_canonicalization(y, induced_rep_type=kind)
+        o = ours.invert_canonicalization(y, induced_rep_type=kind)
+        diffs[kind] = [(t[b] - o[b]).abs().max().item() for b in range(G)]
+    shown = {k: " ".join(f"{d:.1e}" for d in v) for k, v in diffs.items()}
+    print(f"{str(in_shape):13s} {group_type:15s} N={n:2d}: invert |ours − equiadapt| per element: {shown}")
+    if group_type == "rotation":
+        worst = max(max(d) for d in diffs.values())
+        assert worst <= tol, f"regular/scalar inversion differs from equiadapt by {worst:.3g} > {tol}"
+
+
 if __name__ == "__main__":
     for shape in [(1, 28, 28), (3, 40, 40)]:
         for gt, n in [("rotation", 4), ("rotation", 8), ("roto-reflection", 4)]:
             run(shape, gt, n)
+            regular_inversion(shape, gt, n)
