@@ -27,6 +27,7 @@ import time
 import torch
 
 from bench import cases as C  # noqa: E402  (imports canon; triton only lazily)
+from bench._cli import prepare_output_dir  # noqa: E402
 
 DEFAULT_OUT = os.path.join("bench", "results", "local")
 
@@ -236,7 +237,7 @@ def run_suite(argv: list[str]) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     min_time = args.min_time if args.min_time is not None else (0.5 if args.quick else 1.0)
-    os.makedirs(args.output_dir, exist_ok=True)
+    prepare_output_dir(ap, args.output_dir)
     env = C.environment(device, "python -m bench " + " ".join(shlex.quote(a) for a in argv))
     t0 = time.perf_counter()
     copy_gbps = C.copy_bandwidth(device, quick=args.quick)

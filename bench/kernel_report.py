@@ -14,6 +14,8 @@ import csv
 import os
 import sys
 
+from bench._cli import prepare_output_dir
+
 # preferred column order; synonyms the report may use for the same quantity
 KNOWN = [
     ("name", ("name", "kernel")),
@@ -78,7 +80,14 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--archs", default="80,90", help="comma-separated SM versions (default 80,90)")
     ap.add_argument("--output-dir", default=None, help="also write kernels.csv there")
     args = ap.parse_args(argv)
-    archs = tuple(int(a) for a in args.archs.split(","))
+    try:
+        archs = tuple(int(a) for a in args.archs.split(","))
+    except ValueError:
+        ap.error(f"--archs must be comma-separated SM versions such as 80,90, got {args.archs!r}")
+    bad = [a for a in archs if not 70 <= a < 200]
+    if bad:
+        ap.error(f"--archs: {bad} are not CUDA SM versions Triton compiles for (e.g. 80 for A100, 90 for H100)")
+    prepare_output_dir(ap, args.output_dir)
     if os.environ.get("TRITON_INTERPRET") == "1":
         print(
             "bench kernels: unset TRITON_INTERPRET (the interpreter replaces the kernels it would compile)",
@@ -99,7 +108,6 @@ def main(argv: list[str]) -> int:
         return 1
     print(format_report(rows))
     if args.output_dir:
-        os.makedirs(args.output_dir, exist_ok=True)
         keys = list(dict.fromkeys(k for r in rows for k in r))
         path = os.path.join(args.output_dir, "kernels.csv")
         with open(path, "w", newline="") as f:

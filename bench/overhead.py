@@ -35,6 +35,7 @@ import time
 import torch
 
 import canon
+from bench._cli import prepare_output_dir
 from canon import reference as ref
 from canon.geometry import view_tables
 from canon.groups import as_group
@@ -298,6 +299,7 @@ def main(argv: list[str]) -> int:
         ap.error(f"--calls must be >= 1, got {args.calls}")
     if args.repeats < 1:
         ap.error(f"--repeats must be >= 1, got {args.repeats}")
+    prepare_output_dir(ap, args.output_dir)
     if args.threads < 1 or args.threads > (os.cpu_count() or 1):
         ap.error(f"--threads must be in [1, {os.cpu_count() or 1}], got {args.threads}")
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -319,7 +321,6 @@ def main(argv: list[str]) -> int:
     )
     print(format_rows(rows))
     if args.output_dir:
-        os.makedirs(args.output_dir, exist_ok=True)
         path = os.path.join(args.output_dir, "overhead.json")
         with open(path, "w") as f:
             json.dump(

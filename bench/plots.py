@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import math
 import os
 
 import matplotlib
@@ -54,15 +55,21 @@ def read_rows(path: str) -> list[dict]:
             raise ResultsError(f"{path} lacks the column(s) {cols}; expected a results.csv written by python -m bench")
         rows = [r for r in reader if r["status"] == "ok"]
     for i, r in enumerate(rows):
+        where = f"{path}: ok row {i + 1} ({r['case']}, {r['provider']})"
+        short = [c for c in REQUIRED if r.get(c) is None]
+        if short or None in r:  # DictReader fills a truncated row with None (extra cells go under the key None)
+            what = f"ends before the column(s) {', '.join(short)}" if short else "has more cells than the header"
+            raise ResultsError(f"{where} {what}: the file is truncated or damaged")
         for c in NUMERIC:
             v = r.get(c)
             if v in ("", None):
                 continue
             try:
-                float(v)
+                x = float(v)
             except ValueError:
-                where = f"{path}: ok row {i + 1} ({r['case']}, {r['provider']})"
                 raise ResultsError(f"{where} has {c}={v!r}, not a number") from None
+            if not math.isfinite(x) or (c.endswith("_ms") and x <= 0):
+                raise ResultsError(f"{where} has {c}={v!r}: a time must be a finite number > 0")
     return rows
 
 

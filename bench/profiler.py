@@ -19,6 +19,7 @@ import time
 import torch
 
 from bench import cases as C
+from bench._cli import prepare_output_dir
 
 
 def _sync(device: str) -> None:
@@ -142,8 +143,11 @@ def main(argv: list[str]) -> int:
         got = f"{device}, {provider}, {args.dtype}"
         ap.error(f"--cuda-graph needs --device cuda, provider ours-triton and fp32; got {got}")
     cfg = C.Config(args.case, args.batch, args.n, args.shape, args.dtype)
-    os.makedirs(args.output_dir, exist_ok=True)
-    fn = C.step_work(cfg, provider, device, cuda_graph=args.cuda_graph).step
+    prepare_output_dir(ap, args.output_dir)
+    try:
+        fn = C.step_work(cfg, provider, device, cuda_graph=args.cuda_graph).step
+    except C.Unavailable as e:
+        ap.error(f"--provider {provider} on {device}: {e}")
     for _ in range(2):
         fn()
     step_ms = _time(fn, device, max(3, args.steps))

@@ -26,6 +26,7 @@ import sys
 import torch
 
 import canon
+from bench._cli import prepare_output_dir
 from canon.geometry import view_tables
 from canon.groups import as_group
 
@@ -134,6 +135,7 @@ def main(argv: list[str]) -> int:
         help="time these configurations instead of the grid, e.g. 16x8x2x4,8x16x1x2 (TILE_HxTILE_WxCHANNELSxwarps)",
     )
     args = ap.parse_args(argv)
+    prepare_output_dir(ap, args.output_dir)
     configs = None
     if args.configs:
         try:
@@ -208,7 +210,6 @@ def main(argv: list[str]) -> int:
         )
     print(f"# copy bandwidth {copy_gbps:.0f} GB/s")
     if args.output_dir:
-        os.makedirs(args.output_dir, exist_ok=True)
         with open(os.path.join(args.output_dir, "sweep.csv"), "w", newline="") as f:
             w = csv.DictWriter(f, fieldnames=list(rows[0]))
             w.writeheader()

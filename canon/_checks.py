@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import numbers
+import os
 
 import torch
 
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+MIN_CROP_RATIO = 1e-6  # smaller crops make the view's scale underflow (and sample one point anyway)
 PADDINGS = ("zeros", "border", "reflection")
 INTERPOLATIONS = ("bilinear", "nearest")
 
@@ -16,6 +19,9 @@ def check_tensor(
 ) -> torch.Tensor:
     if not isinstance(t, torch.Tensor):
         raise TypeError(f"{fn}: {name} must be a torch.Tensor, got {type(t).__name__}")
+    if t.is_nested or t.layout != torch.strided:
+        got, fix = ("a nested tensor", "stack its parts") if t.is_nested else (f"layout {t.layout}", "use .to_dense()")
+        raise TypeError(f"{fn}: {name} must be a dense (strided) tensor, got {got}; {fix}")
     if ndim is not None and t.dim() != ndim:
         raise ValueError(f"{fn}: {name} must have {ndim} dimensions {shape_doc}, got shape {tuple(t.shape)}")
     if float_only and t.dtype not in FLOAT_DTYPES:
@@ -77,8 +83,10 @@ def check_crop_ratio(r, fn: str) -> float | tuple[float, float]:
     if isinstance(r, bool) or not isinstance(r, numbers.Real):
         raise TypeError(f"{fn}: crop_ratio must be a number in (0, 1] or a pair (ry, rx), got {type(r).__name__}")
     r = float(r)
-    if not 0.0 < r <= 1.0:
-        raise ValueError(f"{fn}: crop_ratio must be in (0, 1], got {r}")
+    if not MIN_CROP_RATIO <= r <= 1.0:
+        raise ValueError(
+            f"{fn}: crop_ratio must be in (0, 1], at least {MIN_CROP_RATIO} (a millionth of the image), got {r}"
+        )
     return r
 
 
@@ -102,7 +110,7 @@ def check_index(index, B: int, N: int, device, fn: str, name: str = "element ind
     # Range check only where it costs no device synchronisation (and not while torch.compile
     # traces); on a GPU the kernels turn an out-of-range index into NaN outputs instead of
     # reading outside their tables.
-    if index.device.type == "cpu" and not torch.compiler.is_compiling():
+    if index.device.type == "cpu" and not torch.compiler.is_compiling() and index.numel():
         lo, hi = torch.aminmax(index)
         if int(lo) < 0 or int(hi) >= N:
             raise ValueError(f"{fn}: {name} values must be in [0, {N}), got values in [{int(lo)}, {int(hi)}]")
@@ -113,3 +121,38 @@ def check_finite(t: torch.Tensor, name: str, fn: str) -> None:
     """Raise on NaN/Inf (costs a device synchronisation; only used when asked for)."""
     if not bool(torch.isfinite(t).all()):
         raise ValueError(f"{fn}: {name} contains NaN or Inf")
+
+
+# Outputs above this size are compared with the device's memory before they are allocated.
+_CHECKED_BYTES = 1 << 30
+
+
+@functools.lru_cache(maxsize=16)
+def device_memory(device: torch.device) -> int | None:
+    """Bytes of memory of ``device`` (RAM for the CPU, the GPU's total for CUDA), None when unknown."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_properties(device).total_memory
+    if device.type == "cpu":
+        try:
+            return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        except (AttributeError, ValueError, OSError):
+            return None
+    return None
+
+
+def check_output_fits(shape: tuple, dtype: torch.dtype, device: torch.device, what: str, fn: str, hint: str) -> None:
+    """ValueError when an output of ``shape`` could never fit in the device's memory (checked before
+    allocating: the allocator's own error names bytes, not the argument to change)."""
+    n = dtype.itemsize
+    for d in shape:
+        if type(d) is not int:  # a symbolic size while torch.export/compile traces: int() would specialise it
+            return
+        n *= d
+    if n < _CHECKED_BYTES:
+        return
+    total = device_memory(torch.device(device))
+    if total is not None and n > total:
+        raise ValueError(
+            f"{fn}: {what} {tuple(int(d) for d in shape)} would take {n / 2**30:.1f} GiB, more than the "
+            f"{total / 2**30:.1f} GiB of {device}; {hint}"
+        )

@@ -46,6 +46,26 @@ def _get(hp: Any, name: str, default: Any = ...) -> Any:
     return default
 
 
+def _check_targets(targets, B: int, hw: tuple[int, int]) -> None:
+    """One dict per image, boxes (K, 4) xyxy, masks (K, H, W) at the image size: a clear message otherwise."""
+    fn = "OptimizedGroupEquivariantImageCanonicalization.canonicalize"
+    if not isinstance(targets, (list, tuple)) or len(targets) != B:
+        n = len(targets) if isinstance(targets, (list, tuple)) else type(targets).__name__
+        raise ValueError(f"{fn}: targets must be a list of one dict per image (B={B}), got {n}")
+    for b, t in enumerate(targets):
+        if not isinstance(t, Mapping):
+            raise TypeError(f"{fn}: targets[{b}] must be a dict with 'boxes' and/or 'masks', got {type(t).__name__}")
+        boxes, masks = t.get("boxes"), t.get("masks")
+        if boxes is not None and not (isinstance(boxes, torch.Tensor) and boxes.dim() == 2 and boxes.shape[1] == 4):
+            got = f"shape {tuple(boxes.shape)}" if isinstance(boxes, torch.Tensor) else type(boxes).__name__
+            raise ValueError(f"{fn}: targets[{b}]['boxes'] must be (K, 4) xyxy boxes, got {got}")
+        if masks is not None and not (
+            isinstance(masks, torch.Tensor) and masks.dim() == 3 and tuple(masks.shape[-2:]) == tuple(hw)
+        ):
+            got = f"shape {tuple(masks.shape)}" if isinstance(masks, torch.Tensor) else type(masks).__name__
+            raise ValueError(f"{fn}: targets[{b}]['masks'] must be (K, {hw[0]}, {hw[1]}) masks, got {got}")
+
+
 class OptimizedGroupEquivariantImageCanonicalization(nn.Module):
     """equiadapt-compatible optimization-based image canonicalizer.
 
@@ -281,6 +301,7 @@ class OptimizedGroupEquivariantImageCanonicalization(nn.Module):
         xc = Fn.canonicalize(x, sel, self.group, self.padding)
         if targets:
             H, W = x.shape[-2:]
+            _check_targets(targets, x.shape[0], (H, W))
             for b, t in enumerate(targets):
                 idx = sel.index[b : b + 1]
                 if "boxes" in t:
@@ -312,6 +333,12 @@ class OptimizedGroupEquivariantImageCanonicalization(nn.Module):
             raise ValueError(f"invert_canonicalization: induced_rep_type must be 'regular' or 'scalar', got {kind!r}")
         y = x_canonicalized_out
         sel = self._selection("invert_canonicalization")
+        if not isinstance(y, torch.Tensor) or y.dim() != 4 or y.shape[0] != sel.index.shape[0]:
+            got = f"shape {tuple(y.shape)}" if isinstance(y, torch.Tensor) else f"a {type(y).__name__}"
+            raise ValueError(
+                f"invert_canonicalization: x_canonicalized_out must be (B, C, H, W) outputs of the last "
+                f"canonicalization's B={sel.index.shape[0]} images, got {got}"
+            )
         if kind == "scalar":
             return Fn.invert(y, sel, self.group, "scalar", "zeros")
         G = self.num_group

@@ -232,6 +232,11 @@ def _canonicalizer_states(model: nn.Module) -> list:
     return [(m, m.state) for m in model.modules() if isinstance(m, OrbitCanonicalizer)]
 
 
+def _two_copies(a):
+    """A batch-1 example as a batch of two (the same image twice), other examples as they are."""
+    return torch.cat([a, a]) if isinstance(a, torch.Tensor) and a.dim() >= 1 and a.shape[0] == 1 else a
+
+
 def _warm_up(model: nn.Module, args: tuple) -> None:
     # One eager forward first: the canonicalizer caches its view matrices per (group, size,
     # device) on first use, and a cache filled while torch.export traces would hold fake
@@ -249,7 +254,8 @@ def export(
         model: any module in eval mode (e.g. :class:`canon.Canonicalized` or
             :class:`canon.OrbitCanonicalizer`).
         args: example input tensor or tuple of tensors (fixes C, H, W of the graph).
-        dynamic_batch: make dimension 0 of every input dynamic (size >= 1).
+        dynamic_batch: make dimension 0 of every input dynamic (size >= 1); a batch-1 example is
+            traced as two copies of itself (torch.export would fix a size-1 dimension to 1).
         core_aten: also apply PyTorch's default decompositions (Core ATen IR, for
             backends that accept only that operator set).
 
@@ -270,11 +276,13 @@ def export(
             f"{fn}: OrbitCanonicalizer(check_finite=True) at {checking} raises on NaN/Inf by reading tensor values, "
             "which an exported graph cannot do; set check_finite=False on it before exporting"
         )
-    _warm_up(model, args)
     dynamic_shapes = None
     if dynamic_batch:
         batch = torch.export.Dim("batch", min=1)
         dynamic_shapes = tuple({0: batch} for _ in args)
+        # torch.export specialises a dimension of size 1 to the constant 1: trace a batch of two copies
+        args = tuple(_two_copies(a) for a in args)
+    _warm_up(model, args)
     states = _canonicalizer_states(model)
     try:
         with warnings.catch_warnings():

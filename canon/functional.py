@@ -29,6 +29,7 @@ from canon._checks import (
     check_crop_ratio,
     check_images,
     check_index,
+    check_output_fits,
     check_positive,
     check_same_device,
     check_size,
@@ -67,6 +68,12 @@ __all__ = [
 # skip the cache.
 _PLANS: dict = {}
 _PLAN_LIMIT = 1024
+
+
+def _kinds(*values) -> tuple:
+    """The types of the plan-key values that may be numbers (a pair's item types for pairs): ``True == 1
+    == 1.0`` hash alike, so without them ``beta=True`` would find the plan of ``beta=1`` and skip its checks."""
+    return tuple(tuple(map(type, v)) if type(v) in (tuple, list) else type(v) for v in values)
 
 
 def _plan(key, build):
@@ -131,11 +138,30 @@ def orbit(
     fn = "canon.orbit"
     check_images(x, fn)
     H, W = x.shape[-2:]
-    key = ("orbit", group, H, W, size, crop_ratio, padding, interpolation, out_dtype, x.device)
+    key = (
+        "orbit",
+        group,
+        H,
+        W,
+        size,
+        crop_ratio,
+        padding,
+        interpolation,
+        out_dtype,
+        x.device,
+        _kinds(size, crop_ratio),
+    )
     tables, hw, padding = _plan(
         key, lambda: _orbit_plan(group, (H, W), size, crop_ratio, padding, interpolation, out_dtype, x.device, fn)
     )
+    check_views_fit(x, tables.mats.shape[0], hw, out_dtype or x.dtype, fn)
     return ops.orbit(x, tables, hw, padding, interpolation, out_dtype, bool(channels_last))
+
+
+def check_views_fit(x: torch.Tensor, N: int, hw: tuple[int, int], dtype: torch.dtype, fn: str) -> None:
+    """Refuse views that could never fit in memory, naming the view size (before the allocator fails)."""
+    B, C = x.shape[:2]
+    check_output_fits((B, N, C, *hw), dtype, x.device, "the views (B, N, C, h, w)", fn, "use a smaller size or batch")
 
 
 def _orbit_plan(group, in_hw, size, crop_ratio, padding, interpolation, out_dtype, device, fn):
@@ -229,7 +255,8 @@ def select_losses(
     fn = "canon.select_losses"
     noise, settings = _select_args(vectors, reference, beta, score, straight_through, gumbel, tau, generator, fn)
     contrastive, prior_beta = _plan(
-        ("select_losses", contrastive, prior_beta), lambda: _losses_settings(contrastive, prior_beta, fn)
+        ("select_losses", contrastive, prior_beta, type(prior_beta)),
+        lambda: _losses_settings(contrastive, prior_beta, fn),
     )
     prior = "identity"
     if prior_target is not None:
@@ -261,7 +288,8 @@ def _select_args(vectors, reference, beta, score, straight_through, gumbel, tau,
     if vectors.device != reference.device:
         check_same_device(fn, vectors=vectors, reference=reference)
     settings = _plan(
-        ("select", beta, score, straight_through, tau), lambda: _select_settings(beta, score, straight_through, tau, fn)
+        ("select", beta, score, straight_through, tau, type(beta), type(tau)),
+        lambda: _select_settings(beta, score, straight_through, tau, fn),
     )
     noise = None
     if gumbel:

@@ -86,6 +86,8 @@ def prior_loss(scores: torch.Tensor, target: torch.Tensor | None = None, beta: f
     check_tensor(scores, "scores", fn, 2, shape_doc="(B, N)")
     beta = check_positive(beta, "beta", fn)
     B, N = scores.shape
+    if B == 0 or N == 0:
+        raise ValueError(f"{fn}: scores must be a non-empty (B, N) batch, got shape {tuple(scores.shape)}")
     if target is None:
         target = torch.zeros(B, dtype=torch.int64, device=scores.device)
     check_tensor(target, "target", fn, 1, float_only=False, shape_doc="(B,)")
@@ -101,7 +103,12 @@ def prior_loss(scores: torch.Tensor, target: torch.Tensor | None = None, beta: f
 
 def identity_metric(index: torch.Tensor) -> torch.Tensor:
     """Share of samples whose chosen element is the identity (index 0)."""
-    check_tensor(index, "index", "canon.losses.identity_metric", 1, float_only=False, shape_doc="(B,)")
+    fn = "canon.losses.identity_metric"
+    check_tensor(index, "index", fn, 1, float_only=False, shape_doc="(B,)")
+    if index.dtype not in INDEX_DTYPES:
+        raise TypeError(f"{fn}: index must be an int32/int64 tensor of element indices, got {index.dtype}")
+    if index.numel() == 0:
+        raise ValueError(f"{fn}: index must hold at least one sample, got shape {tuple(index.shape)}")
     return (index == 0).float().mean()
 
 

@@ -105,11 +105,15 @@ class OrbitCanonicalizer(nn.Module):
         self.score = check_choice(score, ("cosine", "dot"), "score", fn)
         self.contrastive = check_choice(contrastive, ("normalized", "raw"), "contrastive", fn)
         self.gumbel, self.check_finite = bool(gumbel), bool(check_finite)
+        if dim is not None and (isinstance(dim, bool) or not isinstance(dim, int) or dim < 1):
+            raise ValueError(f"{fn}: dim must be a positive int (the vector size D), got {dim!r}")
         dim = dim if dim is not None else getattr(encoder, "out_dim", None)
-        if not isinstance(dim, int) or dim < 1:
+        if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
             raise ValueError(
                 f"{fn}: the vector size D is unknown; pass dim=D (the encoder has no integer out_dim attribute)"
             )
+        if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**64:
+            raise ValueError(f"{fn}: seed must be an int in [0, 2**64), got {seed!r}")
         ref = torch.randn(dim, generator=torch.Generator().manual_seed(seed))
         if learn_reference:
             self.reference = nn.Parameter(ref)
@@ -183,6 +187,7 @@ class OrbitCanonicalizer(nn.Module):
             self._dtype = next((p.dtype for p in self.encoder.parameters()), None)
         (tables, hw, padding), _ = self._plans(x)
         dtype = self._dtype or x.dtype
+        Fn.check_views_fit(x, N, hw, dtype, "OrbitCanonicalizer")
         reuse = x.device.type == "cpu" and not ops.tracing() and not _memory.tracing()
         # only large blocks: a small fresh one costs less than the holder check (and no page faults)
         reuse = reuse and B * N * x.shape[1] * hw[0] * hw[1] * dtype.itemsize >= _memory.MIN_BYTES

@@ -96,13 +96,22 @@ def _compiling() -> bool:
 _functorch_level = torch._C._functorch.maybe_current_level  # None outside torch.func transforms
 
 
-def _autograd(*tensors) -> bool:
-    """Whether a call needs ``autograd.Function.apply``: it records a graph, or forward-mode AD or a
-    ``torch.func`` transform is active (apply then raises its clear "not supported" error). Otherwise
-    eager calls run the forward alone (apply costs 4–10 µs per call on the CPU, even under ``no_grad``)."""
-    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors):
-        return True
-    return _forward_ad._current_level >= 0 or _functorch_level() is not None
+def _autograd(op: str, *tensors) -> bool:
+    """Whether a call needs ``autograd.Function.apply``: it records a graph. Eager calls that do not
+    run the forward alone (apply costs 4–10 µs per call on the CPU, even under ``no_grad``).
+
+    Forward-mode AD and ``torch.func`` transforms are refused here, with what works instead: dual and
+    functorch-wrapped tensors do not require grad, so without this check they would get the forward
+    alone (a silent zero tangent), and through ``apply`` torch's generic message about ``setup_context``.
+    """
+    if _forward_ad._current_level >= 0 or _functorch_level() is not None:
+        raise RuntimeError(
+            f"canon.{op}: forward-mode AD and torch.func transforms (vmap, grad, jacrev, jacfwd, jvp) are not "
+            "supported by canon's ops. They are batched already (pass the whole batch instead of vmap), and "
+            "reverse-mode gradients work through torch.autograd: loss.backward(), torch.autograd.grad, "
+            "torch.autograd.functional.jacobian"
+        )
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
 
 
 @contextlib.contextmanager
@@ -245,7 +254,7 @@ def orbit(
     )
     if _compiling():
         return torch.ops.canon.orbit(x, *cfg)
-    return _Orbit.apply(x, cfg, out) if _autograd(x) else _orbit_fwd(x, *cfg, out=out)
+    return _Orbit.apply(x, cfg, out) if _autograd("orbit", x) else _orbit_fwd(x, *cfg, out=out)
 
 
 # ============================================================================= transform
@@ -385,7 +394,7 @@ def transform(
     cfg = (tables.mats, tables.pull, tables.exact, tables.aligned, padding, interpolation, chan_perm, chan_inv)
     if _compiling():
         return torch.ops.canon.transform(x, weights, index, *cfg)
-    if _autograd(x, weights):
+    if _autograd("transform", x, weights):
         return _Transform.apply(x, weights, index, cfg)
     return _transform_fwd(x, index, tables.mats, tables.exact, tables.aligned, padding, interpolation, chan_perm)
 
@@ -634,7 +643,7 @@ def select(
     )
     if _compiling():
         out = torch.ops.canon.select(vectors, reference, *cfg)
-    elif _autograd(vectors, reference):
+    elif _autograd("select", vectors, reference):
         out = _Select.apply(vectors, reference, cfg)
     else:
         out = _select_fwd(vectors, reference, *cfg)
@@ -707,7 +716,9 @@ def contrastive_loss(vectors: Tensor, kind: str) -> Tensor:
     """Orbit orthogonality loss of ``vectors`` (B, N, D) (docs/spec.md §4)."""
     if _compiling():
         return torch.ops.canon.contrastive_loss(vectors, kind)
-    return _Contrastive.apply(vectors, kind) if _autograd(vectors) else _contrastive_fwd(vectors, kind)
+    return (
+        _Contrastive.apply(vectors, kind) if _autograd("contrastive_loss", vectors) else _contrastive_fwd(vectors, kind)
+    )
 
 
 # ============================================================================= fused eval canonicalization
@@ -805,7 +816,7 @@ def select_transform(
     cfg = (tables.mats, tables.pull, tables.exact, tables.aligned, float(beta), score, padding, interpolation)
     if _compiling():
         out = torch.ops.canon.select_transform(vectors, reference, x, *cfg)
-    elif _autograd(vectors, reference, x):
+    elif _autograd("select_transform", vectors, reference, x):
         out = _SelectTransform.apply(vectors, reference, x, cfg)
     else:
         out = _select_transform_fwd(vectors, reference, x, *cfg[:1], *cfg[2:])

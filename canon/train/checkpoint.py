@@ -9,21 +9,26 @@ the payload (:func:`payload_digest`): a file whose tensor bytes were damaged aft
 was written no longer matches and is refused, as are empty, truncated, text and
 foreign files, other checkpoint formats and payloads with NaN/Inf in a floating tensor.
 
-Writes go to ``<path>.tmp.<pid>`` in the same folder, are flushed to disk, then
-``os.replace``-d over the old file, so a reader sees the old or the new checkpoint,
-never a mix. A writer killed mid-write leaves its temporary file behind;
-:func:`remove_stale_temporaries` deletes such files (call it only while holding the
-run directory's lock, when no writer can be alive).
+Writes go to ``<path>.tmp.<pid>`` in the same folder (created exclusively, never through a
+link), are flushed to disk, then ``os.replace``-d over the old file, so a reader sees the old
+or the new checkpoint, never a mix; a link, folder, FIFO or device standing at ``path`` is
+refused, and a full disk or file size limit is reported in one line (:class:`WriteError`).
+A writer killed mid-write leaves its temporary file behind; :func:`remove_stale_temporaries`
+deletes such files (call it only while holding the run directory's lock, when no writer can
+be alive).
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
+import io
 import os
 import pickle
 import re
 import signal
+import stat
 import struct
 import threading
 
@@ -35,6 +40,8 @@ __all__ = [
     "payload_digest",
     "nonfinite_entries",
     "write_atomic",
+    "WriteError",
+    "special_file",
     "save_checkpoint",
     "read_checkpoint",
     "remove_stale_temporaries",
@@ -154,20 +161,108 @@ def _sigint_held():
         raise KeyboardInterrupt
 
 
-def write_atomic(path: str, write) -> None:
-    """Call ``write(f)`` on ``<path>.tmp.<pid>`` (binary), flush it to disk, then replace ``path`` with it.
+def special_file(path: str) -> str | None:
+    """What stands at ``path`` when it is neither absent nor a regular file (``"a symbolic link to
+    …"``, ``"a folder"``, ``"a FIFO (named pipe)"``, a device, a socket), else None. Follows no link
+    and opens nothing (opening a FIFO would block)."""
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return None
+    if stat.S_ISREG(mode):
+        return None
+    if stat.S_ISLNK(mode):
+        with contextlib.suppress(OSError):
+            return f"a symbolic link to {os.readlink(path)}"
+        return "a symbolic link"
+    for test, what in _SPECIAL_KINDS:
+        if test(mode):
+            return what
+    return "not a regular file"
 
-    On any failure the temporary file is removed and ``path`` is unchanged. Ctrl-C during the
-    write is held until the file is in place, then raised (``KeyboardInterrupt``).
+
+_SPECIAL_KINDS = (
+    (stat.S_ISDIR, "a folder"),
+    (stat.S_ISFIFO, "a FIFO (named pipe)"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+)
+
+
+class WriteError(OSError):
+    """A file of the run could not be written: what stands in its place, or why the system refused
+    (no space left, file size limit, ...). The previous file at that path, if any, is unchanged."""
+
+
+_WRITE_REASONS = {
+    errno.ENOSPC: "no space left on the device",
+    errno.EDQUOT: "the disk quota is exhausted",
+    errno.EFBIG: "the file is larger than this process may write (file size limit, ulimit -f)",
+    errno.EROFS: "the file system is read-only",
+    errno.EACCES: "permission denied",
+}
+
+
+def _create_exclusive(tmp: str) -> int:
+    """A new regular file at ``tmp`` (never a link followed, never an existing file reused)."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+    try:
+        return os.open(tmp, flags, 0o644)
+    except FileExistsError:
+        # this pid's name, taken: left by a killed writer or planted (a link). The caller holds the
+        # run folder's lock, so no writer of ours is using it: remove the entry itself (unlink never
+        # follows a link) and create afresh.
+        os.unlink(tmp)
+        return os.open(tmp, flags, 0o644)
+
+
+def write_atomic(path: str, write) -> None:
+    """Call ``write(f)`` on an in-memory binary file, then put its bytes at ``path`` atomically.
+
+    The bytes go to a new ``<path>.tmp.<pid>`` (created exclusively, never through a link), are
+    flushed to disk and ``os.replace``-d over ``path``. On any failure the temporary file is removed
+    and ``path`` is unchanged. Ctrl-C during the write is held until the file is in place, then
+    raised (``KeyboardInterrupt``).
+
+    Raises:
+        WriteError: something other than a regular file (a link, a folder, a FIFO, a device)
+            stands at ``path``, or the system refused the bytes (no space left, file size limit):
+            one line naming ``path`` and the reason.
     """
+    what = special_file(path)
+    if what is not None:
+        raise WriteError(
+            f"{path}: not written: {what} stands in its place, and a run writes regular files only, never "
+            "through a link; remove it, or choose another --output-dir"
+        )
     tmp = f"{path}.tmp.{os.getpid()}"
     with _sigint_held():
+        buf = io.BytesIO()
+        write(buf)
+        data = buf.getbuffer()
         try:
-            with open(tmp, "wb") as f:
-                write(f)
-                f.flush()
-                os.fsync(f.fileno())
+            fd = _create_exclusive(tmp)
+            try:
+                for start in range(0, len(data), 1 << 24):
+                    chunk = data[start : start + (1 << 24)]
+                    done = 0
+                    while done < len(chunk):
+                        done += os.write(fd, chunk[done:])
+                os.fsync(fd)
+            finally:
+                os.close(fd)
             os.replace(tmp, path)
+        except OSError as e:
+            with contextlib.suppress(OSError):
+                os.remove(tmp)
+            reason = _WRITE_REASONS.get(e.errno, e.strerror or str(e))
+            if e.errno in (errno.ENOSPC, errno.EDQUOT):
+                reason += f" holding {os.path.dirname(os.path.abspath(path))}"
+            kept = "the previous file is kept" if os.path.isfile(path) else "nothing was written"
+            err = WriteError(f"{path}: not written ({len(data)} bytes): {reason}; {kept}")
+            err.errno = e.errno
+            raise err from None
         except BaseException:
             with contextlib.suppress(OSError):
                 os.remove(tmp)

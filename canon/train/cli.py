@@ -16,7 +16,7 @@ import torch
 
 from canon.backend import get_backend
 from canon.data import load_dataset
-from canon.train.checkpoint import write_atomic
+from canon.train.checkpoint import WriteError, write_atomic
 from canon.train.config import (
     ADDED_DEFAULTS,
     CANONICALIZING,
@@ -182,6 +182,29 @@ def _open_run_dir(cfg: dict, rank: int, world: int) -> RunDirectory | None:
     return run_dir
 
 
+def data_digest(train, test) -> str:
+    """sha256 of the training and test images and labels (shapes, dtypes and bytes): the data a
+    checkpoint was trained on, so that ``--resume`` notices a dataset file changed in place."""
+    h = hashlib.sha256()
+    for t in (train.x, train.y, test.x, test.y):
+        t = t.detach().cpu().contiguous()
+        h.update(f"{t.dtype}{tuple(t.shape)}:".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def _check_resume_data(old: dict, new: dict, rank: int) -> None:
+    if "sha256" not in old:
+        _log(rank, "warning: --resume: the checkpoint predates data fingerprints; the data cannot be checked")
+    elif old["sha256"] != new["sha256"]:
+        raise RunError(
+            "--resume: the data differ from those the checkpoint was trained on (sha256 of the training and test "
+            f"images and labels {old['sha256'][:12]}… then, {new['sha256'][:12]}… now): a dataset file changed, or "
+            "--dataset/--test-data/--image-size/--test-fraction point elsewhere. Restore the data, or start "
+            "afresh with --overwrite (or in another --output-dir)"
+        )
+
+
 def _resume(trainer: Trainer, ckpt_path: str, cfg: dict, rank: int) -> None:
     if not os.path.isfile(ckpt_path):
         _log(rank, f"--resume: no checkpoint at {ckpt_path}, starting from scratch")
@@ -189,6 +212,7 @@ def _resume(trainer: Trainer, ckpt_path: str, cfg: dict, rank: int) -> None:
     try:
         ck = read_checkpoint(ckpt_path)
         _check_resume(ck["config"], cfg)
+        _check_resume_data(ck["data"], trainer.data_info, rank)
         trainer.load_state_dict(ck)
     except CheckpointError as e:
         raise CheckpointError(f"--resume: {e}") from None
@@ -218,6 +242,7 @@ def run(cfg: dict, data=None) -> dict | None:
         device = _device(cfg, world, local)
         torch.set_num_threads(cfg["threads"] or max(1, (os.cpu_count() or 1) // world))
         trainer = _build_trainer(cfg, train, device, rank, world)
+        trainer.data_info["sha256"] = data_digest(train, test)
         run_dir = _open_run_dir(cfg, rank, world)  # after the models: a bad encoder leaves nothing on disk
         if cfg["resume"]:
             _resume(trainer, os.path.join(cfg["output_dir"], "checkpoint.pt"), cfg, rank)
@@ -250,7 +275,9 @@ def run(cfg: dict, data=None) -> dict | None:
 
 def _build_trainer(cfg: dict, train, device: torch.device, rank: int, world: int) -> Trainer:
     try:
-        return Trainer(cfg, train, device, rank, world, ddp=world > 1)
+        trainer = Trainer(cfg, train, device, rank, world, ddp=world > 1)
+        trainer.probe()  # images the models cannot take are refused before anything is written
+        return trainer
     except (ValueError, ImportError) as e:
         raise ConfigError(str(e)) from e
     except AttributeError as e:  # torchvision:<name> with a name torchvision does not have
@@ -345,6 +372,15 @@ def _epoch_row(trainer: Trainer, cfg: dict, sums: dict, test, device, rank: int,
 def _evaluate_all(trainer: Trainer, cfg: dict, train, test, device, rank: int, world: int) -> dict:
     """Every metric of metrics.json: the group's copies, the angle steps, collapse statistics, cost."""
     group, bs = trainer.group, cfg["eval_batch_size"]
+    n_angles = (360 // cfg["angle_step"]) * (2 if group.reflections else 1) if cfg["angle_step"] else 0
+    if not cfg["quiet"]:
+        angles = f" and {n_angles} angles (--angle-step)" if n_angles else ""
+        _log(
+            rank,
+            f"evaluating {len(test)} test images in {group.order + n_angles} transformed copies each (the "
+            f"{group.order} elements of {group.name}{angles}) for {len(trainer.raw)} method(s): the cost grows "
+            "with |G| and the angles, not with the training steps",
+        )
     metrics = evaluate(trainer.raw, test, group, device, bs, cfg["padding"], rank, world)
     if cfg["angle_step"]:
         angles = angle_accuracy(trainer.raw, test, group, cfg["angle_step"], device, bs, cfg["padding"], rank, world)
@@ -396,13 +432,15 @@ def load_data(cfg: dict):
     return load_dataset(cfg["dataset"], cfg["test_fraction"], cfg["split_seed"], cfg["test_data"], cfg["image_size"])
 
 
-def _resume_hint(argv: list[str], out: str) -> str:
+def _resume_hint(argv: list[str], out: str, why: str = "interrupted", when: str = "") -> str:
     args = [a for a in argv if a != "--overwrite"]
     if "--resume" not in args:
         args.append("--resume")
     ckpt = os.path.join(out, "checkpoint.pt")
-    where = f"the last checkpoint is {ckpt}" if os.path.isfile(ckpt) else "no epoch had finished, so it starts again"
-    return f"interrupted; {where}; continue with: python -m canon.train {shlex.join(args)}"
+    where = (
+        f"the last checkpoint is {ckpt}" if os.path.isfile(ckpt) else "no checkpoint is there yet, so it starts again"
+    )
+    return f"{why}; {where}; {when}continue with: python -m canon.train {shlex.join(args)}"
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -441,6 +479,8 @@ def main(argv: list[str] | None = None) -> None:
         _fail(f"{e}; {kept}", 1)
     except (RunError, CheckpointError, FileNotFoundError) as e:
         _fail(str(e), 1)
+    except WriteError as e:  # disk full, file size limit, something planted at a file's name
+        _fail(_resume_hint(argv, cfg["output_dir"], str(e), "once that is solved, "), 1)
     except KeyboardInterrupt:
         if first:
             print(_resume_hint(argv, cfg["output_dir"]), file=sys.stderr, flush=True)

@@ -211,6 +211,30 @@ def check_device(name: str) -> None:
             raise ConfigError(f"--device {name!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
 
 
+def physical_memory() -> int | None:
+    """Bytes of RAM of this machine (None where the system does not say)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def _check_equivariant_fits(group, kernel_size: int) -> None:
+    from canon.equivariant import estimated_build_bytes
+
+    total = physical_memory()
+    need = estimated_build_bytes(group.order, kernel_size)
+    if total is None or need <= 0.8 * total:
+        return
+    largest = max((n for n in range(2, group.order) if estimated_build_bytes(n, kernel_size) <= 0.8 * total), default=1)
+    raise ConfigError(
+        f"--methods equivariant --group {group.name}: building e2cnn's steerable filters for |G| = {group.order} "
+        f"takes about {need / 2**30:.0f} GiB (their bases grow as |G|³), more than 80% of this machine's "
+        f"{total / 2**30:.0f} GiB; the largest group order that fits here is about {largest} (e.g. "
+        f"C{largest} or D{largest // 2})"
+    )
+
+
 def validate(cfg: dict) -> dict:
     """Check every option of a configuration dict in place, without touching the disk; returns it.
 
@@ -255,6 +279,8 @@ def validate(cfg: dict) -> dict:
         raise ConfigError(f"--angle-step must divide 360 (e.g. 15, 30, 45) or be 0, got {cfg['angle_step']}")
     if "equivariant" in cfg["methods"] and group.order < 2:
         raise ConfigError(f"--methods equivariant needs a group of at least 2 elements, got --group {group.name}")
+    if "equivariant" in cfg["methods"]:
+        _check_equivariant_fits(group, cfg["encoder_kernel"])
     cores = os.cpu_count() or 1
     _check_int(cfg, "threads", 0, cores)
     for k in ("seed", "split_seed"):

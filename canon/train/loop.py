@@ -223,7 +223,51 @@ def read_checkpoint(path: str) -> dict:
     missing = [k for k in _CHECKPOINT_KEYS if k not in ck]
     if missing:
         raise CheckpointError(f"{path}: not a canon.train checkpoint (missing {', '.join(missing)})")
+    problem = _schema_problem(ck)
+    if problem:
+        raise CheckpointError(f"{path}: not a sound canon.train checkpoint: {problem}; refused")
     return ck
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _schema_problem(ck: dict) -> str | None:
+    """What is wrong with the payload's entries (types, ranges, agreement), or None.
+
+    The checksum proves the bytes are those written, not that a canon.train run wrote them: a payload
+    crafted with a valid checksum must not reach the trainer with an epoch of -5 or a config that is a list.
+    """
+    for key, kind in (("config", dict), ("data", dict), ("models", dict), ("optimizers", dict), ("scalers", dict),
+                      ("rng", dict), ("history", list)):  # fmt: skip
+        if not isinstance(ck[key], kind):
+            return f"'{key}' must be a {kind.__name__}, got {type(ck[key]).__name__}"
+    cfg = ck["config"]
+    epochs = cfg.get("epochs")
+    if not _is_int(epochs) or epochs < 1:
+        return f"config['epochs'] must be an int >= 1, got {epochs!r}"
+    epoch, step = ck["epoch"], ck["step"]
+    if not _is_int(epoch) or not 0 <= epoch <= epochs:
+        return f"'epoch' must be an int in [0, {epochs}] (the run's --epochs), got {epoch!r}"
+    if not _is_int(step) or step < epoch or (epoch == 0 and step != 0):
+        return f"'step' must be an int >= epoch ({epoch}) (0 before the first epoch), got {step!r}"
+    if len(ck["history"]) != epoch or not all(isinstance(r, dict) for r in ck["history"]):
+        return f"'history' must hold one row (a dict) per finished epoch ({epoch}), got {len(ck['history'])} entries"
+    t = ck["train_time"]
+    if isinstance(t, bool) or not isinstance(t, (int, float)) or not (math.isfinite(t) and t >= 0):
+        return f"'train_time' must be a finite number >= 0, got {t!r}"
+    for key in ("models", "optimizers", "scalers"):
+        bad = [k for k, v in ck[key].items() if not (isinstance(k, str) and isinstance(v, dict))]
+        if bad:
+            return f"'{key}' must map method names to state dicts, got {bad[0]!r}"
+    bad = [k for m in ck["models"].values() for k, v in m.items() if not isinstance(v, torch.Tensor)]
+    if bad:
+        return f"model state entries must be tensors, got {bad[0]!r}"
+    rng = ck["rng"]
+    if not isinstance(rng.get("torch"), torch.Tensor) or not isinstance(rng.get("numpy"), dict):
+        return "'rng' must hold the torch generator state (a tensor) and numpy's state (a dict)"
+    return None
 
 
 class TrainedModels(NamedTuple):
@@ -320,6 +364,30 @@ class Trainer:
                     "--cuda-graph runs in one process only (DDP's gradient hooks would not be in the graph); "
                     "drop --cuda-graph or run without torchrun"
                 )
+
+    def probe(self) -> None:
+        """Run every model once on two training images (eval mode, no gradient, RNG and buffers as
+        before), so that images a model cannot take (smaller than an encoder accepts, say) are refused
+        before the run writes anything.
+
+        Raises:
+            ValueError: naming the method, the image shape and what the model said.
+        """
+        x = self.train.x[:2].to(self.device)
+        devices = [self.device] if self.device.type == "cuda" else []
+        for name, model in self.raw.items():
+            was_training = model.training
+            try:
+                with torch.random.fork_rng(devices=devices), torch.no_grad():
+                    model.eval()
+                    model(x)
+            except (ValueError, RuntimeError, TypeError, IndexError) as e:
+                raise ValueError(
+                    f"the {name!r} model cannot run on this data's images {tuple(x.shape[1:])} (C, H, W): "
+                    f"{str(e).splitlines()[0][:300]}; use larger images (--image-size) or another --encoder/--predictor"
+                ) from None
+            finally:
+                model.train(was_training)
 
     def _canonicalize_graphed(self, model: Canonicalized, x: torch.Tensor) -> torch.Tensor | None:
         """Canonical images of ``x`` from the captured graph (capturing it at the first full batch), or None

@@ -7,6 +7,12 @@
   ``OUTPUT_DIR/.lock`` (released when the process ends, however it ends), repeats the
   checks under the lock, removes temporary files left by killed writers and, with
   ``--overwrite``, the previous run's files.
+
+Nothing planted in the folder turns a run against its owner: the lock and every run file are
+regular files or absent. A symbolic link, folder, FIFO, device or socket at one of their names
+is refused with a message before anything is written (the lock is opened with ``O_NOFOLLOW``
+and ``O_NONBLOCK`` and checked again once open; :func:`canon.train.checkpoint.write_atomic`
+writes the other files through fresh temporary files, never through a link).
 """
 
 from __future__ import annotations
@@ -14,9 +20,10 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import stat
 
-from canon.train.checkpoint import remove_stale_temporaries
-from canon.train.config import RunError
+from canon.train.checkpoint import remove_stale_temporaries, special_file
+from canon.train.config import CANONICALIZING, RunError
 
 __all__ = ["RUN_FILES", "LOCK_NAME", "check_output_dir", "previous_run", "RunDirectory"]
 
@@ -28,8 +35,10 @@ RUN_FILES = (
     "metrics.json",
     "accuracy_vs_angle.png",
     "canonical_grid.png",
+    *(f"canonical_grid_{name}.png" for name in CANONICALIZING if name != "canonicalized"),
 )
 LOCK_NAME = ".lock"
+_LOCK_FLAGS = os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
 
 
 def previous_run(folder: str) -> list[str]:
@@ -37,11 +46,32 @@ def previous_run(folder: str) -> list[str]:
     return [f for f in RUN_FILES if os.path.lexists(os.path.join(folder, f))]
 
 
+def _refuse_planted(folder: str) -> None:
+    """RunError when something other than a regular file stands at the lock's or a run file's name."""
+    planted = [(f, what) for f in (LOCK_NAME, *RUN_FILES) if (what := special_file(os.path.join(folder, f)))]
+    if planted:
+        listed = "; ".join(f"{f} is {what}" for f, what in planted)
+        raise RunError(
+            f"--output-dir {folder}: {listed}. A run only ever writes regular files there and never follows a link "
+            "out of its folder, so it refuses to start (nothing was written); remove "
+            f"{'it' if len(planted) == 1 else 'them'}, or choose another --output-dir"
+        )
+
+
+def _open_lock(path: str, flags: int) -> int:
+    """The lock file, opened without following a link or blocking on a FIFO, checked to be a regular file."""
+    fd = os.open(path, flags | _LOCK_FLAGS, 0o644)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):  # swapped in after the check of its name
+        os.close(fd)
+        raise OSError(f"{path} is not a regular file")
+    return fd
+
+
 def _holder(folder: str) -> str | None:
     """``"pid N"`` when another process holds the folder's lock, else None (creates nothing)."""
     path = os.path.join(folder, LOCK_NAME)
     try:
-        fd = os.open(path, os.O_RDONLY)
+        fd = _open_lock(path, os.O_RDONLY)
     except OSError:
         return None
     try:
@@ -81,6 +111,11 @@ def check_output_dir(folder: str, resume: bool = False, overwrite: bool = False)
             run holds the lock, or a previous run is there without ``resume``/``overwrite``.
     """
     path = os.path.abspath(folder)
+    if os.path.islink(path) and not os.path.exists(path):
+        raise RunError(
+            f"--output-dir {folder} is a symbolic link to {os.readlink(path)}, which does not exist; create that "
+            "folder, or choose another --output-dir"
+        )
     probe = path
     while not os.path.exists(probe):
         parent = os.path.dirname(probe)
@@ -88,13 +123,14 @@ def check_output_dir(folder: str, resume: bool = False, overwrite: bool = False)
             break
         probe = parent
     if not os.path.isdir(probe):
-        what = "is a file" if probe == path else f"cannot be created: {probe} is a file"
+        what = f"is {special_file(path) or 'a file'}" if probe == path else f"cannot be created: {probe} is a file"
         raise RunError(f"--output-dir {folder} {what}; choose a folder")
     if not os.access(probe, os.W_OK | os.X_OK):
         what = "is not writable" if probe == path else f"cannot be created: {probe} is not writable"
         raise RunError(f"--output-dir {folder} {what} by this user")
     if probe != path:
         return  # a new folder: nothing in it yet
+    _refuse_planted(folder)
     holder = _holder(path)
     if holder:
         raise _in_use(folder, holder)
@@ -120,7 +156,8 @@ class RunDirectory:
         check_output_dir(folder, resume, overwrite)
         try:
             os.makedirs(folder, exist_ok=True)
-            fd = os.open(os.path.join(folder, LOCK_NAME), os.O_RDWR | os.O_CREAT, 0o644)
+            _refuse_planted(folder)
+            fd = _open_lock(os.path.join(folder, LOCK_NAME), os.O_RDWR | os.O_CREAT)
         except OSError as e:
             raise RunError(
                 f"--output-dir {folder}: cannot create the folder or its lock file: {e.strerror or e}"
@@ -136,6 +173,7 @@ class RunDirectory:
             os.ftruncate(fd, 0)
             os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
             # under the lock: a run that finished between the check above and now is seen here
+            _refuse_planted(folder)
             found = previous_run(folder)
             if found and not (resume or overwrite):
                 raise _refuse_previous(folder, found)
