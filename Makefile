@@ -24,11 +24,12 @@ setup: $(STAMP)
 run: $(STAMP)
 	$(VPY) -m canon.train --output-dir runs/default --overwrite
 
-# lint and format check first (seconds), then the suite
+# lint and format check first (seconds), then the suite on one worker per core (pytest-xdist;
+# worksteal: the interpreted kernel tests take seconds each, most others milliseconds)
 test: $(STAMP)
 	$(VPY) -m ruff check .
 	$(VPY) -m ruff format --check .
-	$(VPY) -m pytest -q tests
+	$(VPY) -m pytest -q -n auto --dist worksteal tests
 
 # On a CUDA machine with torch (CUDA build) and triton installed, no venv: the kernel tests on
 # compiled kernels (TRITON_INTERPRET=0) plus the GPU-only tests (CUDA graphs, no host syncs).

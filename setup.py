@@ -39,7 +39,7 @@ setup(
         "gpu": ["triton>=3.0; platform_system == 'Linux'"],
         "export": EXPORT,
         # setuptools: tests/test_packaging.py builds the wheel offline (--no-build-isolation)
-        "test": ["pytest>=7", "pytest-benchmark>=4", "hypothesis>=6", "setuptools>=70.1", *EXPORT],
+        "test": ["pytest>=7", "pytest-benchmark>=4", "pytest-xdist>=3", "hypothesis>=6", "setuptools>=70.1", *EXPORT],
         "bench": ["pytest-benchmark>=4", "matplotlib>=3.5"],
         "data": ["mlxtend>=0.22", "scikit-learn>=1.2"],
         "train": ["matplotlib>=3.5", "tqdm>=4.60", "mlxtend>=0.22", "scikit-learn>=1.2"],

@@ -299,7 +299,6 @@ def main(argv: list[str]) -> int:
         ap.error(f"--calls must be >= 1, got {args.calls}")
     if args.repeats < 1:
         ap.error(f"--repeats must be >= 1, got {args.repeats}")
-    prepare_output_dir(ap, args.output_dir)
     if args.threads < 1 or args.threads > (os.cpu_count() or 1):
         ap.error(f"--threads must be in [1, {os.cpu_count() or 1}], got {args.threads}")
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -312,6 +311,7 @@ def main(argv: list[str]) -> int:
         unknown = [n for n in profile if n not in known]
         if unknown:
             ap.error(f"--profile: unknown ops {unknown}; choose from {known}")
+    prepare_output_dir(ap, args.output_dir)
     torch.set_num_threads(args.threads)
     rows = measure(device, args.calls, args.repeats)
     print(

@@ -135,7 +135,6 @@ def main(argv: list[str]) -> int:
         help="time these configurations instead of the grid, e.g. 16x8x2x4,8x16x1x2 (TILE_HxTILE_WxCHANNELSxwarps)",
     )
     args = ap.parse_args(argv)
-    prepare_output_dir(ap, args.output_dir)
     configs = None
     if args.configs:
         try:
@@ -149,6 +148,7 @@ def main(argv: list[str]) -> int:
     if not torch.cuda.is_available():
         print("bench sweep: needs a CUDA device (the interpreter's timings mean nothing)", file=sys.stderr)
         return 2
+    prepare_output_dir(ap, args.output_dir)
     import triton.testing as tt
 
     from bench.cases import copy_bandwidth

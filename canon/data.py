@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import gzip
 import os
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -263,6 +264,23 @@ def stratified_split(y: torch.Tensor, test_fraction: float, seed: int) -> tuple[
     return train_idx, test_idx
 
 
+def _warn_unseen_classes(train: ImageData, test: ImageData, test_path: str) -> None:
+    """Warn when the test set holds labels the training set never has: the models output those classes
+    but never learn them."""
+    seen = set(train.y.unique().tolist())
+    unseen = sorted(set(test.y.unique().tolist()) - seen)
+    if unseen:
+        n = int(torch.isin(test.y, torch.tensor(unseen)).sum())
+        warnings.warn(
+            f"--test-data {test_path}: {n} of {len(test)} test samples have label(s) {unseen}, which no training "
+            f"sample has (training labels: {sorted(seen)}). The models output {test.num_classes} classes but never "
+            "learn those, so these samples count as errors in every accuracy; invariance rate and canonical "
+            "consistency include them as they are",
+            UserWarning,
+            stacklevel=3,
+        )
+
+
 def load_dataset(
     name: str, test_fraction: float = 0.2, seed: int = 0, test_path: str | None = None, image_size: int = 0
 ) -> tuple[ImageData, ImageData]:
@@ -298,6 +316,7 @@ def load_dataset(
             )
         k = max(data.num_classes, test.num_classes)
         data.num_classes = test.num_classes = k
+        _warn_unseen_classes(data, test, test_path)
         return data, test
     train_idx, test_idx = stratified_split(data.y, test_fraction, seed)
     return data.subset(train_idx), data.subset(test_idx)

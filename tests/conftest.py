@@ -7,6 +7,12 @@ os.environ.setdefault("TRITON_INTERPRET", "1")
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
+# Under pytest-xdist (make test: one worker per core) each worker gets its share of the cores, so
+# that workers' intra-op threads do not fight over them (tests that need a thread count set it).
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+if _WORKERS > 1:
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // _WORKERS))
+
 # One tolerance table by dtype (rtol, atol) for comparisons against the float64/fp32 reference.
 TOLERANCES = {
     torch.float64: (1e-10, 1e-12),

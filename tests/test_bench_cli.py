@@ -3,6 +3,7 @@
 import csv
 
 import pytest
+import torch
 
 from bench import __main__ as bench_cli
 from bench import cases as C
@@ -59,6 +60,8 @@ def test_plot_creates_a_new_output_folder(tmp_path, capsys):
         ("other", "lacks the column(s) case, provider, status"),
         ("no_ok", "no rows with status 'ok'"),
         ("not_a_number", "has median_ms='fast', not a number"),
+        ("zero", "has median_ms='0': a time must be a finite number > 0"),
+        ("truncated", "ends before the column(s)"),
         ("missing", "no such file"),
     ],
 )
@@ -72,6 +75,11 @@ def test_plot_refuses_files_it_cannot_draw(tmp_path, capsys, content, message):
         _write(path, [{**_row("ours-reference", ""), "status": "error"}])
     elif content == "not_a_number":
         _write(path, [_row("ours-reference", "fast")])
+    elif content == "zero":
+        _write(path, [_row("ours-reference", "0")])
+    elif content == "truncated":  # a copy cut off in the middle of its last row
+        text = open(_write(path, [_row("ours-reference", "2.0"), _row("equiadapt-loop", "9.0")])).read()
+        path.write_text(text[: text.rindex("equiadapt-loop") + 20])
     code, err = _exit(["plot", str(path), "--output-dir", str(tmp_path / "figs")], capsys)
     assert code == 2 and message in err and "Traceback" not in err
     assert not (tmp_path / "figs").exists()
@@ -94,6 +102,8 @@ def test_plot_refuses_files_it_cannot_draw(tmp_path, capsys, content, message):
         (["--modes", "forward,sideways"], "unknown modes ['sideways']"),
         (["--cases", "orbit,spin"], "unknown cases ['spin']"),
         (["--providers", "theirs"], "unknown providers ['theirs']"),
+        (["kernels", "--archs", "abc"], "--archs must be comma-separated SM versions"),
+        (["kernels", "--archs", "80,5"], "--archs: [5] are not CUDA SM versions"),
     ],
 )
 def test_bad_bench_options(argv, message, tmp_path, capsys):
@@ -150,3 +160,19 @@ def test_overhead_triton_launcher_columns_and_switch():
     with pytest.raises(ZeroDivisionError):
         overhead._through_triton(lambda: 1 / 0)()
     assert seen == [True] and launch._stock is False
+
+
+@pytest.mark.parametrize("sub", [[], ["profile"], ["overhead", "--calls", "1", "--repeats", "1"]])
+def test_output_dir_that_cannot_be_created(tmp_path, capsys, sub):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    code, err = _exit([*sub, "--output-dir", str(blocker / "sub")], capsys)
+    assert code == 2 and "cannot create the folder" in err and "Traceback" not in err
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without CUDA")
+def test_profile_of_a_provider_that_cannot_run_here(tmp_path, capsys):
+    code, err = _exit(
+        ["profile", "--provider", "ours-triton", "--device", "cpu", "--output-dir", str(tmp_path)], capsys
+    )
+    assert code == 2 and "--provider ours-triton on cpu: no CUDA device here" in err

@@ -213,3 +213,19 @@ def test_targets_move_per_sample():
             [cols.min().item(), rows.min().item(), cols.max().item() + 1.0, rows.max().item() + 1.0]
         ]
     assert math.isfinite(float(xc.sum()))
+
+
+def test_bad_outputs_and_targets_are_named():
+    layer = _layer((1, 8, 8)).eval()
+    x = torch.randn(2, 1, 8, 8)
+    layer(x)
+    with pytest.raises(ValueError, match=r"invert_canonicalization: x_canonicalized_out must be \(B, C, H, W\)"):
+        layer.invert_canonicalization(torch.randn(1, 8, 8), induced_rep_type="scalar")
+    with pytest.raises(ValueError, match="B=2 images, got shape"):
+        layer.invert_canonicalization(torch.randn(3, 4, 8, 8))
+    with pytest.raises(ValueError, match=r"targets\[0\]\['boxes'\] must be \(K, 4\)"):
+        layer(x, [{"boxes": torch.rand(1, 3)}, {"boxes": torch.rand(1, 3)}])
+    with pytest.raises(ValueError, match=r"one dict per image \(B=2\), got 3"):
+        layer(x, [{"boxes": torch.rand(1, 4)}] * 3)
+    with pytest.raises(ValueError, match=r"targets\[1\]\['masks'\] must be \(K, 8, 8\)"):
+        layer(x, [{"masks": torch.zeros(1, 8, 8)}, {"masks": torch.zeros(1, 4, 4)}])

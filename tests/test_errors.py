@@ -96,3 +96,74 @@ def test_backend_selection(monkeypatch):
         backend.resolve_backend(X)
     with canon.use_backend("auto"):
         assert backend.resolve_backend(X) == "reference"
+
+
+# -- issue 19: inputs that came out as raw torch/Python errors, silent NaN or silently accepted ---------
+ENC = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 8))
+
+
+@pytest.mark.parametrize(
+    "call,exc,match",
+    [
+        (lambda: canon.losses.prior_loss(torch.zeros(0, 4)), ValueError, "non-empty"),  # was NaN
+        (lambda: canon.orbit(X, "C4", crop_ratio=5e-324), ValueError, "crop_ratio must be in"),  # ZeroDivisionError
+        (lambda: canon.orbit(X, "C4", size=100000), ValueError, r"views .* would take [0-9.]+ GiB, more than"),
+        (lambda: canon.orbit(X.to_sparse(), "C4"), TypeError, r"dense \(strided\) tensor, got layout torch.sparse"),
+        (lambda: canon.orbit(X.to_mkldnn(), "C4"), TypeError, r"dense \(strided\) tensor, got layout"),
+        (
+            lambda: canon.orbit(torch.nested.nested_tensor([torch.rand(3, 8, 8)] * 2), "C4"),
+            TypeError,
+            "got a nested tensor",
+        ),
+        (lambda: canon.OrbitCanonicalizer(ENC, "C4", dim=True), ValueError, "dim must be a positive int"),
+        (lambda: canon.OrbitCanonicalizer(ENC, "C4", dim=8, seed=2**70), ValueError, "seed must be an int"),
+        (lambda: canon.losses.identity_metric(torch.rand(4)), TypeError, "int32/int64"),
+    ],
+)
+def test_bad_input_named_not_raw(call, exc, match):
+    with pytest.raises(exc, match=match):
+        call()
+
+
+def test_a_bool_setting_is_refused_even_after_its_number_was_cached():
+    # True == 1 == 1.0 hash alike: the per-setting plan cache handed beta=True the checked plan of beta=1
+    v, r = torch.randn(2, 4, 3), torch.randn(3)
+    canon.select(v, r, beta=1, tau=1.0)
+    canon.orbit(X, "C4", crop_ratio=1)
+    canon.select_losses(v, r, prior_beta=1)
+    with pytest.raises(TypeError, match="beta must be a positive number, got bool"):
+        canon.select(v, r, beta=True)
+    with pytest.raises(TypeError, match="tau must be a positive number, got bool"):
+        canon.select(v, r, tau=True)
+    with pytest.raises(TypeError, match="crop_ratio must be a number"):
+        canon.orbit(X, "C4", crop_ratio=True)
+    with pytest.raises(TypeError, match="prior_beta must be a positive number, got bool"):
+        canon.select_losses(v, r, prior_beta=True)
+
+
+def test_an_empty_batch_of_points_or_boxes_maps_to_an_empty_batch():
+    empty = torch.zeros(0, dtype=torch.int64)
+    assert canon.invert_points(torch.zeros(0, 3, 2), empty, "C4", 8).shape == (0, 3, 2)
+    assert canon.invert_boxes(torch.zeros(0, 3, 4), empty, "C4", 8).shape == (0, 3, 4)
+
+
+@pytest.mark.parametrize(
+    "transform,call",
+    [
+        ("vmap", lambda: torch.func.vmap(lambda t: canon.orbit(t[None], "C4"))(X)),
+        ("grad", lambda: torch.func.grad(lambda t: canon.orbit(t, "C4").sum())(X)),
+        ("jacrev", lambda: torch.func.jacrev(lambda v: canon.select(v, torch.randn(3)).probs)(torch.randn(2, 4, 3))),
+        ("jacrev", lambda: torch.func.jacrev(canon.losses.contrastive_loss)(torch.randn(2, 4, 3))),
+    ],
+)
+def test_torch_func_transforms_get_canons_message(transform, call):
+    with pytest.raises(RuntimeError, match=r"canon\.\w+: forward-mode AD and torch.func transforms .* torch.autograd"):
+        call()
+
+
+def test_what_the_message_offers_instead_works():
+    # torch.autograd.functional.jacobian (reverse mode, no functorch) differentiates through the ops
+    x = torch.rand(1, 1, 4, 4, dtype=torch.float64)
+    jac = torch.autograd.functional.jacobian(lambda t: canon.orbit(t, "C4")[:, 1], x)
+    expected = torch.autograd.functional.jacobian(lambda t: torch.rot90(t, 1, dims=(-2, -1)), x)
+    assert torch.equal(jac, expected)

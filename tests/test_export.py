@@ -311,3 +311,15 @@ def test_readme_deployment_example_runs(tmp_path, monkeypatch):
         assert torch.equal(scope["program"].module()(scope["x"]), scope["model"](scope["x"]))
         assert torch.equal(scope["traced"](scope["x"]), scope["model"](scope["x"]))
     assert (tmp_path / "model.onnx").exists() == HAS_ONNX
+
+
+@needs_onnx
+def test_dynamic_batch_from_one_example_image():
+    # torch.export fixes a dimension of size 1 to 1 ("Constraints violated (batch)"): one example image
+    # is the common case, so it is traced as a batch of two copies
+    model = small_model("C4", channels=1)
+    session = ort_session(cx.to_onnx(model, (torch.rand(1, 1, 12, 12),), dynamic_batch=True))
+    x = torch.rand(3, 1, 12, 12)
+    with torch.no_grad():
+        for B in (1, 3):
+            assert_close(ort_run(session, x[:B]), model(x[:B]), msg=f"B={B}", case="onnxruntime")

@@ -11,6 +11,7 @@ import platform
 import shlex
 import sys
 import time
+import warnings
 
 import torch
 
@@ -429,7 +430,17 @@ def _write_results(trainer: Trainer, cfg: dict, test, device, result: dict, eval
 
 
 def load_data(cfg: dict):
-    return load_dataset(cfg["dataset"], cfg["test_fraction"], cfg["split_seed"], cfg["test_data"], cfg["image_size"])
+    """The (train, test) data of ``cfg``; the loader's warnings (a test label never trained on) printed as
+    one ``warning:`` line each on standard error."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UserWarning)
+        data = load_dataset(
+            cfg["dataset"], cfg["test_fraction"], cfg["split_seed"], cfg["test_data"], cfg["image_size"]
+        )
+    for w in caught:
+        if os.environ.get("RANK", "0") == "0":
+            print(f"warning: {w.message}", file=sys.stderr, flush=True)
+    return data
 
 
 def _resume_hint(argv: list[str], out: str, why: str = "interrupted", when: str = "") -> str:
