@@ -70,10 +70,10 @@ _PLANS: dict = {}
 _PLAN_LIMIT = 1024
 
 
-def _kinds(*values) -> tuple:
-    """The types of the plan-key values that may be numbers (a pair's item types for pairs): ``True == 1
-    == 1.0`` hash alike, so without them ``beta=True`` would find the plan of ``beta=1`` and skip its checks."""
-    return tuple(tuple(map(type, v)) if type(v) in (tuple, list) else type(v) for v in values)
+def _kind(value):
+    """The type of a plan-key value that may be a number (a pair's item types for a pair): ``True == 1 ==
+    1.0`` hash alike, so without it ``beta=True`` would find the plan of ``beta=1`` and skip its checks."""
+    return tuple(map(type, value)) if type(value) in (tuple, list) else type(value)
 
 
 def _plan(key, build):
@@ -149,13 +149,19 @@ def orbit(
         interpolation,
         out_dtype,
         x.device,
-        _kinds(size, crop_ratio),
+        _kind(size),
+        _kind(crop_ratio),
     )
     tables, hw, padding = _plan(
         key, lambda: _orbit_plan(group, (H, W), size, crop_ratio, padding, interpolation, out_dtype, x.device, fn)
     )
-    check_views_fit(x, tables.mats.shape[0], hw, out_dtype or x.dtype, fn)
+    n = x.shape[0] * x.shape[1] * hw[0] * hw[1] * tables.mats.shape[0]
+    if type(n) is int and n >= _CHECKED_ELEMENTS:  # (a symbolic size while tracing: no guard on it)
+        check_views_fit(x, tables.mats.shape[0], hw, out_dtype or x.dtype, fn)
     return ops.orbit(x, tables, hw, padding, interpolation, out_dtype, bool(channels_last))
+
+
+_CHECKED_ELEMENTS = 1 << 27  # views of fewer elements take under 1 GiB in any dtype: not checked
 
 
 def check_views_fit(x: torch.Tensor, N: int, hw: tuple[int, int], dtype: torch.dtype, fn: str) -> None:
@@ -255,7 +261,7 @@ def select_losses(
     fn = "canon.select_losses"
     noise, settings = _select_args(vectors, reference, beta, score, straight_through, gumbel, tau, generator, fn)
     contrastive, prior_beta = _plan(
-        ("select_losses", contrastive, prior_beta, type(prior_beta)),
+        ("select_losses", contrastive, prior_beta, _kind(prior_beta)),
         lambda: _losses_settings(contrastive, prior_beta, fn),
     )
     prior = "identity"
@@ -288,7 +294,7 @@ def _select_args(vectors, reference, beta, score, straight_through, gumbel, tau,
     if vectors.device != reference.device:
         check_same_device(fn, vectors=vectors, reference=reference)
     settings = _plan(
-        ("select", beta, score, straight_through, tau, type(beta), type(tau)),
+        ("select", beta, score, straight_through, tau, _kind(beta), _kind(tau)),
         lambda: _select_settings(beta, score, straight_through, tau, fn),
     )
     noise = None

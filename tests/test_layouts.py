@@ -427,7 +427,6 @@ def test_relayout_keeps_values_and_changes_memory(layout):
 
 
 # ----------------------------------------------------------------------------- drawn layouts, Triton = reference
-TRITON_ON_CPU = "cpu" in KERNEL_DEVICES
 
 
 @st.composite
@@ -438,19 +437,22 @@ def _laid_out(draw, t: torch.Tensor, poison, label: str):
 
 
 @st.composite
-def _drawn_call(draw):
-    """An op with valid arguments of drawn sizes, every tensor argument in a drawn layout."""
+def _drawn_call(draw, dev: str):
+    """An op with valid arguments of drawn sizes on ``dev``, every tensor argument in a drawn layout."""
     g = as_group(draw(st.sampled_from(["C2", "C3", "C4", "D2", "D4"]), label="group"))
     N = g.order
     B, C = draw(st.integers(1, 3), label="B"), draw(st.integers(1, 3), label="C")
     H, W = draw(st.integers(1, 5), label="H"), draw(st.integers(1, 5), label="W")
-    gen = torch.Generator().manual_seed(draw(st.integers(0, 2**16), label="seed"))
+    seed = draw(st.integers(0, 2**16), label="seed")
+    gen = torch.Generator().manual_seed(seed)
     op = draw(st.sampled_from(["orbit", "select_losses", "canonicalize", "transform", "invert", "select_canonicalize"]))
-    x = draw(_laid_out(torch.rand(B, C * (N if op == "invert" else 1), H, W, generator=gen), NAN, "x layout"))
-    index = draw(_laid_out(torch.randint(0, N, (B,), generator=gen), draw(st.integers(0, N - 1)), "index layout"))
-    v = draw(_laid_out(torch.randn(B, N, 3, generator=gen), NAN, "vectors layout"))
-    r = draw(_laid_out(torch.randn(3, generator=gen), NAN, "reference layout"))
-    onehot = draw(_laid_out(torch.rand(B, N, generator=gen), NAN, "onehot layout"))
+    x = draw(_laid_out(torch.rand(B, C * (N if op == "invert" else 1), H, W, generator=gen).to(dev), NAN, "x layout"))
+    index = draw(
+        _laid_out(torch.randint(0, N, (B,), generator=gen).to(dev), draw(st.integers(0, N - 1)), "index layout")
+    )
+    v = draw(_laid_out(torch.randn(B, N, 3, generator=gen).to(dev), NAN, "vectors layout"))
+    r = draw(_laid_out(torch.randn(3, generator=gen).to(dev), NAN, "reference layout"))
+    onehot = draw(_laid_out(torch.rand(B, N, generator=gen).to(dev), NAN, "onehot layout"))
     sel = canon.Selection(onehot, onehot, index, onehot)
     padding = draw(st.sampled_from(["zeros", "border", "reflection"]), label="padding")
     size, crop = draw(st.integers(1, 4), label="size"), draw(st.sampled_from([1.0, 0.7]), label="crop")
@@ -466,11 +468,13 @@ def _drawn_call(draw):
     return op, calls[op]
 
 
-@pytest.mark.skipif(not TRITON_ON_CPU, reason="the Triton interpreter on CPU tensors (TRITON_INTERPRET=1)")
+@pytest.mark.parametrize(
+    "dev", KERNEL_DEVICES or [pytest.param("none", marks=pytest.mark.skip(reason=NO_KERNEL_DEVICE))]
+)
 @settings(max_examples=40, deadline=None, derandomize=True, database=None)
-@given(drawn=_drawn_call())
-def test_triton_equals_reference_for_drawn_layouts(drawn):
-    op, call = drawn
+@given(data=st.data())
+def test_triton_equals_reference_for_drawn_layouts(dev, data):
+    op, call = data.draw(_drawn_call(dev), label="call")
     with canon.use_backend("reference"):
         expected = _outputs(call())
     with canon.use_backend("triton"):

@@ -151,20 +151,22 @@ def _samples(rng):
     ]
 
 
+@pytest.mark.parametrize("sample", range(len(_samples(torch.Generator().manual_seed(0)))))
 @pytest.mark.parametrize("backend, dev", BACKENDS)
-def test_opcheck_every_op(backend, dev, rng):
+def test_opcheck_every_op(backend, dev, sample, rng):
+    # one test per sample call, so that parallel workers share them (each takes seconds interpreted)
+    op, args = _samples(rng)[sample]
     with canon.use_backend(backend):
-        for op, args in _samples(rng):
-            torch.library.opcheck(
-                op,
-                _on(dev, args),
-                test_utils=(
-                    "test_schema",
-                    "test_autograd_registration",
-                    "test_faketensor",
-                    "test_aot_dispatch_dynamic",
-                ),
-            )
+        torch.library.opcheck(
+            op,
+            _on(dev, args),
+            test_utils=(
+                "test_schema",
+                "test_autograd_registration",
+                "test_faketensor",
+                "test_aot_dispatch_dynamic",
+            ),
+        )
 
 
 def test_calls_without_a_graph_skip_autograd_function_and_give_the_same_values(monkeypatch):
