@@ -1,23 +1,14 @@
-"""Deployment: a canonicalized model as an aten-only ``torch.export`` program, ONNX, or TorchScript.
+"""Deployment helpers: an aten-only ``torch.export`` program, ONNX, or a guarded TorchScript trace.
 
-The ``canon::*`` ops are ``torch.library`` custom ops: ``torch.export`` keeps them as
-opaque nodes, which ONNX and other exporters cannot read. :func:`export` therefore
-decomposes every one of them into plain PyTorch taken from :mod:`canon.reference`
-(:func:`decompositions`), leaving a graph of aten ops only; :func:`to_onnx` turns that
-graph into an ONNX model (``pip install 'canon-equivariance[export]'``).
-
-What the decomposed graph computes:
-
-* views and canonical images sample with the reference's tap formula
-  (:func:`canon.reference.sample_coords` and its gathers): quarter turns and flips are
-  exact pixel gathers, other angles bilinear (or nearest) taps with ``zeros``,
-  ``border`` or ``reflection`` padding, all as ONNX ``Gather``/``Where`` nodes (no
-  ``GridSample``). The eager reference samples non-exact views with
-  ``grid_sample``; the two agree to float32 rounding (about 1e-6);
-* selection is the reference's cosine/dot score and ``argmax`` (ties to the lowest
-  index, as ONNX ``ArgMax`` with ``select_last_index=0``), so for exact groups (C2, C4,
-  D1, D2, D4 on square inputs) the exported model keeps ``canon(T_g x) == canon(x)``
-  bit for bit.
+The standard tools work on their own: while ``torch.export`` (and so ``torch.onnx.export``,
+Lightning's ``to_onnx``) or ``torch.jit.trace`` traces a model, every canon op emits its
+aten decomposition (:mod:`canon.decompositions`), so their graphs hold no custom op. This
+module is the convenience on top: :func:`export` also checks the model and example, can keep
+the batch dynamic from one example image, and decomposes programs exported with the
+``canon::*`` ops inside (:func:`decompositions`); :func:`to_onnx` turns that into an ONNX
+model (``pip install 'canon-equivariance[export]'``); :func:`trace` guards a trace to its
+image size with a readable message. What the decomposed graph computes:
+:mod:`canon.decompositions`.
 
 The graph is specialised to the example's channel count and image size (the view
 matrices are constants); :func:`export` can leave the batch size dynamic.
@@ -42,140 +33,13 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from canon import reference as ref
+from canon.decompositions import DECOMPOSITIONS
 from canon.modules import OrbitCanonicalizer
 
 __all__ = ["decompositions", "registered_ops", "missing_decompositions", "export", "to_onnx", "trace"]
 
 
 # ----------------------------------------------------------------------------- decompositions
-def _resample(
-    src: torch.Tensor,
-    mats: torch.Tensor,
-    exact: bool,
-    out_hw: tuple[int, int],
-    padding: str,
-    interpolation: str,
-    per_sample: bool,
-) -> torch.Tensor:
-    """``src`` (B, C, H, W) sampled through matrices by the reference's tap formula.
-
-    All N matrices for every image → (B, C, N, h·w), or one matrix per image
-    (``per_sample``, mats (B, 2, 3)) → (B, C, h·w). No branch depends on tensor
-    values, so it traces with symbolic inputs (the eager reference inspects which
-    matrices are exact, which a traced graph cannot).
-    """
-    B, C, H, W = src.shape
-    h, w = out_hw
-    u, v = ref.sample_coords(mats, h, w)
-    flat = src.reshape(B, C, H * W)
-    if per_sample:
-        return ref._gather_taps(flat, u, v, H, W, padding, interpolation, exact)
-    return ref._gather_taps(flat, u.reshape(-1), v.reshape(-1), H, W, padding, interpolation, exact).reshape(
-        B, C, -1, h * w
-    )
-
-
-def _orbit(x, mats, pull, exact, aligned, h, w, padding, interpolation, out_dtype, channels_last):
-    B, C = x.shape[:2]
-    views = _resample(x.to(ref.acc_dtype(x.dtype)), mats, exact, (h, w), padding, interpolation, per_sample=False)
-    views = views.reshape(B, C, -1, h, w).transpose(1, 2).to(out_dtype or x.dtype)  # (B, N, C, h, w)
-    if channels_last:
-        return views.permute(0, 1, 3, 4, 2).contiguous().permute(0, 1, 4, 2, 3)
-    return views.contiguous()
-
-
-# The backward ops' last argument, ``backend`` (the forward's), is ignored here: a decomposition is
-# the plain-PyTorch reference whatever backend traced it.
-def _orbit_backward(grad, mats, pull, exact, aligned, H, W, padding, interpolation, x_dtype, backend=None):
-    return ref.orbit_backward_ref(grad, mats, exact, (H, W), padding, interpolation, x_dtype)
-
-
-def _transform(x, weights, index, mats, pull, exact, aligned, padding, interpolation, chan_perm, chan_inv):
-    # forward value only (the weights carry the straight-through gradient, not the value)
-    if chan_perm is not None:
-        x = ref.permute_channels_ref(x, index, chan_perm)
-    out = _resample(
-        x.to(ref.acc_dtype(x.dtype)),
-        mats[index],
-        exact,
-        (x.shape[-2], x.shape[-1]),
-        padding,
-        interpolation,
-        per_sample=True,
-    )
-    return out.reshape(x.shape).to(x.dtype)
-
-
-def _transform_backward(
-    grad, x, index, mats, pull, exact, aligned, padding, interpolation, need_x, need_weights, chan_perm, chan_inv,
-    backend=None,
-):  # fmt: skip
-    gx, gw = ref.transform_backward_ref(
-        grad, x, index, mats, exact, padding, interpolation, need_x, need_weights, chan_perm
-    )
-    gx = gx.to(x.dtype) if gx is not None else x.new_empty((0,))
-    gw = gw if gw is not None else x.new_empty((0,), dtype=ref.acc_dtype(x.dtype))
-    return gx, gw
-
-
-def _select(
-    vectors, reference, beta, score, straight_through, gumbel_noise, tau, contrastive, prior, target, prior_beta
-):
-    # forward values: the straight-through one-hot's value is the hard one-hot
-    sel = ref.select_ref(vectors, reference, beta, score, False, gumbel_noise, tau)
-    if contrastive == "none" and prior == "none":
-        return (*sel, vectors.new_empty((0,), dtype=ref.acc_dtype(vectors.dtype)))
-    zero = sel.scores.new_zeros(())
-    cl = ref.contrastive_loss_ref(vectors, contrastive).to(zero.dtype) if contrastive != "none" else zero
-    tgt = target if target is not None else torch.zeros_like(sel.index)
-    pl = ref.prior_loss_ref(sel.scores, tgt, prior_beta).to(zero.dtype) if prior != "none" else zero
-    return (*sel, torch.stack([cl, pl]))
-
-
-def _select_backward(
-    grad_scores, grad_probs, grad_onehot, grad_losses, vectors, reference, probs, beta, score, straight_through,
-    gumbel_noise, tau,
-    contrastive, prior, target, prior_beta, backend=None,
-):  # fmt: skip
-    grad_onehot = grad_onehot if straight_through else None
-    if grad_losses is None or (contrastive == "none" and prior == "none"):
-        return ref.select_backward_ref(
-            grad_scores, grad_probs, grad_onehot, vectors, reference, beta, score, straight_through, gumbel_noise, tau
-        )
-    return ref.select_losses_backward_ref(
-        grad_scores, grad_probs, grad_onehot, grad_losses, vectors, reference, beta, score, straight_through,
-        gumbel_noise, tau,
-        None if contrastive == "none" else contrastive, prior != "none", target, prior_beta,
-    )  # fmt: skip
-
-
-def _contrastive_loss(vectors, kind):
-    return ref.contrastive_loss_ref(vectors, kind)
-
-
-def _contrastive_loss_backward(grad, vectors, kind, backend=None):
-    return ref.contrastive_loss_backward_ref(grad, vectors, kind)
-
-
-def _select_transform(vectors, reference, x, mats, pull, exact, aligned, beta, score, padding, interpolation):
-    sel = ref.select_ref(vectors, reference, beta, score, False)
-    return (_transform(x, None, sel.index, mats, pull, exact, aligned, padding, interpolation, None, None), *sel)
-
-
-_DECOMPOSITIONS: dict[str, Callable] = {
-    "orbit": _orbit,
-    "orbit_backward": _orbit_backward,
-    "transform": _transform,
-    "transform_backward": _transform_backward,
-    "select": _select,
-    "select_backward": _select_backward,
-    "contrastive_loss": _contrastive_loss,
-    "contrastive_loss_backward": _contrastive_loss_backward,
-    "select_transform": _select_transform,
-}
-
-
 def registered_ops() -> list[torch._ops.OpOverload]:
     """Every overload registered under the ``canon`` op namespace in this process."""
     import canon.ops  # noqa: F401  (registers the ops)
@@ -200,7 +64,7 @@ def decompositions() -> dict[torch._ops.OpOverload, Callable]:
     """
     table = {}
     for op in registered_ops():
-        fn = _DECOMPOSITIONS.get(op._schema.name.split("::", 1)[1]) if op._overloadname == "default" else None
+        fn = DECOMPOSITIONS.get(op._schema.name.split("::", 1)[1]) if op._overloadname == "default" else None
         if fn is not None:
             table[op] = fn
     return table
@@ -269,7 +133,9 @@ def export(
     args = _check_model_args(model, args, fn)
     missing = missing_decompositions()
     if missing:
-        raise RuntimeError(f"{fn}: no aten decomposition for the canon op(s) {missing}; add one to canon/export.py")
+        raise RuntimeError(
+            f"{fn}: no aten decomposition for the canon op(s) {missing}; add one to canon/decompositions.py"
+        )
     checking = [name for name, m in model.named_modules() if isinstance(m, OrbitCanonicalizer) and m.check_finite]
     if checking:
         raise ValueError(
@@ -382,17 +248,12 @@ def trace(model: nn.Module, x: torch.Tensor) -> torch.jit.ScriptModule:
     """``torch.jit.trace`` a canonicalized model (one image-batch input, one tensor output), guarded to the
     traced image size.
 
-    The traced graph keeps the ``canon::*`` ops (loading it needs ``import canon``) and
-    the view matrices of the example's size as constants, so the returned module checks
-    that every input is (B, C, H, W) with the traced C, H, W (any B), and raises
-    otherwise instead of computing wrong views. Use :func:`export`/:func:`to_onnx` for
-    runtimes without canon.
-
-    ``torch.jit.trace`` of an :class:`canon.OrbitCanonicalizer` that has not run yet
-    fails inside PyTorch (its ``selection``/``element``/``scores`` properties raise
-    before a first forward, and tracing reads every attribute); this function runs one
-    eager forward first. ``torch.jit.script`` is not supported (the modules use Python
-    features TorchScript lacks).
+    The traced graph holds aten ops only (the ops' decompositions; loading it needs no
+    canon) and the view matrices of the example's size as constants, so the returned
+    module checks that every input is (B, C, H, W) with the traced C, H, W (any B), and
+    raises a message naming both otherwise (a plain ``torch.jit.trace`` also refuses another
+    H, W, with PyTorch's message of a failed ``expand``). ``torch.jit.script`` is not
+    supported (the modules use Python features TorchScript lacks).
 
     Example:
         >>> import canon

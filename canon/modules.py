@@ -23,7 +23,13 @@ from canon._checks import (
 from canon.geometry import transient_tensors
 from canon.groups import Group, as_group
 
-__all__ = ["OrbitCanonicalizer", "CanonicalizationState"]
+__all__ = ["OrbitCanonicalizer", "CanonicalizationState", "NotCanonicalizedYet"]
+
+
+class NotCanonicalizedYet(RuntimeError, AttributeError):
+    """What the last-forward attributes (``selection``, ``element``, ``scores``, the losses) raise before a
+    first forward. Also an AttributeError, so that introspection — ``hasattr``, ``torch.jit.trace``'s scan
+    of a module's attributes — takes them as absent instead of failing."""
 
 
 class CanonicalizationState(NamedTuple):
@@ -282,7 +288,7 @@ class OrbitCanonicalizer(nn.Module):
     # -- after a forward --------------------------------------------------------
     def _state(self) -> CanonicalizationState:
         if self.state is None:
-            raise RuntimeError("OrbitCanonicalizer: call forward(x) first; no canonicalization state yet")
+            raise NotCanonicalizedYet("OrbitCanonicalizer: call forward(x) first; no canonicalization state yet")
         return self.state
 
     @property

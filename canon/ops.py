@@ -2,15 +2,18 @@
 
 Every op has one forward and one backward implementation, each choosing the Triton kernels
 (:mod:`canon.triton_ops`) or the plain-PyTorch reference (:mod:`canon.reference`) in one
-place, :func:`_triton_for`. Two entry paths share them:
+place, :func:`_triton_for`. Three entry paths:
 
 * **eager** (the common case): a ``torch.autograd.Function`` per op calls the
   implementations directly, a few microseconds of Python per call;
-* **torch.compile / torch.export**: the registered ``torch.library.custom_op`` (namespace
-  ``canon``) with a fake implementation and an autograd formula whose backward is itself a
-  registered op, so the compiler sees each op as one opaque node, forward and backward.
-  The custom-op dispatcher costs ~60–100 µs per call in eager mode, which is why eager calls
-  do not go through it.
+* **torch.compile**: the registered ``torch.library.custom_op`` (namespace ``canon``) with a
+  fake implementation and an autograd formula whose backward is itself a registered op, so
+  the compiler sees each op as one opaque node, forward and backward (and runs the Triton
+  kernels inside compiled graphs). The custom-op dispatcher costs ~60–100 µs per call in
+  eager mode, which is why eager calls do not go through it;
+* **torch.export and torch.jit.trace** (and what is built on them: ``torch.onnx.export``,
+  Lightning's ``to_onnx``, AOTInductor): each op's aten decomposition
+  (:mod:`canon.decompositions`), so the graph holds only ops other runtimes read.
 
 A backward runs the backend its forward ran under: the eager Functions record it at forward,
 the registered ops pass it to their ``*_backward`` op as an argument (under ``torch.compile`` that
@@ -27,11 +30,13 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import warnings
 
 import torch
 from torch import Tensor
 from torch.autograd import forward_ad as _forward_ad
 
+from canon import decompositions as decomp
 from canon import reference as ref
 from canon.backend import backend_as, get_backend, resolve_backend
 from canon.reference import acc_dtype
@@ -86,6 +91,25 @@ def _backward_runs_the_forward_backend(cls):
 def tracing() -> bool:
     """torch.compile, torch.export or torch.jit is tracing this call."""
     return torch.compiler.is_compiling() or torch.compiler.is_exporting() or torch.jit.is_tracing()
+
+
+def _aten_only() -> bool:
+    """torch.export (so also torch.onnx.export, Lightning's to_onnx, AOTInductor) or torch.jit.trace is
+    tracing: the graph gets the aten decomposition of each op (:mod:`canon.decompositions`), which other
+    runtimes read, instead of the registered custom op they cannot. torch.compile keeps the ops."""
+    return torch.compiler.is_exporting() or torch.jit.is_tracing()
+
+
+def _pin_traced_size(x: Tensor) -> Tensor:
+    """Under torch.jit.trace: ``x`` through an ``expand`` to its own (H, W) as constants. The trace holds
+    the view matrices of this size as constants; fed another size, the traced graph fails at this
+    ``expand`` instead of computing wrong views with them."""
+    if not torch.jit.is_tracing():
+        return x
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)  # made constants on purpose
+        H, W = int(x.shape[-2]), int(x.shape[-1])
+    return x.expand(-1, -1, H, W)
 
 
 def _compiling() -> bool:
@@ -252,6 +276,8 @@ def orbit(
         out_dtype,
         channels_last,
     )
+    if _aten_only():
+        return decomp.orbit(_pin_traced_size(x), *cfg)
     if _compiling():
         return torch.ops.canon.orbit(x, *cfg)
     return _Orbit.apply(x, cfg, out) if _autograd("orbit", x) else _orbit_fwd(x, *cfg, out=out)
@@ -392,6 +418,8 @@ def transform(
     """
     chan_perm, chan_inv = chan_tables if chan_tables is not None else (None, None)
     cfg = (tables.mats, tables.pull, tables.exact, tables.aligned, padding, interpolation, chan_perm, chan_inv)
+    if _aten_only():
+        return decomp.transform(_pin_traced_size(x), weights, index, *cfg)
     if _compiling():
         return torch.ops.canon.transform(x, weights, index, *cfg)
     if _autograd("transform", x, weights):
@@ -641,6 +669,9 @@ def select(
         target,
         float(prior_beta),
     )
+    if _aten_only():
+        out = decomp.select(vectors, reference, *cfg)
+        return Selection(*out[:4]), out[4]
     if _compiling():
         out = torch.ops.canon.select(vectors, reference, *cfg)
     elif _autograd("select", vectors, reference):
@@ -714,6 +745,8 @@ _contrastive_op.register_autograd(_contrastive_grad, setup_context=_contrastive_
 
 def contrastive_loss(vectors: Tensor, kind: str) -> Tensor:
     """Orbit orthogonality loss of ``vectors`` (B, N, D) (docs/spec.md §4)."""
+    if _aten_only():
+        return decomp.contrastive_loss(vectors, kind)
     if _compiling():
         return torch.ops.canon.contrastive_loss(vectors, kind)
     return (
@@ -814,6 +847,9 @@ def select_transform(
 ) -> tuple[Tensor, Selection]:
     """Eval canonicalization from orbit vectors in one op: (canonical images ``T_{g*} x``, hard Selection)."""
     cfg = (tables.mats, tables.pull, tables.exact, tables.aligned, float(beta), score, padding, interpolation)
+    if _aten_only():
+        out = decomp.select_transform(vectors, reference, _pin_traced_size(x), *cfg)
+        return out[0], Selection(*out[1:])
     if _compiling():
         out = torch.ops.canon.select_transform(vectors, reference, x, *cfg)
     elif _autograd("select_transform", vectors, reference, x):

@@ -3,6 +3,7 @@
 import doctest
 import importlib.util
 import io
+import warnings
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 import canon
 import canon.export as cx
+from canon.decompositions import DECOMPOSITIONS
 from canon.networks import ConvEncoder
 
 HAS_ONNX = all(importlib.util.find_spec(m) is not None for m in ("onnx", "onnxscript", "onnxruntime"))
@@ -52,9 +54,9 @@ def test_every_registered_canon_op_has_a_decomposition():
     ops = cx.registered_ops()
     names = {op._schema.name for op in ops}
     assert {"canon::orbit", "canon::select", "canon::transform"} <= names, names
-    assert cx.missing_decompositions() == [], "add a plain-PyTorch decomposition to canon/export.py for these ops"
-    stale = set(cx._DECOMPOSITIONS) - {n.split("::", 1)[1] for n in names}
-    assert not stale, f"canon/export.py decomposes ops that are no longer registered: {sorted(stale)}"
+    assert cx.missing_decompositions() == [], "add an aten decomposition to canon/decompositions.py for these ops"
+    stale = set(DECOMPOSITIONS) - {n.split("::", 1)[1] for n in names}
+    assert not stale, f"canon/decompositions.py decomposes ops that are no longer registered: {sorted(stale)}"
 
 
 class RecordCanonOps(TorchDispatchMode):
@@ -188,7 +190,7 @@ def test_export_regular_dense_output():
 
 
 def test_export_fails_clearly_without_a_decomposition(monkeypatch):
-    monkeypatch.delitem(cx._DECOMPOSITIONS, "select")
+    monkeypatch.delitem(DECOMPOSITIONS, "select")
     with pytest.raises(RuntimeError, match=r"no aten decomposition .*canon.select"):
         cx.export(small_model("C4"), (torch.rand(1, 1, 12, 12),))
 
@@ -323,3 +325,108 @@ def test_dynamic_batch_from_one_example_image():
     with torch.no_grad():
         for B in (1, 3):
             assert_close(ort_run(session, x[:B]), model(x[:B]), msg=f"B={B}", case="onnxruntime")
+
+
+# ----------------------------------------------------------------------------- the standard tools, unchanged
+def _standard_models():
+    dense = small_model("D4", output="dense")
+    can8 = canon.OrbitCanonicalizer(ConvEncoder(2, 8, hidden=4), "C8", padding="border", seed=3).eval()
+    return {"canonicalizer C8": (can8, 2), "dense D4": (dense, 1)}
+
+
+@needs_onnx
+@pytest.mark.parametrize("dynamo", [True, False], ids=["dynamo", "torchscript"])
+@pytest.mark.parametrize("model_name", ["canonicalizer C8", "dense D4"])
+def test_torch_onnx_export_runs_in_onnxruntime(model_name, dynamo):
+    # torch.onnx.export itself (what Lightning's to_onnx calls), no canon helper: the ops decompose while
+    # it traces. Two image sizes, each its own export.
+    import onnxruntime
+
+    model, channels = _standard_models()[model_name]
+    for size in (12, 16):
+        x = torch.rand(2, channels, size, size)
+        f = io.BytesIO()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation and tracer notes
+            program = torch.onnx.export(model, (x,), None if dynamo else f, dynamo=dynamo, verbose=False)
+        proto = program.model_proto.SerializeToString() if dynamo else f.getvalue()
+        session = onnxruntime.InferenceSession(proto, providers=["CPUExecutionProvider"])
+        with torch.no_grad():
+            assert_close(ort_run(session, x), model(x), msg=f"{model_name} {size}", case="onnxruntime")
+
+
+@pytest.mark.parametrize("model_name", ["canonicalizer C8", "dense D4"])
+def test_torch_export_run_decompositions_is_aten_only(model_name):
+    model, channels = _standard_models()[model_name]
+    for size in (12, 16):
+        x = torch.rand(3, channels, size, size)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the canonicalizer's last-forward attributes
+            program = torch.export.export(model, (x,)).run_decompositions()
+        assert not [t for t in graph_targets(program) if "canon" in t]
+        with torch.no_grad():
+            assert_close(program.module()(x), model(x), msg=f"{model_name} {size}")
+
+
+def test_plain_jit_trace_of_a_fresh_model_is_right_or_raises():
+    model = small_model("C8", size=12)  # never run before: its last-forward attributes do not exist yet
+    x = torch.rand(2, 1, 12, 12)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        traced = torch.jit.trace(model, (x,), check_trace=False)
+    with torch.no_grad():
+        assert_close(traced(x), model(x), msg="traced at 12×12")
+        assert_close(traced(x[:1]), model(x[:1]), msg="another batch size")
+    assert not any("canon::" in n.kind() for n in traced.inlined_graph.nodes())  # aten only: loads without canon
+    with pytest.raises(RuntimeError, match="expanded size"):  # the views of 12×12 never meet a 16×16 input
+        traced(torch.rand(2, 1, 16, 16))
+    buf = io.BytesIO()
+    torch.jit.save(traced, buf)
+    buf.seek(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        assert_close(torch.jit.load(buf)(x), traced(x), msg="saved and loaded")
+
+
+def test_an_exported_training_graph_keeps_the_ops_gradients():
+    # The decompositions carry the straight-through one-hot and the mixture straight-through rule: the
+    # exported module's gradients are the eager module's.
+    torch.manual_seed(0)
+    can = canon.OrbitCanonicalizer(ConvEncoder(1, 8, hidden=4), "C8", seed=1).train()
+    x = torch.rand(3, 1, 12, 12)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        program = torch.export.export(can, (x,))
+    exported = program.module()
+    g = torch.randn(3, 1, 12, 12)
+    xe, xp = x.clone().requires_grad_(), x.clone().requires_grad_()
+    (can(xe) * g).sum().backward()
+    eager = {k: p.grad.clone() for k, p in can.named_parameters()}
+    for p in [*can.parameters(), *exported.parameters()]:  # the exported module may share the parameters
+        p.grad = None
+    (exported(xp) * g).sum().backward()
+    for k, p in exported.named_parameters():
+        assert_close(p.grad, eager[k], msg=f"gradient of {k}", case="tap_formula_vs_grid_sample")
+    assert_close(xp.grad, xe.grad, msg="gradient of x", case="tap_formula_vs_grid_sample")
+    assert any(v.abs().sum() > 0 for v in eager.values())
+
+
+def test_lightning_to_onnx():
+    L = pytest.importorskip("lightning", reason="Lightning is not installed (pip install lightning)")
+    import onnxruntime
+
+    class Module(L.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.model = small_model("C4", size=12)
+
+        def forward(self, x):
+            return self.model(x)
+
+    module = Module().eval()
+    x = torch.rand(2, 1, 12, 12)
+    f = io.BytesIO()
+    module.to_onnx(f, x)
+    session = onnxruntime.InferenceSession(f.getvalue(), providers=["CPUExecutionProvider"])
+    with torch.no_grad():
+        assert_close(ort_run(session, x), module(x), case="onnxruntime")
