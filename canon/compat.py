@@ -46,6 +46,68 @@ def _get(hp: Any, name: str, default: Any = ...) -> Any:
     return default
 
 
+class EdgePad(nn.Module):
+    """``torchvision.transforms.Pad(pad, padding_mode="edge")`` on (B, C, H, W) tensors: every side grows by
+    ``pad`` pixels that repeat the edge."""
+
+    def __init__(self, pad: int):
+        super().__init__()
+        self.pad = int(pad)
+
+    def extra_repr(self) -> str:
+        return f"pad={self.pad}"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        p = self.pad
+        return F.pad(x, (p, p, p, p), mode="replicate")
+
+
+class CenterCrop(nn.Module):
+    """``torchvision.transforms.CenterCrop(size)`` on (..., H, W) tensors: the centre ``size`` window, the
+    top-left corner rounded as torchvision rounds it; a side larger than the image is zero-padded first."""
+
+    def __init__(self, size):
+        super().__init__()
+        self.size = (int(size), int(size)) if isinstance(size, numbers.Integral) else tuple(int(s) for s in size)
+
+    def extra_repr(self) -> str:
+        return f"size={self.size}"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        (h, w), (H, W) = self.size, x.shape[-2:]
+        if h > H or w > W:
+            ph, pw = max(h - H, 0), max(w - W, 0)
+            x = F.pad(x, (pw // 2, (pw + 1) // 2, ph // 2, (ph + 1) // 2))
+            H, W = x.shape[-2:]
+        top, left = int(round((H - h) / 2.0)), int(round((W - w) / 2.0))
+        return x[..., top : top + h, left : left + w]
+
+
+class Resize(nn.Module):
+    """``torchvision.transforms.Resize(size)`` on (B, C, H, W) float tensors: bilinear, antialiased when
+    shrinking (torchvision's default); an int ``size`` is the short side (the long side keeps the aspect
+    ratio, rounded down), a pair is (h, w)."""
+
+    def __init__(self, size):
+        super().__init__()
+        self.size = int(size) if isinstance(size, numbers.Integral) else tuple(int(s) for s in size)
+
+    def extra_repr(self) -> str:
+        return f"size={self.size}"
+
+    def output_size(self, H: int, W: int) -> tuple[int, int]:
+        if not isinstance(self.size, int):
+            return self.size
+        short, long = (W, H) if W <= H else (H, W)
+        new_short, new_long = self.size, int(self.size * long / short)
+        return (new_long, new_short) if W <= H else (new_short, new_long)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.interpolate(
+            x, size=self.output_size(*x.shape[-2:]), mode="bilinear", align_corners=False, antialias=True
+        )
+
+
 def _check_targets(targets, B: int, hw: tuple[int, int]) -> None:
     """One dict per image, boxes (K, 4) xyxy, masks (K, H, W) at the image size: a clear message otherwise."""
     fn = "OptimizedGroupEquivariantImageCanonicalization.canonicalize"
@@ -183,6 +245,17 @@ class OptimizedGroupEquivariantImageCanonicalization(nn.Module):
             # a square window of side m = min(ceil(H·r), ceil(W·r)) input pixels.
             m = min(math.ceil(H * ratio), math.ceil(W * ratio))
             self._view_size, self._crop, self.padding = (self.resize_shape, self.resize_shape), (m / H, m / W), "border"
+        # equiadapt's own transforms, as modules with its names (identity for grayscale inputs): for code
+        # that calls them; the layer's views themselves are one resampling of the input (difference 3)
+        identity = nn.Identity
+        rs = self.resize_shape
+        colour = not self.is_grayscale
+        self.pad = EdgePad(math.ceil(W * 0.5)) if colour else identity()
+        self.crop = CenterCrop((H, W)) if colour else identity()
+        self.crop_canonization = CenterCrop((math.ceil(H * ratio), math.ceil(W * ratio))) if colour else identity()
+        self.resize_canonization = Resize(rs) if colour else identity()
+        self.crop_group_augment = CenterCrop(rs) if colour else identity()
+        self.pad_group_augment = EdgePad(math.ceil(rs * 0.5)) if colour else identity()
         D = getattr(canonicalization_network, "out_vector_size", None) or getattr(
             canonicalization_network, "out_dim", None
         )
@@ -215,9 +288,52 @@ class OptimizedGroupEquivariantImageCanonicalization(nn.Module):
         views = Fn.orbit(x, self.group, self._view_size, self._crop, self.padding)
         return views[:, self._e2c]
 
+    def transformations_before_canonicalization_network_forward(self, x: torch.Tensor) -> torch.Tensor:
+        """equiadapt's input of :meth:`group_augment`: ``x`` centre-cropped to ``ceil(H·input_crop_ratio)``
+        and resized (short side ``resize_shape``, antialiased as torchvision's ``Resize``); unchanged for
+        grayscale inputs. (The layer's own views skip it: one resampling of ``x``, difference 3.)"""
+        return self.resize_canonization(self.crop_canonization(x))
+
+    def _elements(self, degrees, reflect: bool) -> list[int]:
+        """canon's element of each clockwise rotation by ``degrees`` (then the flip when ``reflect``):
+        equiadapt's element ``k`` (or ``N + k``) in canon's order."""
+        N, out = self.num_rotations, []
+        if reflect and not self.group.reflections:
+            raise ValueError(
+                f"rotate_and_maybe_reflect: reflect=True needs group_type 'roto-reflection', got {self.group_type!r}"
+            )
+        for d in torch.as_tensor(degrees, dtype=torch.float64).reshape(-1).tolist():
+            k = d * N / 360.0
+            if not math.isfinite(k) or abs(k - round(k)) > 1e-6:
+                raise ValueError(
+                    f"rotate_and_maybe_reflect: degrees must be multiples of 360/{N} (the layer's group "
+                    f"{self.group.name}), got {d}"
+                )
+            out.append(int(self._e2c[round(k) % N + (N if reflect else 0)]))
+        return out
+
+    def rotate_and_maybe_reflect(self, x: torch.Tensor, degrees, reflect: bool = False) -> list[torch.Tensor]:
+        """``x`` turned clockwise by each of ``degrees`` (then flipped horizontally when ``reflect``), as
+        equiadapt: one (B, C, h, w) tensor per angle, edge-replicated corners for colour inputs (zeros for
+        grayscale), centre-cut to ``resize_shape`` for colour inputs. The angles must be elements of the
+        layer's group (multiples of 360/num_rotations)."""
+        out = [Fn.transform(x, e, self.group, self.padding) for e in self._elements(degrees, reflect)]
+        return [self.crop_group_augment(t) for t in out]
+
     def group_augment(self, x: torch.Tensor) -> torch.Tensor:
-        """All views as equiadapt lays them out: (G·B, C, h, w), row ``g·B + b``."""
-        return self._views(x).transpose(0, 1).flatten(0, 1)
+        """Every rotation (and reflection) of ``x``, as equiadapt lays them out: (G·B, C, h, w), row
+        ``g·B + b``. ``x`` is what :meth:`transformations_before_canonicalization_network_forward`
+        returns, as in equiadapt (the layer's own views are one resampling of the raw input instead)."""
+        degrees = torch.arange(self.num_rotations, dtype=torch.float64) * (360.0 / self.num_rotations)
+        views = self.rotate_and_maybe_reflect(x, degrees)
+        if self.group.reflections:
+            views += self.rotate_and_maybe_reflect(x, degrees, reflect=True)
+        return torch.cat(views, dim=0)
+
+    def add_prior_regularizer(self, loss: torch.Tensor, weight: float = 1.0) -> torch.Tensor:
+        """``loss + weight · get_prior_regularization_loss()``: the call equiadapt's README shows (its
+        0.1.2 class lacks it)."""
+        return loss + weight * self.get_prior_regularization_loss()
 
     def get_group_activations(self, x: torch.Tensor) -> torch.Tensor:
         """Cosine similarity of every view's vector with the reference, (B, G)."""

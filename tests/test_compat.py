@@ -92,7 +92,7 @@ def test_colour_crop_resize_and_edge_padding():
     # 20×20, ratio 0.8 → crop ceil(16) = 16, resize to 16: at 90° the views are exact slices
     layer = _layer((3, 20, 20), resize_shape=16, input_crop_ratio=0.8).eval()
     x = torch.randn(2, 3, 20, 20)
-    aug = layer.group_augment(x)
+    aug = layer.group_augment(layer.transformations_before_canonicalization_network_forward(x))  # as equiadapt
     assert aug.shape == (8, 3, 16, 16)
     crop = x[:, :, 2:18, 2:18]
     for e in range(4):
@@ -229,3 +229,90 @@ def test_bad_outputs_and_targets_are_named():
         layer(x, [{"boxes": torch.rand(1, 4)}] * 3)
     with pytest.raises(ValueError, match=r"targets\[1\]\['masks'\] must be \(K, 8, 8\)"):
         layer(x, [{"masks": torch.zeros(1, 8, 8)}, {"masks": torch.zeros(1, 4, 4)}])
+
+
+# -- equiadapt's own tests (tests/images/canonicalization/ of equiadapt 0.1.2), ported to the drop-in ---------
+# Their fixture: colour (3, 64, 64) inputs, input_crop_ratio 0.9, resize_shape (32, 32), beta 0.1. The
+# optimized class of equiadapt 0.1.2 itself needs an int resize_shape (it pads by ceil(resize_shape · 0.5)),
+# so the ports use 32.
+EQUIADAPT_HP = dict(input_crop_ratio=0.9, resize_shape=32, beta=0.1)
+
+
+def test_equiadapt_initialization():
+    layer = _layer((3, 64, 64), **EQUIADAPT_HP)
+    assert layer.pad is not None, "Pad should be initialized."
+    assert layer.crop is not None, "Crop should be initialized."
+
+
+def test_equiadapt_transformation_before_canonicalization_network_forward():
+    layer = _layer((3, 64, 64), **EQUIADAPT_HP)
+    transformed = layer.transformations_before_canonicalization_network_forward(torch.rand((1, 3, 64, 64)))
+    assert transformed.size() == torch.Size([1, 3, 32, 32]), "The transformed image should be resized to (32, 32)."
+
+
+@pytest.mark.parametrize("induced_rep, num_channels", [("regular", 12), ("scalar", 3)])
+def test_equiadapt_invert_canonicalization_induced_rep(induced_rep, num_channels):
+    layer = _layer((3, 64, 64), **EQUIADAPT_HP)
+    layer(torch.randn((1, 3, 64, 64)))  # to populate the canonicalization_info_dict
+    canonicalized_image = torch.randn((1, num_channels, 64, 64))
+    inverted = layer.invert_canonicalization(canonicalized_image, induced_rep_type=induced_rep)
+    assert inverted.shape == canonicalized_image.shape  # (equiadapt's test asserts nothing more)
+
+
+def test_every_public_name_of_equiadapts_class():
+    # the names equiadapt 0.1.2's OptimizedGroupEquivariantImageCanonicalization has (its class and the
+    # instance attributes its __init__ sets), read off equiadapt itself in tests/manual/equiadapt_parity.py
+    layer = _layer((3, 40, 40), resize_shape=32)
+    names = [
+        "pad", "crop", "crop_canonization", "resize_canonization", "crop_group_augment", "pad_group_augment",
+        "rotate_and_maybe_reflect", "transformations_before_canonicalization_network_forward", "group_augment",
+        "get_group_activations", "groupactivations_to_groupelementonehot", "groupactivations_to_groupelement",
+        "get_groupelement", "canonicalize", "invert_canonicalization", "get_optimization_specific_loss",
+        "get_prior_regularization_loss", "get_identity_metric", "canonicalization_network",
+        "canonicalization_info_dict", "beta", "group_type", "num_rotations", "num_group", "artifact_err_wt",
+        "out_vector_size", "reference_vector", "group_info_dict", "add_prior_regularizer",
+    ]  # fmt: skip
+    assert [n for n in names if not hasattr(layer, n)] == []
+
+
+def test_equiadapts_transforms_as_torchvision_defines_them():
+    layer = _layer((3, 40, 30), resize_shape=16, input_crop_ratio=0.5)
+    x = torch.rand(2, 3, 40, 30)
+    # Pad(ceil(W/2), edge), CenterCrop((H, W)): padding then cropping gives x back
+    padded = layer.pad(x)
+    assert padded.shape == (2, 3, 40 + 30, 30 + 30) and torch.equal(layer.crop(padded), x)
+    assert torch.equal(padded[..., 0, :15], padded[..., 15, :15].expand_as(padded[..., 0, :15]))  # edge replicated
+    # CenterCrop((ceil(40·0.5), ceil(30·0.5))) = (20, 15), top-left rounded: (10, 7.5 → 8)
+    assert torch.equal(layer.crop_canonization(x), x[..., 10:30, 8:23])
+    # Resize(16): the short side to 16, the long one keeping the aspect ratio (20·16/15 = 21.3 → 21),
+    # antialiased bilinear as torchvision's tensor resize
+    small = layer.resize_canonization(layer.crop_canonization(x))
+    ref = F.interpolate(x[..., 10:30, 8:23], size=(21, 16), mode="bilinear", align_corners=False, antialias=True)
+    assert small.shape == (2, 3, 21, 16) and torch.equal(small, ref)
+    gray = _layer((1, 8, 8))
+    assert all(isinstance(getattr(gray, n), torch.nn.Identity) for n in ("pad", "crop", "resize_canonization"))
+
+
+@pytest.mark.parametrize("group_type", ["rotation", "roto-reflection"])
+def test_rotate_and_maybe_reflect_and_group_augment(group_type):
+    layer = _layer((1, 8, 8), group_type=group_type)
+    x = torch.rand(2, 1, 8, 8)
+    turned = layer.rotate_and_maybe_reflect(x, torch.tensor([0.0, 90.0, 270.0]))
+    assert [torch.equal(t, torch.rot90(x, -k, dims=(-2, -1))) for t, k in zip(turned, (0, 1, 3))] == [True] * 3
+    if group_type == "roto-reflection":
+        (flipped,) = layer.rotate_and_maybe_reflect(x, [90.0], reflect=True)
+        assert torch.equal(flipped, torch.flip(torch.rot90(x, -1, dims=(-2, -1)), dims=(-1,)))  # rotate, then flip
+    else:
+        with pytest.raises(ValueError, match="reflect=True needs group_type 'roto-reflection'"):
+            layer.rotate_and_maybe_reflect(x, [90.0], reflect=True)
+    with pytest.raises(ValueError, match="multiples of 360/4"):
+        layer.rotate_and_maybe_reflect(x, [45.0])
+    G = layer.num_group
+    assert layer.group_augment(x).shape == (G * 2, 1, 8, 8)
+
+
+def test_add_prior_regularizer_as_equiadapts_readme_calls_it():
+    layer = _layer((1, 8, 8))
+    layer(torch.rand(3, 1, 8, 8))
+    loss = torch.tensor(2.0)
+    assert torch.equal(layer.add_prior_regularizer(loss), loss + layer.get_prior_regularization_loss())

@@ -105,7 +105,34 @@ def regular_inversion(in_shape, group_type, n, tol=1e-4):
         assert worst <= tol, f"regular/scalar inversion differs from equiadapt by {worst:.3g} > {tol}"
 
 
+def names_and_transforms(in_shape=(3, 40, 40), n=4, tol=1e-5):
+    """Every public name of equiadapt's layer (class and instance attributes) exists on the drop-in, and
+    its transforms (pad, crops, resize, rotate_and_maybe_reflect, group_augment) give equiadapt's values."""
+    hp = OmegaConf.create(
+        dict(beta=1.0, input_crop_ratio=0.8, resize_shape=24, group_type="roto-reflection", num_rotations=n,
+             artifact_err_wt=0, learn_ref_vec=False)
+    )  # fmt: skip
+    net = Net(in_shape[0], out_dim=8, hidden=8)
+    theirs, ours = Theirs(net, hp, in_shape), Ours(net, hp, in_shape)
+    public = {k for k in [*dir(theirs), *vars(theirs)] if not k.startswith("_")} - set(dir(torch.nn.Module))
+    missing = sorted(k for k in public if not hasattr(ours, k))
+    x = torch.rand(2, *in_shape)
+    theirs.device = x.device
+    small_t = theirs.transformations_before_canonicalization_network_forward(x)
+    small_o = ours.transformations_before_canonicalization_network_forward(x)
+    diffs = {
+        "pad": (theirs.pad(x) - ours.pad(x)).abs().max().item(),
+        "crop": (theirs.crop(theirs.pad(x)) - ours.crop(ours.pad(x))).abs().max().item(),
+        "crop_canonization": (theirs.crop_canonization(x) - ours.crop_canonization(x)).abs().max().item(),
+        "transformations_before": (small_t - small_o).abs().max().item(),
+        "group_augment (90° steps)": (theirs.group_augment(small_t) - ours.group_augment(small_t)).abs().max().item(),
+    }
+    print(f"{str(in_shape):13s} public names missing from the drop-in: {missing}; |Δ|: {diffs}")
+    assert not missing and max(diffs.values()) <= tol, "the drop-in differs from equiadapt"
+
+
 if __name__ == "__main__":
+    names_and_transforms()
     for shape in [(1, 28, 28), (3, 40, 40)]:
         for gt, n in [("rotation", 4), ("rotation", 8), ("roto-reflection", 4)]:
             run(shape, gt, n)
