@@ -343,7 +343,7 @@ def _orbit_bytes(cfg: Config, mode: str) -> int:
 
 @register("orbit", nbytes=_orbit_bytes)
 def orbit_case(cfg: Config, provider: str, inp: Inputs) -> Work:
-    """Every view: ``canon.orbit`` against crop → resize → loop(pad → rotate → crop) → cat."""
+    """Every view: ``canon.orbit`` (antialiased where it shrinks) against crop → resize → loop(pad → rotate → crop)."""
     B, N, C, v = cfg.batch, cfg.n, cfg.in_shape[0], cfg.view
     x, dviews = inp.x, inp.normal(B, N, C, v, v)  # the views' gradient in canon's layout
     if _ours(provider):
@@ -358,6 +358,20 @@ def orbit_case(cfg: Config, provider: str, inp: Inputs) -> Work:
     # the same gradient per view in equiadapt's layout: row g·B + b, its element g is canon's (−g) mod N
     group_major = dviews[:, [(-g) % N for g in range(N)]].transpose(0, 1).reshape(N * B, C, v, v)
     return Work(fn, (x,), (group_major,))
+
+
+@register("orbit-one-tap", nbytes=_orbit_bytes)
+def orbit_one_tap_case(cfg: Config, provider: str, inp: Inputs) -> Work:
+    """Every view, one bilinear tap per pixel (``antialias=False``): what antialiasing shrinking views costs."""
+    if not _ours(provider):
+        raise Unavailable("equiadapt's resize always antialiases: its views are timed in the orbit case")
+    B, N, C, v = cfg.batch, cfg.n, cfg.in_shape[0], cfg.view
+    x, dviews = inp.x, inp.normal(B, N, C, v, v)
+    p = _canon_view_params(cfg)
+    fn = _with_backend(
+        provider, lambda: (canon.orbit(x, cfg.group, p["size"], p["crop_ratio"], p["padding"], antialias=False),)
+    )
+    return Work(fn, (x,), (dviews,))
 
 
 def _select_bytes(cfg: Config, mode: str) -> int:
@@ -583,7 +597,8 @@ def quick_configs(device: str) -> list[Config]:
         Config("invert", 64, 8, "3x32x32"),
         Config("orbit", 64, 4, "1x28x28"),
         Config("orbit", 64, 8, "3x32x32", "bf16"),
-        Config("orbit", 16, 8, "3x224x224"),
+        Config("orbit", 16, 8, "3x224x224"),  # 224 → 96: antialiased views
+        Config("orbit-one-tap", 16, 8, "3x224x224"),
         Config("step", 64, 4, "1x28x28"),
     ]
     cfgs += [Config(c, 64, 8, "3x32x32", mode="backward") for c in ("orbit", "select", "canonicalize", "invert")]
@@ -595,6 +610,10 @@ def quick_configs(device: str) -> list[Config]:
         ]
         cfgs += [Config(c, 256, 8, "3x224x224") for c in ("canonicalize", "invert")]
         cfgs += [Config("orbit", 512, 16, "3x224x224", mode="backward")]
+        cfgs += [
+            Config("orbit-one-tap", 512, 16, "3x224x224"),
+            Config("orbit-one-tap", 512, 16, "3x224x224", mode="backward"),
+        ]
         cfgs += [Config("canonicalize", 256, 8, "3x224x224", mode="backward")]
     return cfgs
 

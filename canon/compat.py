@@ -139,7 +139,9 @@ class OptimizedGroupEquivariantImageCanonicalization(nn.Module):
             ``group_type`` (``"rotation"`` | ``"roto-reflection"``), ``num_rotations``,
             ``artifact_err_wt``, ``learn_ref_vec``. Optional extras (not in equiadapt):
             ``contrastive_kind`` (``"raw"`` default, equiadapt's loss; or ``"normalized"``),
-            ``gradient_trick`` (``"straight_through"`` default, or ``"gumbel_softmax"``).
+            ``gradient_trick`` (``"straight_through"`` default, or ``"gumbel_softmax"``),
+            ``antialias`` (True default: views that shrink the input are antialiased, as
+            equiadapt's torchvision ``Resize`` is; False: one bilinear tap per pixel).
         in_shape: (C, H, W) of the inputs.
 
     Same forward semantics as equiadapt 0.1.2: grayscale inputs (C = 1) are scored at
@@ -161,8 +163,9 @@ class OptimizedGroupEquivariantImageCanonicalization(nn.Module):
         3. Each view is one resampling of the full input (no crop → resize → pad →
            rotate → crop chain, no Python loop). So at angles other than multiples of
            90° the corners of a colour view show the real image outside the crop, where
-           equiadapt shows the edge-replicated crop; resizing is one bilinear tap (no
-           antialias prefilter).
+           equiadapt shows the edge-replicated crop; resizing is antialiased as torchvision's
+           ``Resize`` (its triangle filter, rotated with the view), which equals equiadapt's
+           resize away from the crop's edges.
         4. Internally the orbit is batch-major; the info dict is laid out as equiadapt's.
         5. The network is yours; canon's own encoders never apply ``Dropout1d`` to vectors.
 
@@ -221,6 +224,10 @@ class OptimizedGroupEquivariantImageCanonicalization(nn.Module):
         self.contrastive_kind = check_choice(
             _get(hp, "contrastive_kind", "raw"), ("raw", "normalized"), "contrastive_kind", fn
         )
+        self.antialias = _get(hp, "antialias", True)
+        if not isinstance(self.antialias, (bool, np.bool_)):
+            raise TypeError(f"{fn}: antialias must be True or False, got {self.antialias!r}")
+        self.antialias = bool(self.antialias)
         self.gradient_trick = _get(hp, "gradient_trick", "straight_through")
         if self.gradient_trick not in ("straight_through", "gumbel_softmax"):
             raise ValueError(
@@ -285,7 +292,7 @@ class OptimizedGroupEquivariantImageCanonicalization(nn.Module):
     # -- orbit and scores ---------------------------------------------------------
     def _views(self, x: torch.Tensor) -> torch.Tensor:
         """(B, G, C, h, w) in equiadapt's element order."""
-        views = Fn.orbit(x, self.group, self._view_size, self._crop, self.padding)
+        views = Fn.orbit(x, self.group, self._view_size, self._crop, self.padding, antialias=self.antialias)
         return views[:, self._e2c]
 
     def transformations_before_canonicalization_network_forward(self, x: torch.Tensor) -> torch.Tensor:

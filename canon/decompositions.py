@@ -61,7 +61,12 @@ def _resample(src, mats, exact: bool, out_hw: tuple[int, int], padding: str, int
     )
 
 
-def orbit(x, mats, pull, exact, aligned, h, w, padding, interpolation, out_dtype, channels_last):
+def orbit(
+    x, mats, pull, exact, aligned, h, w, padding, interpolation, out_dtype, channels_last,
+    aa_norm=None, aa_taps=0, aa_back_taps=0,
+):  # fmt: skip
+    if aa_norm is not None:  # antialiased views: the reference's formula is aten ops already
+        return ref.orbit_antialias_ref(x, mats, pull, aa_norm, aa_taps, (h, w), padding, out_dtype, channels_last)
     B, C = x.shape[:2]
     views = _resample(x.to(ref.acc_dtype(x.dtype)), mats, exact, (h, w), padding, interpolation, per_sample=False)
     views = views.reshape(B, C, -1, h, w).transpose(1, 2).to(out_dtype or x.dtype)  # (B, N, C, h, w)
@@ -72,7 +77,12 @@ def orbit(x, mats, pull, exact, aligned, h, w, padding, interpolation, out_dtype
 
 # The backward ops' last argument, ``backend`` (the forward's), is ignored here: a decomposition is
 # the plain-PyTorch reference whatever backend traced it.
-def orbit_backward(grad, mats, pull, exact, aligned, H, W, padding, interpolation, x_dtype, backend=None):
+def orbit_backward(
+    grad, mats, pull, exact, aligned, H, W, padding, interpolation, x_dtype,
+    aa_norm=None, aa_taps=0, aa_back_taps=0, backend=None,
+):  # fmt: skip
+    if aa_norm is not None:
+        return ref.orbit_antialias_backward_ref(grad, mats, pull, aa_norm, aa_taps, (H, W), padding, x_dtype)
     return ref.orbit_backward_ref(grad, mats, exact, (H, W), padding, interpolation, x_dtype)
 
 

@@ -215,7 +215,7 @@ class EquivariantCanonicalizer(OrbitCanonicalizer):
     Args:
         encoder: an :class:`EquivariantEncoder` (its group is the canonicalizer's).
         size: view size (odd sizes keep strided layers exactly C4/D4-equivariant).
-        crop_ratio, beta, padding, interpolation, prior_beta, check_finite: as in
+        crop_ratio, beta, padding, interpolation, prior_beta, check_finite, antialias: as in
             :class:`canon.OrbitCanonicalizer`.
     """
 
@@ -229,6 +229,7 @@ class EquivariantCanonicalizer(OrbitCanonicalizer):
         interpolation: str = "bilinear",
         prior_beta: float = 1.0,
         check_finite: bool = False,
+        antialias: bool = True,
     ):
         if not isinstance(encoder, EquivariantEncoder):
             raise TypeError(
@@ -237,6 +238,7 @@ class EquivariantCanonicalizer(OrbitCanonicalizer):
         super().__init__(
             encoder, encoder.group, size=size, crop_ratio=crop_ratio, beta=beta, dim=encoder.out_fields,
             padding=padding, interpolation=interpolation, score="dot", prior_beta=prior_beta, check_finite=check_finite,
+            antialias=antialias,
         )  # fmt: skip
         self.reference.fill_(1.0 / encoder.out_fields)  # the mean over fields: group pooling
 
@@ -248,8 +250,9 @@ class EquivariantCanonicalizer(OrbitCanonicalizer):
         if self._dtype is None:
             self._dtype = next((p.dtype for p in self.encoder.parameters()), None)
         view = Fn.orbit(
-            x, _TRIVIAL, self.size, self.crop_ratio, self.padding, self.interpolation, out_dtype=self._dtype or x.dtype
-        )
+            x, _TRIVIAL, self.size, self.crop_ratio, self.padding, self.interpolation,
+            out_dtype=self._dtype or x.dtype, antialias=self.antialias,
+        )  # fmt: skip
         vectors = self.encoder(view[:, 0])
         return view, vectors
 

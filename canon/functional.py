@@ -36,6 +36,7 @@ from canon._checks import (
     check_tensor,
 )
 from canon.geometry import (
+    antialias_tables,
     channel_tables,
     constant_index,
     transform_boxes,
@@ -99,6 +100,7 @@ def orbit(
     interpolation: str = "bilinear",
     out_dtype: torch.dtype | None = None,
     channels_last: bool = False,
+    antialias: bool = True,
 ) -> torch.Tensor:
     """Every group-transformed view of every image, in one resampling per view.
 
@@ -120,6 +122,11 @@ def orbit(
         out_dtype: dtype of the views (default: ``x.dtype``), e.g. the encoder's.
         channels_last: store the views so that ``views.flatten(0, 1)`` is
             ``torch.channels_last`` without a copy.
+        antialias: when a view shrinks the input (``size`` and ``crop_ratio`` give more than one
+            input pixel per view pixel along an axis) and ``interpolation`` is bilinear, sample it
+            with the triangle filter of torchvision's antialiased ``Resize`` (as wide as one view
+            pixel), rotated with the view: without it, detail finer than the view's pixels folds
+            into it (aliasing). Views that do not shrink are unchanged (exact ones bit-exact).
 
     Returns:
         views (B, N, C, h, w), ``N = |G|``; differentiable with respect to ``x``.
@@ -149,16 +156,21 @@ def orbit(
         interpolation,
         out_dtype,
         x.device,
+        antialias,
         _kind(size),
         _kind(crop_ratio),
+        _kind(antialias),
     )
-    tables, hw, padding = _plan(
-        key, lambda: _orbit_plan(group, (H, W), size, crop_ratio, padding, interpolation, out_dtype, x.device, fn)
+    tables, hw, padding, aa = _plan(
+        key,
+        lambda: _orbit_plan(
+            group, (H, W), size, crop_ratio, padding, interpolation, out_dtype, x.device, fn, antialias
+        ),
     )
     n = x.shape[0] * x.shape[1] * hw[0] * hw[1] * tables.mats.shape[0]
     if type(n) is int and n >= _CHECKED_ELEMENTS:  # (a symbolic size while tracing: no guard on it)
         check_views_fit(x, tables.mats.shape[0], hw, out_dtype or x.dtype, fn)
-    return ops.orbit(x, tables, hw, padding, interpolation, out_dtype, bool(channels_last))
+    return ops.orbit(x, tables, hw, padding, interpolation, out_dtype, bool(channels_last), antialias=aa)
 
 
 _CHECKED_ELEMENTS = 1 << 27  # views of fewer elements take under 1 GiB in any dtype: not checked
@@ -170,16 +182,21 @@ def check_views_fit(x: torch.Tensor, N: int, hw: tuple[int, int], dtype: torch.d
     check_output_fits((B, N, C, *hw), dtype, x.device, "the views (B, N, C, h, w)", fn, "use a smaller size or batch")
 
 
-def _orbit_plan(group, in_hw, size, crop_ratio, padding, interpolation, out_dtype, device, fn):
+def _orbit_plan(group, in_hw, size, crop_ratio, padding, interpolation, out_dtype, device, fn, antialias=True):
+    """(view tables, (h, w), effective padding, antialias tables or None) of one orbit setting."""
     g = as_group(group, fn)
     h, w = check_size(size, in_hw, fn)
     crop_ratio = check_crop_ratio(crop_ratio, fn)
     check_choice(padding, PADDINGS, "padding", fn)
     check_choice(interpolation, INTERPOLATIONS, "interpolation", fn)
+    if not isinstance(antialias, bool):
+        raise TypeError(f"{fn}: antialias must be True or False, got {antialias!r}")
     if out_dtype is not None and out_dtype not in (torch.float16, torch.bfloat16, torch.float32, torch.float64):
         raise TypeError(f"{fn}: out_dtype must be a floating dtype, got {out_dtype}")
     tables = view_tables(g, in_hw, (h, w), crop_ratio, device)
-    return tables, (h, w), _effective_padding(padding, tables.exact, g, in_hw, (h, w), crop_ratio)
+    aa = antialias_tables(g, in_hw, (h, w), crop_ratio, device) if antialias and interpolation == "bilinear" else None
+    padding = padding if aa is not None else _effective_padding(padding, tables.exact, g, in_hw, (h, w), crop_ratio)
+    return tables, (h, w), padding, aa
 
 
 def select(

@@ -30,6 +30,9 @@ from canon.groups import Group
 
 __all__ = [
     "ViewTables",
+    "AntialiasTables",
+    "antialias_tables",
+    "view_scales",
     "view_matrices",
     "view_tables",
     "view_matrices_tensor",
@@ -233,6 +236,57 @@ def view_tables(
         m = torch.tensor(mats, dtype=torch.float64).to(torch.float32).to(device)
         pull = torch.tensor(pull_rows(mats), dtype=torch.float64).to(torch.float32).to(device)
         return ViewTables(m, pull, exact, copies_aligned(mats) and copies_aligned(_inverse_mats(mats)))
+
+    return _cached(key, build)
+
+
+class AntialiasTables(NamedTuple):
+    """What antialiased views of one view set need (see ``canon.reference``'s notes on antialiasing).
+
+    ``norm`` (N, h, w) float32: the sum of every output pixel's filter weights over the pixel lattice;
+    ``taps``: the side of the square window of input pixels that covers every output pixel's filter
+    (the forward's loop bound); ``back_taps``: the side of the window of output pixels whose filters
+    reach one input pixel (the gather adjoint's loop bound).
+    """
+
+    norm: torch.Tensor
+    taps: int
+    back_taps: int
+
+
+def view_scales(in_hw: tuple[int, int], out_hw: tuple[int, int], crop_ratio) -> tuple[float, float]:
+    """Input pixels per output pixel along the view's (x, y) axes: ``(rx·W/w, ry·H/h)``."""
+    ry, rx = crop_ratio if isinstance(crop_ratio, (tuple, list)) else (crop_ratio, crop_ratio)
+    return rx * in_hw[1] / out_hw[1], ry * in_hw[0] / out_hw[0]
+
+
+def antialias_tables(
+    group: Group,
+    in_hw: tuple[int, int],
+    out_hw: tuple[int, int],
+    crop_ratio: float | tuple[float, float],
+    device: torch.device,
+) -> AntialiasTables | None:
+    """Cached :class:`AntialiasTables` of the views of ``group``, or None when no view axis shrinks
+    (antialiasing would change nothing: the views stay the plain bilinear, exact ones bit-exact)."""
+    sx, sy = view_scales(in_hw, out_hw, crop_ratio)
+    if max(sx, sy) <= 1.0 + 1e-9:
+        return None
+    crop = tuple(float(c) for c in crop_ratio) if isinstance(crop_ratio, (tuple, list)) else float(crop_ratio)
+    key = ("antialias", group, tuple(in_hw), tuple(out_hw), crop, torch.device(device))
+
+    def build():
+        from canon.reference import antialias_frame, antialias_window  # (the reference imports this module)
+
+        mats, _ = view_matrices(group, tuple(in_hw), tuple(out_hw), crop)
+        m = torch.tensor(mats, dtype=torch.float64)
+        p = torch.tensor(pull_rows(mats), dtype=torch.float64)
+        ka, kb, ru, rv = antialias_frame(m, p)
+        taps = int(torch.floor(2 * torch.maximum(ru, rv) + 0.02).max()) + 2
+        back_taps = int(torch.floor(2 / torch.minimum(ka, kb) + 0.02).max()) + 2
+        h, w = out_hw
+        norm = sum(wt for _, _, wt in antialias_window(m, p, h, w, taps)).reshape(-1, h, w)
+        return AntialiasTables(norm.to(torch.float32).to(device), taps, back_taps)
 
     return _cached(key, build)
 

@@ -66,6 +66,8 @@ class OrbitCanonicalizer(nn.Module):
         prior_beta: inverse temperature of the prior loss.
         check_finite: raise on NaN/Inf inputs and vectors (synchronises the device).
         seed: seed of the reference vector.
+        antialias: views that shrink the input are antialiased as torchvision's ``Resize``
+            (see :func:`canon.orbit`).
 
     Example:
         >>> from canon.networks import ConvEncoder
@@ -75,6 +77,8 @@ class OrbitCanonicalizer(nn.Module):
         >>> torch.equal(canon_net(torch.rot90(x, 1, dims=(-2, -1))), xc)
         True
     """
+
+    antialias = True  # (the default for modules pickled before the option existed)
 
     def __init__(
         self,
@@ -94,6 +98,7 @@ class OrbitCanonicalizer(nn.Module):
         prior_beta: float = 1.0,
         check_finite: bool = False,
         seed: int = 0,
+        antialias: bool = True,
     ):
         super().__init__()
         fn = "OrbitCanonicalizer"
@@ -111,6 +116,9 @@ class OrbitCanonicalizer(nn.Module):
         self.score = check_choice(score, ("cosine", "dot"), "score", fn)
         self.contrastive = check_choice(contrastive, ("normalized", "raw"), "contrastive", fn)
         self.gumbel, self.check_finite = bool(gumbel), bool(check_finite)
+        if not isinstance(antialias, bool):
+            raise TypeError(f"{fn}: antialias must be True or False, got {antialias!r}")
+        self.antialias = antialias
         if dim is not None and (isinstance(dim, bool) or not isinstance(dim, int) or dim < 1):
             raise ValueError(f"{fn}: dim must be a positive int (the vector size D), got {dim!r}")
         dim = dim if dim is not None else getattr(encoder, "out_dim", None)
@@ -141,13 +149,13 @@ class OrbitCanonicalizer(nn.Module):
         # The last forward's state (views, vectors and their autograd graph) belongs to that call:
         # copy.deepcopy and pickling (torch.save(module)) leave it out, the copy starts fresh.
         state = super().__getstate__()
-        return {**state, "state": None, "_losses": None, "_plan_cache": {}, "_views_buffer": None}
+        return {**state, "state": None, "_losses": None, "_plan_cache": {}, "_views_buffer": None, "_dtype": None}
 
     def extra_repr(self) -> str:
         return (
             f"group={self.group.name}, size={self.size}, crop_ratio={self.crop_ratio}, beta={self.beta}, "
             f"dim={self.reference.numel()}, learn_reference={self.learn_reference}, padding={self.padding!r}, "
-            f"interpolation={self.interpolation!r}, score={self.score!r}"
+            f"interpolation={self.interpolation!r}, score={self.score!r}, antialias={self.antialias}"
         )
 
     # -- forward ----------------------------------------------------------------
@@ -164,6 +172,7 @@ class OrbitCanonicalizer(nn.Module):
             self.padding,
             self.interpolation,
             self.group,
+            self.antialias,
         )
         plans = self._plan_cache
         hit = plans.get(key)
@@ -171,8 +180,9 @@ class OrbitCanonicalizer(nn.Module):
             fn = "OrbitCanonicalizer"
             H, W = x.shape[-2:]
             orbit = Fn._orbit_plan(
-                self.group, (H, W), self.size, self.crop_ratio, self.padding, self.interpolation, None, x.device, fn
-            )
+                self.group, (H, W), self.size, self.crop_ratio, self.padding, self.interpolation, None, x.device, fn,
+                self.antialias,
+            )  # fmt: skip
             transform = Fn._transform_plan(self.group, (H, W), self.padding, self.interpolation, x.device, False, fn)[
                 1:
             ]
@@ -191,7 +201,7 @@ class OrbitCanonicalizer(nn.Module):
         B, N = x.shape[0], self.group.order
         if self._dtype is None:
             self._dtype = next((p.dtype for p in self.encoder.parameters()), None)
-        (tables, hw, padding), _ = self._plans(x)
+        (tables, hw, padding, aa), _ = self._plans(x)
         dtype = self._dtype or x.dtype
         n = B * N * x.shape[1] * hw[0] * hw[1]
         if type(n) is int and n >= Fn._CHECKED_ELEMENTS:  # (a symbolic size while tracing: no guard on it)
@@ -205,7 +215,7 @@ class OrbitCanonicalizer(nn.Module):
         if reuse and out is None and not (torch.is_grad_enabled() and x.requires_grad):
             # a block of its own (kept below), not canon._memory's one shared block
             out = ref.orbit_empty(B, N, x.shape[1], *hw, dtype, x.device, False)
-        views = ops.orbit(x, tables, hw, padding, self.interpolation, dtype, out=out)
+        views = ops.orbit(x, tables, hw, padding, self.interpolation, dtype, out=out, antialias=aa)
         if reuse:
             self.__dict__["_views_buffer"] = views.detach()  # a private alias of the storage (see _dead_views)
         vectors = self.encoder(views.flatten(0, 1))

@@ -152,11 +152,20 @@ def registered_ops():
 
 
 # ============================================================================= orbit
-def _orbit_fwd(x, mats, pull, exact, aligned, h, w, padding, interpolation, out_dtype, channels_last, out=None):
+# Antialiased views (canon.geometry.antialias_tables) add three arguments: the per-pixel filter sums
+# ``aa_norm`` (None: plain views), the forward's window side ``aa_taps`` and the adjoint's ``aa_back_taps``.
+def _orbit_fwd(
+    x, mats, pull, exact, aligned, h, w, padding, interpolation, out_dtype, channels_last,
+    aa_norm=None, aa_taps=0, aa_back_taps=0, out=None,
+):  # fmt: skip
     if _triton_for(x):
         return _triton().orbit(
-            x, mats, pull, exact, aligned, (h, w), padding, interpolation, out_dtype, channels_last, out=out
-        )
+            x, mats, pull, exact, aligned, (h, w), padding, interpolation, out_dtype, channels_last, out=out,
+            aa_norm=aa_norm, aa_taps=aa_taps,
+        )  # fmt: skip
+    if aa_norm is not None:
+        views = ref.orbit_antialias_ref(x, mats, pull, aa_norm, aa_taps, (h, w), padding, out_dtype, channels_last)
+        return views if out is None else out.copy_(views)
     return ref.orbit_ref(x, mats, exact, (h, w), padding, interpolation, out_dtype, channels_last, out=out)
 
 
@@ -166,7 +175,17 @@ def _scatter_adjoint_in_deterministic_mode(padding: str) -> bool:
     return padding != "zeros" and torch.are_deterministic_algorithms_enabled()
 
 
-def _orbit_bwd(grad, mats, pull, exact, aligned, H, W, padding, interpolation, x_dtype):
+def _orbit_bwd(
+    grad, mats, pull, exact, aligned, H, W, padding, interpolation, x_dtype, aa_norm=None, aa_taps=0, aa_back_taps=0
+):
+    if aa_norm is not None:
+        # the kernels gather the zero-padded adjoint; border/reflection fold onto edge pixels: the reference's scatter
+        if _triton_for(grad) and padding == "zeros":
+            return _triton().orbit_backward(
+                grad, mats, pull, exact, aligned, (H, W), padding, interpolation, x_dtype, aa_norm=aa_norm,
+                aa_back_taps=aa_back_taps,
+            )  # fmt: skip
+        return ref.orbit_antialias_backward_ref(grad, mats, pull, aa_norm, aa_taps, (H, W), padding, x_dtype)
     if _triton_for(grad) and not _scatter_adjoint_in_deterministic_mode(padding):
         return _triton().orbit_backward(grad, mats, pull, exact, aligned, (H, W), padding, interpolation, x_dtype)
     return ref.orbit_backward_ref(grad, mats, exact, (H, W), padding, interpolation, x_dtype)
@@ -175,11 +194,11 @@ def _orbit_bwd(grad, mats, pull, exact, aligned, H, W, padding, interpolation, x
 @_backward_runs_the_forward_backend
 class _Orbit(torch.autograd.Function):
     # Settings and the (cached, constant) tables travel as one tuple: Function.apply's per-argument
-    # bookkeeping then sees two arguments instead of eleven.
+    # bookkeeping then sees two arguments instead of fourteen.
     @staticmethod
     def forward(ctx, x, cfg, out):
-        mats, pull, exact, aligned, h, w, padding, interpolation, out_dtype, channels_last = cfg
-        ctx.cfg = (mats, pull, exact, aligned, x.shape[-2], x.shape[-1], padding, interpolation, x.dtype)
+        mats, pull, exact, aligned, h, w, padding, interpolation, out_dtype, channels_last, *aa = cfg
+        ctx.cfg = (mats, pull, exact, aligned, x.shape[-2], x.shape[-1], padding, interpolation, x.dtype, *aa)
         return _orbit_fwd(x, *cfg, out=out)
 
     @staticmethod
@@ -200,12 +219,18 @@ def _orbit_op(
     interpolation: str,
     out_dtype: torch.dtype | None,
     channels_last: bool,
+    aa_norm: Tensor | None = None,
+    aa_taps: int = 0,
+    aa_back_taps: int = 0,
 ) -> Tensor:
-    return _orbit_fwd(x, mats, pull, exact, aligned, h, w, padding, interpolation, out_dtype, channels_last)
+    return _orbit_fwd(
+        x, mats, pull, exact, aligned, h, w, padding, interpolation, out_dtype, channels_last, aa_norm, aa_taps,
+        aa_back_taps,
+    )  # fmt: skip
 
 
 @_orbit_op.register_fake
-def _(x, mats, pull, exact, aligned, h, w, padding, interpolation, out_dtype, channels_last):
+def _(x, mats, pull, exact, aligned, h, w, padding, interpolation, out_dtype, channels_last, *aa):
     return ref.orbit_empty(x.shape[0], mats.shape[0], x.shape[1], h, w, out_dtype or x.dtype, x.device, channels_last)
 
 
@@ -221,28 +246,36 @@ def _orbit_backward_op(
     padding: str,
     interpolation: str,
     x_dtype: torch.dtype,
+    aa_norm: Tensor | None = None,
+    aa_taps: int = 0,
+    aa_back_taps: int = 0,
     backend: str | None = None,
 ) -> Tensor:
     with backend_as(backend):
-        return _orbit_bwd(grad, mats, pull, exact, aligned, H, W, padding, interpolation, x_dtype)
+        return _orbit_bwd(
+            grad, mats, pull, exact, aligned, H, W, padding, interpolation, x_dtype, aa_norm, aa_taps, aa_back_taps
+        )
 
 
 @_orbit_backward_op.register_fake
-def _(grad, mats, pull, exact, aligned, H, W, padding, interpolation, x_dtype, backend=None):
+def _(grad, mats, pull, exact, aligned, H, W, padding, interpolation, x_dtype, *rest):
     return grad.new_empty((grad.shape[0], grad.shape[2], H, W), dtype=x_dtype)
 
 
 def _orbit_setup(ctx, inputs, output):
-    x, mats, pull, exact, aligned, h, w, padding, interpolation, out_dtype, channels_last = inputs
-    ctx.save_for_backward(mats, pull)
+    x, mats, pull, exact, aligned, h, w, padding, interpolation, out_dtype, channels_last, aa_norm, *taps = inputs
+    ctx.save_for_backward(mats, pull, aa_norm)
     # the backend in force now (at tracing, for compiled code) runs the backward too (backend_as)
-    ctx.cfg = (exact, aligned, x.shape[-2], x.shape[-1], padding, interpolation, x.dtype, get_backend())
+    ctx.cfg = (exact, aligned, x.shape[-2], x.shape[-1], padding, interpolation, x.dtype)
+    ctx.taps = (*taps, get_backend())
 
 
 def _orbit_grad(ctx, grad):
-    mats, pull = ctx.saved_tensors
-    gx = torch.ops.canon.orbit_backward(grad, mats, pull, *ctx.cfg) if ctx.needs_input_grad[0] else None
-    return (gx,) + _EMPTY_GRADS[:10]
+    mats, pull, aa_norm = ctx.saved_tensors
+    if not ctx.needs_input_grad[0]:
+        return _EMPTY_GRADS[:14]
+    gx = torch.ops.canon.orbit_backward(grad, mats, pull, *ctx.cfg, aa_norm, *ctx.taps)
+    return (gx,) + _EMPTY_GRADS[:13]
 
 
 _orbit_op.register_autograd(_orbit_grad, setup_context=_orbit_setup)
@@ -257,13 +290,16 @@ def orbit(
     out_dtype=None,
     channels_last: bool = False,
     out=None,
+    antialias=None,
 ) -> Tensor:
     """All views (B, N, C, h, w) of ``x`` (B, C, H, W) through ``tables``; see :func:`canon.orbit`.
 
     ``out``: a buffer of the views' shape, dtype and layout to write into (eager only; the
     caller guarantees nothing else uses it), e.g. the last call's views once they are dead.
+    ``antialias``: the views' :class:`canon.geometry.AntialiasTables`, or None (plain views).
     """
     h, w = size
+    aa = (antialias.norm, antialias.taps, antialias.back_taps) if antialias is not None else (None, 0, 0)
     cfg = (
         tables.mats,
         tables.pull,
@@ -275,6 +311,7 @@ def orbit(
         interpolation,
         out_dtype,
         channels_last,
+        *aa,
     )
     if _aten_only():
         return decomp.orbit(_pin_traced_size(x), *cfg)

@@ -36,6 +36,10 @@ __all__ = [
     "select_backward_ref",
     "select_losses_backward_ref",
     "contrastive_loss_backward_ref",
+    "antialias_frame",
+    "antialias_window",
+    "orbit_antialias_ref",
+    "orbit_antialias_backward_ref",
 ]
 
 
@@ -746,3 +750,116 @@ def select_losses_backward_ref(
     if contrastive is not None:
         gv = gv + contrastive_loss_backward_ref(grad_losses[0], vectors, contrastive, eps).to(gv.dtype)
     return gv, gr
+
+
+# ============================================================================= antialiased views
+# A view that shrinks the input (more than one input pixel per output pixel along an axis) samples
+# each output pixel with the triangle filter of torchvision's/PIL's antialiased bilinear resize, in
+# the view's own frame: input pixel q weighs tri(a·ka)·tri(b·kb), where (a, b) = P(q) − (j, i) is q's
+# offset from output pixel (j, i) in output pixels (P: the view's inverse map, the pull table's first
+# six slots), and ka = min(1, sx), kb = min(1, sy) with sx, sy the input pixels per output pixel along
+# the view's axes (so a shrinking axis has a filter one output pixel wide, a growing one stays
+# bilinear). Weights are normalised by their sum over the whole pixel lattice (``norm``, a per-plan
+# table: canon.geometry.antialias_tables); pixels outside the input take the padding's value (zeros:
+# 0, border: the edge, reflection: the mirror). For a view without rotation this is torchvision's
+# antialiased resize away from the image border; rotated views use the rotated filter.
+def antialias_frame(mats: torch.Tensor, pull: torch.Tensor):
+    """Per view (N,): ``ka``, ``kb`` and the window half-widths ``ru``, ``rv`` in input pixels."""
+    m = mats.reshape(-1, 6)
+    sx = torch.sqrt(m[:, 0] * m[:, 0] + m[:, 3] * m[:, 3])
+    sy = torch.sqrt(m[:, 1] * m[:, 1] + m[:, 4] * m[:, 4])
+    ka, kb = sx.clamp(max=1.0), sy.clamp(max=1.0)
+    return ka, kb, m[:, 0].abs() / ka + m[:, 1].abs() / kb, m[:, 3].abs() / ka + m[:, 4].abs() / kb
+
+
+def antialias_window(mats: torch.Tensor, pull: torch.Tensor, h: int, w: int, taps: int):
+    """Yield ``(qu, qv, weight)`` for the ``taps × taps`` window positions around every output pixel of
+    every view: integer input coordinates and filter weights, each (N, h·w), in ``mats``' dtype."""
+    dt = mats.dtype
+    m = mats.reshape(-1, 6)
+    p = pull[:, :6].to(dt)
+    j = torch.arange(w, device=mats.device, dtype=dt).repeat(h)
+    i = torch.arange(h, device=mats.device, dtype=dt).repeat_interleave(w)
+    u = (m[:, 0:1] * j + m[:, 1:2] * i) + m[:, 2:3]
+    v = (m[:, 3:4] * j + m[:, 4:5] * i) + m[:, 5:6]
+    ka, kb, ru, rv = (t[:, None] for t in antialias_frame(mats, pull))
+    u0, v0 = torch.floor(u - ru - 0.01), torch.floor(v - rv - 0.01)
+    for ti in range(taps):
+        qv = v0 + ti
+        for tj in range(taps):
+            qu = u0 + tj
+            ox = (p[:, 0:1] * qu + p[:, 1:2] * qv) + p[:, 2:3]
+            oy = (p[:, 3:4] * qu + p[:, 4:5] * qv) + p[:, 5:6]
+            wa = (1.0 - (ox - j).abs() * ka).clamp_min(0.0)
+            wb = (1.0 - (oy - i).abs() * kb).clamp_min(0.0)
+            yield qu, qv, wa * wb
+
+
+def _antialias_index(qu: torch.Tensor, qv: torch.Tensor, H: int, W: int, padding: str):
+    """Flat input index of integer coordinates after padding, and where they read anything (zeros)."""
+    if padding == "border":
+        qu, qv = qu.clamp(0, W - 1), qv.clamp(0, H - 1)
+    elif padding == "reflection":
+        qu, qv = _reflect(qu, W), _reflect(qv, H)
+    ok = (qu >= 0) & (qu <= W - 1) & (qv >= 0) & (qv <= H - 1)
+    return (qv.clamp(0, H - 1) * W + qu.clamp(0, W - 1)).long(), ok
+
+
+def orbit_antialias_ref(
+    x: torch.Tensor,
+    mats: torch.Tensor,
+    pull: torch.Tensor,
+    norm: torch.Tensor,
+    taps: int,
+    size: tuple[int, int],
+    padding: str = "zeros",
+    out_dtype: torch.dtype | None = None,
+    channels_last: bool = False,
+) -> torch.Tensor:
+    """Antialiased views ``(B, N, C, h, w)`` of ``x`` (see the notes above); differentiable (aten ops only,
+    so it is also the graph that torch.export and torch.jit.trace record)."""
+    B, C, H, W = x.shape
+    h, w = size
+    N = mats.shape[0]
+    cdt = acc_dtype(x.dtype)
+    flat = x.to(cdt).reshape(B, C, H * W)
+    acc = None
+    zero = torch.zeros((), dtype=cdt, device=x.device)
+    for qu, qv, wt in antialias_window(mats.to(torch.float32), pull.to(torch.float32), h, w, taps):
+        idx, ok = _antialias_index(qu, qv, H, W, padding)
+        val = torch.gather(flat, 2, idx.reshape(1, 1, -1).expand(B, C, -1))  # (B, C, N·h·w)
+        term = torch.where(ok.reshape(-1), val * wt.reshape(-1).to(cdt), zero)
+        acc = term if acc is None else acc + term
+    views = (acc.reshape(B, C, N, h * w) / norm.reshape(1, 1, N, h * w).to(cdt)).reshape(B, C, N, h, w)
+    views = views.transpose(1, 2).to(out_dtype or x.dtype)
+    if channels_last:
+        return views.permute(0, 1, 3, 4, 2).contiguous().permute(0, 1, 4, 2, 3)
+    return views.contiguous()
+
+
+def orbit_antialias_backward_ref(
+    grad: torch.Tensor,
+    mats: torch.Tensor,
+    pull: torch.Tensor,
+    norm: torch.Tensor,
+    taps: int,
+    in_hw: tuple[int, int],
+    padding: str = "zeros",
+    x_dtype: torch.dtype | None = None,
+) -> torch.Tensor:
+    """Gradient w.r.t. ``x`` (B, C, H, W) of :func:`orbit_antialias_ref`, given ``grad`` (B, N, C, h, w):
+    every output pixel's gradient, divided by its norm, scattered back with the forward's weights
+    (padding folds onto the pixels it read)."""
+    B, N, C, h, w = grad.shape
+    H, W = in_hw
+    cdt = acc_dtype(grad.dtype)
+    g = (grad.to(cdt) / norm.to(cdt)[None, :, None]).permute(0, 2, 1, 3, 4).reshape(B, C, N * h * w)
+    acc = g.new_zeros(B * H * W, C)
+    gt = g.permute(0, 2, 1)  # (B, N·h·w, C)
+    base = (torch.arange(B, device=grad.device) * (H * W))[:, None]
+    zero = torch.zeros((), dtype=cdt, device=grad.device)
+    for qu, qv, wt in antialias_window(mats.to(torch.float32), pull.to(torch.float32), h, w, taps):
+        idx, ok = _antialias_index(qu, qv, H, W, padding)
+        val = torch.where(ok.reshape(-1, 1), gt * wt.reshape(-1, 1).to(cdt), zero)
+        acc.index_put_(((idx.reshape(1, -1) + base).reshape(-1),), val.reshape(-1, C), accumulate=True)
+    return acc.reshape(B, H * W, C).permute(0, 2, 1).reshape(B, C, H, W).to(x_dtype or grad.dtype)

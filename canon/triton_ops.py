@@ -41,21 +41,31 @@ def _device(t: torch.Tensor):
 
 
 def orbit(
-    x, mats, pull, exact, aligned, size, padding, interpolation, out_dtype=None, channels_last=False, out=None
-) -> torch.Tensor:
+    x, mats, pull, exact, aligned, size, padding, interpolation, out_dtype=None, channels_last=False, out=None,
+    aa_norm=None, aa_taps=0,
+) -> torch.Tensor:  # fmt: skip
+    """Views; antialiased (``aa_norm``, ``aa_taps`` from ``canon.geometry.antialias_tables``) when given."""
     B, C = x.shape[:2]
     h, w = size
     if out is None:
         out = ref.orbit_empty(B, mats.shape[0], C, h, w, out_dtype or x.dtype, x.device, channels_last)
     with _device(x):
+        if aa_norm is not None:
+            return resample.orbit_antialias_forward(x, mats, pull, aa_norm, aa_taps, (h, w), padding, out)
         return resample.orbit_forward(x, mats, exact, aligned, (h, w), padding, interpolation, out)
 
 
-def orbit_backward(grad, mats, pull, exact, aligned, in_hw, padding, interpolation, x_dtype, out=None) -> torch.Tensor:
+def orbit_backward(
+    grad, mats, pull, exact, aligned, in_hw, padding, interpolation, x_dtype, out=None, aa_norm=None, aa_back_taps=0
+) -> torch.Tensor:
+    """Adjoint of :func:`orbit`; antialiased views only with zero padding (the others are a scatter: the
+    reference's)."""
     B, N, C = grad.shape[:3]
     if out is None:
         out = torch.empty((B, C, *in_hw), dtype=x_dtype, device=grad.device)
     with _device(grad):
+        if aa_norm is not None:
+            return resample.orbit_antialias_backward(grad, mats, pull, aa_norm, aa_back_taps, tuple(in_hw), out)
         return resample.orbit_backward(grad, mats, pull, exact, aligned, tuple(in_hw), padding, interpolation, out)
 
 

@@ -125,6 +125,25 @@ def launch_scenarios() -> list[tuple[str, bool, object]]:
         "bilinear",
         cl,
     )
+    # ---- antialiased views (views that shrink the input) and their gather adjoint
+    for label, dt, n, hw, size, pad in (
+        ("C8 224->32 border", f32, 8, 224, 32, "border"),
+        ("C16 224->96 zeros", f32, 16, 224, 96, "zeros"),
+        ("C8 224->64 bf16 reflection", bf16, 8, 224, 64, "reflection"),
+        ("C8 64->32 fp64", f64, 8, 64, 32, "zeros"),
+    ):
+        mats, pull = tables(n)
+        record(
+            f"orbit antialias {label}", False, resample.orbit_antialias_forward,
+            t(B, 3, hw, hw, dtype=dt), mats, pull, t(n, size, size), 16, (size, size), pad,
+            t(B, n, 3, size, size, dtype=dt),
+        )  # fmt: skip
+        if pad == "zeros":
+            record(
+                f"orbit antialias backward {label}", False, resample.orbit_antialias_backward,
+                t(64, n, 3, size, size, dtype=dt), mats, pull, t(n, size, size), 4, (hw, hw),
+                t(64, 3, hw, hw, dtype=dt),
+            )  # fmt: skip
     # ---- transform (canonicalize / invert) and the fused eval canonicalization
     idx = t(B, dtype=torch.int64)
     for label, dt, n, exact, pad, interp, C, perm in (

@@ -62,6 +62,10 @@ __all__ = [
     "orbit_backward_kernel",
     "orbit_backward_scatter_kernel",
     "transform_backward_kernel",
+    "orbit_antialias_forward",
+    "orbit_antialias_backward",
+    "orbit_antialias_kernel",
+    "orbit_antialias_backward_kernel",
 ]
 
 # ----------------------------------------------------------------------------- named constants
@@ -1073,6 +1077,191 @@ def orbit_backward_scatter_kernel(
         gx_c += H * W
 
 
+# ----------------------------------------------------------------------------- antialiased views
+@triton.jit
+def _antialias_frame(m00, m01, m10, m11):
+    """(ka, kb, ru, rv) of a view: the filter's scale along the view's axes (min(1, input pixels per
+    output pixel)) and the half-widths of its footprint in input pixels (as ``canon.reference``)."""
+    sx = tl.sqrt(m00 * m00 + m10 * m10)
+    sy = tl.sqrt(m01 * m01 + m11 * m11)
+    ka = tl.minimum(sx, 1.0)
+    kb = tl.minimum(sy, 1.0)
+    return ka, kb, tl.abs(m00) / ka + tl.abs(m01) / kb, tl.abs(m10) / ka + tl.abs(m11) / kb
+
+
+@triton.jit
+def orbit_antialias_kernel(
+    # pointers
+    x_ptr,  # (B, C, H, W) input, any strides
+    mats_ptr,  # (N, MAT_SLOTS) float32 view matrices
+    pull_ptr,  # (N, PULL_SLOTS) float32 pull table (its inverse maps)
+    norm_ptr,  # (N, h, w) float32 sum of each output pixel's filter weights, contiguous
+    out_ptr,  # (B, N, C, h, w) views, any strides
+    # strides
+    sx_b,
+    sx_c,
+    sx_h,
+    sx_w,
+    so_b,
+    so_n,
+    so_c,
+    so_h,
+    so_w,
+    # sizes
+    C,
+    H,
+    W,
+    h,
+    w,
+    N,
+    TAPS,  # side of the square window of input pixels around each output pixel's centre
+    # meta-parameters
+    PADDING: tl.constexpr,
+    ACC: tl.constexpr,
+    CHANNELS: tl.constexpr,
+    TILE_H: tl.constexpr,
+    TILE_W: tl.constexpr,
+):
+    """Antialiased views (``canon.reference.orbit_antialias_ref``): each output pixel is the normalised
+    sum, over a TAPS × TAPS window of input pixels, of the view-frame triangle filter × the (padded)
+    input. One program per (b, n, output tile); taps summed in the reference's order."""
+    pid = tl.program_id(0)
+    tiles = tl.cdiv(h, TILE_H) * tl.cdiv(w, TILE_W)
+    bn = pid // tiles
+    b = bn // N
+    n = bn - b * N
+    r, q, r0, q0 = _tile_coords(pid - bn * tiles, w, TILE_H, TILE_W)
+    pix_ok = (r < h)[:, None] & (q < w)[None, :]
+    m00, m01, m02, m10, m11, m12 = _load_matrix(mats_ptr, n, MAT_SLOTS)
+    p00, p01, p02, p10, p11, p12 = _load_matrix(pull_ptr, n, PULL_SLOTS)
+    ka, kb, ru, rv = _antialias_frame(m00, m01, m10, m11)
+    jf = q[None, :].to(tl.float32)
+    if_ = r[:, None].to(tl.float32)
+    u, v = _source_coords(m00, m01, m02, m10, m11, m12, jf, if_)
+    u0 = tl.floor(u - ru - 0.01)
+    v0 = tl.floor(v - rv - 0.01)
+    Wf = W * 1.0
+    Hf = H * 1.0
+    x_img = x_ptr + b.to(tl.int64) * sx_b
+    out_view = out_ptr + b.to(tl.int64) * so_b + n.to(tl.int64) * so_n
+    nrm = tl.load(
+        norm_ptr + n.to(tl.int64) * h * w + (tl.minimum(r, h - 1)[:, None] * w + tl.minimum(q, w - 1)[None, :]),
+        mask=pix_ok,
+        other=1.0,
+    )
+    out_off = (r[:, None] * so_h + q[None, :] * so_w)[None, :, :]
+    for c0 in range(0, C, CHANNELS):
+        c = c0 + tl.arange(0, CHANNELS)
+        c_ok = (c < C)[:, None, None]
+        chan_off = (c.to(tl.int64) * sx_c)[:, None, None]
+        acc = tl.zeros([CHANNELS, TILE_H, TILE_W], dtype=ACC)
+        for ti in range(TAPS):
+            qv = v0 + ti
+            for tj in range(TAPS):
+                qu = u0 + tj
+                ox = (p00 * qu + p01 * qv) + p02
+                oy = (p10 * qu + p11 * qv) + p12
+                wt = tl.maximum(1.0 - tl.abs(ox - jf) * ka, 0.0) * tl.maximum(1.0 - tl.abs(oy - if_) * kb, 0.0)
+                pu, pv = _pad(qu, qv, Wf, Hf, PADDING)
+                ok = pix_ok & (wt != 0.0) & (pu >= 0.0) & (pu <= Wf - 1.0) & (pv >= 0.0) & (pv <= Hf - 1.0)
+                iu = tl.minimum(tl.maximum(pu, 0.0), Wf - 1.0).to(tl.int32)
+                iv = tl.minimum(tl.maximum(pv, 0.0), Hf - 1.0).to(tl.int32)
+                val = tl.load(
+                    x_img + chan_off + (iv * sx_h + iu * sx_w)[None, :, :], mask=c_ok & ok[None, :, :], other=0.0
+                ).to(ACC)
+                acc += val * wt.to(ACC)[None, :, :]
+        tl.store(
+            out_view + (c.to(tl.int64) * so_c)[:, None, None] + out_off,
+            (acc / nrm.to(ACC)[None, :, :]).to(out_ptr.dtype.element_ty),
+            mask=c_ok & pix_ok[None, :, :],
+        )
+
+
+@triton.jit
+def orbit_antialias_backward_kernel(
+    # pointers
+    grad_ptr,  # (B, N, C, h, w) gradient of the views, any strides
+    mats_ptr,  # (N, MAT_SLOTS) float32 view matrices
+    pull_ptr,  # (N, PULL_SLOTS) float32 pull table
+    norm_ptr,  # (N, h, w) float32 filter sums, contiguous
+    gx_ptr,  # (B, C, H, W) gradient of the input, any strides; written once
+    # strides
+    sg_b,
+    sg_n,
+    sg_c,
+    sg_h,
+    sg_w,
+    sgx_b,
+    sgx_c,
+    sgx_h,
+    sgx_w,
+    # sizes
+    C,
+    H,
+    W,
+    h,
+    w,
+    N,
+    BACK_TAPS,  # side of the window of output pixels whose filters can reach one input pixel
+    # meta-parameters
+    ACC: tl.constexpr,
+    CHANNELS: tl.constexpr,
+    TILE_H: tl.constexpr,
+    TILE_W: tl.constexpr,
+):
+    """Adjoint of zero-padded :func:`orbit_antialias_kernel` by gather: every input pixel sums, view by
+    view in order, the gradient / norm × weight of the output pixels whose filters cover it (found
+    around the pixel's position in the view's frame; deterministic, no atomics)."""
+    pid = tl.program_id(0)
+    tiles = tl.cdiv(H, TILE_H) * tl.cdiv(W, TILE_W)
+    b = pid // tiles
+    r, q, r0, q0 = _tile_coords(pid - b * tiles, W, TILE_H, TILE_W)
+    in_ok = (r < H)[:, None] & (q < W)[None, :]
+    uu = q[None, :].to(tl.float32)
+    vv = r[:, None].to(tl.float32)
+    grad_b = grad_ptr + b.to(tl.int64) * sg_b
+    gx_b = gx_ptr + b.to(tl.int64) * sgx_b
+    gx_off = (r[:, None] * sgx_h + q[None, :] * sgx_w)[None, :, :]
+    for c0 in range(0, C, CHANNELS):
+        c = c0 + tl.arange(0, CHANNELS)
+        c_ok = (c < C)[:, None, None]
+        chan_off = (c.to(tl.int64) * sg_c)[:, None, None]
+        acc = tl.zeros([CHANNELS, TILE_H, TILE_W], dtype=ACC)
+        grad_view = grad_b
+        for n in range(N):
+            m00, m01, m02, m10, m11, m12 = _load_matrix(mats_ptr, n, MAT_SLOTS)
+            p00, p01, p02, p10, p11, p12 = _load_matrix(pull_ptr, n, PULL_SLOTS)
+            ka, kb, ru, rv = _antialias_frame(m00, m01, m10, m11)
+            ox = (p00 * uu + p01 * vv) + p02  # this input pixel in the view's frame
+            oy = (p10 * uu + p11 * vv) + p12
+            j0 = tl.floor(ox - 1.0 / ka - 0.01).to(tl.int32)
+            i0 = tl.floor(oy - 1.0 / kb - 0.01).to(tl.int32)
+            norm_view = norm_ptr + n * h * w  # (N·h·w < 2³¹: the launcher checks the plane)
+            for di in range(BACK_TAPS):
+                ii = i0 + di
+                for dj in range(BACK_TAPS):
+                    jj = j0 + dj
+                    wt = tl.maximum(1.0 - tl.abs(ox - jj.to(tl.float32)) * ka, 0.0) * tl.maximum(
+                        1.0 - tl.abs(oy - ii.to(tl.float32)) * kb, 0.0
+                    )
+                    ok = in_ok & (wt != 0.0) & (ii >= 0) & (ii < h) & (jj >= 0) & (jj < w)
+                    ic = tl.minimum(tl.maximum(ii, 0), h - 1)
+                    jc = tl.minimum(tl.maximum(jj, 0), w - 1)
+                    nrm = tl.load(norm_view + ic * w + jc, mask=ok, other=1.0).to(ACC)
+                    gv = tl.load(
+                        grad_view + chan_off + (ic * sg_h + jc * sg_w)[None, :, :],
+                        mask=c_ok & ok[None, :, :],
+                        other=0.0,
+                    ).to(ACC)
+                    acc += (gv / nrm[None, :, :]) * wt.to(ACC)[None, :, :]
+            grad_view += sg_n
+        tl.store(
+            gx_b + (c.to(tl.int64) * sgx_c)[:, None, None] + gx_off,
+            acc.to(gx_ptr.dtype.element_ty),
+            mask=c_ok & in_ok[None, :, :],
+        )
+
+
 # ----------------------------------------------------------------------------- host side
 def resample_config(h: int, w: int, C: int, dtype: torch.dtype, kind: str) -> dict:
     """A fresh dict of :func:`_resample_config`, which is cached: uncached it cost ~5.6 µs per launch
@@ -1352,3 +1541,44 @@ def transform_backward(
         grad_x.copy_(accum)
     if dot is not None:
         torch.sum(dot, dim=-1, out=grad_w)
+
+
+def orbit_antialias_forward(x, mats, pull, norm, taps: int, size, padding: str, out: torch.Tensor) -> torch.Tensor:
+    """Antialiased views of ``x`` (B, C, H, W) into ``out`` (B, N, C, h, w), any strides; ``norm`` (N, h, w)
+    and ``taps`` from ``canon.geometry.antialias_tables``."""
+    B, C, H, W = x.shape
+    N = mats.shape[0]
+    h, w = size
+    mats, pull, norm = dense(mats), dense(pull), dense(norm)
+    _check_plane("x", x)
+    _check_plane("out", out)
+    meta, warps = _split(resample_config(h, w, C, out.dtype, "taps"))
+    launch(
+        orbit_antialias_kernel, (B * N * _tiles(h, w, meta),), warps, fp_fusion=False,
+        x_ptr=x, mats_ptr=mats, pull_ptr=pull, norm_ptr=norm, out_ptr=out,
+        sx_b=x.stride(0), sx_c=x.stride(1), sx_h=x.stride(2), sx_w=x.stride(3),
+        so_b=out.stride(0), so_n=out.stride(1), so_c=out.stride(2), so_h=out.stride(3), so_w=out.stride(4),
+        C=C, H=H, W=W, h=h, w=w, N=N, TAPS=int(taps),
+        PADDING=PADDING_CODES[padding], ACC=acc_tl(x.dtype), CHANNELS=meta["CHANNELS"], TILE_H=meta["TILE_H"],
+        TILE_W=meta["TILE_W"],
+    )  # fmt: skip
+    return out
+
+
+def orbit_antialias_backward(grad, mats, pull, norm, back_taps: int, in_hw, out: torch.Tensor) -> torch.Tensor:
+    """Adjoint of zero-padded :func:`orbit_antialias_forward`: ``out`` (B, C, H, W) ← Σ_n A_nᵀ grad[:, n]."""
+    B, N, C, h, w = grad.shape
+    H, W = in_hw
+    mats, pull, norm = dense(mats), dense(pull), dense(norm)
+    _check_plane("grad", grad)
+    _check_plane("out", out)
+    meta, warps = _split(resample_config(H, W, C, out.dtype, "pull"))
+    launch(
+        orbit_antialias_backward_kernel, (B * _tiles(H, W, meta),), warps, fp_fusion=False,
+        grad_ptr=grad, mats_ptr=mats, pull_ptr=pull, norm_ptr=norm, gx_ptr=out,
+        sg_b=grad.stride(0), sg_n=grad.stride(1), sg_c=grad.stride(2), sg_h=grad.stride(3), sg_w=grad.stride(4),
+        sgx_b=out.stride(0), sgx_c=out.stride(1), sgx_h=out.stride(2), sgx_w=out.stride(3),
+        C=C, H=H, W=W, h=h, w=w, N=N, BACK_TAPS=int(back_taps),
+        ACC=acc_tl(out.dtype), CHANNELS=meta["CHANNELS"], TILE_H=meta["TILE_H"], TILE_W=meta["TILE_W"],
+    )  # fmt: skip
+    return out

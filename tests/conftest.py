@@ -1,5 +1,6 @@
 """Shared test set-up. TRITON_INTERPRET must be set before triton is first imported, so it is set here."""
 
+import math
 import os
 
 os.environ.setdefault("TRITON_INTERPRET", "1")
@@ -161,6 +162,50 @@ def relayout(t: torch.Tensor, layout: str, poison) -> tuple[torch.Tensor, torch.
         raise ValueError(layout)
     arranged.copy_(t)  # sliced, column and offset views start 1 or 3 elements into their buffer
     return arranged, t.contiguous()
+
+
+def _padded(x: torch.Tensor, qi: torch.Tensor, size: int, padding: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Indices of integer positions ``qi`` along an axis of ``size`` after padding, and where they read."""
+    if padding == "border":
+        return qi.clamp(0, size - 1), torch.ones_like(qi, dtype=torch.bool)
+    if padding == "reflection":  # mirror about the outer pixel edges, periodically: …, 1, 0, | 0, 1, …, n-1, | n-1, …
+        period = qi.remainder(2 * size)
+        return torch.where(period < size, period, 2 * size - 1 - period), torch.ones_like(qi, dtype=torch.bool)
+    return qi.clamp(0, size - 1), (qi >= 0) & (qi < size)
+
+
+def view_ref_aa(x: torch.Tensor, g, out_hw, crop, padding: str) -> torch.Tensor:
+    """Antialiased views by their definition, brute force in float64: output pixel (i, j) of view g is the
+    mean of the padded input over every integer pixel q near it, weighted by tri(a·min(1, sx))·tri(b·min(1, sy)),
+    (a, b) = A⁻¹(q − p) the offset of q from the pixel's centre p in view pixels, A = A_g⁻¹·diag(sx, sy)."""
+    B, C, H, W = x.shape
+    h, w = out_hw
+    ry, rx = crop if isinstance(crop, tuple) else (crop, crop)
+    sx, sy = rx * W / w, ry * H / h
+    k = torch.tensor([min(1.0, sx), min(1.0, sy)], dtype=torch.float64)
+    reach = int(math.ceil(2 * (max(sx, 1.0) + max(sy, 1.0)))) + 2
+    qv, qu = torch.meshgrid(
+        torch.arange(-reach, H + reach, dtype=torch.float64),
+        torch.arange(-reach, W + reach, dtype=torch.float64),
+        indexing="ij",
+    )
+    iu, okx = _padded(x, qu.long(), W, padding)
+    iv, oky = _padded(x, qv.long(), H, padding)
+    vals = x.double()[:, :, iv, iu] * (okx & oky)  # (B, C, H + 2·reach, W + 2·reach)
+    views = torch.zeros(B, g.order, C, h, w, dtype=torch.float64)
+    for e in range(g.order):
+        A = torch.linalg.inv(torch.tensor(g.matrix(e), dtype=torch.float64)) @ torch.diag(
+            torch.tensor([sx, sy], dtype=torch.float64)
+        )
+        Ainv = torch.linalg.inv(A)
+        for i in range(h):
+            for j in range(w):
+                off = torch.tensor([j - (w - 1) / 2, i - (h - 1) / 2], dtype=torch.float64)
+                p = torch.tensor([(W - 1) / 2, (H - 1) / 2], dtype=torch.float64) + A @ off
+                ab = torch.einsum("ij,jhw->ihw", Ainv, torch.stack([qu - p[0], qv - p[1]]))
+                wt = (1 - ab[0].abs() * k[0]).clamp_min(0) * (1 - ab[1].abs() * k[1]).clamp_min(0)
+                views[:, e, :, i, j] = (vals * wt).sum((-2, -1)) / wt.sum()
+    return views
 
 
 @pytest.fixture

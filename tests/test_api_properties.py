@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import LAYOUTS, TOLERANCES, relayout
+from conftest import LAYOUTS, TOLERANCES, relayout, view_ref_aa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -47,6 +47,7 @@ NAMES = {
     "padding": r"\bpadding\b",
     "interpolation": r"\binterpolation\b",
     "out_dtype": r"\bout_dtype\b",
+    "antialias": r"\bantialias\b",
     "vectors": r"\bvectors\b",
     "reference": r"\breference\b",
     "beta": r"\bbeta\b",
@@ -242,7 +243,7 @@ def check_close(actual: torch.Tensor, expected: torch.Tensor, dtype: torch.dtype
 @SETTINGS
 @given(data=st.data())
 def test_orbit(data):
-    wrong = wrong_set(data, ["x", "size", "crop_ratio", "padding", "interpolation", "out_dtype"])
+    wrong = wrong_set(data, ["x", "size", "crop_ratio", "padding", "interpolation", "out_dtype", "antialias"])
     a = draw_args(
         data,
         wrong,
@@ -253,15 +254,21 @@ def test_orbit(data):
         padding=PADDINGS,
         interpolation=INTERPOLATIONS,
         out_dtype=(st.sampled_from([None, torch.float32, torch.float64]), st.sampled_from([torch.int32, "float32"])),
+        antialias=(st.booleans(), st.sampled_from(["yes", 1, None])),
     )
     x, sz, cr, pad, mode, od = a["x"], a["size"], a["crop_ratio"], a["padding"], a["interpolation"], a["out_dtype"]
+    aa = a["antialias"]
 
     def verify(views):
         g = as_group(a["group"])
         B, C, H, W = x.shape
         h, w = (H, W) if sz is None else (sz, sz) if isinstance(sz, int) else sz
         assert views.shape == (B, g.order, C, h, w) and views.dtype == (od or x.dtype)
-        if mode == "bilinear":
+        ry, rx = cr if isinstance(cr, tuple) else (cr, cr)
+        shrinks = max(rx * W / w, ry * H / h) > 1.0 + 1e-9
+        if mode == "bilinear" and aa and shrinks:
+            check_close(views, view_ref_aa(x, g, (h, w), cr, pad), x.dtype)
+        elif mode == "bilinear":
             check_close(views, view_ref(x, g, (h, w), cr, pad), x.dtype)
         else:  # nearest: every value is an input pixel, or 0 where zeros padding applies
             allowed = torch.cat([x.double().flatten(), torch.zeros(1, dtype=torch.float64)])
@@ -274,7 +281,7 @@ def test_orbit(data):
                         f"element {e} is not an exact pixel permutation"
                     )
 
-    outcome("canon.orbit", lambda: canon.orbit(x, a["group"], sz, cr, pad, mode, od), wrong, verify)
+    outcome("canon.orbit", lambda: canon.orbit(x, a["group"], sz, cr, pad, mode, od, antialias=aa), wrong, verify)
 
 
 # -- select ----------------------------------------------------------------------------

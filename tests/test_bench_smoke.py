@@ -14,6 +14,7 @@ from canon.networks import ConvEncoder
 
 # kornia-style rotation: its tolerance is the "kornia_rotation" case of the table in tests/conftest.py
 OPS = ("orbit", "select", "canonicalize", "invert")
+OP_CASES = (*OPS, "orbit-one-tap")  # every case timing one op (the last: orbit without antialiasing)
 STEPS = ("step", "step-no-encoder")
 
 
@@ -65,7 +66,9 @@ def test_cli_backward_rows_for_every_op(tmp_path):
 
 
 def test_registry_lists_every_case():
-    assert C.CASES == tuple(C.REGISTRY) == ("orbit", "select", "canonicalize", "invert", "step", "step-no-encoder")
+    assert C.CASES == tuple(C.REGISTRY) == (
+        "orbit", "orbit-one-tap", "select", "canonicalize", "invert", "step", "step-no-encoder"
+    )  # fmt: skip
     for name, case in C.REGISTRY.items():
         assert case.name == name and case.summary, name
         assert case.default_mode == ("full" if name in STEPS else "forward"), name
@@ -91,9 +94,9 @@ def _check_mode(cfg: C.Config, b: C.Bench, provider: str) -> None:
     what = f"{cfg.case} {cfg.mode} {provider}"
     out = b.fn()
     assert b.out_shape, what
-    if cfg.case in OPS:
+    if cfg.case in OP_CASES:
         assert b.bytes and b.bytes > 0, what
-    if cfg.mode == "backward" or (cfg.mode == "full" and cfg.case in OPS):
+    if cfg.mode == "backward" or (cfg.mode == "full" and cfg.case in OP_CASES):
         _check_grads(out, what)  # every input the mode differentiates receives a gradient
         again = b.fn()  # the retained graph is differentiated again: the same gradients (up to atomics' order)
         for g, h in zip(out, again):
@@ -103,13 +106,25 @@ def _check_mode(cfg: C.Config, b: C.Bench, provider: str) -> None:
 
 
 @pytest.mark.parametrize("mode", C.MODES)
-@pytest.mark.parametrize("case", C.CASES)
-@pytest.mark.parametrize("provider", ["ours-reference", "equiadapt-loop"])
+@pytest.mark.parametrize(
+    "case,provider",
+    [
+        (c, p)
+        for c in C.CASES
+        for p in ("ours-reference", "equiadapt-loop")
+        if (c, p) != ("orbit-one-tap", "equiadapt-loop")
+    ],
+)
 def test_every_case_runs_every_mode(case, mode, provider):
     """Backward rows time a backward that reaches every input: x and the one-hot for canonicalize/invert,
     the vectors and the reference for select, x for orbit, every parameter for steps."""
     cfg = C.Config(case, 2, 4, "3x32x32", mode=mode)
     _check_mode(cfg, C.build(cfg, provider, "cpu"), provider)
+
+
+def test_one_tap_views_have_no_equiadapt_twin():
+    with pytest.raises(C.Unavailable, match="always antialiases"):  # said in the row, not timed
+        C.build(C.Config("orbit-one-tap", 2, 4, "3x32x32"), "equiadapt-loop", "cpu")
 
 
 @kernel_device

@@ -39,6 +39,8 @@ def test_every_launched_variant_compiles_without_spills(report):
         "orbit_backward_kernel",
         "orbit_backward_scatter_kernel",
         "transform_backward_kernel",
+        "orbit_antialias_kernel",
+        "orbit_antialias_backward_kernel",
         "select_kernel",
         "select_backward_kernel",
     }

@@ -104,7 +104,13 @@ def _inputs(group="C8", C=3, S=32):
 
 CALLS = {
     # name: (call, Triton launches, at most this many aten kernels)
-    "orbit": (lambda x, v, r, i, s: canon.orbit(x, "C8", size=24, crop_ratio=0.8), ["orbit_kernel"], 0),
+    "orbit": (
+        lambda x, v, r, i, s: canon.orbit(x, "C8", size=24, crop_ratio=0.8, antialias=False),
+        ["orbit_kernel"],
+        0,
+    ),
+    # a shrinking view antialiased (the default): one launch too
+    "orbit antialias": (lambda x, v, r, i, s: canon.orbit(x, "C8", size=8), ["orbit_antialias_kernel"], 0),
     "orbit exact": (lambda x, v, r, i, s: canon.orbit(x, "D4"), ["orbit_kernel"], 0),
     "select": (lambda x, v, r, i, s: canon.select(v, r), ["select_kernel"], 0),
     "select gumbel": (
@@ -160,7 +166,7 @@ def test_module_forward_backward_make_no_host_traffic(group):
     launches, kernels, host = device_work(train_step)
     assert host == [], f"training step host<->device traffic: {host}"
     assert (
-        launches.count("orbit_kernel") == 1
+        launches.count("orbit_antialias_kernel") == 1  # 32 → 24: the views shrink, antialiased by default
         and launches.count("select_kernel") == 1
         and launches.count("transform_kernel") == 1
     ), launches
@@ -168,7 +174,7 @@ def test_module_forward_backward_make_no_host_traffic(group):
     assert not any("scatter" in name for name in launches), f"zero-padded adjoints are gathers: {launches}"
     launches, kernels, host = device_work(lambda: model.eval()(x))
     assert host == [], f"eval forward host<->device traffic: {host}"
-    assert launches == ["orbit_kernel", "select_transform_kernel"], launches  # plus the encoder's own kernels
+    assert launches == ["orbit_antialias_kernel", "select_transform_kernel"], launches  # plus the encoder's own
 
 
 @pytest.mark.parametrize(

@@ -29,7 +29,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import canon
-from canon.geometry import channel_tables, view_tables
+from canon.geometry import antialias_tables, channel_tables, view_tables
 from canon.groups import as_group
 
 NAN = float("nan")
@@ -80,8 +80,11 @@ def _selection(index, onehot):
 # ----------------------------------------------------------------------------- public ops
 PUBLIC = {
     "orbit": Case(lambda d: {"x": _x(d)}, lambda x: canon.orbit(x, "C4"), grads=("x",)),
-    # two views of a 0.8 crop: bilinear taps (the gradient of x does not read x: checked with "orbit")
-    "orbit_bilinear": Case(lambda d: {"x": _x(d, H=4, W=5)}, lambda x: canon.orbit(x, "C2", size=3, crop_ratio=0.8)),
+    # two views of a 0.8 crop: bilinear taps (the gradient of x does not read x: checked with "orbit");
+    # antialiased views: the registered orbit_antialias cases below
+    "orbit_bilinear": Case(
+        lambda d: {"x": _x(d, H=4, W=5)}, lambda x: canon.orbit(x, "C2", size=3, crop_ratio=0.8, antialias=False)
+    ),
     "select": Case(
         lambda d: _vectors(d),
         lambda vectors, reference: canon.select(vectors, reference),
@@ -203,8 +206,36 @@ def _orbit_backward_args(dev):
 def _orbit_backward_op(grad, mats, pull, backend):
     t = _tables("cpu")
     return torch.ops.canon.orbit_backward(
-        grad, mats, pull, t.exact, t.aligned, 4, 5, "zeros", "bilinear", torch.float32, backend
+        grad, mats, pull, t.exact, t.aligned, 4, 5, "zeros", "bilinear", torch.float32, backend=backend
     )
+
+
+def _antialias(dev):
+    return antialias_tables(as_group("C2"), (4, 5), (3, 3), 0.8, torch.device(dev))
+
+
+def _orbit_antialias_args(dev):
+    t = _tables(dev)
+    return {"x": _x(dev, H=4, W=5), "mats": t.mats.clone(), "pull": t.pull.clone(), "aa_norm": _antialias(dev).norm}
+
+
+def _orbit_antialias_op(x, mats, pull, aa_norm):
+    t, aa = _tables("cpu"), _antialias("cpu")
+    return torch.ops.canon.orbit(
+        x, mats, pull, t.exact, t.aligned, 3, 3, "border", "bilinear", None, False, aa_norm, aa.taps, aa.back_taps
+    )
+
+
+def _orbit_antialias_backward_args(dev):
+    return {**_orbit_backward_args(dev), "aa_norm": _antialias(dev).norm}
+
+
+def _orbit_antialias_backward_op(grad, mats, pull, aa_norm, backend):
+    t, aa = _tables("cpu"), _antialias("cpu")
+    return torch.ops.canon.orbit_backward(
+        grad, mats, pull, t.exact, t.aligned, 4, 5, "zeros", "bilinear", torch.float32, aa_norm, aa.taps, aa.back_taps,
+        backend,
+    )  # fmt: skip
 
 
 def _transform_args(dev):
@@ -305,6 +336,8 @@ TABLE_POISON = {"index": 0, "target": 3, "chan_perm": 0, "chan_inv": 0}
 REGISTERED = {
     "orbit": Case(_orbit_args, _orbit_op),
     "orbit_backward": Case(_orbit_backward_args, _orbit_backward_op),
+    "orbit_antialias": Case(_orbit_antialias_args, _orbit_antialias_op),
+    "orbit_antialias_backward": Case(_orbit_antialias_backward_args, _orbit_antialias_backward_op),
     "transform": Case(_transform_args, _transform_op, TABLE_POISON),
     "transform_regular": Case(_transform_regular_args, _transform_regular_op, TABLE_POISON),
     "transform_backward": Case(_transform_backward_args, _transform_backward_op, TABLE_POISON),
