@@ -32,15 +32,15 @@ CASES = [
     ("C2", (4, 6), (4, 6), 1.0, "border", "bilinear"),
     ("D2", (1, 5), (3, 2), 1.0, "reflection", "bilinear"),
     ("C4", (8, 8), (4, 4), 0.5, "zeros", "bilinear"),  # exact crop: copies with an offset
-    ("C8", (9, 9), (20, 20), 0.8, "zeros", "bilinear"),  # upsampling: wide pull windows
+    ("C8", (6, 6), (13, 13), 0.8, "zeros", "bilinear"),  # upsampling: wide pull windows
     ("C8", (9, 9), (4, 5), 1.0, "zeros", "nearest"),
     ("D4", (6, 9), (6, 9), 1.0, "zeros", "bilinear"),  # non-square: rotations leave the input
-    ("C4", (33, 35), (40, 37), 1.0, "zeros", "bilinear"),  # several tiles per plane, ragged edges
-    ("D8", (17, 17), (9, 9), 0.9, "zeros", "bilinear"),
+    ("C4", (19, 21), (20, 23), 1.0, "zeros", "bilinear"),  # several tiles per plane, ragged edges
+    ("D8", (13, 13), (7, 7), 0.9, "zeros", "bilinear"),
     # sides that are multiples of 16: tile copies with 16-aligned runs (transposes, reversed runs)
     ("D4", (32, 32), (32, 32), 1.0, "zeros", "bilinear"),
     ("D2", (32, 48), (32, 48), 1.0, "zeros", "bilinear"),  # flips of a non-square plane
-    ("C8", (32, 32), (32, 32), 1.0, "zeros", "bilinear"),  # exact elements among bilinear ones (one-tap reads)
+    ("C8", (16, 16), (16, 16), 1.0, "zeros", "bilinear"),  # exact elements among bilinear ones (one-tap reads)
 ]
 
 
@@ -321,7 +321,7 @@ def test_gradcheck_float64_through_triton(dev, rng):
     x = torch.randn(1, 2, 5, 4, dtype=torch.float64, generator=rng).to(dev).requires_grad_()
     with canon.use_backend("triton"):
         assert torch.autograd.gradcheck(
-            lambda t: canon.orbit(t, "C8", size=(3, 4), crop_ratio=0.9, padding="reflection"), (x,), **scatter
+            lambda t: canon.orbit(t, "C8", (3, 4), 0.9, "reflection", antialias=False), (x,), **scatter
         )
         assert torch.autograd.gradcheck(
             lambda t: canon.orbit(t, "C8", size=(6, 7), crop_ratio=0.9, padding="zeros"), (x,), fast_mode=True
