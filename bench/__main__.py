@@ -127,9 +127,23 @@ def _shape_key(in_shape: str) -> str:
     return next(k for k, v in C.SHAPES.items() if "x".join(map(str, v[0])) == in_shape)
 
 
+SUBCOMMANDS = """subcommands (python -m bench SUBCOMMAND --help for their options):
+  profile    one case under torch.profiler: time per step, kernels, share outside the encoder
+  sweep      resampling kernel time over launch configurations (CUDA)
+  overhead   host time per call of every public op on tiny inputs
+  kernels    registers, spills and memory widths of every kernel, compiled for sm_80/sm_90 without a GPU
+  plot       redraw the figures from a results.csv
+"""
+
+
 def _parser() -> argparse.ArgumentParser:
     what = "canon benchmark suite: every case × provider × mode × size, one CSV row each"
-    ap = argparse.ArgumentParser(prog="python -m bench", description=what)
+    ap = argparse.ArgumentParser(
+        prog="python -m bench",
+        description=what,
+        epilog=SUBCOMMANDS,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     quick = "a small set including the target cases (< 3 min on a 2-core CPU)"
     ap.add_argument("--quick", action="store_true", help=quick)
     ap.add_argument("--output-dir", default=DEFAULT_OUT)
@@ -212,6 +226,16 @@ def _measure_all(cfgs, providers, device, env, copy_gbps, quick: bool, min_time:
     return rows
 
 
+def not_timed_summary(rows: list[dict]) -> list[str]:
+    """One line per provider and reason for the rows that were not timed (their notes say why)."""
+    seen: dict = {}
+    for r in rows:
+        if r["status"] in ("unavailable", "error"):
+            key = (r["provider"], r["status"], r.get("note") or "no reason recorded")
+            seen[key] = seen.get(key, 0) + 1
+    return [f"# {n} row(s) {status}, {provider}: {note}" for (provider, status, note), n in seen.items()]
+
+
 def _write_outputs(rows: list[dict], out_dir: str, plots: bool) -> str:
     path = os.path.join(out_dir, "results.csv")
     write_csv(rows, path)
@@ -249,6 +273,8 @@ def run_suite(argv: list[str]) -> int:
     rows = _measure_all(cfgs, providers, device, env, copy_gbps, args.quick, min_time)
     add_speedups(rows)
     path = _write_outputs(rows, args.output_dir, not args.no_plots)
+    for line in not_timed_summary(rows):
+        print(line)
     print(f"\n# {len(rows)} rows in {time.perf_counter() - t0:.0f} s → {path}")
     return 0
 

@@ -32,6 +32,7 @@ equiadapt does. Canonical images and inverses are at full input resolution.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import itertools
 import math
@@ -39,6 +40,7 @@ import os
 import platform
 import statistics
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -747,6 +749,21 @@ def copy_bandwidth(device: str, quick: bool = True) -> float:
     return 2 * n * 4 / (t["median_ms"] * 1e-3) / 1e9
 
 
+@contextlib.contextmanager
+def quiet_native_stderr():
+    """Silence what C++ code writes to file descriptor 2 inside the block: the profiler's Kineto prints
+    ``USDT: … profiler_start/stop`` and a CPUAllocator note on every profiled row, which no option turns off."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 def profile_call(fn, device: str) -> dict:
     """Peak memory and launches of one call (after the timing, so everything is warm)."""
     from torch.profiler import ProfilerActivity, profile
@@ -756,7 +773,7 @@ def profile_call(fn, device: str) -> dict:
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
         base = torch.cuda.memory_allocated()
-    with profile(activities=acts, profile_memory=device == "cpu") as prof:
+    with quiet_native_stderr(), profile(activities=acts, profile_memory=device == "cpu") as prof:
         fn()
         if device == "cuda":
             torch.cuda.synchronize()

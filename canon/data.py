@@ -78,6 +78,10 @@ class ImageData:
 def check_data(x, y, source: str) -> tuple[torch.Tensor, torch.Tensor]:
     """Validate and convert images and labels; returns (N, C, H, W) float32 and (N,) int64.
 
+    A 4-D array whose last axis has 1, 3 or 4 entries and whose second has none of these (and whose
+    planes are larger than 4 pixels) is channels-last (N, H, W, C): it is moved to (N, C, H, W) with a
+    ``UserWarning`` saying so.
+
     Raises:
         ValueError: wrong number of dimensions, empty data, label count mismatch,
             non-integer or negative labels, NaN/Inf pixels.
@@ -87,6 +91,16 @@ def check_data(x, y, source: str) -> tuple[torch.Tensor, torch.Tensor]:
         x = x[:, None]
     if x.ndim != 4:
         raise ValueError(f"{source}: images must have shape (N, C, H, W) or (N, H, W), got shape {x.shape}")
+    if x.shape[-1] in CHANNEL_COUNTS and x.shape[1] not in CHANNEL_COUNTS and min(x.shape[1:3]) > max(CHANNEL_COUNTS):
+        # (N, H, W, C), as PIL, OpenCV, TensorFlow and numpy image stacks store them
+        warnings.warn(
+            f"{source}: images of shape {x.shape} read as channels-last (N, H, W, C) with C = {x.shape[-1]} and "
+            f"converted to (N, C, H, W) = {(x.shape[0], x.shape[3], x.shape[1], x.shape[2])}; store (N, C, H, W) to "
+            "skip this",
+            UserWarning,
+            stacklevel=2,
+        )
+        x = np.moveaxis(x, -1, 1)
     if x.shape[0] == 0 or min(x.shape[1:]) == 0:
         raise ValueError(f"{source}: images are empty, shape {x.shape}")
     if y.ndim != 1:
@@ -120,6 +134,7 @@ def check_data(x, y, source: str) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 SCALED_INTS = (np.uint8, np.uint16)  # image formats: 8- and 16-bit grey levels
+CHANNEL_COUNTS = (1, 3, 4)  # grey, RGB, RGBA: what a last axis of channels holds
 
 
 def _to_unit_float(x: np.ndarray, source: str) -> np.ndarray:

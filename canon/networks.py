@@ -169,9 +169,18 @@ def _build(spec: str, kwargs: dict) -> nn.Module:
             if timm.is_model(name):
                 return timm.create_model(name, **{"pretrained": False, **kwargs})
             errors.append(f"timm has no model {name!r}")
-    raise ImportError(
-        f"{fn}: cannot build {spec!r}: " + "; ".join(errors) + " (pip install torchvision / timm, or pass an nn.Module)"
-    )
+    raise ImportError(f"{fn}: cannot build {spec!r}: " + "; ".join(errors) + f"; {_INSTALL_HINT}")
+
+
+# What works: each torchvision wheel imports beside the one torch release (and build) it was made with; a bare
+# `pip install torchvision` (or timm, which requires it) replaces a CPU torch with the newest CUDA build, and
+# PyPI's torchvision does not import beside a CPU-only torch wheel ("operator torchvision::nms does not exist").
+_INSTALL_HINT = (
+    "torchvision (which timm needs too) must be the release made for the very torch build installed: install them "
+    "as a pair from the same index, e.g. `pip install torch==2.14.1 torchvision==0.29.1` (PyPI's CUDA builds, "
+    "several GB; a bare `pip install torchvision` also swaps your torch for the newest CUDA build), or pass any "
+    "nn.Module as the encoder (canon.networks.ConvEncoder needs nothing more)"
+)
 
 
 def _default_input_size(model: nn.Module) -> tuple[int, int]:

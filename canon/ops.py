@@ -164,8 +164,7 @@ def _orbit_fwd(
             aa_norm=aa_norm, aa_taps=aa_taps,
         )  # fmt: skip
     if aa_norm is not None:
-        views = ref.orbit_antialias_ref(x, mats, pull, aa_norm, aa_taps, (h, w), padding, out_dtype, channels_last)
-        return views if out is None else out.copy_(views)
+        return ref.orbit_antialias_fast(x, mats, pull, aa_norm, aa_taps, (h, w), padding, out_dtype, channels_last, out)
     return ref.orbit_ref(x, mats, exact, (h, w), padding, interpolation, out_dtype, channels_last, out=out)
 
 
@@ -185,7 +184,7 @@ def _orbit_bwd(
                 grad, mats, pull, exact, aligned, (H, W), padding, interpolation, x_dtype, aa_norm=aa_norm,
                 aa_back_taps=aa_back_taps,
             )  # fmt: skip
-        return ref.orbit_antialias_backward_ref(grad, mats, pull, aa_norm, aa_taps, (H, W), padding, x_dtype)
+        return ref.orbit_antialias_backward_fast(grad, mats, pull, aa_norm, aa_taps, (H, W), padding, x_dtype)
     if _triton_for(grad) and not _scatter_adjoint_in_deterministic_mode(padding):
         return _triton().orbit_backward(grad, mats, pull, exact, aligned, (H, W), padding, interpolation, x_dtype)
     return ref.orbit_backward_ref(grad, mats, exact, (H, W), padding, interpolation, x_dtype)

@@ -10,6 +10,7 @@ input) and cast back to the output dtype.
 
 from __future__ import annotations
 
+import warnings
 import weakref
 
 import torch
@@ -40,6 +41,8 @@ __all__ = [
     "antialias_window",
     "orbit_antialias_ref",
     "orbit_antialias_backward_ref",
+    "orbit_antialias_fast",
+    "orbit_antialias_backward_fast",
 ]
 
 
@@ -863,3 +866,82 @@ def orbit_antialias_backward_ref(
         val = torch.where(ok.reshape(-1, 1), gt * wt.reshape(-1, 1).to(cdt), zero)
         acc.index_put_(((idx.reshape(1, -1) + base).reshape(-1),), val.reshape(-1, C), accumulate=True)
     return acc.reshape(B, H * W, C).permute(0, 2, 1).reshape(B, C, H, W).to(x_dtype or grad.dtype)
+
+
+# The CPU path of antialiased views (the gather formulation above is their definition, and what exported
+# graphs record): every view pixel's filter weights, divided by their sum, as one sparse (N·h·w, H·W)
+# matrix A built once per view set and padding (pixels outside the input fold onto the ones the padding
+# reads), so that the views are A·x and the adjoint Aᵀ·g, two sparse-dense products: 224 → 96 C8 views of
+# 16 images take 33 ms forward and 11 ms backward on 2 CPU threads, where the gathers took 882 ms.
+_AA_PLANS: dict = {}
+
+
+def _forget_antialias(key_id: int):
+    return lambda _: _AA_PLANS.pop(key_id, None)
+
+
+def _antialias_operator(mats, pull, norm, taps: int, in_hw, out_hw, padding: str, dtype: torch.dtype):
+    """(A, Aᵀ) as CSR matrices of ``dtype`` on ``norm``'s device, cached with ``norm`` (one per view set)."""
+
+    def build():
+        H, W = in_hw
+        h, w = out_hw
+        N = mats.shape[0]
+        rows, cols, vals = [], [], []
+        out_index = torch.arange(N * h * w, device=norm.device).reshape(N, h * w)
+        inv_norm = 1.0 / norm.reshape(N, h * w).to(torch.float64)
+        for qu, qv, wt in antialias_window(mats.to(torch.float32), pull.to(torch.float32), h, w, taps):
+            idx, ok = _antialias_index(qu, qv, H, W, padding)
+            keep = ok & (wt != 0)
+            rows.append(out_index[keep])
+            cols.append(idx[keep])
+            vals.append((wt.to(torch.float64) * inv_norm)[keep])
+        coo = torch.sparse_coo_tensor(
+            torch.stack([torch.cat(rows), torch.cat(cols)]),
+            torch.cat(vals).to(dtype),
+            (N * h * w, H * W),
+            check_invariants=False,  # built valid here (and the check would cost a pass)
+        ).coalesce()  # duplicates (padding folding several taps onto one pixel) are summed
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+            return coo.to_sparse_csr(), coo.t().coalesce().to_sparse_csr()
+
+    if transient_tensors() or torch.jit.is_tracing():
+        return build()
+    key_id = id(norm)
+    per = _AA_PLANS.get(key_id)
+    if per is None or per[0]() is not norm:
+        per = _AA_PLANS[key_id] = (weakref.ref(norm, _forget_antialias(key_id)), {})
+    key = (tuple(in_hw), tuple(out_hw), padding, dtype, int(taps))
+    op = per[1].get(key)
+    if op is None:
+        with torch.inference_mode(False):
+            op = per[1][key] = build()
+    return op
+
+
+def orbit_antialias_fast(
+    x, mats, pull, norm, taps: int, size, padding: str = "zeros", out_dtype=None, channels_last: bool = False, out=None
+) -> torch.Tensor:
+    """:func:`orbit_antialias_ref`'s values as one sparse-dense product (no autograd: the op's backward is
+    :func:`orbit_antialias_backward_fast`)."""
+    B, C, H, W = x.shape
+    h, w = size
+    N = mats.shape[0]
+    cdt = acc_dtype(x.dtype)
+    A, _ = _antialias_operator(mats, pull, norm, taps, (H, W), (h, w), padding, cdt)
+    flat = x.to(cdt).reshape(B * C, H * W).t()
+    views = (A @ flat).reshape(N, h, w, B, C).permute(3, 0, 4, 1, 2)  # (B, N, C, h, w)
+    if out is None:
+        out = orbit_empty(B, N, C, h, w, out_dtype or x.dtype, x.device, channels_last)
+    return out.copy_(views)
+
+
+def orbit_antialias_backward_fast(grad, mats, pull, norm, taps: int, in_hw, padding: str = "zeros", x_dtype=None):
+    """Gradient w.r.t. ``x`` of :func:`orbit_antialias_fast`: ``Aᵀ·grad``."""
+    B, N, C, h, w = grad.shape
+    H, W = in_hw
+    cdt = acc_dtype(grad.dtype)
+    _, At = _antialias_operator(mats, pull, norm, taps, (H, W), (h, w), padding, cdt)
+    g = grad.to(cdt).permute(1, 3, 4, 0, 2).reshape(N * h * w, B * C)
+    return (At @ g).reshape(H, W, B, C).permute(2, 3, 0, 1).contiguous().to(x_dtype or grad.dtype)

@@ -26,7 +26,12 @@ from canon.predictors import SmallCNN
 try:
     import lightning as L
 except ImportError:  # the older package name
-    import pytorch_lightning as L
+    try:
+        import pytorch_lightning as L
+    except ImportError:
+        raise SystemExit(
+            "examples/lightning_module.py needs PyTorch Lightning: pip install lightning (then run it again)"
+        ) from None
 
 
 class CanonicalizedClassifier(L.LightningModule):

@@ -108,12 +108,20 @@ def format_table(metrics: dict, group_name: str) -> str:
         "|---|---:|---:|---:|---:|---:|---:|",
     ]
     for name, m in metrics.items():
+        flag = " (degenerate*)" if m.get("degenerate") else ""
         lines.append(
-            f"| {name} | {pct(m, 'upright_acc')} | {pct(m, 'group_avg_acc')} | {pct(m, 'angle_avg_acc')} | "
+            f"| {name}{flag} | {pct(m, 'upright_acc')} | {pct(m, 'group_avg_acc')} | {pct(m, 'angle_avg_acc')} | "
             f"{pct(m, 'invariance_rate')} "
             f"| {pct(m, 'canonical_consistency')} | {pct(m, 'identity_metric')} |"
         )
     lines.append("")
+    for name, m in metrics.items():
+        if m.get("degenerate"):
+            top = m["majority_prediction"]
+            lines.append(
+                f"* {name} predicts class {top['class']} for {100 * top['share']:.1f}% of the upright test images: its "
+                "invariance rate and accuracies say nothing about canonicalization (train longer or check the data)"
+            )
     lines.append("per-element accuracy (group order): ")
     for name, m in metrics.items():
         lines.append(f"  {name:>13}: " + " ".join(f"{100 * a:.1f}" for a in m["per_element_acc"]))

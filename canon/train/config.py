@@ -70,14 +70,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="resize the images to this square size (0: the dataset's own; elpv: 64)",
     )
     a("--test-data", default=None, help=".npz test set (default: a seeded stratified split of --dataset)")
-    a("--test-fraction", type=float, default=0.2)
+    a("--test-fraction", type=float, default=0.2, help="share of each class held out for the test set")
     a("--split-seed", type=int, default=0, help="seed of the train/test split (fixed, independent of --seed)")
-    a("--epochs", type=int, default=15)
+    a("--epochs", type=int, default=15, help="training epochs (in total, over --resume)")
     a("--batch-size", type=int, default=64, help="per process")
     a("--max-steps", type=int, default=0, help="cap on steps per epoch (0: whole epoch); for smoke tests")
     a("--lr", type=float, default=3e-3, help="predictor learning rate (Adam, cosine decay)")
     a("--canon-lr", type=float, default=3e-3, help="canonicalizer learning rate")
-    a("--weight-decay", type=float, default=0.0)
+    a("--weight-decay", type=float, default=0.0, help="Adam weight decay of every model")
     a("--lambda-prior", type=float, default=1.0, help="weight of the prior loss L_p")
     a("--lambda-contrastive", type=float, default=0.1, help="weight of the contrastive loss L_c")
     a("--lambda-artifact", type=float, default=0.0, help="weight of the artifact loss (non-90° groups)")
@@ -90,13 +90,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="share of training inputs of the canonicalized method transformed by a random group element",
     )
     a("--encoder", default="conv", help="canonicalizer encoder: 'conv', 'torchvision:<name>' or 'timm:<name>'")
-    a("--encoder-width", type=int, default=8)
+    a("--encoder-width", type=int, default=8, help="channels of the conv encoder's first layer")
     a("--encoder-kernel", type=int, default=5, help="kernel size of the conv encoder (odd)")
     a("--encoder-dim", type=int, default=32, help="vector size D of the encoder")
     a("--view-size", type=int, default=0, help="size of the encoder's views (0: min(H, 16))")
-    a("--crop-ratio", type=float, default=1.0)
-    a("--learn-reference", action="store_true")
-    a("--padding", default="zeros", choices=("zeros", "border", "reflection"))
+    a("--crop-ratio", type=float, default=1.0, help="centre crop of the encoder's views, in (0, 1]")
+    a("--learn-reference", action="store_true", help="make the reference vector a trained parameter")
+    a(
+        "--padding",
+        default="zeros",
+        choices=("zeros", "border", "reflection"),
+        help="value of pixels sampled from outside the image",
+    )
     a(
         "--eq-hidden",
         type=int,
@@ -104,8 +109,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="equivariant method: regular fields of each hidden layer (hidden x |G| channels)",
     )
     a("--eq-fields", type=int, default=8, help="equivariant method: regular fields of the last layer (vector size k)")
-    a("--predictor", default="cnn", choices=("cnn", "mlp"))
-    a("--predictor-width", type=int, default=32)
+    a("--predictor", default="cnn", choices=("cnn", "mlp"), help="the classifier behind every method")
+    a(
+        "--predictor-width",
+        type=int,
+        default=32,
+        help="width of the predictor: its first channels (cnn); its hidden units are 8 × this (mlp)",
+    )
     a(
         "--methods",
         default=",".join(DEFAULT_METHODS),
@@ -127,8 +137,8 @@ def build_parser() -> argparse.ArgumentParser:
         default=0,
         help="CPU threads per process, at most the number of cores (0: cores / processes)",
     )
-    a("--seed", type=int, default=0)
-    a("--output-dir", default="runs/default")
+    a("--seed", type=int, default=0, help="seed of the models, the data order and the augmentation")
+    a("--output-dir", default="runs/default", help="where the run writes its files (see docs/training.md)")
     a("--resume", action="store_true", help="continue from OUTPUT_DIR/checkpoint.pt")
     a(
         "--overwrite",
@@ -141,14 +151,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=0,
         help="stop after this many epochs in this invocation, as if interrupted (resume later)",
     )
-    a("--eval-batch-size", type=int, default=500)
+    a("--eval-batch-size", type=int, default=500, help="images per batch in evaluation")
     a(
         "--angle-step",
         type=int,
         default=15,
         help="also evaluate on the test set turned by every multiple of this many degrees (a divisor of 360; 0: off)",
     )
-    a("--no-plots", action="store_true")
+    a("--no-plots", action="store_true", help="do not draw accuracy_vs_angle.png and canonical_grid.png")
     a("--quiet", action="store_true", help="no progress bars")
     return p
 

@@ -112,6 +112,9 @@ def upright_accuracy(model: nn.Module, test, device, batch_size: int, rank: int 
     return float(c[0] / c[1])
 
 
+DEGENERATE_SHARE = 0.99  # a model predicting one class for this share of the upright test images is degenerate
+
+
 @torch.no_grad()
 def evaluate(
     models: dict[str, nn.Module],
@@ -125,6 +128,7 @@ def evaluate(
 ) -> dict:
     """Metrics of every method (see the module docstring); identical on every rank."""
     N = group.order
+    K = max(int(test.num_classes), 1)
     exact = exact_canonicalization(group, test.x.shape[-2:])
     idx = _shard(len(test), rank, world)
     out = {}
@@ -132,8 +136,8 @@ def evaluate(
         model.eval()
         ours = _canonicalizing(model)
         # counts: per-element correct (N), invariant, consistent, orientation-consistent, identity,
-        # orientation-correct, samples
-        c = torch.zeros(N + 6, dtype=torch.float64)
+        # orientation-correct, samples, upright predictions per class (K)
+        c = torch.zeros(N + 6 + K, dtype=torch.float64)
         for s in range(0, idx.numel(), batch_size):
             i = idx[s : s + batch_size]
             xb, yb = test.x[i].to(device), test.y[i]
@@ -149,6 +153,7 @@ def evaluate(
                 c[e] += float((pred == yb).sum())
                 if e == 0:
                     p0, invariant = pred, torch.ones_like(pred, dtype=torch.bool)
+                    c[N + 6 :] += torch.bincount(pred.clamp(0, K - 1), minlength=K)[:K].double()
                     if ours:
                         xc0, el0 = xc, el
                         consistent = orient_same = torch.ones_like(invariant)
@@ -168,11 +173,15 @@ def evaluate(
         c = _reduce(c.to(device), world).cpu()
         n = float(c[N + 5])
         per = [float(v) / n for v in c[:N]]
+        share, top = (float(v) for v in torch.max(c[N + 6 :] / n, 0))
         m = {
             "upright_acc": per[0],
             "group_avg_acc": sum(per) / N,
             "per_element_acc": per,
             "invariance_rate": float(c[N]) / n,
+            # a model that answers one class for (almost) every image is trivially invariant: flagged
+            "majority_prediction": {"class": int(top), "share": share},
+            "degenerate": K > 1 and share >= DEGENERATE_SHARE,
         }
         if ours:
             m.update(
