@@ -176,3 +176,23 @@ def test_profile_of_a_provider_that_cannot_run_here(tmp_path, capsys):
         ["profile", "--provider", "ours-triton", "--device", "cpu", "--output-dir", str(tmp_path)], capsys
     )
     assert code == 2 and "--provider ours-triton on cpu: no CUDA device here" in err
+
+
+def test_help_lists_the_subcommands(capsys):
+    with pytest.raises(SystemExit):
+        bench_cli.main(["--help"])
+    out = capsys.readouterr().out
+    assert all(f"\n  {sub} " in out for sub in ("profile", "sweep", "overhead", "kernels", "plot"))
+
+
+def test_rows_not_timed_are_summed_up_by_reason():
+    rows = [
+        dict(provider="ours-triton", status="unavailable", note="no CUDA device here"),
+        dict(provider="ours-triton", status="unavailable", note="no CUDA device here"),
+        dict(provider="equiadapt-loop", status="error", note="NotImplementedError: bf16"),
+        dict(provider="ours-reference", status="ok", note=""),
+    ]
+    assert bench_cli.not_timed_summary(rows) == [
+        "# 2 row(s) unavailable, ours-triton: no CUDA device here",
+        "# 1 row(s) error, equiadapt-loop: NotImplementedError: bf16",
+    ]

@@ -116,3 +116,16 @@ def test_docstring_examples(module):
 
     result = doctest.testmod(importlib.import_module(module), extraglobs={"torch": torch})
     assert result.attempted > 0 and result.failed == 0
+
+
+def test_channels_last_arrays_are_read_as_such_with_a_warning(tmp_path):
+    # (N, H, W, C) as PIL/OpenCV/TensorFlow store images: it crashed 40 lines deep in training before
+    rgb = np.random.default_rng(0).random((6, 10, 12, 3), dtype=np.float32)
+    with pytest.warns(UserWarning, match=r"channels-last \(N, H, W, C\) with C = 3"):
+        x, _ = check_data(rgb, np.arange(6) % 2, "rgb.npz")
+    assert x.shape == (6, 3, 10, 12) and torch.equal(x, torch.from_numpy(rgb).permute(0, 3, 1, 2))
+    with pytest.warns(UserWarning, match="C = 1"):
+        assert check_data(rgb[..., :1], np.arange(6) % 2, "grey.npz")[0].shape == (6, 1, 10, 12)
+    # (N, C, H, W) stays as it is, and tiny planes are not guessed at
+    assert check_data(np.moveaxis(rgb, -1, 1), np.arange(6) % 2, "ok.npz")[0].shape == (6, 3, 10, 12)
+    assert check_data(np.zeros((6, 3, 4, 3), np.float32), np.arange(6) % 2, "tiny.npz")[0].shape == (6, 3, 4, 3)

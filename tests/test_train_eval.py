@@ -334,3 +334,24 @@ def test_missing_optional_packages_stop_the_command_with_the_extra(args, hidden,
     err = capsys.readouterr().err
     assert e.value.code == 2 and re.search(extra, err) and "Traceback" not in err, err
     assert not (tmp_path / "o").exists()
+
+
+def test_a_model_answering_one_class_is_flagged_degenerate():
+    from canon.train.cli import format_table
+    from canon.train.evaluate import evaluate
+
+    class OneClass(torch.nn.Module):
+        def forward(self, x):
+            return torch.tensor([0.0, 1.0, 0.0]).expand(x.shape[0], 3)  # always class 1
+
+    test = ImageData(torch.rand(20, 1, 8, 8), torch.arange(20) % 3, 3)
+    m = evaluate({"plain": OneClass()}, test, canon.as_group("C4"), "cpu", 8)["plain"]
+    assert m["invariance_rate"] == 1.0  # trivially: the reason for the flag
+    assert m["degenerate"] is True and m["majority_prediction"] == {"class": 1, "share": 1.0}
+    table = format_table({"plain": m}, "C4")
+    assert "plain (degenerate*)" in table and "predicts class 1 for 100.0% of the upright test images" in table
+
+
+def test_every_training_option_says_what_it_does():
+    helpless = [a.option_strings[0] for a in build_parser()._actions if a.option_strings and not a.help]
+    assert helpless == []
