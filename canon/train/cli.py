@@ -6,6 +6,7 @@ import csv
 import hashlib
 import io
 import json
+import math
 import os
 import platform
 import shlex
@@ -390,11 +391,27 @@ def _evaluate_all(trainer: Trainer, cfg: dict, train, test, device, rank: int, w
             f"{group.order} elements of {group.name}{angles}) for {len(trainer.raw)} method(s): the cost grows "
             "with |G| and the angles, not with the training steps",
         )
-    metrics = evaluate(trainer.raw, test, group, device, bs, cfg["padding"], rank, world)
-    if cfg["angle_step"]:
-        angles = angle_accuracy(trainer.raw, test, group, cfg["angle_step"], device, bs, cfg["padding"], rank, world)
-        for name, m in angles.items():
-            metrics[name].update(m)
+    from tqdm import tqdm
+
+    local = math.ceil(len(test) / world)
+    bar = tqdm(
+        total=local * (group.order + n_angles) * len(trainer.raw),
+        desc="evaluation (images x copies x methods)",
+        disable=cfg["quiet"] or rank != 0 or not sys.stderr.isatty(),
+        unit="img",
+        unit_scale=True,
+    )
+    try:
+        metrics = evaluate(trainer.raw, test, group, device, bs, cfg["padding"], rank, world, progress=bar.update)
+        if cfg["angle_step"]:
+            angles = angle_accuracy(
+                trainer.raw, test, group, cfg["angle_step"], device, bs, cfg["padding"], rank, world,
+                progress=bar.update,
+            )  # fmt: skip
+            for name, m in angles.items():
+                metrics[name].update(m)
+    finally:
+        bar.close()
     cost = {}  # timings vary from run to run: kept apart from the (reproducible) metrics
     for name in CANONICALIZING:
         if name in trainer.raw:

@@ -125,8 +125,10 @@ def evaluate(
     padding: str = "zeros",
     rank: int = 0,
     world: int = 1,
+    progress=None,
 ) -> dict:
-    """Metrics of every method (see the module docstring); identical on every rank."""
+    """Metrics of every method (see the module docstring); identical on every rank. ``progress(n)``, when
+    given, is called with the number of images of each transformed batch evaluated (a progress bar)."""
     N = group.order
     K = max(int(test.num_classes), 1)
     exact = exact_canonicalization(group, test.x.shape[-2:])
@@ -151,6 +153,8 @@ def evaluate(
                 else:
                     pred = model(xt).argmax(1).cpu()
                 c[e] += float((pred == yb).sum())
+                if progress is not None:
+                    progress(int(i.numel()))
                 if e == 0:
                     p0, invariant = pred, torch.ones_like(pred, dtype=torch.bool)
                     c[N + 6 :] += torch.bincount(pred.clamp(0, K - 1), minlength=K)[:K].double()
@@ -206,8 +210,10 @@ def angle_accuracy(
     padding: str = "zeros",
     rank: int = 0,
     world: int = 1,
+    progress=None,
 ) -> dict:
-    """Accuracy of every method on the test set turned by every multiple of ``step_deg`` degrees.
+    """Accuracy of every method on the test set turned by every multiple of ``step_deg`` degrees
+    (``progress`` as in :func:`evaluate`).
 
     See the module docstring.
 
@@ -229,6 +235,8 @@ def angle_accuracy(
             for e in range(M):
                 pred = model(transform(xb, e, grid, padding) if e else xb).argmax(1).cpu()
                 c[e] += float((pred == yb).sum())
+                if progress is not None:
+                    progress(int(i.numel()))
                 if e == 0:
                     p0, invariant = pred, torch.ones_like(pred, dtype=torch.bool)
                 else:
