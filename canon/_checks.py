@@ -140,19 +140,17 @@ def device_memory(device: torch.device) -> int | None:
     return None
 
 
-def check_output_fits(shape: tuple, dtype: torch.dtype, device: torch.device, what: str, fn: str, hint: str) -> None:
-    """ValueError when an output of ``shape`` could never fit in the device's memory (checked before
-    allocating: the allocator's own error names bytes, not the argument to change)."""
-    n = dtype.itemsize
-    for d in shape:
-        if type(d) is not int:  # a symbolic size while torch.export/compile traces: int() would specialise it
-            return
-        n *= d
-    if n < _CHECKED_BYTES:
+def check_views_fit(x: torch.Tensor, N: int, hw: tuple[int, int], dtype: torch.dtype, fn: str) -> None:
+    """ValueError when the views (B, N, C, h, w) of ``x`` could never fit in the device's memory, checked
+    before allocating (the allocator's own error names bytes, not the argument to change). Views under
+    1 GiB are not compared; symbolic sizes (torch.export/compile tracing) are left alone, unguarded."""
+    B, C = x.shape[:2]
+    n = B * C * N * hw[0] * hw[1] * dtype.itemsize
+    if type(n) is not int or n < _CHECKED_BYTES:
         return
-    total = device_memory(torch.device(device))
+    total = device_memory(x.device)
     if total is not None and n > total:
         raise ValueError(
-            f"{fn}: {what} {tuple(int(d) for d in shape)} would take {n / 2**30:.1f} GiB, more than the "
-            f"{total / 2**30:.1f} GiB of {device}; {hint}"
+            f"{fn}: the views (B, N, C, h, w) {(B, N, C, *hw)} would take {n / 2**30:.1f} GiB, more than the "
+            f"{total / 2**30:.1f} GiB of {x.device}; use a smaller size or batch"
         )

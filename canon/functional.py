@@ -29,11 +29,11 @@ from canon._checks import (
     check_crop_ratio,
     check_images,
     check_index,
-    check_output_fits,
     check_positive,
     check_same_device,
     check_size,
     check_tensor,
+    check_views_fit,
 )
 from canon.geometry import (
     antialias_tables,
@@ -167,19 +167,8 @@ def orbit(
             group, (H, W), size, crop_ratio, padding, interpolation, out_dtype, x.device, fn, antialias
         ),
     )
-    n = x.shape[0] * x.shape[1] * hw[0] * hw[1] * tables.mats.shape[0]
-    if type(n) is int and n >= _CHECKED_ELEMENTS:  # (a symbolic size while tracing: no guard on it)
-        check_views_fit(x, tables.mats.shape[0], hw, out_dtype or x.dtype, fn)
+    check_views_fit(x, tables.mats.shape[0], hw, out_dtype or x.dtype, fn)
     return ops.orbit(x, tables, hw, padding, interpolation, out_dtype, bool(channels_last), antialias=aa)
-
-
-_CHECKED_ELEMENTS = 1 << 27  # views of fewer elements take under 1 GiB in any dtype: not checked
-
-
-def check_views_fit(x: torch.Tensor, N: int, hw: tuple[int, int], dtype: torch.dtype, fn: str) -> None:
-    """Refuse views that could never fit in memory, naming the view size (before the allocator fails)."""
-    B, C = x.shape[:2]
-    check_output_fits((B, N, C, *hw), dtype, x.device, "the views (B, N, C, h, w)", fn, "use a smaller size or batch")
 
 
 def _orbit_plan(group, in_hw, size, crop_ratio, padding, interpolation, out_dtype, device, fn, antialias=True):

@@ -19,6 +19,7 @@ from canon._checks import (
     check_images,
     check_positive,
     check_size,
+    check_views_fit,
 )
 from canon.geometry import transient_tensors
 from canon.groups import Group, as_group
@@ -203,9 +204,7 @@ class OrbitCanonicalizer(nn.Module):
             self._dtype = next((p.dtype for p in self.encoder.parameters()), None)
         (tables, hw, padding, aa), _ = self._plans(x)
         dtype = self._dtype or x.dtype
-        n = B * N * x.shape[1] * hw[0] * hw[1]
-        if type(n) is int and n >= Fn._CHECKED_ELEMENTS:  # (a symbolic size while tracing: no guard on it)
-            Fn.check_views_fit(x, N, hw, dtype, "OrbitCanonicalizer")
+        check_views_fit(x, N, hw, dtype, "OrbitCanonicalizer")
         reuse = x.device.type == "cpu" and not ops.tracing() and not _memory.tracing()
         # only large blocks: a small fresh one costs less than the holder check (and no page faults)
         reuse = reuse and B * N * x.shape[1] * hw[0] * hw[1] * dtype.itemsize >= _memory.MIN_BYTES

@@ -312,9 +312,9 @@ def orbit(
         channels_last,
         *aa,
     )
-    if _aten_only():
-        return decomp.orbit(_pin_traced_size(x), *cfg)
-    if _compiling():
+    if _compiling():  # (one check on the eager path; which tracer, only when one traces)
+        if _aten_only():
+            return decomp.orbit(_pin_traced_size(x), *cfg)
         return torch.ops.canon.orbit(x, *cfg)
     return _Orbit.apply(x, cfg, out) if _autograd("orbit", x) else _orbit_fwd(x, *cfg, out=out)
 
@@ -454,9 +454,9 @@ def transform(
     """
     chan_perm, chan_inv = chan_tables if chan_tables is not None else (None, None)
     cfg = (tables.mats, tables.pull, tables.exact, tables.aligned, padding, interpolation, chan_perm, chan_inv)
-    if _aten_only():
-        return decomp.transform(_pin_traced_size(x), weights, index, *cfg)
     if _compiling():
+        if _aten_only():
+            return decomp.transform(_pin_traced_size(x), weights, index, *cfg)
         return torch.ops.canon.transform(x, weights, index, *cfg)
     if _autograd("transform", x, weights):
         return _Transform.apply(x, weights, index, cfg)
@@ -705,11 +705,8 @@ def select(
         target,
         float(prior_beta),
     )
-    if _aten_only():
-        out = decomp.select(vectors, reference, *cfg)
-        return Selection(*out[:4]), out[4]
     if _compiling():
-        out = torch.ops.canon.select(vectors, reference, *cfg)
+        out = (decomp.select if _aten_only() else torch.ops.canon.select)(vectors, reference, *cfg)
     elif _autograd("select", vectors, reference):
         out = _Select.apply(vectors, reference, cfg)
     else:
@@ -781,10 +778,8 @@ _contrastive_op.register_autograd(_contrastive_grad, setup_context=_contrastive_
 
 def contrastive_loss(vectors: Tensor, kind: str) -> Tensor:
     """Orbit orthogonality loss of ``vectors`` (B, N, D) (docs/spec.md §4)."""
-    if _aten_only():
-        return decomp.contrastive_loss(vectors, kind)
     if _compiling():
-        return torch.ops.canon.contrastive_loss(vectors, kind)
+        return (decomp.contrastive_loss if _aten_only() else torch.ops.canon.contrastive_loss)(vectors, kind)
     return (
         _Contrastive.apply(vectors, kind) if _autograd("contrastive_loss", vectors) else _contrastive_fwd(vectors, kind)
     )
@@ -883,11 +878,11 @@ def select_transform(
 ) -> tuple[Tensor, Selection]:
     """Eval canonicalization from orbit vectors in one op: (canonical images ``T_{g*} x``, hard Selection)."""
     cfg = (tables.mats, tables.pull, tables.exact, tables.aligned, float(beta), score, padding, interpolation)
-    if _aten_only():
-        out = decomp.select_transform(vectors, reference, _pin_traced_size(x), *cfg)
-        return out[0], Selection(*out[1:])
     if _compiling():
-        out = torch.ops.canon.select_transform(vectors, reference, x, *cfg)
+        if _aten_only():
+            out = decomp.select_transform(vectors, reference, _pin_traced_size(x), *cfg)
+        else:
+            out = torch.ops.canon.select_transform(vectors, reference, x, *cfg)
     elif _autograd("select_transform", vectors, reference, x):
         out = _SelectTransform.apply(vectors, reference, x, cfg)
     else:

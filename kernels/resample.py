@@ -1559,8 +1559,7 @@ def orbit_antialias_forward(x, mats, pull, norm, taps: int, size, padding: str, 
         sx_b=x.stride(0), sx_c=x.stride(1), sx_h=x.stride(2), sx_w=x.stride(3),
         so_b=out.stride(0), so_n=out.stride(1), so_c=out.stride(2), so_h=out.stride(3), so_w=out.stride(4),
         C=C, H=H, W=W, h=h, w=w, N=N, TAPS=int(taps),
-        PADDING=PADDING_CODES[padding], ACC=acc_tl(x.dtype), CHANNELS=meta["CHANNELS"], TILE_H=meta["TILE_H"],
-        TILE_W=meta["TILE_W"],
+        PADDING=PADDING_CODES[padding], ACC=acc_tl(x.dtype), **meta,
     )  # fmt: skip
     return out
 
@@ -1579,6 +1578,6 @@ def orbit_antialias_backward(grad, mats, pull, norm, back_taps: int, in_hw, out:
         sg_b=grad.stride(0), sg_n=grad.stride(1), sg_c=grad.stride(2), sg_h=grad.stride(3), sg_w=grad.stride(4),
         sgx_b=out.stride(0), sgx_c=out.stride(1), sgx_h=out.stride(2), sgx_w=out.stride(3),
         C=C, H=H, W=W, h=h, w=w, N=N, BACK_TAPS=int(back_taps),
-        ACC=acc_tl(out.dtype), CHANNELS=meta["CHANNELS"], TILE_H=meta["TILE_H"], TILE_W=meta["TILE_W"],
+        ACC=acc_tl(out.dtype), **meta,
     )  # fmt: skip
     return out
