@@ -51,7 +51,8 @@ def add_speedups(rows: list[dict]) -> None:
     for r in rows:
         if r["status"] != "ok":
             continue
-        for b, col in (("equiadapt-loop", "speedup_vs_equiadapt_loop"), ("equiadapt", "speedup_vs_equiadapt")):
+        for b in ("equiadapt-loop", "equiadapt", "torch-batched", "torch-compile"):
+            col = "speedup_vs_" + b.replace("-", "_")
             t = base.get((_point(r), b))
             if t is not None and r["provider"] != b:
                 r[col] = round(float(t) / float(r["median_ms"]), 3)
@@ -82,17 +83,18 @@ NUMBERS = (
     ("median_ms", ".3f"),
     ("iqr_ms", ".3f"),
     ("speedup_vs_equiadapt_loop", ".2f"),
+    ("speedup_vs_torch_compile", ".2f"),
     ("gbps", ".2f"),
     ("pct_copy", ".1f"),
     ("peak_mem_mb", ".1f"),
     ("launches", ".0f"),
     ("images_per_s", ".0f"),
 )
-WIDTHS = (10, 8, 8, 7, 6, 8, 7, 9)
+WIDTHS = (10, 8, 8, 8, 7, 6, 8, 7, 9)
 
 
 def format_table(rows: list[dict]) -> str:
-    heads = ("median ms", "iqr ms", "vs loop", "GB/s", "%copy", "peak MB", "launch", "img/s")
+    heads = ("median ms", "iqr ms", "vs loop", "vs comp", "GB/s", "%copy", "peak MB", "launch", "img/s")
     numbers = " ".join(f"{h:>{w}s}" for h, w in zip(heads, WIDTHS))
     head = f"{'case':16s} {'mode':8s} {'config':34s} {'provider':15s} {'graph':5s} {numbers}  note"
     lines = [head, "-" * len(head)]
@@ -108,14 +110,15 @@ def format_table(rows: list[dict]) -> str:
 
 def markdown_table(rows: list[dict]) -> str:
     """The results as a Markdown table (ok rows with numbers, other rows with their reason)."""
-    heads = ("median ms", "IQR ms", "× vs equiadapt-loop", "GB/s", "% copy", "peak MB", "launches", "images/s")
+    heads = ("median ms", "IQR ms", "× vs equiadapt-loop", "× vs torch-compile", "GB/s", "% copy", "peak MB")
+    heads += ("launches", "images/s")
     out = ["| case | mode | config | provider | " + " | ".join(heads) + " |"]
     out.append("|---|---|---|---|" + "---:|" * len(heads))
     for r in rows:
         graph = " (CUDA graph)" if str(r["cuda_graph"]) == "True" else ""
         start = f"| {r['case']} | {r['mode']} | {_label(r)} | {r['provider']}{graph} |"
         if r["status"] != "ok":
-            out.append(f"{start} {r['status']}: {r['note']} | | | | | | | |")
+            out.append(f"{start} {r['status']}: {r['note']} |" + " |" * (len(heads) - 1))
             continue
         out.append(f"{start} " + " | ".join(_fmt(r[k], f) for k, f in NUMBERS) + " |")
     return "\n".join(out)
@@ -145,7 +148,10 @@ def _parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     quick = "a small set including the target cases (< 3 min on a 2-core CPU)"
-    ap.add_argument("--quick", action="store_true", help=quick)
+    sets = ap.add_mutually_exclusive_group()
+    sets.add_argument("--quick", action="store_true", help=quick)
+    peers = "the cases with a plain-PyTorch peer (torch-batched, torch-compile) at the GPU target sizes"
+    sets.add_argument("--peers", action="store_true", help=peers)
     ap.add_argument("--output-dir", default=DEFAULT_OUT)
     ap.add_argument("--device", choices=("cpu", "cuda"), default=None, help="default: cuda if available")
     ap.add_argument("--cases", default=None, help=f"comma-separated subset of {','.join(C.CASES)}")
@@ -192,7 +198,10 @@ def _configs(ap: argparse.ArgumentParser, args: argparse.Namespace, device: str)
     """The size points to run: quick or full, filtered by --cases, in --modes, with --batch."""
     cases = _subset(ap, args.cases, C.CASES, "cases")
     modes = _subset(ap, args.modes, C.MODES, "modes")
-    cfgs = C.quick_configs(device) if args.quick else C.full_configs()
+    if args.peers:
+        cfgs = C.peer_configs(device)
+    else:
+        cfgs = C.quick_configs(device) if args.quick else C.full_configs()
     if cases:
         cfgs = [c for c in cfgs if c.case in cases]
     if modes:
@@ -260,17 +269,18 @@ def run_suite(argv: list[str]) -> int:
     providers = _subset(ap, args.providers, C.PROVIDERS, "providers") or list(C.PROVIDERS)
     if args.threads:
         torch.set_num_threads(args.threads)
-    min_time = args.min_time if args.min_time is not None else (0.5 if args.quick else 1.0)
+    quick = args.quick or args.peers  # short timings
+    min_time = args.min_time if args.min_time is not None else (0.5 if quick else 1.0)
     prepare_output_dir(ap, args.output_dir)
     env = C.environment(device, "python -m bench " + " ".join(shlex.quote(a) for a in argv))
     t0 = time.perf_counter()
-    copy_gbps = C.copy_bandwidth(device, quick=args.quick)
+    copy_gbps = C.copy_bandwidth(device, quick=quick)
     print(
         f"# {env['device_name']} ({device}), {env['threads']} threads, torch {env['torch']}, triton {env['triton']}, "
         f"canon {env['canon']}, commit {env['git_commit']}"
     )
     print(f"# copy bandwidth (read + write) measured now: {copy_gbps:.2f} GB/s", flush=True)
-    rows = _measure_all(cfgs, providers, device, env, copy_gbps, args.quick, min_time)
+    rows = _measure_all(cfgs, providers, device, env, copy_gbps, quick, min_time)
     add_speedups(rows)
     path = _write_outputs(rows, args.output_dir, not args.no_plots)
     for line in not_timed_summary(rows):

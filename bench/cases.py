@@ -22,7 +22,13 @@ Providers get the same inputs, parameters and upstream gradients:
 * ``ours-triton``: canon with the Triton backend (CUDA only);
 * ``ours-reference``: canon with the plain-PyTorch reference backend (any device);
 * ``equiadapt``: equiadapt 0.1.2 itself, where it imports;
-* ``equiadapt-loop``: :class:`bench.baselines.EquiadaptLoop`, its operations in torch.
+* ``equiadapt-loop``: :class:`bench.baselines.EquiadaptLoop`, its operations in torch;
+* ``torch-batched``: what a PyTorch user writes instead (:mod:`bench.peers`): one batched
+  ``F.grid_sample`` per op over all views, same outputs and gradients (orbit without antialiasing,
+  canonicalize, invert; no peer for the other cases);
+* ``torch-compile``: the same functions under ``torch.compile`` (inductor, default mode, whole graph,
+  static shapes; ``BENCH_COMPILE_MODE`` / ``BENCH_COMPILE_BACKEND`` choose others), compiled and
+  warmed outside the timed calls.
 
 Parameters shared by every provider: colour inputs are scored on a centre crop of ratio
 0.8 (``ceil(0.8·H)`` pixels, equiadapt's example config) resized to 96×96 with edge
@@ -50,10 +56,12 @@ import torch.nn.functional as F
 from torch import nn
 
 import canon
+from bench import peers
 from bench.baselines import EquiadaptLoop, equiadapt_status, load_equiadapt
 from canon.networks import ConvEncoder
 
-PROVIDERS = ("ours-triton", "ours-reference", "equiadapt", "equiadapt-loop")
+PROVIDERS = ("ours-triton", "ours-reference", "equiadapt", "equiadapt-loop", "torch-batched", "torch-compile")
+PEERS = ("torch-batched", "torch-compile")  # plain PyTorch: one batched grid_sample per op (bench.peers)
 MODES = ("forward", "backward", "full")
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 SHAPES = {"1x28x28": ((1, 28, 28), None), "3x32x32": ((3, 32, 32), 96), "3x224x224": ((3, 224, 224), 96)}
@@ -93,6 +101,8 @@ COLUMNS = [
     "images_per_s",
     "speedup_vs_equiadapt_loop",
     "speedup_vs_equiadapt",
+    "speedup_vs_torch_batched",
+    "speedup_vs_torch_compile",
     "note",
     "machine",
     "device_name",
@@ -326,6 +336,11 @@ def _equiadapt_module(cfg: Config, encoder: nn.Module, device: str):
     return model
 
 
+def _no_peer(provider: str) -> None:
+    if provider in PEERS:
+        raise Unavailable("no plain-PyTorch peer for this case (peers: orbit, orbit-one-tap, canonicalize, invert)")
+
+
 def _baseline(cfg: Config, provider: str, encoder: nn.Module, device: str):
     """equiadapt-loop or equiadapt itself, around ``encoder``."""
     if provider == "equiadapt-loop":
@@ -334,6 +349,36 @@ def _baseline(cfg: Config, provider: str, encoder: nn.Module, device: str):
 
 
 # -- the cases -----------------------------------------------------------------------------
+
+
+def _view_hw(cfg: Config) -> tuple[int, int]:
+    size = _canon_view_params(cfg)["size"]
+    return tuple(cfg.in_shape[1:]) if size is None else (size, size)
+
+
+def _shrinks(cfg: Config) -> bool:
+    """Whether canon antialiases this case's views (more than one input pixel per view pixel)."""
+    p = _canon_view_params(cfg)
+    return max(canon.geometry.view_scales(tuple(cfg.in_shape[1:]), _view_hw(cfg), p["crop_ratio"])) > 1
+
+
+def _peer_orbit(cfg: Config, inp: Inputs, dviews: torch.Tensor) -> Work:
+    """torch-batched / torch-compile: every view in one grid_sample (grid built once, outside the timed call)."""
+    p, g = _canon_view_params(cfg), canon.groups.as_group(cfg.group)
+    grid = peers.orbit_grid(g, tuple(cfg.in_shape[1:]), _view_hw(cfg), p["crop_ratio"], inp.device)
+    x = inp.x
+    return Work(lambda: (peers.orbit(x, grid, g.order, p["padding"]),), (x,), (dviews,))
+
+
+def _peer_transform(cfg: Config, inp: Inputs, inverse: bool, padding: str) -> Work:
+    """torch-batched / torch-compile canonicalize or invert: the chosen views (forward), or all N mixed by the
+    one-hot (backward and full: the one-hot receives canon's straight-through gradient)."""
+    g, hw = canon.groups.as_group(cfg.group), tuple(cfg.in_shape[1:])
+    theta = peers.thetas(g, hw, hw, inverse=inverse).to(inp.device, torch.float32)
+    x, choice = inp.x, (inp.onehot if inp.grad else inp.index)
+    note = "all N views at full resolution (the mixture gradient)" if inp.grad else ""
+    fn = lambda: (peers.transform(x, choice, theta, padding),)  # noqa: E731
+    return Work(fn, (x, inp.onehot), (inp.normal(*x.shape),), note=note)
 
 
 def _orbit_bytes(cfg: Config, mode: str) -> int:
@@ -352,6 +397,10 @@ def orbit_case(cfg: Config, provider: str, inp: Inputs) -> Work:
         p = _canon_view_params(cfg)
         fn = _with_backend(provider, lambda: (canon.orbit(x, cfg.group, p["size"], p["crop_ratio"], p["padding"]),))
         return Work(fn, (x,), (dviews,))
+    if provider in PEERS:
+        if _shrinks(cfg):
+            raise Unavailable("one grid_sample tap per pixel does not antialias shrinking views: see orbit-one-tap")
+        return _peer_orbit(cfg, inp, dviews)
     model = _baseline(cfg, provider, nn.Identity(), inp.device)
     if provider == "equiadapt-loop":
         fn = lambda: (model.group_augment(model.scoring_view(x)),)  # noqa: E731
@@ -365,10 +414,12 @@ def orbit_case(cfg: Config, provider: str, inp: Inputs) -> Work:
 @register("orbit-one-tap", nbytes=_orbit_bytes)
 def orbit_one_tap_case(cfg: Config, provider: str, inp: Inputs) -> Work:
     """Every view, one bilinear tap per pixel (``antialias=False``): what antialiasing shrinking views costs."""
-    if not _ours(provider):
-        raise Unavailable("equiadapt's resize always antialiases: its views are timed in the orbit case")
     B, N, C, v = cfg.batch, cfg.n, cfg.in_shape[0], cfg.view
     x, dviews = inp.x, inp.normal(B, N, C, v, v)
+    if provider in PEERS:
+        return _peer_orbit(cfg, inp, dviews)
+    if not _ours(provider):
+        raise Unavailable("equiadapt's resize always antialiases: its views are timed in the orbit case")
     p = _canon_view_params(cfg)
     fn = _with_backend(
         provider, lambda: (canon.orbit(x, cfg.group, p["size"], p["crop_ratio"], p["padding"], antialias=False),)
@@ -401,6 +452,7 @@ def select_case(cfg: Config, provider: str, inp: Inputs) -> Work:
             return sel.onehot, l_c, l_p
 
         return Work(_with_backend(provider, fn), (vec, ref), (inp.normal(B, N), *losses_grad), f"{B}x{N}")
+    _no_peer(provider)
     model = _baseline(cfg, provider, nn.Identity(), inp.device).train()
     model.reference_vector.data.copy_(inp.reference[None])
     model.reference_vector.requires_grad_(inp.grad)
@@ -440,6 +492,8 @@ def canonicalize_case(cfg: Config, provider: str, inp: Inputs) -> Work:
     if _ours(provider):
         sel, padding = inp.selection(), _canon_view_params(cfg)["padding"]
         return Work(_with_backend(provider, lambda: (canon.canonicalize(x, sel, cfg.group, padding),)), leaves, up)
+    if provider in PEERS:
+        return _peer_transform(cfg, inp, False, _canon_view_params(cfg)["padding"])
     model = _baseline(cfg, provider, nn.Identity(), inp.device)
     if provider == "equiadapt-loop":
         return Work(lambda: (model.apply_group_element(x, inp.group_element()),), leaves, up)
@@ -454,6 +508,8 @@ def invert_case(cfg: Config, provider: str, inp: Inputs) -> Work:
     if _ours(provider):
         sel = inp.selection()
         return Work(_with_backend(provider, lambda: (canon.invert(y, sel, cfg.group, "scalar", "zeros"),)), leaves, up)
+    if provider in PEERS:
+        return _peer_transform(cfg, inp, True, "zeros")
     model = _baseline(cfg, provider, nn.Identity(), inp.device)
     if provider == "equiadapt-loop":
         return Work(lambda: (model.invert_scalar(y, inp.group_element()),), leaves, up)
@@ -494,6 +550,7 @@ def _step_forward(
     ``cuda_graph``: ours only, on CUDA, fp32: the canonicalizer's forward and backward replay
     from :class:`canon.GraphedCanonicalizer` (captured here, for ``x``'s shape).
     """
+    _no_peer(provider)
     encoder = make_encoder(cfg).to(device)  # identical initial weights for every provider
     if _ours(provider):
         p = _canon_view_params(cfg)
@@ -581,7 +638,7 @@ CASES = tuple(REGISTRY)
 
 # providers timed also with CUDA graphs (the launch-bound ones, and ours-triton beside them);
 # the reference backend reads view matrices on the host (a sync), which graphs cannot capture
-GRAPH_PROVIDERS = ("ours-triton", "equiadapt", "equiadapt-loop")
+GRAPH_PROVIDERS = ("ours-triton", "equiadapt", "equiadapt-loop", "torch-batched", "torch-compile")
 
 TARGETS = (
     Config("orbit", 64, 8, "3x32x32"),
@@ -617,6 +674,33 @@ def quick_configs(device: str) -> list[Config]:
             Config("orbit-one-tap", 512, 16, "3x224x224", mode="backward"),
         ]
         cfgs += [Config("canonicalize", 256, 8, "3x224x224", mode="backward")]
+    return cfgs
+
+
+def peer_configs(device: str) -> list[Config]:
+    """The cases that have a plain-PyTorch peer (``torch-batched``, ``torch-compile``) at the sizes of the GPU
+    targets (docs/benchmarks.md): forward and backward, fp32, and the bf16 orbit beside its fp32 twin.
+
+    ``orbit-one-tap`` is the peers' single bilinear tap per pixel on the 224² → 96 views (``orbit``
+    antialiases them); ``orbit`` on 3×32² → 96 upsamples, so no antialiasing applies and the peers run it.
+    """
+    big = device == "cuda"
+    b224, b224s, bsmall = (256, 64, 64) if big else (8, 4, 16)
+    cfgs = [
+        Config("orbit-one-tap", b224, 8, "3x224x224"),
+        Config("orbit-one-tap", b224, 8, "3x224x224", "bf16"),
+        Config("orbit-one-tap", 512 if big else 8, 16, "3x224x224"),
+        Config("orbit", bsmall, 8, "3x32x32"),
+        Config("canonicalize", b224, 8, "3x224x224"),
+        Config("invert", b224, 8, "3x224x224"),
+    ]
+    cfgs += [
+        Config("orbit-one-tap", b224s, 8, "3x224x224", mode="backward"),
+        Config("orbit-one-tap", 512 if big else 8, 16, "3x224x224", mode="backward"),
+        Config("orbit", bsmall, 8, "3x32x32", mode="backward"),
+        Config("canonicalize", b224, 8, "3x224x224", mode="backward"),
+        Config("invert", b224, 8, "3x224x224", mode="backward"),
+    ]
     return cfgs
 
 
@@ -691,8 +775,25 @@ def build(cfg: Config, provider: str, device: str, check_provider: bool = True) 
         _check_provider(provider, device)
     case = REGISTRY[cfg.case]
     work = case.build(cfg, provider, Inputs.make(cfg, device, grad=cfg.mode != "forward"))
+    if provider == "torch-compile":
+        work.forward, how = _compile(work.forward)
+        work.note = "; ".join(filter(None, (how, work.note)))
     fn, outs = _closure(work, cfg.mode)
+    if provider == "torch-compile":
+        fn()  # the backward compiles on its first call: not in the timed calls
     return Bench(fn, case.nbytes(cfg, cfg.mode), work.out_shape or _shape(outs[0]), work.note)
+
+
+def _compile(forward: Callable) -> tuple[Callable, str]:
+    """``forward`` under ``torch.compile`` (backend and mode from ``BENCH_COMPILE_BACKEND`` / ``BENCH_COMPILE_MODE``).
+
+    Dynamo's caches are reset first: every size point is its own specialised compile, and a
+    recompile limit reached across points would silently fall back to eager.
+    """
+    backend = os.environ.get("BENCH_COMPILE_BACKEND", "inductor")
+    mode = os.environ.get("BENCH_COMPILE_MODE") or None
+    torch._dynamo.reset()
+    return peers.compiled(forward, backend, mode), f"torch.compile(backend={backend}, mode={mode or 'default'})"
 
 
 # -- timers ---------------------------------------------------------------------------------
@@ -806,9 +907,11 @@ def cpu_peak_mb(events) -> float:
 
 
 def count_leaf_ops(events) -> int:
-    """aten ops that call no other aten op: on CPU, the closest thing to a kernel launch."""
+    """aten ops that call no other aten op, and calls of torch.compile'd graphs (whose generated C++ kernels
+    the CPU profiler does not list): on CPU, the closest thing to a kernel launch."""
     aten = [e for e in events if e.name.startswith("aten::")]
-    return sum(1 for e in aten if not any(c.name.startswith("aten::") for c in e.cpu_children))
+    compiled = sum(1 for e in events if e.name.startswith("## Call CompiledFxGraph"))
+    return compiled + sum(1 for e in aten if not any(c.name.startswith("aten::") for c in e.cpu_children))
 
 
 # -- environment -----------------------------------------------------------------------------

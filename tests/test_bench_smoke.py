@@ -18,6 +18,13 @@ OP_CASES = (*OPS, "orbit-one-tap")  # every case timing one op (the last: orbit 
 STEPS = ("step", "step-no-encoder")
 
 
+@pytest.fixture(autouse=True)
+def _cheap_compile(monkeypatch):
+    """torch-compile rows through dynamo + AOT autograd without inductor's C++ build (seconds per row on CI;
+    inductor runs in the GPU bench, and tests/test_bench_peers.py checks the compiled peer's values)."""
+    monkeypatch.setenv("BENCH_COMPILE_BACKEND", "aot_eager")
+
+
 def _run_cli(tmp_path, *argv: str) -> list[dict]:
     out = str(tmp_path)
     rc = bench_cli.main(["--quick", "--device", "cpu", "--batch", "2", "--min-time", "0", "--output-dir", out, *argv])
