@@ -69,6 +69,9 @@ class OrbitCanonicalizer(nn.Module):
         seed: seed of the reference vector.
         antialias: views that shrink the input are antialiased as torchvision's ``Resize``
             (see :func:`canon.orbit`).
+        channels_last: write the views so that the encoder's (B·N, C, h, w) batch is
+            ``torch.channels_last`` (for an encoder whose weights are channels-last: tensor-core
+            convolutions take NHWC without a conversion).
 
     Example:
         >>> from canon.networks import ConvEncoder
@@ -100,6 +103,7 @@ class OrbitCanonicalizer(nn.Module):
         check_finite: bool = False,
         seed: int = 0,
         antialias: bool = True,
+        channels_last: bool = False,
     ):
         super().__init__()
         fn = "OrbitCanonicalizer"
@@ -120,6 +124,9 @@ class OrbitCanonicalizer(nn.Module):
         if not isinstance(antialias, bool):
             raise TypeError(f"{fn}: antialias must be True or False, got {antialias!r}")
         self.antialias = antialias
+        if not isinstance(channels_last, bool):
+            raise TypeError(f"{fn}: channels_last must be True or False, got {channels_last!r}")
+        self.channels_last = channels_last
         if dim is not None and (isinstance(dim, bool) or not isinstance(dim, int) or dim < 1):
             raise ValueError(f"{fn}: dim must be a positive int (the vector size D), got {dim!r}")
         dim = dim if dim is not None else getattr(encoder, "out_dim", None)
@@ -205,7 +212,8 @@ class OrbitCanonicalizer(nn.Module):
         (tables, hw, padding, aa), _ = self._plans(x)
         dtype = self._dtype or x.dtype
         check_views_fit(x, N, hw, dtype, "OrbitCanonicalizer")
-        reuse = x.device.type == "cpu" and not ops.tracing() and not _memory.tracing()
+        last = self.__dict__.get("channels_last", False)  # (absent on modules pickled before the option)
+        reuse = x.device.type == "cpu" and not last and not ops.tracing() and not _memory.tracing()
         # only large blocks: a small fresh one costs less than the holder check (and no page faults)
         reuse = reuse and B * N * x.shape[1] * hw[0] * hw[1] * dtype.itemsize >= _memory.MIN_BYTES
         out = self._dead_views(x, (B, N, x.shape[1], *hw), dtype) if reuse else None
@@ -214,7 +222,7 @@ class OrbitCanonicalizer(nn.Module):
         if reuse and out is None and not (torch.is_grad_enabled() and x.requires_grad):
             # a block of its own (kept below), not canon._memory's one shared block
             out = ref.orbit_empty(B, N, x.shape[1], *hw, dtype, x.device, False)
-        views = ops.orbit(x, tables, hw, padding, self.interpolation, dtype, out=out, antialias=aa)
+        views = ops.orbit(x, tables, hw, padding, self.interpolation, dtype, last, out=out, antialias=aa)
         if reuse:
             self.__dict__["_views_buffer"] = views.detach()  # a private alias of the storage (see _dead_views)
         vectors = self.encoder(views.flatten(0, 1))

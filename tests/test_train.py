@@ -128,7 +128,7 @@ def test_resume_is_bit_for_bit(tmp_path, digits):
             assert torch.equal(v, b["models"][name][k]), f"{name}.{k} differs after resume"
         sa, sb = a["optimizers"][name]["state"], b["optimizers"][name]["state"]
         assert all(torch.equal(sa[i]["exp_avg_sq"], sb[i]["exp_avg_sq"]) for i in sa)
-    drop = ("seconds",)
+    drop = ("seconds", "train_seconds", "images_per_s")  # timings
     assert [{k: v for k, v in r.items() if k not in drop} for r in a["history"]] == [
         {k: v for k, v in r.items() if k not in drop} for r in b["history"]
     ]
@@ -321,3 +321,69 @@ def test_cuda_device_gets_an_index(monkeypatch, name, index):
     assert cli._device({"device": name}, 1, 0) == torch.device("cuda", index) == seen[0]
     with pytest.raises(cli.ConfigError, match="has 3 CUDA device"):
         cli._device({"device": "cuda:3"}, 1, 0)
+
+
+def test_epochs_report_training_throughput(c4_run):
+    out, _ = c4_run
+    rows = list(csv.DictReader(open(out / "epochs.csv")))
+    for r in rows:  # the steps alone: less than the epoch with its test evaluation
+        assert 0 < float(r["train_seconds"]) <= float(r["seconds"]) and float(r["images_per_s"]) > 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    rates = sorted(float(r["images_per_s"]) for r in rows)
+    assert rates[0] <= metrics["train_images_per_s"] <= rates[-1]
+
+
+def test_channels_last_trains_the_same_model_in_nhwc(tmp_path, digits):
+    """--channels-last: weights and views NHWC, the same values as the NCHW model (float sums aside)."""
+    cfg = cfg_of("--group", "C4", "--channels-last", "--methods", "canonicalized", "--output-dir", str(tmp_path))
+    run(cfg, digits)
+    assert load_checkpoint(str(tmp_path / "checkpoint.pt")).epoch == 1
+    from canon import OrbitCanonicalizer
+    from canon.networks import ConvEncoder
+
+    can = OrbitCanonicalizer(ConvEncoder(3, out_dim=8, hidden=4), "C8", size=10).eval()
+    views = torch.empty(0)
+    can.encoder.register_forward_pre_hook(lambda _, args: views.set_(args[0].detach()))
+    x = torch.rand(2, 3, 12, 12)
+    with torch.no_grad():
+        ref = can(x)
+        can.channels_last = True
+        can.encoder.to(memory_format=torch.channels_last)
+        got = can(x)
+    assert views.is_contiguous(memory_format=torch.channels_last) and not views.is_contiguous()
+    assert torch.allclose(got, ref, atol=1e-6)
+    with pytest.raises(TypeError, match="channels_last must be True or False"):
+        OrbitCanonicalizer(can.encoder, "C4", channels_last="yes")
+
+
+def test_compile_encoder_compiles_the_canonicalizers_encoder_in_place(digits, monkeypatch):
+    """--compile-encoder: nn.Module.compile on the OrbitCanonicalizer's encoder only (checkpoint keys unchanged);
+    the compiled run itself is measured on a GPU (bench/gpu_run.sh), inductor's CPU build is too slow for CI."""
+    from canon.train.loop import _gpu_layout
+
+    compiled = []
+    monkeypatch.setattr(torch.nn.Module, "compile", lambda self, *a, **k: compiled.append(self))
+    cfg = cfg_of("--compile-encoder", "--methods", "canonicalized,plain")
+    models = build_models(cfg, 1, 10, (8, 8))
+    keys = {k: set(m.state_dict()) for k, m in models.items()}
+    _gpu_layout(models, cfg)
+    assert compiled == [models["canonicalized"].canonicalizer.encoder]
+    assert {k: set(m.state_dict()) for k, m in models.items()} == keys
+
+
+def test_gpu_loss_check_is_deferred_but_names_the_first_bad_step(monkeypatch):
+    """On a GPU the NaN/Inf check of the loss runs every CHECK_EVERY steps (one host sync), and still names the
+    step where the loss first went bad."""
+    from canon.train import loop
+
+    monkeypatch.setattr(loop, "CHECK_EVERY", 5)
+    t = loop.Trainer.__new__(loop.Trainer)
+    t.world, t.device, t.epoch, t._pending = 1, torch.device("meta"), 0, []
+    for step, value in enumerate([1.0, 2.0, float("nan"), 3.0]):
+        t.step = step
+        t._check_loss("canonicalized", torch.tensor(value), {"task": torch.tensor(value)})
+    assert len(t._pending) == 4  # nothing checked yet: no sync
+    t.step = 4
+    with pytest.raises(loop.NonFiniteError, match=r"epoch 1, step 3: the loss of 'canonicalized' is nan \(task nan\)"):
+        t._check_loss("canonicalized", torch.tensor(4.0), {"task": torch.tensor(4.0)})
+    assert t._pending == []

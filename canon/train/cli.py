@@ -10,6 +10,7 @@ import math
 import os
 import platform
 import shlex
+import statistics
 import sys
 import time
 import warnings
@@ -336,13 +337,17 @@ def _train_epochs(trainer: Trainer, cfg: dict, test, device, rank: int, world: i
             leave=True,
         )
         try:
-            sums = _reduce_sums(trainer.train_epoch(bar), world, device)
+            sums = _reduce_sums(trainer.train_epoch(bar), world, device)  # (ends with a host sync)
         finally:
             bar.close()
+        train_s = time.perf_counter() - te  # the steps alone, before the test evaluation
         trainer.check_finite(sums)  # before anything of this epoch is written
         row = _epoch_row(trainer, cfg, sums, test, device, rank, world)
         trainer.train_time += time.perf_counter() - te
         row["seconds"] = round(time.perf_counter() - te, 3)
+        row["train_seconds"] = round(train_s, 3)
+        # images through the training step per second, every method of the run together (all ranks)
+        row["images_per_s"] = round(sums["samples"] / max(train_s, 1e-9), 1)
         trainer.epoch += 1
         trainer.history.append(row)
         done_now += 1
@@ -357,7 +362,8 @@ def _train_epochs(trainer: Trainer, cfg: dict, test, device, rank: int, world: i
                     if k.endswith("_test_upright_acc")
                 )
                 print(
-                    f"epoch {row['epoch']}/{cfg['epochs']} ({row['seconds']:.1f}s) upright test acc: {accs}",
+                    f"epoch {row['epoch']}/{cfg['epochs']} ({row['seconds']:.1f}s; training "
+                    f"{row['images_per_s']:.0f} images/s) upright test acc: {accs}",
                     flush=True,
                 )
         if world > 1:
@@ -444,6 +450,9 @@ def _write_results(trainer: Trainer, cfg: dict, test, device, result: dict, eval
                     trainer.raw[name], test, group, device, os.path.join(out, file), padding=cfg["padding"]
                 )
     result["train_time_s"] = round(trainer.train_time, 2)
+    rates = [r["images_per_s"] for r in trainer.history if "images_per_s" in r]
+    if rates:  # the median epoch: the first one pays compilation and warm-up on a GPU
+        result["train_images_per_s"] = float(statistics.median(rates))
     result["eval_time_s"] = round(eval_time, 2)
     result["wall_time_s"] = round(time.perf_counter() - t0, 2)
     _write_json(os.path.join(out, "metrics.json"), result)
@@ -452,6 +461,8 @@ def _write_results(trainer: Trainer, cfg: dict, test, device, result: dict, eval
         f"wall time {result['wall_time_s']:.1f}s (this invocation; training {result['train_time_s']:.1f}s in "
         f"total, evaluation {eval_time:.1f}s); results in {out}"
     )
+    if "train_images_per_s" in result:
+        print(f"training throughput: {result['train_images_per_s']:.0f} images/s (median epoch, all methods together)")
 
 
 def load_data(cfg: dict):

@@ -31,8 +31,10 @@ RESUME_FREE = (
     "no_plots",
     "angle_step",
     "cuda_graph",  # replays the same kernels on the same values
+    "channels_last",  # the same model; convolutions may pick other algorithms (float sums in another order)
+    "compile_encoder",  # likewise: generated kernels may sum in another order
 )
-RESUME_WARN = ("epochs", "threads")
+RESUME_WARN = ("epochs", "threads", "channels_last", "compile_encoder")
 
 # Bounds of the options (validate): the largest values that still make a sensible run.
 MAX_ROTATIONS = 360  # training encodes |G| views per image and evaluation |G|² per test image
@@ -43,7 +45,15 @@ MAX_IMAGE = 1024
 
 # Options added after checkpoints existed: a configuration (or an old checkpoint's) without
 # them means these values, which reproduce what those runs did.
-ADDED_DEFAULTS = {"image_size": 0, "eq_hidden": 4, "eq_fields": 8, "angle_step": 15, "cuda_graph": False}
+ADDED_DEFAULTS = {
+    "image_size": 0,
+    "eq_hidden": 4,
+    "eq_fields": 8,
+    "angle_step": 15,
+    "cuda_graph": False,
+    "channels_last": False,
+    "compile_encoder": False,
+}
 DEVICE_TYPES = ("cpu", "cuda")
 
 
@@ -130,6 +140,18 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="CUDA only: the canonicalized method's canonicalizer (forward and backward) replays a CUDA graph "
         "captured at the batch size (canon.GraphedCanonicalizer); a smaller last batch runs eagerly",
+    )
+    a(
+        "--channels-last",
+        action="store_true",
+        help="store the models' weights and the canonicalizer's views channels-last (NHWC): faster convolutions "
+        "on tensor-core GPUs, often slower on CPUs",
+    )
+    a(
+        "--compile-encoder",
+        action="store_true",
+        help="torch.compile the canonicalizer's encoder (nn.Module.compile: checkpoints keep their keys); the "
+        "first steps pay the compilation",
     )
     a(
         "--threads",

@@ -320,6 +320,22 @@ class NonFiniteError(RunError):
 
 
 _HINT = "lower --lr/--canon-lr, --weight-decay or the --lambda-* weights, or check the data"
+CHECK_EVERY = 64  # GPU: steps × methods between two host syncs of the loss check
+
+
+def _gpu_layout(models: dict[str, nn.Module], cfg: dict) -> None:
+    """--channels-last (every model's 4-D weights NHWC, the canonicalizer's views written NHWC) and
+    --compile-encoder (the OrbitCanonicalizer's encoder under torch.compile, in place: same state_dict keys)."""
+    ours = [getattr(m, "canonicalizer", None) for m in models.values()]
+    ours = [c for c in ours if isinstance(c, OrbitCanonicalizer)]
+    if cfg.get("channels_last"):
+        for m in models.values():
+            m.to(memory_format=torch.channels_last)
+        for c in ours:
+            c.channels_last = True
+    if cfg.get("compile_encoder"):
+        for c in ours:
+            c.encoder.compile()
 
 
 class Trainer:
@@ -333,6 +349,7 @@ class Trainer:
         self.raw = build_models(cfg, C, train.num_classes, (H, W))
         for m in self.raw.values():
             m.to(device)
+        _gpu_layout(self.raw, cfg)
         if ddp:
             from torch.nn.parallel import DistributedDataParallel as DDP
 
@@ -355,6 +372,7 @@ class Trainer:
         self.steps_per_epoch = min(steps, cfg["max_steps"]) if cfg["max_steps"] else steps
         self.total_steps = self.steps_per_epoch * cfg["epochs"]
         self.epoch, self.step, self.history, self.train_time = 0, 0, [], 0.0
+        self._pending: list = []  # losses not yet checked for NaN/Inf (see _check_loss)
         self.graphed = None  # canon.GraphedCanonicalizer of the canonicalized method (--cuda-graph), at first use
         if cfg["cuda_graph"]:
             if device.type != "cuda":
@@ -467,14 +485,30 @@ class Trainer:
             )
 
     def _check_loss(self, name: str, loss: torch.Tensor, parts: dict) -> None:
-        # One host sync per step and method, as the statistics below already need; under DDP the
-        # ranks would disagree on stopping mid-epoch, so there the reduced epoch sums are checked.
-        if self.world > 1 or math.isfinite(float(loss.detach())):
+        """Queue this step's loss for the finiteness check; on the CPU it runs at once. On a GPU the queue is
+        checked every CHECK_EVERY steps and at the end of the epoch: one host sync per CHECK_EVERY steps
+        instead of one per step and method, and the error still names the first bad step (the steps
+        after it ran on NaN weights, but nothing of the epoch is written before the check). Under DDP the
+        ranks would disagree on stopping mid-epoch, so there the reduced epoch sums are checked."""
+        if self.world > 1:
             return
-        detail = ", ".join(f"{k} {float(v.detach()):.4g}" for k, v in parts.items())
+        detached = {k: v.detach() for k, v in parts.items()}
+        self._pending.append((self.step, name, loss.detach(), detached))
+        if self.device.type == "cpu" or len(self._pending) >= CHECK_EVERY:
+            self._check_pending()
+
+    def _check_pending(self) -> None:
+        pending, self._pending = self._pending, []
+        if not pending:
+            return
+        finite = torch.isfinite(torch.stack([loss.float() for _, _, loss, _ in pending])).tolist()
+        if all(finite):
+            return
+        step, name, loss, parts = pending[finite.index(False)]
+        detail = ", ".join(f"{k} {float(v):.4g}" for k, v in parts.items())
         raise NonFiniteError(
-            f"training stopped at epoch {self.epoch + 1}, step {self.step + 1}: the loss of {name!r} is "
-            f"{float(loss.detach())} ({detail}); {_HINT}"
+            f"training stopped at epoch {self.epoch + 1}, step {step + 1}: the loss of {name!r} is "
+            f"{float(loss)} ({detail}); {_HINT}"
         )
 
     def _autocast(self):
@@ -496,7 +530,9 @@ class Trainer:
         self.sampler.set_epoch(self.epoch)
         order = torch.tensor(list(self.sampler), dtype=torch.int64)
         gen = torch.Generator().manual_seed(cfg["seed"] * 1_000_003 + self.epoch * 10_007 + self.rank)
-        sums: dict[str, float] = defaultdict(float)
+        # statistics summed on the device (float64, the same operations as Python floats): no host sync per step
+        sums: dict[str, torch.Tensor] = defaultdict(lambda: torch.zeros((), dtype=torch.float64, device=dev))
+        samples = 0
         for i in range(self.steps_per_epoch):
             idx = order[i * bs : (i + 1) * bs]
             x, y = self.train.x[idx].to(dev), self.train.y[idx].to(dev)
@@ -509,7 +545,7 @@ class Trainer:
             for opt in self.optimizers.values():
                 for g in opt.param_groups:
                     g["lr"] = g["base_lr"] * factor
-            sums["samples"] += b
+            samples += b
             for name, model in self.models.items():
                 if name in CANONICALIZING:
                     xa = transform(x, a_can.to(dev), G, cfg["padding"])
@@ -526,9 +562,9 @@ class Trainer:
                     parts = {"task": task, **wrapped.last_losses}
                     self._check_loss(name, loss, parts)
                     for k, v in wrapped.last_losses.items():
-                        sums[f"{name}/{k}"] += float(v) * b
+                        sums[f"{name}/{k}"] += v.detach().double() * b
                     target = prior_target(G, a_can.to(dev), b, dev)
-                    sums[f"{name}/orient_acc"] += float((wrapped.canonicalizer.element == target).sum())
+                    sums[f"{name}/orient_acc"] += (wrapped.canonicalizer.element == target).sum()
                 else:
                     xin = transform(x, a_aug.to(dev), G, cfg["padding"]) if name == "augmented" else x
                     with self._autocast():
@@ -536,15 +572,19 @@ class Trainer:
                     task = loss = F.cross_entropy(logits.float(), y)
                     self._check_loss(name, loss, {"task": task})
                 self._update(name, loss)
-                sums[f"{name}/loss"] += float(task.detach()) * b
-                sums[f"{name}/acc"] += float((logits.argmax(1) == y).sum())
+                sums[f"{name}/loss"] += task.detach().double() * b
+                sums[f"{name}/acc"] += (logits.argmax(1) == y).sum()
             self.step += 1
             if progress is not None:
-                n = sums["samples"]
                 progress.update(1)
-                short = {"canonicalized": "ours", "plain": "plain", "augmented": "aug", "equivariant": "equi"}
-                progress.set_postfix(
-                    {short[m]: f"{sums[m + '/loss'] / n:.3f}/{sums[m + '/acc'] / n:.3f}" for m in self.models},
-                    refresh=False,
-                )
-        return dict(sums)
+                if self.device.type == "cpu" or (i + 1) % CHECK_EVERY == 0:  # reading the sums syncs a GPU
+                    short = {"canonicalized": "ours", "plain": "plain", "augmented": "aug", "equivariant": "equi"}
+                    progress.set_postfix(
+                        {short[m]: f"{float(sums[m + '/loss']) / samples:.3f}/{float(sums[m + '/acc']) / samples:.3f}"
+                         for m in self.models},
+                        refresh=False,
+                    )  # fmt: skip
+        self._check_pending()
+        keys = list(sums)
+        values = torch.stack([sums[k] for k in keys]).tolist() if keys else []
+        return {"samples": samples, **dict(zip(keys, values))}
