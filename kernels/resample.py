@@ -23,9 +23,11 @@ time, so that a warp's rotated gathers stay within a few input rows (L1 hits) an
 channel's loads are issued before the stores. Adjoints are gathers too ("pull"): each
 input pixel sums, in a fixed order, the output pixels whose taps read it, found by the
 inverse map (a per-view pull table, see ``P_RJ``). Border/reflection padding folds whole half-planes
-onto edge pixels (unbounded fan-in), so their adjoint stays a scatter with atomics
-(:func:`orbit_backward_scatter_kernel`); ``canon.triton_ops`` routes it to the
-deterministic reference under ``torch.use_deterministic_algorithms(True)``.
+onto edge pixels (unbounded fan-in): their adjoint pulls the output pixels whose coordinates lie
+inside the input (the padding does not change those) and scatters the others with atomics
+(:func:`orbit_backward_scatter_kernel`, ``OUT_OF_RANGE``: the corners of rotated crops);
+``canon.triton_ops`` routes it to the deterministic reference under
+``torch.use_deterministic_algorithms(True)``.
 
 Coordinates and weights are float32 and computed without FMA contraction (the same IEEE
 operations as the reference); values accumulate in ``ACC`` (float32, or float64 for float64
@@ -688,6 +690,7 @@ def _pull_tile(
     CHANNELS: tl.constexpr,
     TILE_H: tl.constexpr,
     TILE_W: tl.constexpr,
+    IN_RANGE: tl.constexpr,  # only output pixels whose coordinate lies inside the input
 ):
     """Adjoint of one zero-padded view at input pixels (r, q): Σ over the view's output pixels
     whose taps read (r, q) of tap weight × gradient, as [CHANNELS, TILE_H, TILE_W] in ACC.
@@ -696,6 +699,13 @@ def _pull_tile(
     enumerate the window of candidate output pixels around the inverse image of the input
     pixel (pull table) and recompute each candidate's forward taps with the forward's
     operations, so the weights are exactly the forward's.
+
+    ``IN_RANGE``: the part of a border/reflection-padded view's adjoint that a pull can do. An
+    output pixel whose coordinate lies in ``[0, W-1] × [0, H-1]`` samples the same taps with the
+    same weights under every padding (the padding leaves it unchanged), so it is pulled here; the
+    others (their taps folded onto the edge by the padding) are left to a scatter
+    (``orbit_backward_scatter_kernel`` with ``OUT_OF_RANGE``). A permutation's pixel that reads
+    (r, q) has exactly the coordinate (r, q), so that path needs no test.
     """
     m00, m01, m02, m10, m11, m12 = _load_matrix(mats_ptr, elem, MAT_SLOTS)
     p00, p01, p02, p10, p11, p12 = _load_matrix(pull_ptr, elem, PULL_SLOTS)
@@ -750,6 +760,8 @@ def _pull_tile(
         j0 = tl.floor((p00 * uu + p01 * vv) + p02 - rj - 0.01).to(tl.int32)
         i0 = tl.floor((p10 * uu + p11 * vv) + p12 - ri - 0.01).to(tl.int32)
         acc = tl.zeros([CHANNELS, TILE_H, TILE_W], dtype=ACC)
+        w_last = W - 1.0  # (IN_RANGE) the input's last column and row
+        h_last = H - 1.0
         for di in range(ki):
             ii = i0 + di
             for dj in range(kj):
@@ -767,6 +779,8 @@ def _pull_tile(
                     wy = tl.where(y0 == vv, 1.0 - fy, tl.where((y0 + 1.0 == vv) & (fy != 0.0), fy, 0.0))
                     wt = wx * wy
                 ok = ok & (wt != 0.0)
+                if IN_RANGE:
+                    ok = ok & (tl.minimum(u, v) >= 0.0) & (u <= w_last) & (v <= h_last)
                 off = (tl.minimum(tl.maximum(ii, 0), h - 1) * sg_h + tl.minimum(tl.maximum(jj, 0), w - 1) * sg_w)[
                     None, :, :
                 ]
@@ -807,6 +821,7 @@ def orbit_backward_kernel(
     CHANNELS: tl.constexpr,
     TILE_H: tl.constexpr,
     TILE_W: tl.constexpr,
+    IN_RANGE: tl.constexpr,  # border/reflection: the in-range part only (see _pull_tile)
 ):
     """Adjoint of a zero-padded :func:`orbit_kernel` by gather: ``gx[b] = Σ_n T_nᵀ g[b, n]``,
     views summed in order n = 0, 1, … (deterministic, no atomics). One program per (b, input tile)."""
@@ -849,6 +864,7 @@ def orbit_backward_kernel(
                 CHANNELS,
                 TILE_H,
                 TILE_W,
+                IN_RANGE,
             )
             grad_view += sg_n
         tl.store(
@@ -893,12 +909,13 @@ def transform_backward_kernel(
     ALL_EXACT: tl.constexpr,
     ALIGNED: tl.constexpr,
     CHANNEL_PERM: tl.constexpr,
-    NEED_GX: tl.constexpr,  # the adjoint to x (zero padding only: pull)
+    NEED_GX: tl.constexpr,  # the adjoint to x by pull (all of it with zero padding; IN_RANGE: its in-range part)
     NEED_DOT: tl.constexpr,  # <grad[b], T_g x[b]> for every g (mixture straight-through)
     ACC: tl.constexpr,
     CHANNELS: tl.constexpr,
     TILE_H: tl.constexpr,
     TILE_W: tl.constexpr,
+    IN_RANGE: tl.constexpr,  # border/reflection: pull the in-range part only (see _pull_tile)
 ):
     """Backward of :func:`transform_kernel` for ``out[b] = T_{index[b]} x[b]``: one program per
     (b, tile) writes the adjoint to x on its tile and its share of every inner product."""
@@ -942,6 +959,7 @@ def transform_backward_kernel(
                 CHANNELS,
                 TILE_H,
                 TILE_W,
+                IN_RANGE,
             )
             acc = tl.where(valid, acc, float("nan"))
             tl.store(
@@ -1039,11 +1057,13 @@ def orbit_backward_scatter_kernel(
     USE_INDEX: tl.constexpr,
     ACC: tl.constexpr,
     BLOCK: tl.constexpr,  # output pixels per program
+    OUT_OF_RANGE: tl.constexpr,  # only output pixels whose coordinate lies outside the input
 ):
     """Adjoint of a border/reflection-padded view by scatter (atomics): these paddings fold whole
     half-planes onto edge pixels, so an input pixel has no bounded set of output pixels to pull
     from. Not bit-deterministic on a GPU; ``canon.triton_ops`` uses the reference adjoint in
-    deterministic mode."""
+    deterministic mode. With ``OUT_OF_RANGE`` it adds only the folded part, after a pull with
+    ``IN_RANGE`` wrote the rest (few pixels: the corners of rotated crops)."""
     pid = tl.program_id(0)
     nblk = tl.cdiv(h * w, BLOCK)
     o = pid // nblk
@@ -1065,6 +1085,8 @@ def orbit_backward_scatter_kernel(
     Wf = W * 1.0
     Hf = H * 1.0
     u, v = _source_coords(m00, m01, m02, m10, m11, m12, j.to(tl.float32), i.to(tl.float32))
+    if OUT_OF_RANGE:
+        p_ok = p_ok & ((u < 0.0) | (u > Wf - 1.0) | (v < 0.0) | (v > Hf - 1.0))
     u, v = _pad(u, v, Wf, Hf, PADDING)
     ix, iy, wt00, wt01, wt10, wt11, k00, k01, k10, k11 = _taps(u, v, p_ok, Wf, Hf, ALL_EXACT or NEAREST, NEAREST)
     grad_c = grad_ptr + b.to(tl.int64) * sg_b + n.to(tl.int64) * sg_n
@@ -1436,8 +1458,10 @@ def orbit_backward(
     """Adjoint of :func:`orbit_forward`: ``out`` (B, C, H, W) ← Σ_n T_nᵀ grad[:, n].
 
     Zero padding: one gather launch writing ``out`` directly (deterministic, no atomics).
-    Border/reflection: a scatter into a zeroed accumulator, then a copy into ``out``.
-    ``aligned`` refers to the inverse permutations of the pull table.
+    Border/reflection (:data:`BORDER_ADJOINT` ``"pull"``): the same gather for the output pixels whose
+    coordinate lies inside the input, then atomics for the rest (folded onto the edge by the padding),
+    into ``out`` or (another dtype or layout) a float32 buffer copied into it; ``"scatter"``: atomics for
+    every pixel into a zeroed accumulator. ``aligned`` refers to the inverse permutations of the pull table.
     """
     B, N, C, h, w = grad.shape
     H, W = in_hw
@@ -1445,26 +1469,48 @@ def orbit_backward(
     _check_plane("grad", grad)
     _check_plane("out", out)
     nearest = interpolation == "nearest"
-    if padding == "zeros":
-        kind = _kind(all_exact, aligned, padding) if all_exact else "pull"
-        meta, warps = _split(resample_config(H, W, C, out.dtype, kind))
-        launch(
-            orbit_backward_kernel, (B * _tiles(H, W, meta),), warps, fp_fusion=False,
-            grad_ptr=grad, mats_ptr=mats, pull_ptr=pull, gx_ptr=out,
-            sg_b=grad.stride(0), sg_n=grad.stride(1), sg_c=grad.stride(2), sg_h=grad.stride(3), sg_w=grad.stride(4),
-            sgx_b=out.stride(0), sgx_c=out.stride(1), sgx_h=out.stride(2), sgx_w=out.stride(3),
-            C=C, H=H, W=W, h=h, w=w, N=N, NEAREST=nearest, ALL_EXACT=bool(all_exact),
-            ALIGNED=_aligned(aligned, meta, kind),
-            ACC=acc_tl(out.dtype), **meta,
-        )  # fmt: skip
+    if padding != "zeros" and (BORDER_ADJOINT == "scatter" or nearest):
+        accum = torch.zeros((B, C, H, W), dtype=acc_dtype(out.dtype), device=grad.device)
+        _scatter_launch(grad, mats, None, all_exact, padding, nearest, accum, (h, w))
+        out.copy_(accum)
         return out
-    accum = torch.zeros((B, C, H, W), dtype=acc_dtype(out.dtype), device=grad.device)
-    _scatter_launch(grad, mats, None, all_exact, padding, nearest, accum, (h, w))
-    out.copy_(accum)
+    folded = padding != "zeros"  # border/reflection: pull the in-range part, then scatter the folded rest
+    target = _atomic_target(out) if folded else out
+    kind = _kind(all_exact, aligned, padding) if (all_exact and not folded) else "pull"
+    meta, warps = _split(resample_config(H, W, C, out.dtype, kind))
+    launch(
+        orbit_backward_kernel, (B * _tiles(H, W, meta),), warps, fp_fusion=False,
+        grad_ptr=grad, mats_ptr=mats, pull_ptr=pull, gx_ptr=target,
+        sg_b=grad.stride(0), sg_n=grad.stride(1), sg_c=grad.stride(2), sg_h=grad.stride(3), sg_w=grad.stride(4),
+        sgx_b=target.stride(0), sgx_c=target.stride(1), sgx_h=target.stride(2), sgx_w=target.stride(3),
+        C=C, H=H, W=W, h=h, w=w, N=N, NEAREST=nearest, ALL_EXACT=bool(all_exact),
+        ALIGNED=_aligned(aligned, meta, kind),
+        ACC=acc_tl(out.dtype), IN_RANGE=folded, **meta,
+    )  # fmt: skip
+    if folded:
+        _scatter_launch(grad, mats, None, all_exact, padding, nearest, target, (h, w), out_of_range=True)
+        if target is not out:
+            out.copy_(target)
     return out
 
 
-def _scatter_launch(grad5, mats, index, all_exact, padding, nearest, accum, hw):
+# How the adjoint of a border/reflection-padded bilinear view is computed: "pull" (default: a
+# deterministic gather of every output pixel whose coordinate lies inside the input, then atomics
+# for the few whose taps the padding folds onto the edge) or "scatter" (atomics for every output
+# pixel, as aten's grid_sample backward does). Both are exact; bench/adjoint_check.py times them.
+# Nearest views always scatter (their in-range pull spilled registers on sm_80/sm_90).
+BORDER_ADJOINT = "pull"
+
+
+def _atomic_target(out: torch.Tensor) -> torch.Tensor:
+    """``out`` itself when atomics can add into it (contiguous, accumulation dtype), else a buffer like it."""
+    acc = acc_dtype(out.dtype)
+    if out.dtype == acc and out.is_contiguous():
+        return out
+    return torch.empty(out.shape, dtype=acc, device=out.device)
+
+
+def _scatter_launch(grad5, mats, index, all_exact, padding, nearest, accum, hw, out_of_range: bool = False):
     B, NV, C = grad5.shape[:3]
     H, W = accum.shape[-2:]
     h, w = hw
@@ -1476,7 +1522,7 @@ def _scatter_launch(grad5, mats, index, all_exact, padding, nearest, accum, hw):
         sg_b=grad5.stride(0), sg_n=grad5.stride(1), sg_c=grad5.stride(2), sg_h=grad5.stride(3), sg_w=grad5.stride(4),
         C=C, H=H, W=W, h=h, w=w, NV=NV, NM=mats.shape[0],
         PADDING=PADDING_CODES[padding], NEAREST=nearest, ALL_EXACT=bool(all_exact), USE_INDEX=index is not None,
-        ACC=acc_tl(accum.dtype), BLOCK=block,
+        ACC=acc_tl(accum.dtype), BLOCK=block, OUT_OF_RANGE=out_of_range,
     )  # fmt: skip
 
 
@@ -1507,16 +1553,19 @@ def transform_backward(
     index, mats, pull, chan_perm, chan_inv = (dense(t) for t in (index, mats, pull, chan_perm, chan_inv))
     _check_plane("grad", grad)
     _check_plane("x", x)
-    kind = _kind(all_exact, aligned, padding) if (all_exact and grad_w is None) else "pull"
+    nearest = interpolation == "nearest"
+    folded = grad_x is not None and padding != "zeros" and BORDER_ADJOINT == "pull" and not nearest
+    folded = folded and chan_perm is None
+    kind = _kind(all_exact, aligned, padding) if (all_exact and grad_w is None and not folded) else "pull"
     meta, warps = _split(resample_config(H, W, C, x.dtype, kind))
     tiles = _tiles(H, W, meta)
     acc_dt = acc_dtype(x.dtype)
-    nearest = interpolation == "nearest"
-    pull_gx = grad_x is not None and padding == "zeros"
+    pull_gx = grad_x is not None and (padding == "zeros" or folded)
+    target = _atomic_target(grad_x) if folded else grad_x
     dot = torch.empty((B, N, tiles), dtype=acc_dt, device=grad.device) if grad_w is not None else None
     n_perm = chan_perm.shape[1] if chan_perm is not None else 1
     if pull_gx or dot is not None:
-        gx = grad_x if pull_gx else grad
+        gx = target if pull_gx else grad
         launch(
             transform_backward_kernel, (B * tiles,), warps, fp_fusion=False,
             grad_ptr=grad, x_ptr=x, mats_ptr=mats, pull_ptr=pull, index_ptr=index,
@@ -1529,8 +1578,13 @@ def transform_backward(
             C=C, H=H, W=W, N=N, N_PERM=n_perm,
             PADDING=PADDING_CODES[padding], NEAREST=nearest, ALL_EXACT=bool(all_exact),
             ALIGNED=_aligned(aligned, meta, kind),
-            CHANNEL_PERM=chan_perm is not None, NEED_GX=pull_gx, NEED_DOT=dot is not None, ACC=acc_tl(x.dtype), **meta,
+            CHANNEL_PERM=chan_perm is not None, NEED_GX=pull_gx, NEED_DOT=dot is not None, ACC=acc_tl(x.dtype),
+            IN_RANGE=folded, **meta,
         )  # fmt: skip
+    if folded:  # the folded rest of the border/reflection adjoint
+        _scatter_launch(grad.unsqueeze(1), mats, index, all_exact, padding, nearest, target, (H, W), out_of_range=True)
+        if target is not grad_x:
+            grad_x.copy_(target)
     if grad_x is not None and not pull_gx:
         if chan_perm is not None:
             raise NotImplementedError(

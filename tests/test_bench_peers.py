@@ -5,7 +5,7 @@ import os
 
 import pytest
 import torch
-from conftest import assert_close
+from conftest import assert_close, kernel_device
 
 from bench import cases as C
 from bench import peers
@@ -84,3 +84,19 @@ def test_thetas_map_pixel_centres_as_canons_view_matrices():
     assert torch.allclose(t[1, :, :2].abs(), torch.tensor([[0, 5 / 7], [7 / 5, 0]], dtype=torch.float64))
     inv = peers.thetas(g, (5, 7), (5, 7), inverse=True)
     assert torch.allclose(inv[1], t[3]) and torch.allclose(inv[3], t[1])
+
+
+@kernel_device
+def test_adjoint_check_compares_the_same_gradients(dev):
+    """bench/adjoint_check.py: both adjoints of a padded view, the same gradients (tiny shapes here)."""
+    import canon
+    from bench.adjoint_check import CASES, Case, gradients
+
+    tiny = (Case("orbit", "C8", 1, 7, 5, 0.9, "border"), Case("canonicalize", "C4", 2, 5, None, 1.0, "border"))
+    with canon.use_backend("triton"):
+        for case in tiny:
+            _, pull = gradients(case, dev, "pull")
+            _, scatter = gradients(case, dev, "scatter")
+            for a, b in zip(pull, scatter):
+                assert_close(a.cpu(), b.cpu(), msg=case.label)
+    assert "orbit backward C8 B=64 3×224²→96 crop 0.8 border" in [c.label for c in CASES]

@@ -391,9 +391,9 @@ def test_backward_is_deterministic(dev, rng):
     for group, pad in (("D4", "zeros"), ("C8", "zeros"), ("C8", "border")):
         t = _tables(group, (7, 7), (7, 7), dev=dev)
         g = torch.randn(2, t.mats.shape[0], 3, 7, 7, generator=rng).to(dev)
-        a = triton_ops.orbit_backward(g, t.mats, t.pull, t.exact, t.aligned, (7, 7), pad, "bilinear", x.dtype)
-        b = triton_ops.orbit_backward(g, t.mats, t.pull, t.exact, t.aligned, (7, 7), pad, "bilinear", x.dtype)
         if pad == "zeros":  # the pull adjoint: bit-deterministic by construction (no atomics)
+            a = triton_ops.orbit_backward(g, t.mats, t.pull, t.exact, t.aligned, (7, 7), pad, "bilinear", x.dtype)
+            b = triton_ops.orbit_backward(g, t.mats, t.pull, t.exact, t.aligned, (7, 7), pad, "bilinear", x.dtype)
             assert torch.equal(a, b)
         idx = torch.tensor([1, 2], device=dev)
         a = triton_ops.transform_backward(g[:, 0], x, idx, t.mats, t.pull, t.exact, t.aligned, pad, "bilinear")
@@ -431,3 +431,49 @@ def test_exact_views_of_a_bilinear_group_keep_negative_zero(dev, rng):
     for g in (0, 2, 4, 6):
         assert torch.equal(torch.signbit(out[:, g]), torch.signbit(expect[:, g])), f"element {g}"
         assert torch.equal(out[:, g], torch.rot90(x, g // 2, dims=(-2, -1))), f"element {g}"
+
+
+@kernel_device
+@pytest.mark.parametrize(
+    "mode,group,in_hw,out_hw,crop,padding,interp",
+    [
+        ("pull", "C8", (7, 6), (7, 6), 1.0, "border", "bilinear"),  # rotated corners leave the input: folded taps
+        ("pull", "C8", (7, 7), (3, 3), 0.9, "reflection", "bilinear"),  # shrinking views
+        ("pull", "C4", (3, 4), (5, 6), 1.0, "border", "bilinear"),  # upsampling, non-square: rotations leave it
+        ("pull", "C6", (6, 5), (4, 4), 1.0, "reflection", "nearest"),  # (nearest views always scatter)
+        ("scatter", "C8", (7, 6), (7, 6), 1.0, "border", "bilinear"),
+    ],
+)
+def test_padded_adjoint_pull_plus_folded_scatter_matches_the_reference(
+    dev, mode, group, in_hw, out_hw, crop, padding, interp, rng, monkeypatch
+):
+    """Border/reflection adjoints: the in-range pull plus the out-of-range scatter ("pull", the default) and
+    the scatter of every pixel equal the reference, for orbit and transform, into float32 and bf16 gradients."""
+    from canon.kernels import resample
+
+    monkeypatch.setattr(resample, "BORDER_ADJOINT", mode)
+    B, C = 2, 2
+    t, td = _tables(group, in_hw, out_hw, crop), _tables(group, in_hw, out_hw, crop, dev=dev)
+    N = t.mats.shape[0]
+    g = torch.randn(B, N, C, *out_hw, generator=rng)
+    x = torch.randn(B, C, *in_hw, generator=rng)
+    for dtype in (torch.float32, torch.bfloat16):
+        gq = g.to(dtype)  # the reference sums the same rounded gradient in float32
+        (expect,) = torch.autograd.grad(
+            ref.orbit_ref(x.requires_grad_(), t.mats, t.exact, out_hw, padding, interp), x, gq.float()
+        )
+        out = torch.full((B, C, *in_hw), NAN, dtype=dtype, device=dev)
+        resample.orbit_backward(gq.to(dev), td.mats, td.pull, t.exact, t.aligned, in_hw, padding, interp, out)
+        assert_close(to_cpu(out).float(), expect.to(dtype).float(), dtype=dtype, msg=f"orbit {dtype}")
+    # transform (canonicalize) at full size, with the inner products of the straight-through rule
+    tt, ttd = _tables(group, in_hw, in_hw), _tables(group, in_hw, in_hw, dev=dev)
+    index = torch.randint(0, N, (B,), generator=rng)
+    xr = x.detach().clone().requires_grad_()
+    w = torch.zeros(B, N, requires_grad=True)
+    gy = torch.randn(B, C, *in_hw, generator=rng)
+    ref.transform_ref(xr, w, index, tt.mats, tt.exact, padding, interp).backward(gy)
+    gx, gw = triton_ops.transform_backward(
+        gy.to(dev), xr.detach().to(dev), index.to(dev), ttd.mats, ttd.pull, tt.exact, tt.aligned, padding, interp
+    )
+    assert_close(to_cpu(gx), xr.grad, msg="transform grad_x")
+    assert_close(to_cpu(gw), w.grad, msg="grad_weights", case="inner_products")
