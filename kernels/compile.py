@@ -192,7 +192,7 @@ def launch_scenarios() -> list[tuple[str, bool, object]]:
         ("pull C8 bf16", bf16, 8, 224, 96, False, "zeros", "bilinear"),
         ("pull C8 fp64", f64, 8, 64, 64, False, "zeros", "bilinear"),
         ("in-range pull + folded scatter C8 border", f32, 8, 224, 96, False, "border", "bilinear"),
-        ("in-range pull + folded scatter C8 32->96 reflection", f32, 8, 32, 96, False, "reflection", "bilinear"),
+        ("scatter C8 32->96 reflection (upsampling)", f32, 8, 32, 96, False, "reflection", "bilinear"),
         ("in-range pull + folded scatter C8 border, bf16", bf16, 8, 224, 96, False, "border", "bilinear"),
         ("scatter C8 reflection nearest", f32, 8, 224, 96, False, "reflection", "nearest"),
         ("in-range pull + folded scatter C4 exact border", f32, 4, 224, 224, True, "border", "bilinear"),

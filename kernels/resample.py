@@ -1458,9 +1458,9 @@ def orbit_backward(
     """Adjoint of :func:`orbit_forward`: ``out`` (B, C, H, W) ← Σ_n T_nᵀ grad[:, n].
 
     Zero padding: one gather launch writing ``out`` directly (deterministic, no atomics).
-    Border/reflection (:data:`BORDER_ADJOINT` ``"pull"``): the same gather for the output pixels whose
+    Border/reflection, pulled (:data:`BORDER_ADJOINT`): the same gather for the output pixels whose
     coordinate lies inside the input, then atomics for the rest (folded onto the edge by the padding),
-    into ``out`` or (another dtype or layout) a float32 buffer copied into it; ``"scatter"``: atomics for
+    into ``out`` or (another dtype or layout) a float32 buffer copied into it; scattered: atomics for
     every pixel into a zeroed accumulator. ``aligned`` refers to the inverse permutations of the pull table.
     """
     B, N, C, h, w = grad.shape
@@ -1469,7 +1469,7 @@ def orbit_backward(
     _check_plane("grad", grad)
     _check_plane("out", out)
     nearest = interpolation == "nearest"
-    if padding != "zeros" and (BORDER_ADJOINT == "scatter" or nearest):
+    if padding != "zeros" and not _pull_padded(nearest, (h, w), (H, W)):
         accum = torch.zeros((B, C, H, W), dtype=acc_dtype(out.dtype), device=grad.device)
         _scatter_launch(grad, mats, None, all_exact, padding, nearest, accum, (h, w))
         out.copy_(accum)
@@ -1494,12 +1494,21 @@ def orbit_backward(
     return out
 
 
-# How the adjoint of a border/reflection-padded bilinear view is computed: "pull" (default: a
-# deterministic gather of every output pixel whose coordinate lies inside the input, then atomics
-# for the few whose taps the padding folds onto the edge) or "scatter" (atomics for every output
-# pixel, as aten's grid_sample backward does). Both are exact; bench/adjoint_check.py times them.
-# Nearest views always scatter (their in-range pull spilled registers on sm_80/sm_90).
-BORDER_ADJOINT = "pull"
+# How the adjoint of a border/reflection-padded bilinear view is computed: "pull" (a deterministic
+# gather of every output pixel whose coordinate lies inside the input, then atomics for the few
+# whose taps the padding folds onto the edge), "scatter" (atomics for every output pixel, as aten's
+# grid_sample backward does) or "auto" (the default: pull, except for views larger than the input,
+# whose pull windows are long and whose input tiles are few). All are exact; nearest views always
+# scatter (their in-range pull spilled registers on sm_80/sm_90). bench/adjoint_check.py times
+# "pull" against "scatter" on a GPU (not yet run: docs/kernels.md has the prediction).
+BORDER_ADJOINT = "auto"
+
+
+def _pull_padded(nearest: bool, view_hw, in_hw) -> bool:
+    """Whether the adjoint of a border/reflection-padded view pulls (see :data:`BORDER_ADJOINT`)."""
+    if nearest or BORDER_ADJOINT == "scatter":
+        return False
+    return BORDER_ADJOINT == "pull" or view_hw[0] * view_hw[1] <= in_hw[0] * in_hw[1]
 
 
 def _atomic_target(out: torch.Tensor) -> torch.Tensor:
@@ -1554,8 +1563,8 @@ def transform_backward(
     _check_plane("grad", grad)
     _check_plane("x", x)
     nearest = interpolation == "nearest"
-    folded = grad_x is not None and padding != "zeros" and BORDER_ADJOINT == "pull" and not nearest
-    folded = folded and chan_perm is None
+    folded = grad_x is not None and padding != "zeros" and chan_perm is None
+    folded = folded and _pull_padded(nearest, (H, W), (H, W))
     kind = _kind(all_exact, aligned, padding) if (all_exact and grad_w is None and not folded) else "pull"
     meta, warps = _split(resample_config(H, W, C, x.dtype, kind))
     tiles = _tiles(H, W, meta)

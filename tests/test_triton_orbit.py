@@ -477,3 +477,18 @@ def test_padded_adjoint_pull_plus_folded_scatter_matches_the_reference(
     )
     assert_close(to_cpu(gx), xr.grad, msg="transform grad_x")
     assert_close(to_cpu(gw), w.grad, msg="grad_weights", case="inner_products")
+
+
+def test_padded_adjoint_routing(monkeypatch):
+    """BORDER_ADJOINT "auto" (default) pulls views no larger than the input and scatters upsampling and nearest
+    views; "pull" and "scatter" force one way (nearest always scatters)."""
+    from canon.kernels import resample
+
+    assert resample.BORDER_ADJOINT == "auto"
+    pulls = resample._pull_padded
+    assert pulls(False, (96, 96), (224, 224)) and pulls(False, (224, 224), (224, 224))
+    assert not pulls(False, (96, 96), (32, 32)) and not pulls(True, (96, 96), (224, 224))
+    monkeypatch.setattr(resample, "BORDER_ADJOINT", "pull")
+    assert pulls(False, (96, 96), (32, 32)) and not pulls(True, (8, 8), (8, 8))
+    monkeypatch.setattr(resample, "BORDER_ADJOINT", "scatter")
+    assert not pulls(False, (96, 96), (224, 224))
