@@ -135,6 +135,7 @@ SUBCOMMANDS = """subcommands (python -m bench SUBCOMMAND --help for their option
   sweep      resampling kernel time over launch configurations (CUDA)
   overhead   host time per call of every public op on tiny inputs
   kernels    registers, spills and memory widths of every kernel, compiled for sm_80/sm_90 without a GPU
+  requests   memory requests per output element of each kernel variant, under the Triton interpreter
   plot       redraw the figures from a results.csv
 """
 
@@ -303,6 +304,10 @@ def main(argv: list[str] | None = None) -> int:
         from bench import overhead
 
         return overhead.main(argv[1:])
+    if argv and argv[0] == "requests":
+        from bench import requests
+
+        return requests.main(argv[1:])
     if argv and argv[0] == "kernels":
         from bench import kernel_report
 
