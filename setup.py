@@ -49,6 +49,8 @@ setup(
         # --dataset elpv: 2,624 solar-cell images inside the wheel (~92 MB; data licence
         # CC-BY-NC-SA 4.0, non-commercial)
         "elpv": ["elpv-dataset>=1.0"],
+        # --dataset textures: three CC0 photographs inside the scikit-image wheel
+        "textures": ["scikit-image>=0.19"],
     },
     entry_points={"console_scripts": ["canon-train=canon.train:main"]},
     classifiers=[

@@ -129,3 +129,32 @@ def test_channels_last_arrays_are_read_as_such_with_a_warning(tmp_path):
     # (N, C, H, W) stays as it is, and tiny planes are not guessed at
     assert check_data(np.moveaxis(rgb, -1, 1), np.arange(6) % 2, "ok.npz")[0].shape == (6, 3, 10, 12)
     assert check_data(np.zeros((6, 3, 4, 3), np.float32), np.arange(6) % 2, "tiny.npz")[0].shape == (6, 3, 4, 3)
+
+
+def test_textures_are_non_overlapping_patches_of_the_three_photographs():
+    skimage_data = pytest.importorskip("skimage.data", reason="--dataset textures needs scikit-image")
+    from canon.data import TEXTURES, load_textures
+
+    data = load_textures()
+    assert data.x.shape == (972, 1, 28, 28) and data.x.dtype == torch.float32 and data.num_classes == 3
+    assert torch.equal(data.y.bincount(), torch.tensor([324, 324, 324]))
+    assert 0.0 <= float(data.x.min()) and float(data.x.max()) <= 1.0
+    # patch (r, c) of texture k is that 28×28 square of the photograph, scaled to [0, 1]
+    for k, name in enumerate(TEXTURES):
+        img = torch.from_numpy(getattr(skimage_data, name)().astype(np.float32) / 255.0)
+        first = int((data.y == k).nonzero()[0])
+        assert torch.equal(data.x[first + 0, 0], img[:28, :28])
+        assert torch.equal(data.x[first + 18 + 2, 0], img[28:56, 56:84])  # row 1, column 2 of 18
+    train, test = load_dataset("textures", 0.2, 0)
+    assert len(train) == 777 and len(test) == 195 and torch.equal(test.y.bincount(), torch.tensor([65, 65, 65]))
+
+
+def test_textures_without_scikit_image_names_the_extra(monkeypatch):
+    import sys
+
+    from canon.data import load_textures
+
+    monkeypatch.setitem(sys.modules, "skimage", None)  # import skimage.data now raises ImportError
+    monkeypatch.setitem(sys.modules, "skimage.data", None)
+    with pytest.raises(ImportError, match=r"canon-equivariance\[textures\].*pip install scikit-image"):
+        load_textures()

