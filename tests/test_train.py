@@ -387,3 +387,28 @@ def test_gpu_loss_check_is_deferred_but_names_the_first_bad_step(monkeypatch):
     with pytest.raises(loop.NonFiniteError, match=r"epoch 1, step 3: the loss of 'canonicalized' is nan \(task nan\)"):
         t._check_loss("canonicalized", torch.tensor(4.0), {"task": torch.tensor(4.0)})
     assert t._pending == []
+
+
+def test_schedule_is_torchs_lambda_lr_and_resumes_checkpoints_written_before_it():
+    """The learning rate follows a torch LambdaLR (cosine factor); a checkpoint whose groups carry the old
+    'base_lr' key resumes at lr = base × cosine(step), as the uninterrupted run had it."""
+    from canon.train import loop
+
+    cfg = cfg_of("--methods", "plain")
+    models = build_models(cfg, 1, 10, (8, 8))
+    opt = loop.build_optimizer(cfg, "plain", models["plain"])
+    total = 40
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: loop.cosine(s, total))
+    for _ in range(7):
+        opt.step()
+        sched.step()
+    assert opt.param_groups[0]["lr"] == cfg["lr"] * loop.cosine(7, total)
+    old = {**opt.param_groups[0]}
+    old.pop("initial_lr")
+    opt.param_groups[0].clear()
+    opt.param_groups[0].update({**old, "base_lr": cfg["lr"], "lr": 123.0})  # stale lr, as old checkpoints held
+    loop.Trainer._resume_schedule(sched, opt, 7)
+    g = opt.param_groups[0]
+    assert "base_lr" not in g and g["initial_lr"] == cfg["lr"] and g["lr"] == cfg["lr"] * loop.cosine(7, total)
+    sched.step()
+    assert g["lr"] == cfg["lr"] * loop.cosine(8, total)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 import random
+import warnings
 from collections import defaultdict
 from typing import NamedTuple
 
@@ -151,16 +152,18 @@ def build_models(cfg: dict, in_channels: int, num_classes: int, image_size: tupl
 def build_optimizer(cfg: dict, name: str, model: nn.Module) -> torch.optim.Optimizer:
     if name in CANONICALIZING:
         groups = [
-            {"params": list(model.predictor.parameters()), "lr": cfg["lr"], "base_lr": cfg["lr"]},
-            {"params": list(model.canonicalizer.parameters()), "lr": cfg["canon_lr"], "base_lr": cfg["canon_lr"]},
+            {"params": list(model.predictor.parameters()), "lr": cfg["lr"]},
+            {"params": list(model.canonicalizer.parameters()), "lr": cfg["canon_lr"]},
         ]
     else:
-        groups = [{"params": list(model.parameters()), "lr": cfg["lr"], "base_lr": cfg["lr"]}]
+        groups = [{"params": list(model.parameters()), "lr": cfg["lr"]}]
     return torch.optim.Adam(groups, weight_decay=cfg["weight_decay"])
 
 
 def cosine(step: int, total: int, floor: float = 0.02) -> float:
-    """Learning-rate factor: cosine decay from 1 to ``floor`` over ``total`` steps."""
+    """Learning-rate factor: cosine decay from 1 to ``floor`` over ``total`` steps (the ``lr_lambda`` of the
+    run's ``torch.optim.lr_scheduler.LambdaLR``; torch's ``CosineAnnealingLR`` has no floor factor and updates
+    recursively, which a resumed run would not reproduce bit for bit)."""
     t = min(step / max(total, 1), 1.0)
     return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * t))
 
@@ -371,6 +374,12 @@ class Trainer:
         steps = math.ceil(n_local / cfg["batch_size"])
         self.steps_per_epoch = min(steps, cfg["max_steps"]) if cfg["max_steps"] else steps
         self.total_steps = self.steps_per_epoch * cfg["epochs"]
+        # lr = initial lr × cosine(step / total steps), stepped after every update (total read at each step:
+        # a resume with more --epochs stretches the schedule)
+        self.schedulers = {
+            k: torch.optim.lr_scheduler.LambdaLR(o, lambda step: cosine(step, self.total_steps))
+            for k, o in self.optimizers.items()
+        }
         self.epoch, self.step, self.history, self.train_time = 0, 0, [], 0.0
         self._pending: list = []  # losses not yet checked for NaN/Inf (see _check_loss)
         self.graphed = None  # canon.GraphedCanonicalizer of the canonicalized method (--cuda-graph), at first use
@@ -452,6 +461,7 @@ class Trainer:
                 m.load_state_dict(ck["models"][k])
             for k, o in self.optimizers.items():
                 o.load_state_dict(ck["optimizers"][k])
+                self._resume_schedule(self.schedulers[k], o, ck["step"])
             for k, s in self.scalers.items():
                 s.load_state_dict(ck["scalers"][k])
             set_rng_states(ck["rng"])
@@ -460,6 +470,17 @@ class Trainer:
                 f"the checkpoint does not fit this run's models ({type(e).__name__}: {str(e).splitlines()[0][:200]})"
             ) from None
         self.epoch, self.step, self.history, self.train_time = ck["epoch"], ck["step"], ck["history"], ck["train_time"]
+
+    @staticmethod
+    def _resume_schedule(sched, opt, step: int) -> None:
+        """Put the schedule at ``step``: its initial lrs from the restored groups (``base_lr`` in checkpoints
+        written before the scheduler), and each group's lr = initial × cosine(step), as the uninterrupted run."""
+        for g in opt.param_groups:
+            g.setdefault("initial_lr", g.pop("base_lr", g["lr"]))
+        sched.base_lrs = [g["initial_lr"] for g in opt.param_groups]
+        sched.last_epoch = step
+        for g, base, factor in zip(opt.param_groups, sched.base_lrs, sched.lr_lambdas):
+            g["lr"] = base * factor(step)  # LambdaLR's own formula
 
     def nonfinite_weights(self) -> list[str]:
         """Names (``plain.0.weight``) of parameters and buffers holding NaN/Inf."""
@@ -541,10 +562,6 @@ class Trainer:
             a_aug = torch.randint(0, N, (b,), generator=gen)
             a_can = torch.randint(0, N, (b,), generator=gen)
             a_can = torch.where(torch.rand(b, generator=gen) < cfg["augment_prob"], a_can, torch.zeros_like(a_can))
-            factor = cosine(self.step, self.total_steps)
-            for opt in self.optimizers.values():
-                for g in opt.param_groups:
-                    g["lr"] = g["base_lr"] * factor
             samples += b
             for name, model in self.models.items():
                 if name in CANONICALIZING:
@@ -575,6 +592,10 @@ class Trainer:
                 sums[f"{name}/loss"] += task.detach().double() * b
                 sums[f"{name}/acc"] += (logits.argmax(1) == y).sum()
             self.step += 1
+            with warnings.catch_warnings():  # fp16: GradScaler skips the first updates (inf gradients) by design
+                warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler.step\(\)` before")
+                for sched in self.schedulers.values():  # the next step's lr
+                    sched.step()
             if progress is not None:
                 progress.update(1)
                 if self.device.type == "cpu" or (i + 1) % CHECK_EVERY == 0:  # reading the sums syncs a GPU
