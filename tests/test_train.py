@@ -331,6 +331,9 @@ def test_epochs_report_training_throughput(c4_run):
     metrics = json.loads((out / "metrics.json").read_text())
     rates = sorted(float(r["images_per_s"]) for r in rows)
     assert rates[0] <= metrics["train_images_per_s"] <= rates[-1]
+    # the canonicalizer's encoder timed apart against the median step (all methods of the run)
+    assert 0 < metrics["encoder_ms_per_step"] and 0 < metrics["step_ms"]
+    assert metrics["encoder_share"] == pytest.approx(metrics["encoder_ms_per_step"] / metrics["step_ms"], rel=1e-2)
 
 
 def test_channels_last_trains_the_same_model_in_nhwc(tmp_path, digits):

@@ -264,6 +264,8 @@ def run(cfg: dict, data=None) -> dict | None:
         result = _evaluate_all(trainer, cfg, train, test, device, rank, world)
         eval_time = time.perf_counter() - tm
         if rank == 0:
+            result.update(_encoder_share(trainer))
+        if rank == 0:
             _write_results(trainer, cfg, test, device, result, eval_time, t0)
         if world > 1:  # the ranks leave together
             torch.distributed.barrier()
@@ -317,6 +319,21 @@ def _write_run_info(trainer: Trainer, cfg: dict, train, test, device, rank: int,
         f"{trainer.group.name} on {cfg['dataset']}: {len(train)} train / {len(test)} test, methods "
         f"{', '.join(cfg['methods'])}, device {device}, {world} process(es)",
     )
+
+
+def _encoder_share(trainer: Trainer) -> dict:
+    """The canonicalized method's encoder (forward + backward on one batch of views, timed apart) against
+    the median training step of the run (every method of the run together): where a step's time goes."""
+    rows = [r for r in trainer.history if "train_seconds" in r]
+    t_enc = trainer.encoder_time() if rows else None
+    if t_enc is None:
+        return {}
+    step_s = statistics.median(r["train_seconds"] for r in rows) / trainer.steps_per_epoch
+    return {
+        "encoder_ms_per_step": round(1e3 * t_enc, 3),
+        "step_ms": round(1e3 * step_s, 3),
+        "encoder_share": round(t_enc / step_s, 4),
+    }
 
 
 def _train_epochs(trainer: Trainer, cfg: dict, test, device, rank: int, world: int) -> bool:
@@ -462,7 +479,13 @@ def _write_results(trainer: Trainer, cfg: dict, test, device, result: dict, eval
         f"total, evaluation {eval_time:.1f}s); results in {out}"
     )
     if "train_images_per_s" in result:
-        print(f"training throughput: {result['train_images_per_s']:.0f} images/s (median epoch, all methods together)")
+        line = f"training throughput: {result['train_images_per_s']:.0f} images/s (median epoch, all methods together)"
+        if "encoder_share" in result:
+            line += (
+                f"; the canonicalizer's encoder (forward + backward, timed apart) {result['encoder_ms_per_step']:.2f} "
+                f"ms of a {result['step_ms']:.2f} ms step ({100 * result['encoder_share']:.0f}%)"
+            )
+        print(line)
 
 
 def load_data(cfg: dict):

@@ -471,6 +471,41 @@ class Trainer:
             ) from None
         self.epoch, self.step, self.history, self.train_time = ck["epoch"], ck["step"], ck["history"], ck["train_time"]
 
+    def encoder_time(self, reps: int = 5) -> float | None:
+        """Seconds of one forward + backward of the canonicalized method's encoder on one batch of views
+        (median of ``reps`` after a warm-up), on a copy (the run's weights, statistics and gradients stay
+        as they are), with the run's autocast and memory format; None without that method or encoder."""
+        import copy
+        import time
+
+        model = self.raw.get("canonicalized")
+        can = getattr(model, "canonicalizer", None)
+        if not isinstance(can, OrbitCanonicalizer):
+            return None
+        enc = copy.deepcopy(can.encoder).train()
+        params = [p for p in enc.parameters() if p.requires_grad]
+        C = self.train.x.shape[1]
+        h, w = can._plans(self.train.x[:1].to(self.device))[0][1]
+        n = self.cfg["batch_size"] * self.group.order
+        fmt = torch.channels_last if getattr(can, "channels_last", False) else torch.contiguous_format
+        views = torch.randn(n, C, h, w, device=self.device).contiguous(memory_format=fmt)
+        sync = torch.cuda.synchronize if self.device.type == "cuda" else (lambda: None)
+
+        def once():
+            with self._autocast():
+                out = enc(views).float()
+            torch.autograd.grad(out.square().sum(), params)
+
+        once()
+        times = []
+        for _ in range(reps):
+            sync()
+            t0 = time.perf_counter()
+            once()
+            sync()
+            times.append(time.perf_counter() - t0)
+        return sorted(times)[len(times) // 2]
+
     @staticmethod
     def _resume_schedule(sched, opt, step: int) -> None:
         """Put the schedule at ``step``: its initial lrs from the restored groups (``base_lr`` in checkpoints
