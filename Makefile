@@ -12,11 +12,9 @@ $(STAMP): setup.py constraints-cpu.txt
 	$(PIP) install -q --upgrade pip
 	# torch first, pinned, so no dependency can pull a CUDA build; triton (the [gpu] extra)
 	# too, since the tests run the kernels under the Triton interpreter; the optional
-	# equivariant (e2cnn), elpv and textures (scikit-image) extras too, so that their tests run.
-	# --no-compile: Python compiles the modules it imports on first use, not all of torch at install
-	# (19 s → 10 s for torch and triton on the 2-core machine)
-	$(PIP) install -q --no-compile -c constraints-cpu.txt torch triton
-	$(PIP) install -q --no-compile -c constraints-cpu.txt -e '.[gpu,test,bench,train,dev,equivariant,elpv,textures]'
+	# equivariant (e2cnn), elpv and textures (scikit-image) extras too, so that their tests run
+	$(PIP) install -q -c constraints-cpu.txt torch triton
+	$(PIP) install -q -c constraints-cpu.txt -e '.[gpu,test,bench,train,dev,equivariant,elpv,textures]'
 	touch $(STAMP)
 
 setup: $(STAMP)
