@@ -318,7 +318,8 @@ def test_gradcheck_float64_through_triton(dev, rng):
     # backward passes may differ in the last bits (gradcheck's reentrancy check; nondet_tol allows rounding).
     torch.manual_seed(0)
     scatter = dict(fast_mode=True, nondet_tol=1e-12)
-    x = torch.randn(1, 2, 5, 4, dtype=torch.float64, generator=rng).to(dev).requires_grad_()
+    # one channel: the channel offsets are checked against the reference above; gradcheck checks derivatives
+    x = torch.randn(1, 1, 5, 4, dtype=torch.float64, generator=rng).to(dev).requires_grad_()
     with canon.use_backend("triton"):
         assert torch.autograd.gradcheck(
             lambda t: canon.orbit(t, "C8", (3, 4), 0.9, "reflection", antialias=False), (x,), **scatter
@@ -331,7 +332,7 @@ def test_gradcheck_float64_through_triton(dev, rng):
         assert torch.autograd.gradcheck(
             lambda t: canon.orbit(t, "D4", size=(3, 3), padding="zeros", interpolation="nearest"), (x,), fast_mode=True
         )
-        xs = torch.randn(2, 2, 5, 5, dtype=torch.float64, generator=rng).to(dev).requires_grad_()
+        xs = torch.randn(2, 1, 5, 5, dtype=torch.float64, generator=rng).to(dev).requires_grad_()
         idx = torch.tensor([3, 1], device=dev)
         assert torch.autograd.gradcheck(lambda t: canon.canonicalize(t, idx, "C8", padding="border"), (xs,), **scatter)
         assert torch.autograd.gradcheck(lambda t: canon.canonicalize(t, idx, "C8"), (xs,), fast_mode=True)
@@ -441,9 +442,8 @@ def test_exact_views_of_a_bilinear_group_keep_negative_zero(dev, rng):
     [
         ("pull", "C8", (7, 6), (7, 6), 1.0, "border", "bilinear"),  # rotated corners leave the input: folded taps
         ("pull", "C8", (7, 7), (3, 3), 0.9, "reflection", "bilinear"),  # shrinking views
-        ("pull", "C4", (3, 4), (5, 6), 1.0, "border", "bilinear"),  # upsampling, non-square: rotations leave it
+        ("scatter", "C4", (3, 4), (5, 6), 1.0, "border", "bilinear"),  # upsampling (auto scatters), non-square
         ("pull", "C6", (6, 5), (4, 4), 1.0, "reflection", "nearest"),  # (nearest views always scatter)
-        ("scatter", "C8", (7, 6), (7, 6), 1.0, "border", "bilinear"),
     ],
 )
 def test_padded_adjoint_pull_plus_folded_scatter_matches_the_reference(
