@@ -38,10 +38,12 @@ CONTRASTIVE_NONE = tl.constexpr(0)
 CONTRASTIVE_NORMALIZED = tl.constexpr(1)
 CONTRASTIVE_RAW = tl.constexpr(2)
 CONTRASTIVE_CODES = {None: 0, "normalized": 1, "raw": 2}
-# prior loss target
+# prior loss target (host values; the kernels compare with the constexpr twins below)
 PRIOR_NONE = 0
 PRIOR_IDENTITY = 1  # target = element 0 for every sample
 PRIOR_TARGET = 2  # target per sample from a (B,) int64 tensor
+_PRIOR_NONE = tl.constexpr(PRIOR_NONE)
+_PRIOR_TARGET = tl.constexpr(PRIOR_TARGET)
 LOSS_ROWS = 2  # losses tensor (LOSS_ROWS, B): row 0 contrastive, row 1 prior
 ROW_CONTRASTIVE = tl.constexpr(0)
 ROW_PRIOR = tl.constexpr(1)
@@ -174,9 +176,9 @@ def select_kernel(
         tl.store(probs_ptr + row, e / tl.sum(e, axis=0), mask=n_ok)
         tl.store(onehot_ptr + row, tl.where(n == idx, 1.0, 0.0), mask=n_ok)
         tl.store(index_ptr + b, idx.to(tl.int64))
-        if PRIOR != 0:
+        if PRIOR != _PRIOR_NONE:
             target = 0
-            if PRIOR == 2:
+            if PRIOR == _PRIOR_TARGET:
                 target = tl.load(target_ptr + b)
             z = tl.where(n_ok, prior_beta * s, -float("inf"))
             zmax = tl.max(z, axis=0)
@@ -186,9 +188,9 @@ def select_kernel(
                 (target >= 0) & (target < N), lse - tl.sum(tl.where(n == target, z, 0.0), axis=0), float("nan")
             )
             tl.store(losses_ptr + ROW_PRIOR * B + b, loss)
-    if (PRIOR == 0) and (CONTRASTIVE != CONTRASTIVE_NONE):
+    if (PRIOR == _PRIOR_NONE) and (CONTRASTIVE != CONTRASTIVE_NONE):
         tl.store(losses_ptr + ROW_PRIOR * B + b, 0.0)  # a loss not asked for is 0, not memory garbage
-    if (CONTRASTIVE == CONTRASTIVE_NONE) and (PRIOR != 0):
+    if (CONTRASTIVE == CONTRASTIVE_NONE) and (PRIOR != _PRIOR_NONE):
         tl.store(losses_ptr + ROW_CONTRASTIVE * B + b, 0.0)
     if CONTRASTIVE != CONTRASTIVE_NONE:
         gram, vv = _gram_row(v_row, sv_n, sv_d, N, D, ACC, BLOCK_N, BLOCK_D)
@@ -258,9 +260,9 @@ def select_backward_kernel(
         if HAS_GS:
             gsc += tl.load(gs_ptr + row, mask=n_ok, other=0.0).to(ACC)
         s, n, n_ok = select_scores_row(v_row, sv_n, sv_d, r_ptr, sr_d, N, D, eps, COSINE, ACC, BLOCK_N, BLOCK_D)
-        if PRIOR != 0:
+        if PRIOR != _PRIOR_NONE:
             target = 0
-            if PRIOR == 2:
+            if PRIOR == _PRIOR_TARGET:
                 target = tl.load(target_ptr + b)
             z = tl.where(n_ok, prior_beta * s, -float("inf"))
             e = tl.where(n_ok, tl.exp(z - tl.max(z, axis=0)), 0.0)

@@ -235,3 +235,14 @@ def equiadapt_hparams(**kw) -> dict:
         learn_ref_vec=False,
     )
     return {**base, **kw}
+
+
+def readme_block(marker: str) -> str:
+    """The first ```python block of the README after ``marker`` (a heading or a sentence): the README's own
+    text, so that an edit of the example is what the test runs."""
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    after = text[text.index(marker) :]
+    start = after.index("```python\n") + len("```python\n")
+    return after[start : after.index("```", start)]

@@ -26,17 +26,17 @@ def test_docstring_examples(module):
 
 
 def test_readme_functional_example():
-    # the functional snippet of the README, with a real encoder and reference
+    """The README's functional snippet, taken from the README, with a real encoder and reference."""
     import torch
+    from conftest import readme_block
 
     import canon
     from canon.networks import ConvEncoder
 
-    B, x = 2, torch.rand(2, 3, 40, 40)
-    encoder, reference = ConvEncoder(3, out_dim=16), torch.randn(16)
-    views = canon.orbit(x, "D4", size=96, crop_ratio=0.8)
-    vectors = encoder(views.flatten(0, 1)).unflatten(0, (B, 8))
-    sel = canon.select(vectors, reference, beta=1.0)
-    xc = canon.canonicalize(x, sel, "D4")
-    loss_c = canon.losses.contrastive_loss(vectors)
-    assert views.shape == (2, 8, 3, 96, 96) and xc.shape == x.shape and loss_c.ndim == 0
+    code = readme_block("The same pipeline, functionally:")
+    scope = {"canon": canon, "B": 2, "x": torch.rand(2, 3, 40, 40), "reference": torch.randn(16)}
+    scope["encoder"] = ConvEncoder(3, out_dim=16)
+    exec(compile(code, "README.md", "exec"), scope)
+    views, xc, loss_c = scope["views"], scope["xc"], scope["loss_c"]
+    assert views.shape == (2, 8, 3, 96, 96) and xc.shape == scope["x"].shape and loss_c.ndim == 0
+    assert scope["sel"].index.shape == (2,) and scope["vectors"].shape == (2, 8, 16)

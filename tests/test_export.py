@@ -4,11 +4,10 @@ import doctest
 import importlib.util
 import io
 import warnings
-from pathlib import Path
 
 import pytest
 import torch
-from conftest import assert_close
+from conftest import assert_close, readme_block
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
@@ -300,10 +299,7 @@ def test_docstring_examples():
 
 
 def test_readme_deployment_example_runs(tmp_path, monkeypatch):
-    text = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
-    after = text[text.index("### Deployment") :]
-    start = after.index("```python\n") + len("```python\n")
-    code = after[start : after.index("```", start)]
+    code = readme_block("### Deployment")
     if not HAS_ONNX:
         code = "\n".join(line for line in code.splitlines() if "to_onnx" not in line)
     monkeypatch.chdir(tmp_path)

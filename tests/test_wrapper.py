@@ -2,11 +2,10 @@
 
 import doctest
 import io
-from pathlib import Path
 
 import pytest
 import torch
-from conftest import assert_close
+from conftest import assert_close, readme_block
 from torch import nn
 
 import canon
@@ -172,20 +171,18 @@ def test_docstring_examples():
     assert result.attempted > 0 and result.failed == 0
 
 
-def readme_block(heading: str) -> str:
-    """The first ```python block after a README heading."""
-    text = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
-    after = text[text.index(heading) :]
-    start = after.index("```python\n") + len("```python\n")
-    return after[start : after.index("```", start)]
-
-
 def test_readme_wrapper_example_runs():
     code = readme_block("### One line: `canon.Canonicalized`")
+    backbone = [line for line in code.splitlines() if "torchvision:" in line]
+    assert len(backbone) == 1, backbone
     try:
         import torchvision  # noqa: F401
-    except Exception:  # the backbone line needs torchvision; everything else runs here
+    except Exception:  # without torchvision that line must fail with the install advice, not a traceback deep down
         code = "\n".join(line for line in code.splitlines() if "torchvision:" not in line)
+        from canon.networks import backbone_encoder
+
+        with pytest.raises(ImportError, match="install them as a pair from the same index"):
+            exec(compile(backbone[0], "README.md", "exec"), {"backbone_encoder": backbone_encoder})
     G = canon.as_group("C8")
     scope = {
         "my_classifier": classifier(3, 32, 10),
