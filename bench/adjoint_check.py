@@ -93,13 +93,6 @@ def gradients(case: Case, device: str, mode: str, seed: int = 0):
     return run, run()
 
 
-def _copy_gbps(tt) -> float:
-    """Device-to-device copy bandwidth (bytes read + written) of 512 MiB."""
-    src = torch.rand(128 * 2**20, device="cuda")
-    dst = torch.empty_like(src)
-    return 2 * src.numel() * 4 / (tt.do_bench(lambda: dst.copy_(src), rep=100) * 1e-3) / 1e9
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python bench/adjoint_check.py", description=__doc__.splitlines()[0])
     ap.add_argument("--output", default=None, help="CSV file of the rows")
@@ -109,7 +102,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     import triton.testing as tt
 
-    copy_gbps = _copy_gbps(tt)
+    from bench.cases import copy_bandwidth
+
+    copy_gbps = copy_bandwidth("cuda")  # the bench's own roofline: 512 MiB copy, bytes read + written
     rows = []
     with canon.use_backend("triton"):
         for case in CASES:
