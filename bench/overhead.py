@@ -128,8 +128,10 @@ def cases(device: str) -> list[tuple[str, object, object]]:
         def bare_select():
             return ref.select_ref(v, r, 1.0, "cosine", False)
 
-        def bare_losses():
-            return ref.select_losses_ref(v, r, 1.0, "cosine", False)
+        def bare_losses():  # what the op runs on the CPU: the selection, then both losses
+            s = ref.select_ref(v, r, 1.0, "cosine", False)
+            prior = ref.prior_loss_ref(s.scores, torch.zeros_like(s.index), 1.0)
+            return s, ref.contrastive_loss_ref(v, "normalized"), prior
 
         def bare_transform():
             return ref.transform_values_ref(x, idx, t_orbit.mats, t_orbit.exact)

@@ -25,9 +25,9 @@ import threading
 
 import torch
 
-from canon.geometry import transient_tensors
+from canon._cache import transient_tensors
 
-__all__ = ["empty_reusable", "sole_holder", "on_memory_of", "tracing", "release", "MIN_BYTES"]
+__all__ = ["empty_reusable", "sole_holder", "on_memory_of", "release", "MIN_BYTES"]
 
 MIN_BYTES = 16 << 20  # smaller blocks come from glibc's heap, usually without page faults
 
@@ -62,19 +62,12 @@ def on_memory_of(buf: torch.Tensor, shape: tuple) -> torch.Tensor:
     return torch.empty(0, dtype=buf.dtype, device=buf.device).set_(buf.untyped_storage(), 0, shape)
 
 
-def tracing() -> bool:
-    """Under torch.compile/export, a dispatch mode (fake tensors, ``make_fx``) or a ``torch.func``
-    transform (:func:`canon.geometry.transient_tensors`): memory is never reused or kept there (a traced
-    graph would write into a constant; a wrapped tensor has no storage to check)."""
-    return transient_tensors()
-
-
 def empty_reusable(shape: tuple, dtype: torch.dtype) -> torch.Tensor:
     """``torch.empty(shape, dtype=dtype)`` on the CPU; a large block reuses the last one's memory when nothing
     else holds it. Contents are undefined either way. Under tracing or a dispatch mode (fake tensors,
     ``make_fx``) always a plain ``torch.empty``, never kept."""
     global _kept
-    if math.prod(shape) * dtype.itemsize < MIN_BYTES or tracing():
+    if math.prod(shape) * dtype.itemsize < MIN_BYTES or transient_tensors():
         return torch.empty(shape, dtype=dtype)
     with _lock:
         buf = _kept

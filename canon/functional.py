@@ -21,29 +21,20 @@ import numbers
 
 import torch
 
-from canon import ops
+from canon import ops, plans
 from canon._checks import (
-    INTERPOLATIONS,
-    PADDINGS,
     check_choice,
-    check_crop_ratio,
     check_images,
     check_index,
-    check_positive,
     check_same_device,
-    check_size,
     check_tensor,
     check_views_fit,
 )
 from canon.geometry import (
-    antialias_tables,
     channel_tables,
     constant_index,
     transform_boxes,
     transform_points,
-    transient_tensors,
-    view_tables,
-    views_in_range,
 )
 from canon.groups import Group, as_group
 from canon.types import Selection, SelectionLosses
@@ -61,34 +52,6 @@ __all__ = [
     "invert_points",
     "invert_boxes",
 ]
-
-
-# Per-call work is kept to checking the tensors: everything derived from the other
-# arguments (parsed group, validated sizes and settings, device tables) is computed once per
-# distinct argument set and cached here. Unhashable arguments (e.g. a list crop ratio) just
-# skip the cache.
-_PLANS: dict = {}
-_PLAN_LIMIT = 1024
-
-
-def _kind(value):
-    """The type of a plan-key value that may be a number (a pair's item types for a pair): ``True == 1 ==
-    1.0`` hash alike, so without it ``beta=True`` would find the plan of ``beta=1`` and skip its checks."""
-    return tuple(map(type, value)) if type(value) in (tuple, list) else type(value)
-
-
-def _plan(key, build):
-    try:
-        hit = _PLANS.get(key)
-    except TypeError:  # unhashable argument
-        return build()
-    if hit is None:
-        if transient_tensors():
-            return build()  # tables built there are fake/traced/functorch-wrapped tensors: not for later calls
-        if len(_PLANS) > _PLAN_LIMIT:
-            _PLANS.clear()
-        hit = _PLANS[key] = build()
-    return hit
 
 
 def orbit(
@@ -157,35 +120,18 @@ def orbit(
         out_dtype,
         x.device,
         antialias,
-        _kind(size),
-        _kind(crop_ratio),
-        _kind(antialias),
+        plans.kind(size),
+        plans.kind(crop_ratio),
+        plans.kind(antialias),
     )
-    tables, hw, padding, aa = _plan(
+    tables, hw, padding, aa = plans.cached(
         key,
-        lambda: _orbit_plan(
+        lambda: plans.orbit_plan(
             group, (H, W), size, crop_ratio, padding, interpolation, out_dtype, x.device, fn, antialias
         ),
     )
     check_views_fit(x, tables.mats.shape[0], hw, out_dtype or x.dtype, fn)
     return ops.orbit(x, tables, hw, padding, interpolation, out_dtype, bool(channels_last), antialias=aa)
-
-
-def _orbit_plan(group, in_hw, size, crop_ratio, padding, interpolation, out_dtype, device, fn, antialias=True):
-    """(view tables, (h, w), effective padding, antialias tables or None) of one orbit setting."""
-    g = as_group(group, fn)
-    h, w = check_size(size, in_hw, fn)
-    crop_ratio = check_crop_ratio(crop_ratio, fn)
-    check_choice(padding, PADDINGS, "padding", fn)
-    check_choice(interpolation, INTERPOLATIONS, "interpolation", fn)
-    if not isinstance(antialias, bool):
-        raise TypeError(f"{fn}: antialias must be True or False, got {antialias!r}")
-    if out_dtype is not None and out_dtype not in (torch.float16, torch.bfloat16, torch.float32, torch.float64):
-        raise TypeError(f"{fn}: out_dtype must be a floating dtype, got {out_dtype}")
-    tables = view_tables(g, in_hw, (h, w), crop_ratio, device)
-    aa = antialias_tables(g, in_hw, (h, w), crop_ratio, device) if antialias and interpolation == "bilinear" else None
-    padding = padding if aa is not None else _effective_padding(padding, tables.exact, g, in_hw, (h, w), crop_ratio)
-    return tables, (h, w), padding, aa
 
 
 def select(
@@ -225,7 +171,7 @@ def select(
     noise, settings = _select_args(
         vectors, reference, beta, score, straight_through, gumbel, tau, generator, "canon.select"
     )
-    return ops.select(vectors, reference, *settings[:3], noise, settings[3])[0]
+    return ops.select(vectors, reference, *_select_call(settings, noise))[0]
 
 
 def select_losses(
@@ -266,9 +212,9 @@ def select_losses(
     """
     fn = "canon.select_losses"
     noise, settings = _select_args(vectors, reference, beta, score, straight_through, gumbel, tau, generator, fn)
-    contrastive, prior_beta = _plan(
-        ("select_losses", contrastive, prior_beta, _kind(prior_beta)),
-        lambda: _losses_settings(contrastive, prior_beta, fn),
+    contrastive, prior_beta = plans.cached(
+        ("select_losses", contrastive, prior_beta, plans.kind(prior_beta)),
+        lambda: plans.losses_settings(contrastive, prior_beta, fn),
     )
     prior = "identity"
     if prior_target is not None:
@@ -276,18 +222,18 @@ def select_losses(
         prior_target = check_index(prior_target, B, N, vectors.device, fn, "prior_target")
         prior = "target"
     sel, losses = ops.select(
-        vectors, reference, *settings[:3], noise, settings[3], contrastive, prior, prior_target, prior_beta
+        vectors, reference, *_select_call(settings, noise), contrastive, prior, prior_target, prior_beta
     )
     return SelectionLosses(sel, losses[0], losses[1])
 
 
-def _losses_settings(contrastive, prior_beta, fn):
-    check_choice(contrastive, ("normalized", "raw"), "contrastive", fn)
-    return contrastive, check_positive(prior_beta, "prior_beta", fn)
+def _select_call(s: plans.SelectSettings, noise):
+    """:func:`canon.ops.select`'s arguments after the tensors, up to the losses."""
+    return s.beta, s.score, s.straight_through, noise, s.tau
 
 
 def _select_args(vectors, reference, beta, score, straight_through, gumbel, tau, generator, fn):
-    """Check the tensors of a selection; (Gumbel noise or None, (beta, score, straight_through, tau))."""
+    """Check the tensors of a selection; (Gumbel noise or None, :class:`canon.plans.SelectSettings`)."""
     check_tensor(vectors, "vectors", fn, 3, shape_doc="(B, N, D)")
     check_tensor(reference, "reference", fn, 1, shape_doc="(D,)")
     B, N, D = vectors.shape
@@ -299,9 +245,9 @@ def _select_args(vectors, reference, beta, score, straight_through, gumbel, tau,
         )
     if vectors.device != reference.device:
         check_same_device(fn, vectors=vectors, reference=reference)
-    settings = _plan(
-        ("select", beta, score, straight_through, tau, _kind(beta), _kind(tau)),
-        lambda: _select_settings(beta, score, straight_through, tau, fn),
+    settings = plans.cached(
+        ("select", beta, score, straight_through, tau, plans.kind(beta), plans.kind(tau)),
+        lambda: plans.select_settings(beta, score, straight_through, tau, fn),
     )
     noise = None
     if gumbel:
@@ -309,21 +255,6 @@ def _select_args(vectors, reference, beta, score, straight_through, gumbel, tau,
         u = torch.rand((B, N), generator=generator, dtype=torch.float32, device="cpu" if on_cpu else vectors.device)
         noise = -torch.log(-torch.log(u.clamp(1e-10, 1.0 - 1e-7))).to(vectors.device)
     return noise, settings
-
-
-def _select_settings(beta, score, straight_through, tau, fn):
-    beta = check_positive(beta, "beta", fn)
-    tau = check_positive(tau, "tau", fn)
-    check_choice(score, ("cosine", "dot"), "score", fn)
-    return beta, score, bool(straight_through), tau
-
-
-def _effective_padding(padding: str, exact: bool, g: Group, in_hw, out_hw, crop_ratio) -> str:
-    # Exact views that never leave the input (quarter turns of square images, flips) do
-    # not depend on the padding; "zeros" lets the GPU backward use its gather (no atomics).
-    if exact and padding != "zeros" and views_in_range(g, in_hw, out_hw, crop_ratio):
-        return "zeros"
-    return padding
 
 
 def _selection_parts(selection, B: int, N: int, device, fn: str) -> tuple[torch.Tensor | None, torch.Tensor]:
@@ -339,19 +270,11 @@ def _selection_parts(selection, B: int, N: int, device, fn: str) -> tuple[torch.
     return None, check_index(selection, B, N, device, fn)
 
 
-def _transform_plan(group, hw, padding, interpolation, device, inverse, fn):
-    g = as_group(group, fn)
-    check_choice(padding, PADDINGS, "padding", fn)
-    check_choice(interpolation, INTERPOLATIONS, "interpolation", fn)
-    tables = view_tables(g, hw, hw, 1.0, device, inverse=inverse)
-    return g, tables, _effective_padding(padding, tables.exact, g, hw, hw, 1.0)
-
-
 def _transform_setup(x, group, padding, interpolation, fn, inverse=False):
     """(group, tables, effective padding) of a full-resolution transform of ``x`` (cached)."""
     H, W = x.shape[-2:]
     key = ("transform", group, H, W, padding, interpolation, x.device, inverse)
-    return _plan(key, lambda: _transform_plan(group, (H, W), padding, interpolation, x.device, inverse, fn))
+    return plans.cached(key, lambda: plans.transform_plan(group, (H, W), padding, interpolation, x.device, inverse, fn))
 
 
 def canonicalize(
@@ -426,7 +349,7 @@ def select_canonicalize(
         )
     if vectors.device != x.device:
         check_same_device(fn, x=x, vectors=vectors)
-    return ops.select_transform(vectors, reference, x, tables, settings[0], settings[1], padding, interpolation)
+    return ops.select_transform(vectors, reference, x, tables, settings.beta, settings.score, padding, interpolation)
 
 
 def transform(

@@ -24,14 +24,16 @@ from functools import lru_cache
 from typing import NamedTuple
 
 import torch
-from torch.utils._python_dispatch import _get_current_dispatch_mode
 
+from canon._cache import Cache
 from canon.groups import Group
 
 __all__ = [
     "ViewTables",
     "AntialiasTables",
     "antialias_tables",
+    "antialias_frame",
+    "antialias_window",
     "view_scales",
     "view_matrices",
     "view_tables",
@@ -122,42 +124,19 @@ class ViewTables(NamedTuple):
     aligned: bool
 
 
-_TABLE_CACHE: dict = {}
-_CACHE_LIMIT = 512
-
-
-def transient_tensors() -> bool:
-    """Tensors made now would not be plain, lasting ones, so no cache keeps them: torch.compile/export
-    tracing (fake or traced tensors), a dispatch mode (fake tensors, ``make_fx``), or a ``torch.func``
-    transform (wrapped tensors: cached once, they made a later ``torch.export`` fail with "Cannot
-    access storage of TensorWrapper")."""
-    return (
-        torch.compiler.is_compiling()
-        or torch.compiler.is_exporting()
-        or _get_current_dispatch_mode() is not None
-        or torch._C._functorch.maybe_current_level() is not None
-    )
+# Device tables, built once per argument set (canon._cache: none is kept while tracing).
+_TABLES = Cache(limit=512)
 
 
 def _cached(key, build):
-    hit = _TABLE_CACHE.get(key)
-    if hit is None:
-        if transient_tensors():
-            return build()
-        if len(_TABLE_CACHE) > _CACHE_LIMIT:
-            _TABLE_CACHE.clear()
-        # normal tensors even when the first call runs under torch.inference_mode(): inference
-        # tensors could not be saved for backward nor version-checked by later calls
-        with torch.inference_mode(False):
-            hit = _TABLE_CACHE[key] = build()
-    return hit
+    return _TABLES.get(key, build)
 
 
 def constant_index(element: int, n: int, device: torch.device) -> torch.Tensor:
     """An int64 tensor ``(n,)`` filled with ``element`` on ``device``, cached like the tables (so that
     ``canon.transform(x, 3, "C8")`` launches no fill kernel per call). Read-only: the ops only read it."""
     key = ("constant index", element, n, device)
-    hit = _TABLE_CACHE.get(key)
+    hit = _TABLES.peek(key)
     if hit is not None:
         return hit
     build = lambda: torch.full((n,), element, dtype=torch.int64, device=device)  # noqa: E731
@@ -240,8 +219,50 @@ def view_tables(
     return _cached(key, build)
 
 
+# Antialiased views. A view that shrinks the input (more than one input pixel per output pixel along an
+# axis) samples each output pixel with the triangle filter of torchvision's/PIL's antialiased bilinear
+# resize, in the view's own frame: input pixel q weighs tri(a·ka)·tri(b·kb), where (a, b) = P(q) − (j, i)
+# is q's offset from output pixel (j, i) in output pixels (P: the view's inverse map, the pull table's
+# first six slots), and ka = min(1, sx), kb = min(1, sy) with sx, sy the input pixels per output pixel
+# along the view's axes (so a shrinking axis has a filter one output pixel wide, a growing one stays
+# bilinear). Weights are normalised by their sum over the whole pixel lattice (``AntialiasTables.norm``);
+# pixels outside the input take the padding's value (zeros: 0, border: the edge, reflection: the
+# mirror). For a view without rotation this is torchvision's antialiased resize away from the image
+# border; rotated views use the rotated filter. The values: canon.oracle.orbit_antialias.
+def antialias_frame(mats: torch.Tensor, pull: torch.Tensor):
+    """Per view (N,): ``ka``, ``kb`` and the window half-widths ``ru``, ``rv`` in input pixels."""
+    m = mats.reshape(-1, 6)
+    sx = torch.sqrt(m[:, 0] * m[:, 0] + m[:, 3] * m[:, 3])
+    sy = torch.sqrt(m[:, 1] * m[:, 1] + m[:, 4] * m[:, 4])
+    ka, kb = sx.clamp(max=1.0), sy.clamp(max=1.0)
+    return ka, kb, m[:, 0].abs() / ka + m[:, 1].abs() / kb, m[:, 3].abs() / ka + m[:, 4].abs() / kb
+
+
+def antialias_window(mats: torch.Tensor, pull: torch.Tensor, h: int, w: int, taps: int):
+    """Yield ``(qu, qv, weight)`` for the ``taps × taps`` window positions around every output pixel of
+    every view: integer input coordinates and filter weights, each (N, h·w), in ``mats``' dtype."""
+    dt = mats.dtype
+    m = mats.reshape(-1, 6)
+    p = pull[:, :6].to(dt)
+    j = torch.arange(w, device=mats.device, dtype=dt).repeat(h)
+    i = torch.arange(h, device=mats.device, dtype=dt).repeat_interleave(w)
+    u = (m[:, 0:1] * j + m[:, 1:2] * i) + m[:, 2:3]
+    v = (m[:, 3:4] * j + m[:, 4:5] * i) + m[:, 5:6]
+    ka, kb, ru, rv = (t[:, None] for t in antialias_frame(mats, pull))
+    u0, v0 = torch.floor(u - ru - 0.01), torch.floor(v - rv - 0.01)
+    for ti in range(taps):
+        qv = v0 + ti
+        for tj in range(taps):
+            qu = u0 + tj
+            ox = (p[:, 0:1] * qu + p[:, 1:2] * qv) + p[:, 2:3]
+            oy = (p[:, 3:4] * qu + p[:, 4:5] * qv) + p[:, 5:6]
+            wa = (1.0 - (ox - j).abs() * ka).clamp_min(0.0)
+            wb = (1.0 - (oy - i).abs() * kb).clamp_min(0.0)
+            yield qu, qv, wa * wb
+
+
 class AntialiasTables(NamedTuple):
-    """What antialiased views of one view set need (see ``canon.reference``'s notes on antialiasing).
+    """What antialiased views of one view set need (see :func:`antialias_window`).
 
     ``norm`` (N, h, w) float32: the sum of every output pixel's filter weights over the pixel lattice;
     ``taps``: the side of the square window of input pixels that covers every output pixel's filter
@@ -276,8 +297,6 @@ def antialias_tables(
     key = ("antialias", group, tuple(in_hw), tuple(out_hw), crop, torch.device(device))
 
     def build():
-        from canon.reference import antialias_frame, antialias_window  # (the reference imports this module)
-
         mats, _ = view_matrices(group, tuple(in_hw), tuple(out_hw), crop)
         m = torch.tensor(mats, dtype=torch.float64)
         p = torch.tensor(pull_rows(mats), dtype=torch.float64)

@@ -7,9 +7,9 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from canon import _memory, losses, ops
+from canon import _memory, losses, ops, plans
 from canon import functional as Fn
-from canon import reference as ref
+from canon._cache import Cache, transient_tensors
 from canon._checks import (
     INTERPOLATIONS,
     PADDINGS,
@@ -21,8 +21,8 @@ from canon._checks import (
     check_size,
     check_views_fit,
 )
-from canon.geometry import transient_tensors
 from canon.groups import Group, as_group
+from canon.numerics import orbit_empty
 
 __all__ = ["OrbitCanonicalizer", "CanonicalizationState", "NotCanonicalizedYet"]
 
@@ -145,11 +145,11 @@ class OrbitCanonicalizer(nn.Module):
         self.state: CanonicalizationState | None = None
         self._losses: tuple[torch.Tensor, torch.Tensor] | None = None
         self._dtype: torch.dtype | None = None  # the encoder's parameter dtype, looked up once
-        self._plan_cache: dict = {}  # (input size, device, settings) -> tables of the orbit and the transform
+        self._plan_cache = Cache(limit=16)  # (input size, device, settings) -> the orbit's and the transform's plans
 
     def _apply(self, fn, *args, **kwargs):
         self._dtype = None  # .to()/.half()/... may change the encoder's dtype
-        self._plan_cache = {}
+        self._plan_cache = Cache(limit=16)
         self.__dict__["_views_buffer"] = None
         return super()._apply(fn, *args, **kwargs)
 
@@ -157,7 +157,11 @@ class OrbitCanonicalizer(nn.Module):
         # The last forward's state (views, vectors and their autograd graph) belongs to that call:
         # copy.deepcopy and pickling (torch.save(module)) leave it out, the copy starts fresh.
         state = super().__getstate__()
-        return {**state, "state": None, "_losses": None, "_plan_cache": {}, "_views_buffer": None, "_dtype": None}
+        return {**state, "state": None, "_losses": None, "_plan_cache": None, "_views_buffer": None, "_dtype": None}
+
+    def __setstate__(self, state: dict) -> None:
+        super().__setstate__(state)
+        self._plan_cache = Cache(limit=16)  # (a module pickled before plans were a Cache kept a dict here)
 
     def extra_repr(self) -> str:
         return (
@@ -170,7 +174,7 @@ class OrbitCanonicalizer(nn.Module):
     # The module's settings were validated in __init__; the functional API's per-setting
     # plans (tables, effective padding) are looked up once per distinct input size, so a
     # forward checks the input tensor and calls the ops, nothing more.
-    def _plans(self, x: torch.Tensor):
+    def _plans(self, x: torch.Tensor) -> tuple[plans.OrbitPlan, plans.TransformPlan]:
         key = (
             x.shape[-2],
             x.shape[-1],
@@ -182,24 +186,17 @@ class OrbitCanonicalizer(nn.Module):
             self.group,
             self.antialias,
         )
-        plans = self._plan_cache
-        hit = plans.get(key)
-        if hit is None:
-            fn = "OrbitCanonicalizer"
-            H, W = x.shape[-2:]
-            orbit = Fn._orbit_plan(
-                self.group, (H, W), self.size, self.crop_ratio, self.padding, self.interpolation, None, x.device, fn,
-                self.antialias,
-            )  # fmt: skip
-            transform = Fn._transform_plan(self.group, (H, W), self.padding, self.interpolation, x.device, False, fn)[
-                1:
-            ]
-            if transient_tensors():
-                return orbit, transform  # traced/fake/functorch-wrapped tables are not for later calls
-            if len(plans) > 16:
-                plans.clear()
-            hit = plans[key] = (orbit, transform)
-        return hit
+        return self._plan_cache.get(key, lambda: self._build_plans(x))
+
+    def _build_plans(self, x: torch.Tensor) -> tuple[plans.OrbitPlan, plans.TransformPlan]:
+        fn = "OrbitCanonicalizer"
+        H, W = x.shape[-2:]
+        orbit = plans.orbit_plan(
+            self.group, (H, W), self.size, self.crop_ratio, self.padding, self.interpolation, None, x.device, fn,
+            self.antialias,
+        )  # fmt: skip
+        transform = plans.transform_plan(self.group, (H, W), self.padding, self.interpolation, x.device, False, fn)
+        return orbit, transform
 
     def _encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(views (B, N, C, h, w), vectors (B, N, D)) of ``x``."""
@@ -213,7 +210,7 @@ class OrbitCanonicalizer(nn.Module):
         dtype = self._dtype or x.dtype
         check_views_fit(x, N, hw, dtype, "OrbitCanonicalizer")
         last = self.__dict__.get("channels_last", False)  # (absent on modules pickled before the option)
-        reuse = x.device.type == "cpu" and not last and not ops.tracing() and not _memory.tracing()
+        reuse = x.device.type == "cpu" and not last and not transient_tensors()
         # only large blocks: a small fresh one costs less than the holder check (and no page faults)
         reuse = reuse and B * N * x.shape[1] * hw[0] * hw[1] * dtype.itemsize >= _memory.MIN_BYTES
         out = self._dead_views(x, (B, N, x.shape[1], *hw), dtype) if reuse else None
@@ -221,7 +218,7 @@ class OrbitCanonicalizer(nn.Module):
             self.__dict__["_views_buffer"] = None  # a large block of an earlier input is not kept
         if reuse and out is None and not (torch.is_grad_enabled() and x.requires_grad):
             # a block of its own (kept below), not canon._memory's one shared block
-            out = ref.orbit_empty(B, N, x.shape[1], *hw, dtype, x.device, False)
+            out = orbit_empty(B, N, x.shape[1], *hw, dtype, x.device, False)
         views = ops.orbit(x, tables, hw, padding, self.interpolation, dtype, last, out=out, antialias=aa)
         if reuse:
             self.__dict__["_views_buffer"] = views.detach()  # a private alias of the storage (see _dead_views)
@@ -291,7 +288,7 @@ class OrbitCanonicalizer(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Canonical images (B, C, H, W): ``T_{g*[b]} x[b]``."""
         views, vectors = self._encode(x)
-        _, (tables, padding) = self._plans(x)
+        _, (_, tables, padding) = self._plans(x)
         if self.training:
             sel = self._choose(views, vectors).selection
             return ops.transform(x, sel.onehot, sel.index, tables, padding, self.interpolation)

@@ -1,67 +1,52 @@
-"""Plain-PyTorch reference of every op: the CPU path and the oracle for the Triton kernels.
+"""The ``reference`` backend: every op in plain PyTorch, tuned for the CPU (and the GPU fallback).
 
-Knows tensors and view matrices (see :mod:`canon.geometry`), not groups. Sampling
-follows ``torch.nn.functional.grid_sample(align_corners=False)``: pixel centres at
-integer coordinates, ``reflection`` mirrors about the outer pixel edges, ``nearest``
-rounds half to even. Coordinates are computed in float32 exactly as the kernels do
-(``(m0·j + m1·i) + m2``), values are accumulated in float32 (float64 for float64
-input) and cast back to the output dtype.
+What the values are is defined in :mod:`canon.oracle` (small and slow on purpose); this module
+computes the same values fast: cached per-matrix plans, bilinear views through aten's
+``grid_sampler_2d`` with the batch folded into the channels, exact views as cached index gathers
+written straight into their slot of the output, antialiased views as one sparse product, and
+explicit backward formulas (the registered ops' backward halves run without autograd). The tests
+compare it with the oracle, as they compare the Triton kernels.
+
+Knows tensors and view matrices (see :mod:`canon.geometry`), not groups. Coordinates
+(:func:`canon.numerics.sample_coords`) and the accumulation dtype (:func:`canon.numerics.acc_dtype`)
+are the rules every backend shares.
 """
 
 from __future__ import annotations
 
 import warnings
-import weakref
 
 import torch
 import torch.nn.functional as F
 
-from canon._memory import empty_reusable
-from canon.geometry import transient_tensors
+from canon._cache import PerTensorCache
+from canon.geometry import antialias_window
+from canon.numerics import acc_dtype, orbit_empty, sample_coords
 from canon.types import Selection
 
 __all__ = [
     "acc_dtype",
     "orbit_empty",
-    "sample_coords",
     "orbit_ref",
-    "transform_ref",
     "transform_values_ref",
     "select_ref",
     "contrastive_loss_ref",
     "prior_loss_ref",
-    "select_losses_ref",
     "permute_channels_ref",
     "orbit_backward_ref",
     "transform_backward_ref",
     "select_backward_ref",
     "select_losses_backward_ref",
     "contrastive_loss_backward_ref",
-    "antialias_frame",
-    "antialias_window",
-    "orbit_antialias_ref",
     "orbit_antialias_backward_ref",
     "orbit_antialias_fast",
     "orbit_antialias_backward_fast",
 ]
 
 
-def acc_dtype(dtype: torch.dtype) -> torch.dtype:
-    """The accumulation dtype of every op, on every backend: float64 stays float64, every other
-    dtype accumulates in float32 (and is cast back on store). The one place this rule lives
-    in ``canon`` (the kernels' twin is ``canon.kernels.launch.acc_dtype``)."""
-    return torch.float64 if dtype == torch.float64 else torch.float32
-
-
-def sample_coords(mats: torch.Tensor, h: int, w: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Source coordinates ``(u, v)``, each ``(..., h·w)`` float32, for matrices ``(..., 2, 3)``."""
-    dev = mats.device
-    j = torch.arange(w, device=dev, dtype=torch.float32).repeat(h)
-    i = torch.arange(h, device=dev, dtype=torch.float32).repeat_interleave(w)
-    m = mats.to(torch.float32)[..., None]  # (..., 2, 3, 1)
-    u = (m[..., 0, 0, :] * j + m[..., 0, 1, :] * i) + m[..., 0, 2, :]
-    v = (m[..., 1, 0, :] * j + m[..., 1, 1, :] * i) + m[..., 1, 2, :]
-    return u, v
+def _scores(v: torch.Tensor, r: torch.Tensor, score: str, eps: float) -> torch.Tensor:
+    """(B, N) scores of vectors ``v`` against ``r``, both in the accumulation dtype already."""
+    return F.cosine_similarity(v, r.expand_as(v), dim=-1, eps=eps) if score == "cosine" else (v * r).sum(-1)
 
 
 def _reflect(x: torch.Tensor, size: int) -> torch.Tensor:
@@ -181,31 +166,15 @@ class _ViewPlan:
         self.padding = _GRID_PADDING[padding]
 
 
-_VIEW_PLANS: dict = {}
-
-
-def _forget(key_id: int):
-    return lambda _: _VIEW_PLANS.pop(key_id, None)
+_VIEW_PLANS = PerTensorCache()
 
 
 def _view_plan(
     mats: torch.Tensor, exact: bool, in_hw, out_hw, padding: str, interpolation: str, dtype: torch.dtype
 ) -> _ViewPlan:
-    """The cached :class:`_ViewPlan` of ``mats``. Matrices are treated as immutable (an in-place
-    change shows in ``_version`` and rebuilds the plan); plans die with their matrix tensor."""
-    if transient_tensors() or torch.jit.is_tracing() or mats.requires_grad:
-        return _ViewPlan(mats, exact, in_hw, out_hw, padding, interpolation, dtype)
-    key_id = id(mats)
-    per = _VIEW_PLANS.get(key_id)
-    if per is None or per[0]() is not mats:
-        per = _VIEW_PLANS[key_id] = (weakref.ref(mats, _forget(key_id)), {})
-    version = None if mats.is_inference() else mats._version  # inference tensors have no version counter
-    key = (version, tuple(in_hw), tuple(out_hw), padding, interpolation, dtype, bool(exact))
-    plan = per[1].get(key)
-    if plan is None:
-        with torch.inference_mode(False):
-            plan = per[1][key] = _ViewPlan(mats, exact, in_hw, out_hw, padding, interpolation, dtype)
-    return plan
+    """The cached :class:`_ViewPlan` of ``mats`` (plans die with their matrix tensor)."""
+    key = (tuple(in_hw), tuple(out_hw), padding, interpolation, dtype, bool(exact))
+    return _VIEW_PLANS.get(mats, key, lambda: _ViewPlan(mats, exact, in_hw, out_hw, padding, interpolation, dtype))
 
 
 def _image_chunks(B: int, C: int) -> int:
@@ -279,21 +248,6 @@ def _orbit_views(
         if not plan.gathered[n]:
             _grid_view(x, plan, n, out=out[:, n])
     return out
-
-
-def orbit_empty(
-    B: int, N: int, C: int, h: int, w: int, dtype: torch.dtype, device, channels_last: bool, reuse: bool = False
-) -> torch.Tensor:
-    """Uninitialised views (B, N, C, h, w); ``channels_last``: laid out so that ``flatten(0, 1)``
-    is ``torch.channels_last`` without a copy. The one place the orbit's layouts are defined.
-    ``reuse`` (CPU): a large orbit takes the memory of the last one if nothing holds it any more
-    (:mod:`canon._memory`), which saves the page faults of a fresh block."""
-    shape = (B, N, h, w, C) if channels_last else (B, N, C, h, w)
-    if reuse and torch.device(device).type == "cpu":
-        out = empty_reusable(shape, dtype)
-    else:
-        out = torch.empty(shape, dtype=dtype, device=device)
-    return out.permute(0, 1, 4, 2, 3) if channels_last else out
 
 
 def orbit_ref(
@@ -388,33 +342,6 @@ def permute_channels_ref(y: torch.Tensor, index: torch.Tensor, chan_perm: torch.
     return torch.gather(yk, 2, perm[:, None, :, None, None].expand(B, C // n, n, H, W)).reshape(B, C, H, W)
 
 
-class _Transform(torch.autograd.Function):
-    """``out[b] = T_{index[b]} x[b]`` with the mixture straight-through gradient (docs/spec.md §3.5)."""
-
-    @staticmethod
-    def forward(ctx, x, weights, index, mats, exact, padding, interpolation):
-        cdt = acc_dtype(x.dtype)
-        out = _sample_per_sample(x.to(cdt), index, mats, exact, padding, interpolation).to(x.dtype)
-        ctx.save_for_backward(x, index, mats)
-        ctx.cfg = (exact, padding, interpolation)
-        return out
-
-    @staticmethod
-    def backward(ctx, grad_out):
-        x, index, mats = ctx.saved_tensors
-        exact, padding, interpolation = ctx.cfg
-        cdt = acc_dtype(x.dtype)
-        g = grad_out.to(cdt)
-        grad_x = grad_w = None
-        if ctx.needs_input_grad[0]:
-            grad_x = _sample_per_sample_adjoint(g, index, mats, exact, padding, interpolation).to(x.dtype)
-        if ctx.needs_input_grad[1]:
-            B, C, H, W = x.shape
-            allv = orbit_ref(x.to(cdt), mats, exact, (H, W), padding, interpolation)  # (B, N, C, H, W)
-            grad_w = torch.einsum("bnchw,bchw->bn", allv, g)
-        return grad_x, grad_w, None, None, None, None, None
-
-
 def transform_values_ref(
     x: torch.Tensor,
     index: torch.Tensor,
@@ -424,37 +351,11 @@ def transform_values_ref(
     interpolation: str = "bilinear",
     chan_perm=None,
 ) -> torch.Tensor:
-    """The values of :func:`transform_ref` without autograd bookkeeping (the CPU forward of the op)."""
+    """``T_{index[b]} x[b]`` (after the channel permutation ``chan_perm`` by the chosen element when given): the
+    CPU forward of the op, values only (:func:`canon.oracle.transform` defines them)."""
     if chan_perm is not None:
         x = permute_channels_ref(x, index, chan_perm)
     return _sample_per_sample(x.to(acc_dtype(x.dtype)), index, mats, exact, padding, interpolation).to(x.dtype)
-
-
-def transform_ref(
-    x: torch.Tensor,
-    weights: torch.Tensor | None,
-    index: torch.Tensor,
-    mats: torch.Tensor,
-    exact: bool,
-    padding: str = "zeros",
-    interpolation: str = "bilinear",
-    chan_perm: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """Resample each sample by its chosen view matrix, gradient to ``weights`` by mixture ST.
-
-    Args:
-        x: (B, C, H, W).
-        weights: (B, N) the (straight-through) one-hot, or None; only its gradient is used.
-        index: (B,) int64 chosen element.
-        mats: (N, 2, 3) full-resolution view matrices.
-        chan_perm: (N, N') channel permutation per element (regular representation), applied
-            by the chosen element before the resampling; it carries no weight gradient.
-    """
-    if chan_perm is not None:
-        x = permute_channels_ref(x, index, chan_perm)
-    if weights is None:
-        weights = torch.zeros(x.shape[0], mats.shape[0], dtype=acc_dtype(x.dtype), device=x.device)
-    return _Transform.apply(x, weights, index, mats, exact, padding, interpolation)
 
 
 def select_ref(
@@ -471,10 +372,7 @@ def select_ref(
     cdt = acc_dtype(vectors.dtype)
     v = vectors.to(cdt)
     r = reference.to(cdt)
-    if score == "cosine":
-        s = F.cosine_similarity(v, r.expand_as(v), dim=-1, eps=eps)
-    else:
-        s = (v * r).sum(-1)
+    s = _scores(v, r, score, eps)
     logits = beta * s
     if gumbel_noise is not None:
         logits = (logits + gumbel_noise.to(cdt)) / tau
@@ -504,28 +402,6 @@ def contrastive_loss_ref(vectors: torch.Tensor, kind: str = "normalized", eps: f
 def prior_loss_ref(scores: torch.Tensor, target: torch.Tensor, beta: float = 1.0) -> torch.Tensor:
     """Cross-entropy of ``beta · scores`` (B, N) against element indices ``target`` (B,)."""
     return F.cross_entropy(beta * scores.to(acc_dtype(scores.dtype)), target)
-
-
-def select_losses_ref(
-    vectors: torch.Tensor,
-    reference: torch.Tensor,
-    beta: float = 1.0,
-    score: str = "cosine",
-    straight_through: bool = True,
-    gumbel_noise: torch.Tensor | None = None,
-    tau: float = 1.0,
-    contrastive: str = "normalized",
-    target: torch.Tensor | None = None,
-    prior_beta: float = 1.0,
-) -> tuple[Selection, torch.Tensor, torch.Tensor]:
-    """:func:`select_ref` and both losses of the same vectors: (selection, contrastive, prior).
-
-    ``target`` None means the identity (element 0) for every sample.
-    """
-    sel = select_ref(vectors, reference, beta, score, straight_through, gumbel_noise, tau)
-    if target is None:
-        target = torch.zeros(vectors.shape[0], dtype=torch.int64, device=vectors.device)
-    return sel, contrastive_loss_ref(vectors, contrastive), prior_loss_ref(sel.scores, target, prior_beta)
 
 
 # ----------------------------------------------------------------------------- explicit adjoints
@@ -604,7 +480,8 @@ def transform_backward_ref(
     need_weights: bool = True,
     chan_perm: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-    """Backward of :func:`transform_ref`: (grad_x (B, C, H, W) or None, grad_weights (B, N) or None).
+    """Backward of the transform (:func:`canon.oracle.transform`): (grad_x (B, C, H, W) or None,
+    grad_weights (B, N) or None).
 
     ``grad_x`` is the adjoint of the chosen transforms (and of the channel permutation);
     ``grad_weights[b, g] = <grad[b], T_g P x[b]>`` (mixture straight-through, docs/spec.md §3.5),
@@ -661,7 +538,7 @@ def select_backward_ref(
     cdt = acc_dtype(vectors.dtype)
     v, r = vectors.to(cdt), reference.to(cdt)
     B, N, _ = v.shape
-    logits = beta * ((v * r).sum(-1) if score != "cosine" else F.cosine_similarity(v, r.expand_as(v), dim=-1, eps=eps))
+    logits = beta * _scores(v, r, score, eps)
     if gumbel_noise is not None:
         logits = (logits + gumbel_noise.to(cdt)) / tau
     p = torch.softmax(logits, dim=-1)
@@ -725,22 +602,22 @@ def select_losses_backward_ref(
     straight_through: bool = True,
     gumbel_noise: torch.Tensor | None = None,
     tau: float = 1.0,
-    contrastive: str | None = "normalized",
-    prior: bool = True,
+    contrastive: str = "normalized",
+    prior: str = "identity",
     target: torch.Tensor | None = None,
     prior_beta: float = 1.0,
     eps: float = 1e-8,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Gradients (vectors, reference) of :func:`select_losses_ref`; ``grad_losses`` (2,) holds the
-    gradients of the contrastive and the prior loss (``contrastive`` None / ``prior`` False: that
+    """Gradients (vectors, reference) of :func:`canon.oracle.select_losses`; ``grad_losses`` (2,) holds the
+    gradients of the contrastive and the prior loss (``contrastive`` / ``prior`` ``"none"``: that
     loss was not computed). The prior's gradient to the scores,
     ``g·β_p·(softmax(β_p·s) − onehot(target)) / B``, joins ``grad_scores``."""
     cdt = acc_dtype(vectors.dtype)
     v, r = vectors.to(cdt), reference.to(cdt)
     B, N, _ = v.shape
     gs = None if grad_scores is None else grad_scores.to(cdt)
-    if prior:
-        s = F.cosine_similarity(v, r.expand_as(v), dim=-1, eps=eps) if score == "cosine" else (v * r).sum(-1)
+    if prior != "none":
+        s = _scores(v, r, score, eps)
         if target is None:
             target = torch.zeros(B, dtype=torch.int64, device=v.device)
         g_prior = (
@@ -750,7 +627,7 @@ def select_losses_backward_ref(
     gv, gr = select_backward_ref(
         gs, grad_probs, grad_onehot, vectors, reference, beta, score, straight_through, gumbel_noise, tau, eps
     )
-    if contrastive is not None:
+    if contrastive != "none":
         gv = gv + contrastive_loss_backward_ref(grad_losses[0], vectors, contrastive, eps).to(gv.dtype)
     return gv, gr
 
@@ -766,38 +643,6 @@ def select_losses_backward_ref(
 # table: canon.geometry.antialias_tables); pixels outside the input take the padding's value (zeros:
 # 0, border: the edge, reflection: the mirror). For a view without rotation this is torchvision's
 # antialiased resize away from the image border; rotated views use the rotated filter.
-def antialias_frame(mats: torch.Tensor, pull: torch.Tensor):
-    """Per view (N,): ``ka``, ``kb`` and the window half-widths ``ru``, ``rv`` in input pixels."""
-    m = mats.reshape(-1, 6)
-    sx = torch.sqrt(m[:, 0] * m[:, 0] + m[:, 3] * m[:, 3])
-    sy = torch.sqrt(m[:, 1] * m[:, 1] + m[:, 4] * m[:, 4])
-    ka, kb = sx.clamp(max=1.0), sy.clamp(max=1.0)
-    return ka, kb, m[:, 0].abs() / ka + m[:, 1].abs() / kb, m[:, 3].abs() / ka + m[:, 4].abs() / kb
-
-
-def antialias_window(mats: torch.Tensor, pull: torch.Tensor, h: int, w: int, taps: int):
-    """Yield ``(qu, qv, weight)`` for the ``taps × taps`` window positions around every output pixel of
-    every view: integer input coordinates and filter weights, each (N, h·w), in ``mats``' dtype."""
-    dt = mats.dtype
-    m = mats.reshape(-1, 6)
-    p = pull[:, :6].to(dt)
-    j = torch.arange(w, device=mats.device, dtype=dt).repeat(h)
-    i = torch.arange(h, device=mats.device, dtype=dt).repeat_interleave(w)
-    u = (m[:, 0:1] * j + m[:, 1:2] * i) + m[:, 2:3]
-    v = (m[:, 3:4] * j + m[:, 4:5] * i) + m[:, 5:6]
-    ka, kb, ru, rv = (t[:, None] for t in antialias_frame(mats, pull))
-    u0, v0 = torch.floor(u - ru - 0.01), torch.floor(v - rv - 0.01)
-    for ti in range(taps):
-        qv = v0 + ti
-        for tj in range(taps):
-            qu = u0 + tj
-            ox = (p[:, 0:1] * qu + p[:, 1:2] * qv) + p[:, 2:3]
-            oy = (p[:, 3:4] * qu + p[:, 4:5] * qv) + p[:, 5:6]
-            wa = (1.0 - (ox - j).abs() * ka).clamp_min(0.0)
-            wb = (1.0 - (oy - i).abs() * kb).clamp_min(0.0)
-            yield qu, qv, wa * wb
-
-
 def _antialias_index(qu: torch.Tensor, qv: torch.Tensor, H: int, W: int, padding: str):
     """Flat input index of integer coordinates after padding, and where they read anything (zeros)."""
     if padding == "border":
@@ -806,38 +651,6 @@ def _antialias_index(qu: torch.Tensor, qv: torch.Tensor, H: int, W: int, padding
         qu, qv = _reflect(qu, W), _reflect(qv, H)
     ok = (qu >= 0) & (qu <= W - 1) & (qv >= 0) & (qv <= H - 1)
     return (qv.clamp(0, H - 1) * W + qu.clamp(0, W - 1)).long(), ok
-
-
-def orbit_antialias_ref(
-    x: torch.Tensor,
-    mats: torch.Tensor,
-    pull: torch.Tensor,
-    norm: torch.Tensor,
-    taps: int,
-    size: tuple[int, int],
-    padding: str = "zeros",
-    out_dtype: torch.dtype | None = None,
-    channels_last: bool = False,
-) -> torch.Tensor:
-    """Antialiased views ``(B, N, C, h, w)`` of ``x`` (see the notes above); differentiable (aten ops only,
-    so it is also the graph that torch.export and torch.jit.trace record)."""
-    B, C, H, W = x.shape
-    h, w = size
-    N = mats.shape[0]
-    cdt = acc_dtype(x.dtype)
-    flat = x.to(cdt).reshape(B, C, H * W)
-    acc = None
-    zero = torch.zeros((), dtype=cdt, device=x.device)
-    for qu, qv, wt in antialias_window(mats.to(torch.float32), pull.to(torch.float32), h, w, taps):
-        idx, ok = _antialias_index(qu, qv, H, W, padding)
-        val = torch.gather(flat, 2, idx.reshape(1, 1, -1).expand(B, C, -1))  # (B, C, N·h·w)
-        term = torch.where(ok.reshape(-1), val * wt.reshape(-1).to(cdt), zero)
-        acc = term if acc is None else acc + term
-    views = (acc.reshape(B, C, N, h * w) / norm.reshape(1, 1, N, h * w).to(cdt)).reshape(B, C, N, h, w)
-    views = views.transpose(1, 2).to(out_dtype or x.dtype)
-    if channels_last:
-        return views.permute(0, 1, 3, 4, 2).contiguous().permute(0, 1, 4, 2, 3)
-    return views.contiguous()
 
 
 def orbit_antialias_backward_ref(
@@ -850,7 +663,7 @@ def orbit_antialias_backward_ref(
     padding: str = "zeros",
     x_dtype: torch.dtype | None = None,
 ) -> torch.Tensor:
-    """Gradient w.r.t. ``x`` (B, C, H, W) of :func:`orbit_antialias_ref`, given ``grad`` (B, N, C, h, w):
+    """Gradient w.r.t. ``x`` (B, C, H, W) of :func:`canon.oracle.orbit_antialias`, given ``grad`` (B, N, C, h, w):
     every output pixel's gradient, divided by its norm, scattered back with the forward's weights
     (padding folds onto the pixels it read)."""
     B, N, C, h, w = grad.shape
@@ -873,11 +686,7 @@ def orbit_antialias_backward_ref(
 # matrix A built once per view set and padding (pixels outside the input fold onto the ones the padding
 # reads), so that the views are A·x and the adjoint Aᵀ·g, two sparse-dense products: 224 → 96 C8 views of
 # 16 images take 33 ms forward and 11 ms backward on 2 CPU threads, where the gathers took 882 ms.
-_AA_PLANS: dict = {}
-
-
-def _forget_antialias(key_id: int):
-    return lambda _: _AA_PLANS.pop(key_id, None)
+_AA_PLANS = PerTensorCache()
 
 
 def _antialias_operator(mats, pull, norm, taps: int, in_hw, out_hw, padding: str, dtype: torch.dtype):
@@ -906,24 +715,13 @@ def _antialias_operator(mats, pull, norm, taps: int, in_hw, out_hw, padding: str
             warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
             return coo.to_sparse_csr(), coo.t().coalesce().to_sparse_csr()
 
-    if transient_tensors() or torch.jit.is_tracing():
-        return build()
-    key_id = id(norm)
-    per = _AA_PLANS.get(key_id)
-    if per is None or per[0]() is not norm:
-        per = _AA_PLANS[key_id] = (weakref.ref(norm, _forget_antialias(key_id)), {})
-    key = (tuple(in_hw), tuple(out_hw), padding, dtype, int(taps))
-    op = per[1].get(key)
-    if op is None:
-        with torch.inference_mode(False):
-            op = per[1][key] = build()
-    return op
+    return _AA_PLANS.get(norm, (tuple(in_hw), tuple(out_hw), padding, dtype, int(taps)), build)
 
 
 def orbit_antialias_fast(
     x, mats, pull, norm, taps: int, size, padding: str = "zeros", out_dtype=None, channels_last: bool = False, out=None
 ) -> torch.Tensor:
-    """:func:`orbit_antialias_ref`'s values as one sparse-dense product (no autograd: the op's backward is
+    """:func:`canon.oracle.orbit_antialias`'s values as one sparse-dense product (no autograd: the op's backward is
     :func:`orbit_antialias_backward_fast`)."""
     B, C, H, W = x.shape
     h, w = size

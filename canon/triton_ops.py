@@ -16,9 +16,9 @@ import contextlib
 
 import torch
 
-from canon import reference as ref
 from canon.kernels import resample
 from canon.kernels import select as select_k
+from canon.numerics import acc_dtype, orbit_empty
 from canon.types import Selection
 
 __all__ = [
@@ -48,7 +48,7 @@ def orbit(
     B, C = x.shape[:2]
     h, w = size
     if out is None:
-        out = ref.orbit_empty(B, mats.shape[0], C, h, w, out_dtype or x.dtype, x.device, channels_last)
+        out = orbit_empty(B, mats.shape[0], C, h, w, out_dtype or x.dtype, x.device, channels_last)
     with _device(x):
         if aa_norm is not None:
             return resample.orbit_antialias_forward(x, mats, pull, aa_norm, aa_taps, (h, w), padding, out)
@@ -96,7 +96,7 @@ def transform_backward(
     if need_x:
         gx = torch.empty(x.shape, dtype=x.dtype, device=x.device)
     if need_weights:
-        gw = torch.empty((x.shape[0], mats.shape[0]), dtype=ref.acc_dtype(x.dtype), device=x.device)
+        gw = torch.empty((x.shape[0], mats.shape[0]), dtype=acc_dtype(x.dtype), device=x.device)
     if need_x or need_weights:
         with _device(x):
             resample.transform_backward(
@@ -135,7 +135,7 @@ def select(
     with _device(vectors):
         sel, losses = select_k.select_forward(
             vectors, reference, beta, score == "cosine", gumbel_noise, tau,
-            contrastive=None if contrastive == "none" else contrastive, prior=PRIOR_CODES[prior], target=target,
+            contrastive=contrastive, prior=PRIOR_CODES[prior], target=target,
             prior_beta=prior_beta, out=out,
         )  # fmt: skip
     return Selection(*sel), losses
@@ -151,7 +151,7 @@ def select_backward(
         gv, gr = select_k.select_backward(
             grad_scores, grad_probs, grad_onehot if straight_through else None, grad_losses, vectors, reference, probs,
             scale, score == "cosine",
-            contrastive=None if contrastive == "none" else contrastive, prior=PRIOR_CODES[prior], target=target,
+            contrastive=contrastive, prior=PRIOR_CODES[prior], target=target,
             prior_beta=prior_beta,
         )  # fmt: skip
     return gv, gr.to(reference.dtype)
@@ -177,7 +177,7 @@ def select_transform(
 ):
     """Eval canonicalization in one launch: (canonical images, Selection)."""
     B, N, _ = vectors.shape
-    acc = ref.acc_dtype(vectors.dtype)
+    acc = acc_dtype(vectors.dtype)
     dev = vectors.device
     if sel_out is None:
         sel_out = (

@@ -37,7 +37,7 @@ __all__ = [
 CONTRASTIVE_NONE = tl.constexpr(0)
 CONTRASTIVE_NORMALIZED = tl.constexpr(1)
 CONTRASTIVE_RAW = tl.constexpr(2)
-CONTRASTIVE_CODES = {None: 0, "normalized": 1, "raw": 2}
+CONTRASTIVE_CODES = {"none": 0, "normalized": 1, "raw": 2}  # host names of the kernels' CONTRASTIVE
 # prior loss target (host values; the kernels compare with the constexpr twins below)
 PRIOR_NONE = 0
 PRIOR_IDENTITY = 1  # target = element 0 for every sample
@@ -336,7 +336,7 @@ def select_config(N: int, D: int) -> tuple[int, int, int]:
     return block_n, block_d, 4
 
 
-def pair_scale(N: int, kind: str | None) -> float:
+def pair_scale(N: int, kind: str) -> float:
     """1 / number of pairs the contrastive loss averages over (docs/spec.md §4)."""
     if kind == "raw":
         return 1.0 / (N * N)
@@ -351,7 +351,7 @@ def select_forward(
     noise: torch.Tensor | None = None,
     tau: float = 1.0,
     eps: float = 1e-8,
-    contrastive: str | None = None,
+    contrastive: str = "none",
     prior: int = PRIOR_NONE,
     target: torch.Tensor | None = None,
     prior_beta: float = 1.0,
@@ -378,7 +378,7 @@ def select_forward(
         )  # fmt: skip
     else:
         scores = probs = onehot = index = vectors
-    with_losses = contrastive is not None or prior != PRIOR_NONE
+    with_losses = contrastive != "none" or prior != PRIOR_NONE
     losses = torch.empty((LOSS_ROWS, B), dtype=acc_dt, device=dev) if with_losses else vectors
     block_n, block_d, warps = select_config(N, D)
     r = reference if select else vectors
@@ -409,7 +409,7 @@ def select_backward(
     logit_scale: float = 1.0,
     cosine: bool = True,
     eps: float = 1e-8,
-    contrastive: str | None = None,
+    contrastive: str = "none",
     prior: int = PRIOR_NONE,
     target: torch.Tensor | None = None,
     prior_beta: float = 1.0,

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from conftest import assert_close, kernel_device, to_cpu, view_ref_aa
 
 import canon
+from canon import oracle
 from canon import reference as ref
 from canon.geometry import antialias_tables, view_tables
 from canon.groups import as_group
@@ -123,7 +124,7 @@ def test_triton_matches_the_reference(dev, group, in_hw, out_hw, crop, padding, 
     t, aa = _tables(group, in_hw, out_hw, crop)
     td, aad = _tables(group, in_hw, out_hw, crop, dev)
     x = torch.rand(2, 2, *in_hw, generator=rng)
-    expect = ref.orbit_antialias_ref(x, t.mats, t.pull, aa.norm, aa.taps, out_hw, padding)
+    expect = oracle.orbit_antialias(x, t.mats, t.pull, aa.norm, aa.taps, out_hw, padding)
     out = torch.full(expect.shape, NAN, device=dev)
     triton_ops.orbit(
         x.to(dev), td.mats, td.pull, t.exact, t.aligned, out_hw, padding, "bilinear", out=out, aa_norm=aad.norm,
@@ -133,7 +134,7 @@ def test_triton_matches_the_reference(dev, group, in_hw, out_hw, crop, padding, 
     g = torch.randn(expect.shape, generator=rng)
     gx_ref = ref.orbit_antialias_backward_ref(g, t.mats, t.pull, aa.norm, aa.taps, in_hw, padding)
     xr = x.clone().requires_grad_()
-    ref.orbit_antialias_ref(xr, t.mats, t.pull, aa.norm, aa.taps, out_hw, padding).backward(g)
+    oracle.orbit_antialias(xr, t.mats, t.pull, aa.norm, aa.taps, out_hw, padding).backward(g)
     assert_close(gx_ref, xr.grad, msg="explicit adjoint vs autograd of the reference")
     if padding == "zeros":  # the gather adjoint (other paddings fold onto edge pixels: the reference's scatter)
         gx = torch.full(x.shape, NAN, device=dev)

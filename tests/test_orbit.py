@@ -94,7 +94,7 @@ def test_nearest_matches_grid_sample_away_from_ties(rng):
     x = torch.randn(1, 1, 15, 15, generator=rng)
     views = canon.orbit(x, "C7", size=(11, 11), crop_ratio=0.9, interpolation="nearest")
     mats, _ = canon.geometry.view_matrices_tensor(as_group("C7"), (15, 15), (11, 11), 0.9, x.device)
-    u, v = canon.reference.sample_coords(mats, 11, 11)
+    u, v = canon.numerics.sample_coords(mats, 11, 11)
     safe = (((u - u.floor() - 0.5).abs() > 1e-3) & ((v - v.floor() - 0.5).abs() > 1e-3)).reshape(7, 11, 11)
     for g in range(7):
         ref = _slow_view(x, "C7", g, (11, 11), 0.9, "zeros", "nearest")[0, 0]

@@ -9,8 +9,8 @@ from conftest import assert_close, assert_within_torch_error, kernel_device, to_
 pytest.importorskip("triton", reason="the Triton path needs triton")
 
 import canon  # noqa: E402
+from canon import oracle, triton_ops  # noqa: E402
 from canon import reference as ref  # noqa: E402
-from canon import triton_ops  # noqa: E402
 from canon.geometry import channel_tables, view_tables  # noqa: E402
 from canon.groups import as_group  # noqa: E402
 
@@ -53,12 +53,12 @@ def test_orbit_forward_backward_matches_reference(dev, group, in_hw, out_hw, cro
     td = _tables(group, in_hw, out_hw, crop, dev)
     out = torch.full((B, t.mats.shape[0], C, *out_hw), NAN, device=dev)
     triton_ops.orbit(x.to(dev), td.mats, td.pull, t.exact, t.aligned, out_hw, padding, interp, out=out)
-    assert_close(to_cpu(out), ref.orbit_ref(x, t.mats, t.exact, out_hw, padding, interp), msg="orbit")
+    assert_close(to_cpu(out), oracle.orbit(x, t.mats, t.exact, out_hw, padding, interp), msg="orbit")
     g = torch.randn(out.shape, generator=rng)
     gx = torch.full((B, C, *in_hw), NAN, device=dev)
     triton_ops.orbit_backward(g.to(dev), td.mats, td.pull, t.exact, t.aligned, in_hw, padding, interp, x.dtype, out=gx)
     xr = x.clone().requires_grad_()
-    ref.orbit_ref(xr, t.mats, t.exact, out_hw, padding, interp).backward(g)
+    oracle.orbit(xr, t.mats, t.exact, out_hw, padding, interp).backward(g)
     assert_close(to_cpu(gx), xr.grad, msg="orbit grad_x vs autograd of the reference")
     assert_close(
         to_cpu(gx),
@@ -88,13 +88,13 @@ def test_every_taps_tile_shape_and_channel_block_matches_the_reference(dev, tile
         t, td = _tables(group, (13, 11), out_hw, crop), _tables(group, (13, 11), out_hw, crop, dev)
         out = torch.full((2, t.mats.shape[0], 3, *out_hw), NAN, device=dev)
         triton_ops.orbit(x.to(dev), td.mats, td.pull, t.exact, t.aligned, out_hw, padding, "bilinear", out=out)
-        want = ref.orbit_ref(x, t.mats, t.exact, out_hw, padding, "bilinear")
+        want = oracle.orbit(x, t.mats, t.exact, out_hw, padding, "bilinear")
         assert_close(to_cpu(out), want, msg=f"orbit {group} tile {tile}")
     t, td = _tables("C8", (13, 11), (13, 11)), _tables("C8", (13, 11), (13, 11), dev=dev)
     index = torch.tensor([3, 6])
     out = torch.full(x.shape, NAN, device=dev)
     triton_ops.transform(x.to(dev), index.to(dev), td.mats, t.exact, t.aligned, "border", "bilinear", out=out)
-    want = ref.transform_ref(x, torch.zeros(2, 8), index, t.mats, t.exact, "border", "bilinear")
+    want = oracle.transform(x, torch.zeros(2, 8), index, t.mats, t.exact, "border", "bilinear")
     assert_close(to_cpu(out), want, msg=f"transform tile {tile}")
 
 
@@ -118,7 +118,7 @@ def test_transform_forward_backward_matches_reference(dev, group, in_hw, padding
     triton_ops.transform(x.to(dev), index.to(dev), td.mats, t.exact, t.aligned, padding, interp, out=out)
     xr = x.clone().requires_grad_()
     w = torch.zeros(B, N, requires_grad=True)
-    expect = ref.transform_ref(xr, w, index, t.mats, t.exact, padding, interp)
+    expect = oracle.transform(xr, w, index, t.mats, t.exact, padding, interp)
     assert_close(to_cpu(out), expect, msg="transform")
     g = torch.randn(x.shape, generator=rng)
     expect.backward(g)
@@ -144,7 +144,7 @@ def test_regular_invert_permutes_channels_forward_and_backward(dev, rng):
     )
     yr = y.clone().requires_grad_()
     w = torch.zeros(B, N, requires_grad=True)
-    expect = ref.transform_ref(yr, w, index, t.mats, t.exact, "zeros", "bilinear", chan_perm=perm)
+    expect = oracle.transform(yr, w, index, t.mats, t.exact, "zeros", "bilinear", chan_perm=perm)
     assert torch.equal(to_cpu(out), expect.detach())
     g = torch.randn(y.shape, generator=rng)
     expect.backward(g)
@@ -180,7 +180,7 @@ def test_index_outside_the_table_gives_nan_never_a_read_outside_it(dev, group, p
     td = _tables(group, (5, 5), (5, 5), dev=dev)
     idx = torch.tensor([1, 9], device=dev)
     out = triton_ops.transform(x, idx, td.mats, td.exact, td.aligned, padding, "bilinear")
-    good = ref.transform_ref(to_cpu(x[:1]), None, idx[:1].cpu(), _tables(group, (5, 5), (5, 5)).mats, td.exact, padding)
+    good = oracle.transform(to_cpu(x[:1]), None, idx[:1].cpu(), _tables(group, (5, 5), (5, 5)).mats, td.exact, padding)
     assert_close(to_cpu(out[:1]), good)
     assert torch.isnan(out[1]).all()
     g = torch.randn(x.shape, generator=rng).to(dev)
@@ -220,12 +220,12 @@ def test_fused_select_transform_matches_select_then_transform(dev, group, in_hw,
         out=out,
         sel_out=poison,
     )
-    e = ref.select_ref(v, r, 1.3, score, False)
+    e = oracle.select(v, r, 1.3, score, False)
     assert torch.equal(to_cpu(sel.index), e.index)
     assert_close(to_cpu(sel.scores), e.scores)
     assert_close(to_cpu(sel.probs), e.probs)
     assert torch.equal(to_cpu(sel.onehot), e.onehot)
-    assert_close(to_cpu(xc), ref.transform_ref(x, None, e.index, t.mats, t.exact, "zeros", "bilinear"))
+    assert_close(to_cpu(xc), oracle.transform(x, None, e.index, t.mats, t.exact, "zeros", "bilinear"))
     # and the same choice as the select kernel itself
     alone, _ = triton_ops.select(v.to(dev), r.to(dev), 1.3, score, None, 1.0)
     assert torch.equal(alone.index, sel.index) and torch.equal(alone.scores, sel.scores)
@@ -238,7 +238,7 @@ def test_layouts_channels_last_sliced_and_out_formats(dev, rng):
     xcl = x.contiguous(memory_format=torch.channels_last)
     t = _tables("C8", (7, 7), (5, 5), 0.9)
     td = _tables("C8", (7, 7), (5, 5), 0.9, dev)
-    expect = ref.orbit_ref(to_cpu(x).contiguous(), t.mats, t.exact, (5, 5), "zeros", "bilinear")
+    expect = oracle.orbit(to_cpu(x).contiguous(), t.mats, t.exact, (5, 5), "zeros", "bilinear")
     for inp in (x, xcl):
         out = triton_ops.orbit(inp, td.mats, td.pull, t.exact, t.aligned, (5, 5), "zeros", "bilinear")
         assert_close(to_cpu(out), expect, msg="strided input")
@@ -272,7 +272,7 @@ def test_low_precision_io_within_torch_own_error(dev, dtype, rng):
     x = x32.to(dtype)
     t = _tables("C8", (9, 9), (6, 6), 0.8)
     td = _tables("C8", (9, 9), (6, 6), 0.8, dev)
-    truth = ref.orbit_ref(x.double(), t.mats, t.exact, (6, 6), "border", "bilinear")
+    truth = oracle.orbit(x.double(), t.mats, t.exact, (6, 6), "border", "bilinear")
     out = to_cpu(triton_ops.orbit(x.to(dev), td.mats, td.pull, t.exact, t.aligned, (6, 6), "border", "bilinear"))
     assert out.dtype == dtype
     torch_own = ref.orbit_ref(
@@ -291,11 +291,11 @@ def test_low_precision_io_within_torch_own_error(dev, dtype, rng):
         )
     )
     assert o.dtype == dtype
-    assert_close(o.float(), ref.orbit_ref(x32, t.mats, t.exact, (6, 6), "border", "bilinear"), dtype=dtype)
+    assert_close(o.float(), oracle.orbit(x32, t.mats, t.exact, (6, 6), "border", "bilinear"), dtype=dtype)
     # exact views are copies: bit-identical in any dtype
     te, ted = _tables("D4", (9, 9), (9, 9)), _tables("D4", (9, 9), (9, 9), dev=dev)
     copies = to_cpu(triton_ops.orbit(x.to(dev), ted.mats, ted.pull, te.exact, te.aligned, (9, 9), "zeros", "bilinear"))
-    assert torch.equal(copies, ref.orbit_ref(x, te.mats, te.exact, (9, 9), "zeros", "bilinear"))
+    assert torch.equal(copies, oracle.orbit(x, te.mats, te.exact, (9, 9), "zeros", "bilinear"))
 
 
 @kernel_device
@@ -308,7 +308,7 @@ def test_tile_copies_are_exact_in_every_dtype(dev, dtype, rng):
         assert t.exact and t.aligned
         out = torch.full((1, t.mats.shape[0], 2, *hw), float("nan"), dtype=dtype, device=dev)
         triton_ops.orbit(x.to(dev), td.mats, td.pull, t.exact, t.aligned, hw, "zeros", "bilinear", out=out)
-        assert torch.equal(to_cpu(out), ref.orbit_ref(x, t.mats, t.exact, hw, "zeros", "bilinear")), (group, dtype)
+        assert torch.equal(to_cpu(out), oracle.orbit(x, t.mats, t.exact, hw, "zeros", "bilinear")), (group, dtype)
 
 
 @kernel_device
@@ -430,7 +430,7 @@ def test_exact_views_of_a_bilinear_group_keep_negative_zero(dev, rng):
     x[x < 0] = -0.0
     t, td = _tables("C8", (9, 9), (9, 9)), _tables("C8", (9, 9), (9, 9), dev=dev)
     out = to_cpu(triton_ops.orbit(x.to(dev), td.mats, td.pull, t.exact, t.aligned, (9, 9), "zeros", "bilinear"))
-    expect = ref.orbit_ref(x, t.mats, t.exact, (9, 9), "zeros", "bilinear")
+    expect = oracle.orbit(x, t.mats, t.exact, (9, 9), "zeros", "bilinear")
     for g in (0, 2, 4, 6):
         assert torch.equal(torch.signbit(out[:, g]), torch.signbit(expect[:, g])), f"element {g}"
         assert torch.equal(out[:, g], torch.rot90(x, g // 2, dims=(-2, -1))), f"element {g}"
@@ -462,7 +462,7 @@ def test_padded_adjoint_pull_plus_folded_scatter_matches_the_reference(
     for dtype in (torch.float32, torch.bfloat16):
         gq = g.to(dtype)  # the reference sums the same rounded gradient in float32
         (expect,) = torch.autograd.grad(
-            ref.orbit_ref(x.requires_grad_(), t.mats, t.exact, out_hw, padding, interp), x, gq.float()
+            oracle.orbit(x.requires_grad_(), t.mats, t.exact, out_hw, padding, interp), x, gq.float()
         )
         out = torch.full((B, C, *in_hw), NAN, dtype=dtype, device=dev)
         resample.orbit_backward(gq.to(dev), td.mats, td.pull, t.exact, t.aligned, in_hw, padding, interp, out)
@@ -473,7 +473,7 @@ def test_padded_adjoint_pull_plus_folded_scatter_matches_the_reference(
     xr = x.detach().clone().requires_grad_()
     w = torch.zeros(B, N, requires_grad=True)
     gy = torch.randn(B, C, *in_hw, generator=rng)
-    ref.transform_ref(xr, w, index, tt.mats, tt.exact, padding, interp).backward(gy)
+    oracle.transform(xr, w, index, tt.mats, tt.exact, padding, interp).backward(gy)
     gx, gw = triton_ops.transform_backward(
         gy.to(dev), xr.detach().to(dev), index.to(dev), ttd.mats, ttd.pull, tt.exact, tt.aligned, padding, interp
     )

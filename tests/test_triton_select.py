@@ -8,8 +8,8 @@ from conftest import assert_close, kernel_device, to_cpu
 pytest.importorskip("triton", reason="the Triton path needs triton")
 
 import canon  # noqa: E402
+from canon import oracle, triton_ops  # noqa: E402
 from canon import reference as ref  # noqa: E402
-from canon import triton_ops  # noqa: E402
 from canon.geometry import view_tables  # noqa: E402
 from canon.groups import as_group  # noqa: E402
 
@@ -32,7 +32,7 @@ def test_select_forward_backward_matches_reference(dev, B, N, D, score, noise, r
     )
     sel, losses = triton_ops.select(d(v), d(r), 1.7, score, d(gn), 0.6, out=out)
     assert losses is None
-    e = ref.select_ref(v, r, 1.7, score, True, gn, 0.6)
+    e = oracle.select(v, r, 1.7, score, True, gn, 0.6)
     assert_close(to_cpu(sel.scores), e.scores, msg="scores")
     assert_close(to_cpu(sel.probs), e.probs, msg="probs")
     assert torch.equal(to_cpu(sel.index), e.index)
@@ -40,7 +40,7 @@ def test_select_forward_backward_matches_reference(dev, B, N, D, score, noise, r
     gs, gp, gh = (torch.randn(B, N, generator=rng) for _ in range(3))
     gv, gr = triton_ops.select_backward(d(gs), d(gp), d(gh), None, d(v), d(r), sel.probs, 1.7, score, True, d(gn), 0.6)
     vr, rr = v.clone().requires_grad_(), r.clone().requires_grad_()
-    e = ref.select_ref(vr, rr, 1.7, score, True, gn, 0.6)
+    e = oracle.select(vr, rr, 1.7, score, True, gn, 0.6)
     ev, er = torch.autograd.grad([e.scores, e.probs, e.onehot], [vr, rr], [gs, gp, gh], retain_graph=True)
     assert_close(to_cpu(gv), ev, msg="grad vectors")
     assert_close(to_cpu(gr), er, msg="grad reference")
@@ -74,7 +74,7 @@ def test_fused_selection_and_losses_match_reference(dev, kind, prior, rng):
         prior_beta=2.5,
     )
     vr, rr = v.clone().requires_grad_(), r.clone().requires_grad_()
-    e_sel, e_c, e_p = ref.select_losses_ref(
+    e_sel, e_c, e_p = oracle.select_losses(
         vr, rr, 1.3, "cosine", True, None, 1.0, "normalized" if kind == "none" else kind, tgt, 2.5
     )
     means = to_cpu(losses).mean(-1)
@@ -131,7 +131,7 @@ def test_nan_scores_choose_the_first_nan_as_torch_argmax(dev, N, rng):
     v[2, [2, 5]] = float("nan")  # two: the first one
     r = torch.randn(5, generator=rng)
     sel, _ = triton_ops.select(v.to(dev), r.to(dev), 1.0, "cosine", None, 1.0)
-    expect = ref.select_ref(v, r, 1.0, "cosine", False)
+    expect = oracle.select(v, r, 1.0, "cosine", False)
     assert torch.equal(to_cpu(sel.index), expect.index), (sel.index, expect.index)
     assert to_cpu(sel.index).tolist()[:3] == [0, 3, 2]
     x = torch.randn(4, 1, 6, 6, generator=rng)
@@ -159,7 +159,7 @@ def test_contrastive_loss_matches_reference(dev, kind, B, N, D, rng):
     v = torch.randn(B, N, D, generator=rng)
     loss = triton_ops.contrastive_loss(v.to(dev), kind).mean()
     vr = v.clone().requires_grad_()
-    e = ref.contrastive_loss_ref(vr, kind)
+    e = oracle.contrastive_loss(vr, kind)
     assert_close(to_cpu(loss), e.detach(), msg="loss")
     g = torch.tensor(1.3)
     gv = triton_ops.contrastive_loss_backward(g.to(dev), v.to(dev), kind)
