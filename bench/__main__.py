@@ -17,7 +17,6 @@ and PNG plots drawn from that file into the output directory (default ``bench/re
 from __future__ import annotations
 
 import argparse
-import csv
 import math
 import os
 import shlex
@@ -26,43 +25,13 @@ import time
 
 import torch
 
-from bench import cases as C  # noqa: E402  (imports canon; triton only lazily)
-from bench._cli import prepare_output_dir  # noqa: E402
+from bench._cli import check_output_dir, check_threads, prepare_output_dir, resolve_device
+from bench.cases import CASES, full_configs, peer_configs, quick_configs, with_modes  # imports canon; triton lazily
+from bench.registry import GRAPH_PROVIDERS, MODES, PROVIDERS, SHAPES, Config, graphable
+from bench.rows import add_speedups, environment, measure, measure_interleaved, write_csv
+from bench.timers import copy_bandwidth
 
 DEFAULT_OUT = os.path.join("bench", "results", "local")
-
-
-def _device(name: str | None) -> str:
-    if name:
-        if name == "cuda" and not torch.cuda.is_available():
-            raise SystemExit("bench: --device cuda but CUDA is not available")
-        return name
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-def _point(r: dict) -> tuple:
-    """What makes two rows comparable: the same case, mode, size, dtype and timer."""
-    return (r["case"], r["mode"], r["device"], r["dtype"], r["batch"], r["group"], r["in_shape"], r["cuda_graph"])
-
-
-def add_speedups(rows: list[dict]) -> None:
-    """``speedup_vs_<baseline>`` = baseline median / provider median, for the same case, mode, size, dtype and timer."""
-    base = {(_point(r), r["provider"]): r["median_ms"] for r in rows if r["status"] == "ok"}
-    for r in rows:
-        if r["status"] != "ok":
-            continue
-        for b in ("equiadapt-loop", "equiadapt", "torch-batched", "torch-compile"):
-            col = "speedup_vs_" + b.replace("-", "_")
-            t = base.get((_point(r), b))
-            if t is not None and r["provider"] != b:
-                r[col] = round(float(t) / float(r["median_ms"]), 3)
-
-
-def write_csv(rows: list[dict], path: str) -> None:
-    with open(path, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=C.COLUMNS)
-        w.writeheader()
-        w.writerows(rows)
 
 
 def _fmt(v, spec: str) -> str:
@@ -75,7 +44,7 @@ def _fmt(v, spec: str) -> str:
 
 
 def _label(r: dict) -> str:
-    return C.Config(r["case"], int(r["batch"]), int(r["group"][1:]), _shape_key(r["in_shape"]), r["dtype"]).label
+    return Config(r["case"], int(r["batch"]), int(r["group"][1:]), _shape_key(r["in_shape"]), r["dtype"]).label
 
 
 # (column, format) of the numbers in both tables
@@ -125,9 +94,9 @@ def markdown_table(rows: list[dict]) -> str:
 
 
 def _shape_key(in_shape: str) -> str:
-    if in_shape in C.SHAPES:
+    if in_shape in SHAPES:
         return in_shape
-    return next(k for k, v in C.SHAPES.items() if "x".join(map(str, v[0])) == in_shape)
+    return next(k for k, v in SHAPES.items() if "x".join(map(str, v[0])) == in_shape)
 
 
 SUBCOMMANDS = """subcommands (python -m bench SUBCOMMAND --help for their options):
@@ -155,12 +124,12 @@ def _parser() -> argparse.ArgumentParser:
     sets.add_argument("--peers", action="store_true", help=peers)
     ap.add_argument("--output-dir", default=DEFAULT_OUT)
     ap.add_argument("--device", choices=("cpu", "cuda"), default=None, help="default: cuda if available")
-    ap.add_argument("--cases", default=None, help=f"comma-separated subset of {','.join(C.CASES)}")
-    ap.add_argument("--providers", default=None, help=f"comma-separated subset of {','.join(C.PROVIDERS)}")
+    ap.add_argument("--cases", default=None, help=f"comma-separated subset of {','.join(CASES)}")
+    ap.add_argument("--providers", default=None, help=f"comma-separated subset of {','.join(PROVIDERS)}")
     ap.add_argument(
         "--modes",
         default=None,
-        help=f"comma-separated subset of {','.join(C.MODES)}: every size point in each mode "
+        help=f"comma-separated subset of {','.join(MODES)}: every size point in each mode "
         "(default: each point's own mode; op cases forward, steps full, and a few backward points with --quick)",
     )
     ap.add_argument("--batch", type=int, default=None, help="override the batch size of every config (smoke runs)")
@@ -188,31 +157,28 @@ def _check_args(ap: argparse.ArgumentParser, args: argparse.Namespace) -> None:
         ap.error(f"--batch must be >= 1, got {args.batch}")
     if args.min_time is not None and not (math.isfinite(args.min_time) and args.min_time >= 0):
         ap.error(f"--min-time must be a finite number of seconds >= 0, got {args.min_time}")
-    cores = os.cpu_count() or 1
-    if args.threads is not None and not 1 <= args.threads <= cores:
-        ap.error(f"--threads must be in [1, {cores}] (the cores of this machine), got {args.threads}")
-    if os.path.exists(args.output_dir) and not os.path.isdir(args.output_dir):
-        ap.error(f"--output-dir {args.output_dir} is a file; choose a folder")
+    check_threads(ap, args.threads)
+    check_output_dir(ap, args.output_dir)
 
 
-def _configs(ap: argparse.ArgumentParser, args: argparse.Namespace, device: str) -> list[C.Config]:
+def _configs(ap: argparse.ArgumentParser, args: argparse.Namespace, device: str) -> list[Config]:
     """The size points to run: quick or full, filtered by --cases, in --modes, with --batch."""
-    cases = _subset(ap, args.cases, C.CASES, "cases")
-    modes = _subset(ap, args.modes, C.MODES, "modes")
+    cases = _subset(ap, args.cases, CASES, "cases")
+    modes = _subset(ap, args.modes, MODES, "modes")
     if args.peers:
-        cfgs = C.peer_configs(device)
+        cfgs = peer_configs(device)
     else:
-        cfgs = C.quick_configs(device) if args.quick else C.full_configs()
+        cfgs = quick_configs(device) if args.quick else full_configs()
     if cases:
         cfgs = [c for c in cfgs if c.case in cases]
     if modes:
-        cfgs = C.with_modes(cfgs, modes)
+        cfgs = with_modes(cfgs, modes)
     if args.batch:
-        cfgs = list(dict.fromkeys(C.Config(c.case, args.batch, c.n, c.shape, c.dtype, c.mode) for c in cfgs))
+        cfgs = list(dict.fromkeys(Config(c.case, args.batch, c.n, c.shape, c.dtype, c.mode) for c in cfgs))
     return cfgs
 
 
-def _print_row(cfg: C.Config, row: dict, graph: bool = False) -> None:
+def _print_row(cfg: Config, row: dict, graph: bool = False) -> None:
     status = f"{float(row['median_ms']):.3f} ms" if row["status"] == "ok" else row["status"]
     name = row["provider"] + (" graph" if graph else "")
     print(f"  {cfg.case:16s} {cfg.mode:8s} {cfg.label:34s} {name:15s}: {status}", flush=True)
@@ -223,14 +189,14 @@ def _measure_all(cfgs, providers, device, env, copy_gbps, quick: bool, min_time:
     rows = []
     for cfg in cfgs:
         if device == "cpu":  # providers of one size point in alternating rounds
-            for row in C.measure_interleaved(cfg, providers, env, copy_gbps, min_time_s=min_time):
+            for row in measure_interleaved(cfg, providers, env, copy_gbps, min_time_s=min_time):
                 rows.append(row)
                 _print_row(cfg, row)
             continue
         for p in providers:
-            graphs = (False, True) if C.graphable(cfg) and p in C.GRAPH_PROVIDERS else (False,)
+            graphs = (False, True) if graphable(cfg) and p in GRAPH_PROVIDERS else (False,)
             for g in graphs:
-                row = C.measure(cfg, p, device, env, copy_gbps, quick=quick, cuda_graph=g, min_time_s=min_time)
+                row = measure(cfg, p, device, env, copy_gbps, quick=quick, cuda_graph=g, min_time_s=min_time)
                 rows.append(row)
                 _print_row(cfg, row, g)
     return rows
@@ -265,17 +231,17 @@ def run_suite(argv: list[str]) -> int:
     ap = _parser()
     args = ap.parse_args(argv)
     _check_args(ap, args)
-    device = _device(args.device)
+    device = resolve_device(args.device, "bench")
     cfgs = _configs(ap, args, device)
-    providers = _subset(ap, args.providers, C.PROVIDERS, "providers") or list(C.PROVIDERS)
+    providers = _subset(ap, args.providers, PROVIDERS, "providers") or list(PROVIDERS)
     if args.threads:
         torch.set_num_threads(args.threads)
     quick = args.quick or args.peers  # short timings
     min_time = args.min_time if args.min_time is not None else (0.5 if quick else 1.0)
     prepare_output_dir(ap, args.output_dir)
-    env = C.environment(device, "python -m bench " + " ".join(shlex.quote(a) for a in argv))
+    env = environment(device, "python -m bench " + " ".join(shlex.quote(a) for a in argv))
     t0 = time.perf_counter()
-    copy_gbps = C.copy_bandwidth(device, quick=quick)
+    copy_gbps = copy_bandwidth(device, quick=quick)
     print(
         f"# {env['device_name']} ({device}), {env['threads']} threads, torch {env['torch']}, triton {env['triton']}, "
         f"canon {env['canon']}, commit {env['git_commit']}"

@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     import triton.testing as tt
 
-    from bench.cases import copy_bandwidth
+    from bench.timers import copy_bandwidth
 
     copy_gbps = copy_bandwidth("cuda")  # the bench's own roofline: 512 MiB copy, bytes read + written
     rows = []

@@ -1,34 +1,15 @@
-"""Benchmark cases × providers × modes × sizes, the timers, and one result row per measurement.
+"""The benchmark cases and the size points the suite runs: adding a case is one builder here.
 
-Cases live in a registry (:data:`REGISTRY`): one small builder per case, registered by name
-with :func:`register`. A builder returns, for one provider, a :class:`Work`: the forward (the
-outputs that a backward differentiates), the inputs that receive gradients and the upstream
-gradient of each output. :func:`build` turns a Work into the closure of one mode:
+Each case is one small builder, ``builder(cfg, provider, inputs) -> Work``, registered by name with
+:func:`bench.registry.register` (its default mode, the bytes one call moves, its CPU repetitions);
+:mod:`bench.registry` holds what a case is and turns a Work into the closure of one mode,
+:mod:`bench.timers` times it and :mod:`bench.rows` writes one result row per measurement.
 
-* ``forward``: the forward alone (op cases under ``torch.no_grad()``, as inference runs them;
-  steps record the graph, as a training step does);
-* ``backward``: the backward alone: the graph is built once, outside the timed region, and each
-  timed call is ``torch.autograd.grad(outputs, inputs, upstream, retain_graph=True)``;
-* ``full``: forward (recording the graph) + backward per call; for steps the whole training
-  step (forward, losses, backward, SGD update).
-
-Cases (one name stem per op, as in ``canon``): ``orbit``, ``select`` (scores, choice and
-both losses), ``canonicalize``, ``invert`` (both ``canon::transform``), ``step`` (canonicalizer
-training step with :class:`canon.networks.ConvEncoder`) and ``step-no-encoder`` (the same step
-with a cheap fixed-cost map instead of the encoder, so the canonicalization overhead shows).
-
-Providers get the same inputs, parameters and upstream gradients:
-
-* ``ours-triton``: canon with the Triton backend (CUDA only);
-* ``ours-reference``: canon with the plain-PyTorch reference backend (any device);
-* ``equiadapt``: equiadapt 0.1.2 itself, where it imports;
-* ``equiadapt-loop``: :class:`bench.baselines.EquiadaptLoop`, its operations in torch;
-* ``torch-batched``: what a PyTorch user writes instead (:mod:`bench.peers`): one batched
-  ``F.grid_sample`` per op over all views, same outputs and gradients (orbit without antialiasing,
-  canonicalize, invert; no peer for the other cases);
-* ``torch-compile``: the same functions under ``torch.compile`` (inductor, default mode, whole graph,
-  static shapes; ``BENCH_COMPILE_MODE`` / ``BENCH_COMPILE_BACKEND`` choose others), compiled and
-  warmed outside the timed calls.
+Cases (one name stem per op, as in ``canon``): ``orbit``, ``orbit-one-tap`` (the orbit without
+antialiasing), ``select`` (scores, choice and both losses), ``canonicalize``, ``invert`` (both
+``canon::transform``), ``step`` (canonicalizer training step with :class:`canon.networks.ConvEncoder`)
+and ``step-no-encoder`` (the same step with a cheap fixed-cost map instead of the encoder, so the
+canonicalization overhead shows). :data:`CASES` lists them in registration order.
 
 Parameters shared by every provider: colour inputs are scored on a centre crop of ratio
 0.8 (``ceil(0.8·H)`` pixels, equiadapt's example config) resized to 96×96 with edge
@@ -38,18 +19,9 @@ equiadapt does. Canonical images and inverses are at full input resolution.
 
 from __future__ import annotations
 
-import contextlib
-import datetime
 import itertools
 import math
-import os
-import platform
-import statistics
-import subprocess
-import sys
-import time
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -57,246 +29,32 @@ from torch import nn
 
 import canon
 from bench import peers
-from bench.baselines import EquiadaptLoop, equiadapt_status, load_equiadapt
+from bench.baselines import EquiadaptLoop, load_equiadapt
+from bench.registry import (
+    DIM,
+    DTYPES,
+    PEERS,
+    REGISTRY,
+    SHAPES,
+    Config,
+    Inputs,
+    Unavailable,
+    Work,
+    check_available,
+    register,
+)
 from canon.networks import ConvEncoder
 
-PROVIDERS = ("ours-triton", "ours-reference", "equiadapt", "equiadapt-loop", "torch-batched", "torch-compile")
-PEERS = ("torch-batched", "torch-compile")  # plain PyTorch: one batched grid_sample per op (bench.peers)
-MODES = ("forward", "backward", "full")
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
-SHAPES = {"1x28x28": ((1, 28, 28), None), "3x32x32": ((3, 32, 32), 96), "3x224x224": ((3, 224, 224), 96)}
 CROP_RATIO = 0.8  # equiadapt's example config (input_crop_ratio)
-DIM = 128  # vector size D (equiadapt's example out_vector_size)
 # equiadapt's example prior_weight, and the group_contrast_weight its config comment suggests
 PRIOR_WEIGHT, CONTRAST_WEIGHT = 100.0, 1e-4
 
-COLUMNS = [
-    "case",
-    "provider",
-    "mode",
-    "status",
-    "device",
-    "dtype",
-    "batch",
-    "group",
-    "in_shape",
-    "out_shape",
-    "median_ms",
-    "iqr_ms",
-    "q25_ms",
-    "q75_ms",
-    "reps",
-    "timer",
-    "cpu_ms",
-    "load_avg",
-    "cuda_graph",
-    "bytes",
-    "gbps",
-    "copy_gbps",
-    "pct_copy",
-    "peak_mem_mb",
-    "mem_method",
-    "launches",
-    "launch_kind",
-    "images_per_s",
-    "speedup_vs_equiadapt_loop",
-    "speedup_vs_equiadapt",
-    "speedup_vs_torch_batched",
-    "speedup_vs_torch_compile",
-    "note",
-    "machine",
-    "device_name",
-    "threads",
-    "torch",
-    "triton",
-    "canon",
-    "git_commit",
-    "date",
-    "command",
-]
 
-
-class Unavailable(Exception):
-    """This provider cannot run this case or mode here (the reason goes into the row's note)."""
-
-
-@dataclass(frozen=True)
-class Config:
-    """One size point of one case in one mode (``mode=None``: the case's default mode)."""
-
-    case: str
-    batch: int
-    n: int
-    shape: str  # key of SHAPES
-    dtype: str = "fp32"
-    mode: str | None = None
-
-    def __post_init__(self):
-        if self.mode is None and self.case in REGISTRY:
-            object.__setattr__(self, "mode", REGISTRY[self.case].default_mode)
-
-    @property
-    def group(self) -> str:
-        return f"C{self.n}"
-
-    @property
-    def in_shape(self) -> tuple[int, int, int]:
-        return SHAPES[self.shape][0]
-
-    @property
-    def view(self) -> int:
-        """Side of the views the encoder scores."""
-        size = SHAPES[self.shape][1]
-        return size if size is not None else self.in_shape[1]
-
-    @property
-    def label(self) -> str:
-        v = self.view
-        tail = "" if v == self.in_shape[1] else f"→{v}"
-        return f"{self.group} B={self.batch} {self.shape}{tail} {self.dtype}"
-
-
-@dataclass
-class Bench:
-    """A ready-to-time closure and what it moves."""
-
-    fn: Callable[[], object]
-    bytes: int | None  # inputs read once + outputs written once (None: not a bandwidth case)
-    out_shape: str
-    note: str = ""
-
-
-# -- the registry ----------------------------------------------------------------------------
-
-
-@dataclass
-class Work:
-    """What one provider computes for one case; :func:`build` makes the closure of a mode from it.
-
-    ``forward`` returns the outputs that the backward differentiates, ``leaves`` are the inputs
-    that receive gradients and ``upstream`` the gradient of each output (cast to its dtype).
-    """
-
-    forward: Callable[[], tuple[torch.Tensor, ...]]
-    leaves: tuple[torch.Tensor, ...]
-    upstream: tuple[torch.Tensor, ...]
-    out_shape: str | None = None  # default: the shape of the first output
-    note: str = ""
-    step: Callable[[], object] | None = None  # steps: the whole training step, timed as ``full``
-    no_grad_forward: bool = True  # forward mode under torch.no_grad (steps record, as a step does)
-
-
-@dataclass(frozen=True)
-class Case:
-    """A registered case: its builder, its default mode and the bytes one call moves."""
-
-    name: str
-    build: Callable[[Config, str, Inputs], Work]
-    default_mode: str
-    nbytes: Callable[[Config, str], int | None]
-    min_reps: int  # timed calls per CPU row at least
-    summary: str
-
-
-REGISTRY: dict[str, Case] = {}
-
-
-def register(name: str, default_mode: str = "forward", nbytes: Callable | None = None, min_reps: int = 5):
-    """Decorator: register ``builder(cfg, provider, inputs) -> Work`` as case ``name``."""
-
-    def wrap(builder):
-        summary = (builder.__doc__ or "").strip().splitlines()[0]
-        REGISTRY[name] = Case(name, builder, default_mode, nbytes or (lambda cfg, mode: None), min_reps, summary)
-        return builder
-
-    return wrap
-
-
-def graphable(cfg: Config) -> bool:
-    """Timed also under a CUDA graph: the forward mode of an op case (no autograd, no step)."""
-    return cfg.mode == "forward" and REGISTRY[cfg.case].default_mode == "forward"
-
-
-# -- inputs shared by every provider ----------------------------------------------------------
-
-
-@dataclass
-class Inputs:
-    """The tensors of one size point, identical for every provider.
-
-    With ``grad`` (backward and full modes) the images, vectors, reference and the one-hot of
-    the choice are leaves that require gradients.
-    """
-
-    cfg: Config
-    device: str
-    grad: bool
-    x: torch.Tensor  # (B, C, H, W)
-    index: torch.Tensor  # (B,) chosen elements
-    onehot: torch.Tensor  # (B, N) one-hot of index, float32
-    vectors: torch.Tensor  # (B, N, D)
-    vectors_gm: torch.Tensor  # (N·B, D), equiadapt's group-major layout of the same vectors
-    reference: torch.Tensor  # (D,) float32
-
-    @classmethod
-    def make(cls, cfg: Config, device: str, grad: bool) -> Inputs:
-        g = torch.Generator().manual_seed(0)
-        dt = DTYPES[cfg.dtype]
-        B, N = cfg.batch, cfg.n
-        x = torch.rand(B, *cfg.in_shape, generator=g)
-        index = torch.randint(0, N, (B,), generator=g)
-        vectors = torch.randn(B, N, DIM, generator=g)
-        reference = torch.randn(DIM, generator=g)
-        vectors_gm = vectors.transpose(0, 1).reshape(N * B, DIM)
-
-        def leaf(t: torch.Tensor, dtype=None) -> torch.Tensor:
-            return t.to(device, dtype).contiguous().requires_grad_(grad)
-
-        onehot = F.one_hot(index, N).float()
-        index = index.to(device)
-        return cls(
-            cfg,
-            device,
-            grad,
-            leaf(x, dt),
-            index,
-            leaf(onehot),
-            leaf(vectors, dt),
-            leaf(vectors_gm, dt),
-            leaf(reference),
-        )
-
-    def normal(self, *shape: int) -> torch.Tensor:
-        """A seeded standard-normal tensor: the upstream gradient of an output of this shape."""
-        return torch.randn(shape, generator=torch.Generator().manual_seed(1)).to(self.device)
-
-    def selection(self) -> canon.Selection | torch.Tensor:
-        """canon's choice: the index (forward), or a Selection whose one-hot receives a gradient."""
-        if not self.grad:
-            return self.index
-        return canon.Selection(self.onehot.detach(), self.onehot.detach(), self.index, self.onehot)
-
-    def group_element(self) -> dict:
-        """equiadapt's choice: ``{"rotation": degrees (B,)}`` (call it inside the forward).
-
-        With ``grad`` the angle is computed from the one-hot, as equiadapt's straight-through
-        path does, so the gradient reaches the one-hot. equiadapt rotates by −angle: for the
-        same element as canon's index k (counter-clockwise 360·k/N) it gets −360·k/N: the same
-        work, the sign does not change the cost.
-        """
-        N = self.cfg.n
-        table = torch.arange(N, device=self.device, dtype=torch.float32) * (360.0 / N)
-        if not self.grad:
-            return {"rotation": -table[self.index]}
-        return {"rotation": -(self.onehot * table).sum(-1)}
+# -- what the providers share ----------------------------------------------------------------
 
 
 def _esize(dt: torch.dtype) -> int:
     return torch.tensor([], dtype=dt).element_size()
-
-
-def _shape(t) -> str:
-    return "x".join(str(s) for s in t.shape) if isinstance(t, torch.Tensor) else ""
 
 
 def _ours(provider: str) -> bool:
@@ -593,7 +351,7 @@ def step_work(cfg: Config, provider: str, device: str, cuda_graph: bool = False)
     """The ``Work`` of a step case (its ``step`` is the whole training step), optionally CUDA-graphed."""
     if cfg.case not in ("step", "step-no-encoder"):
         raise ValueError(f"step_work: {cfg.case!r} is not a step case")
-    _check_provider(provider, device)
+    check_available(provider, device)
     return _step(cfg, provider, Inputs.make(cfg, device, grad=True), cuda_graph)
 
 
@@ -635,10 +393,6 @@ CASES = tuple(REGISTRY)
 
 # -- the configurations ------------------------------------------------------------------
 
-
-# providers timed also with CUDA graphs (the launch-bound ones, and ours-triton beside them);
-# the reference backend reads view matrices on the host (a sync), which graphs cannot capture
-GRAPH_PROVIDERS = ("ours-triton", "equiadapt", "equiadapt-loop", "torch-batched", "torch-compile")
 
 TARGETS = (
     Config("orbit", 64, 8, "3x32x32"),
@@ -715,386 +469,3 @@ def with_modes(cfgs: list[Config], modes: list[str]) -> list[Config]:
     """Every size point of ``cfgs`` in each of ``modes`` (duplicates dropped, order kept)."""
     out = (Config(c.case, c.batch, c.n, c.shape, c.dtype, m) for c in cfgs for m in modes)
     return list(dict.fromkeys(out))
-
-
-# -- from a Work to the closure of one mode ----------------------------------------------------
-
-
-def _check_provider(provider: str, device: str) -> None:
-    if provider not in PROVIDERS:
-        raise ValueError(f"unknown provider {provider!r}; choose from {PROVIDERS}")
-    if provider == "ours-triton":
-        if device != "cuda":
-            raise Unavailable("no CUDA device here (the Triton interpreter is a test tool, not a performance path)")
-        try:
-            from canon import triton_ops  # noqa: F401
-        except Exception as e:
-            raise Unavailable(f"canon's Triton ops do not import: {type(e).__name__}: {e}") from e
-    if provider == "equiadapt":
-        ok, why = equiadapt_status()
-        if not ok:
-            raise Unavailable(why)
-
-
-def _no_grad(fn):
-    def run():
-        with torch.no_grad():
-            return fn()
-
-    return run
-
-
-def _closure(work: Work, mode: str) -> tuple[Callable[[], object], tuple]:
-    """(the timed closure of ``mode``, the outputs of one untimed forward)."""
-    if mode == "forward":
-        fn = _no_grad(work.forward) if work.no_grad_forward else work.forward
-        return fn, fn()
-    outs = work.forward()  # backward: the graph that every timed call differentiates again
-    if len(outs) != len(work.upstream) or any(o.shape != u.shape for o, u in zip(outs, work.upstream)):
-        raise ValueError(f"upstream gradients {[tuple(u.shape) for u in work.upstream]} do not match the outputs")
-    up = tuple(u.to(o.dtype) for o, u in zip(outs, work.upstream))
-    leaves = work.leaves
-    if mode == "backward":
-        return (lambda: torch.autograd.grad(outs, leaves, up, retain_graph=True)), outs
-    if work.step is not None:
-        return work.step, outs
-    return (lambda: torch.autograd.grad(work.forward(), leaves, up)), outs
-
-
-def build(cfg: Config, provider: str, device: str, check_provider: bool = True) -> Bench:
-    """The closure timing ``cfg.case`` in ``cfg.mode`` for ``provider`` on ``device``; raises :class:`Unavailable`.
-
-    ``check_provider=False`` skips the availability check: the tests run ours-triton's closures
-    on CPU tensors under the Triton interpreter, which is no performance path.
-    """
-    if cfg.case not in REGISTRY:
-        raise ValueError(f"unknown case {cfg.case!r}; choose from {CASES}")
-    if cfg.mode not in MODES:
-        raise ValueError(f"unknown mode {cfg.mode!r}; choose from {MODES}")
-    if check_provider:
-        _check_provider(provider, device)
-    case = REGISTRY[cfg.case]
-    work = case.build(cfg, provider, Inputs.make(cfg, device, grad=cfg.mode != "forward"))
-    if provider == "torch-compile":
-        work.forward, how = _compile(work.forward)
-        work.note = "; ".join(filter(None, (how, work.note)))
-    fn, outs = _closure(work, cfg.mode)
-    if provider == "torch-compile":
-        fn()  # the backward compiles on its first call: not in the timed calls
-    return Bench(fn, case.nbytes(cfg, cfg.mode), work.out_shape or _shape(outs[0]), work.note)
-
-
-def _compile(forward: Callable) -> tuple[Callable, str]:
-    """``forward`` under ``torch.compile`` (backend and mode from ``BENCH_COMPILE_BACKEND`` / ``BENCH_COMPILE_MODE``).
-
-    Dynamo's caches are reset first: every size point is its own specialised compile, and a
-    recompile limit reached across points would silently fall back to eager.
-    """
-    backend = os.environ.get("BENCH_COMPILE_BACKEND", "inductor")
-    mode = os.environ.get("BENCH_COMPILE_MODE") or None
-    torch._dynamo.reset()
-    return peers.compiled(forward, backend, mode), f"torch.compile(backend={backend}, mode={mode or 'default'})"
-
-
-# -- timers ---------------------------------------------------------------------------------
-
-
-def _quantiles(ts_ms: list[float]) -> tuple[float, float, float]:
-    if len(ts_ms) == 1:
-        return ts_ms[0], ts_ms[0], ts_ms[0]
-    q = statistics.quantiles(ts_ms, n=4, method="inclusive")
-    return q[0], statistics.median(ts_ms), q[2]
-
-
-def time_cpu(fn, min_time_s: float = 1.0, min_reps: int = 5, max_reps: int = 100, warmup: int = 1) -> dict:
-    """Wall-clock per call (perf_counter), after ``warmup`` calls, until both limits are met.
-
-    Also the median process CPU time per call (all threads, ``cpu_ms``): on a machine that
-    other processes load, wall time grows with preemption while CPU time mostly does not.
-    """
-    for _ in range(warmup):
-        fn()
-    ts, cpu = [], []
-    t_start = time.perf_counter()
-    while len(ts) < max_reps and (len(ts) < min_reps or time.perf_counter() - t_start < min_time_s):
-        c0, t0 = time.process_time(), time.perf_counter()
-        fn()
-        ts.append((time.perf_counter() - t0) * 1e3)
-        cpu.append((time.process_time() - c0) * 1e3)
-    q25, med, q75 = _quantiles(ts)
-    cpu_ms = statistics.median(cpu)
-    return dict(median_ms=med, q25_ms=q25, q75_ms=q75, reps=len(ts), timer="perf_counter", cpu_ms=cpu_ms)
-
-
-def time_cuda(fn, cuda_graph: bool = False, quick: bool = True) -> dict:
-    """triton.testing.do_bench (CUDA events around each call, L2 flushed), or its CUDA-graph variant."""
-    import triton.testing as tt
-
-    rep = 100 if quick else 500
-    if cuda_graph:  # captures rep/estimate unrolled calls on a side stream, replays them
-        q = tt.do_bench_cudagraph(fn, rep=rep, quantiles=[0.25, 0.5, 0.75])
-        timer = "do_bench_cudagraph"
-    else:
-        q = tt.do_bench(fn, warmup=25, rep=rep, quantiles=[0.25, 0.5, 0.75])
-        timer = "do_bench"
-    return dict(median_ms=q[1], q25_ms=q[0], q75_ms=q[2], reps="", timer=timer)
-
-
-def copy_bandwidth(device: str, quick: bool = True) -> float:
-    """GB/s of ``dst.copy_(src)`` (bytes read + bytes written), the roofline of this run."""
-    n = (64 if device == "cpu" else 512) * 2**20 // 4
-    src = torch.rand(n, device=device)
-    dst = torch.empty_like(src)
-    fn = lambda: dst.copy_(src)  # noqa: E731
-    t = time_cuda(fn, quick=quick) if device == "cuda" else time_cpu(fn, min_time_s=0.5, min_reps=10)
-    return 2 * n * 4 / (t["median_ms"] * 1e-3) / 1e9
-
-
-@contextlib.contextmanager
-def quiet_native_stderr():
-    """Silence what C++ code writes to file descriptor 2 inside the block: the profiler's Kineto prints
-    ``USDT: … profiler_start/stop`` and a CPUAllocator note on every profiled row, which no option turns off."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    try:
-        with open(os.devnull, "w") as null:
-            os.dup2(null.fileno(), 2)
-            yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-
-
-def profile_call(fn, device: str) -> dict:
-    """Peak memory and launches of one call (after the timing, so everything is warm)."""
-    from torch.profiler import ProfilerActivity, profile
-
-    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device == "cuda" else [])
-    if device == "cuda":
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-        base = torch.cuda.memory_allocated()
-    with quiet_native_stderr(), profile(activities=acts, profile_memory=device == "cpu") as prof:
-        fn()
-        if device == "cuda":
-            torch.cuda.synchronize()
-    events = prof.events()
-    if device == "cuda":
-        peak = (torch.cuda.max_memory_allocated() - base) / 2**20
-        launches = sum(1 for e in events if e.device_type == torch.autograd.DeviceType.CUDA)
-        return dict(
-            peak_mem_mb=peak,
-            mem_method="cuda.max_memory_allocated",
-            launches=launches,
-            launch_kind="cuda-kernels",
-        )
-    return dict(
-        peak_mem_mb=cpu_peak_mb(events),
-        mem_method="profiler-alloc-timeline",
-        launches=count_leaf_ops(events),
-        launch_kind="cpu-leaf-aten-ops",
-    )
-
-
-def cpu_peak_mb(events) -> float:
-    """Peak of live CPU tensor memory in a profile: op-level allocations and frees in time order."""
-    timeline = sorted((e.time_range.start, e.self_cpu_memory_usage) for e in events if e.self_cpu_memory_usage)
-    peak = cur = 0
-    for _, d in timeline:
-        cur += d
-        peak = max(peak, cur)
-    return peak / 2**20
-
-
-def count_leaf_ops(events) -> int:
-    """aten ops that call no other aten op, and calls of torch.compile'd graphs (whose generated C++ kernels
-    the CPU profiler does not list): on CPU, the closest thing to a kernel launch."""
-    aten = [e for e in events if e.name.startswith("aten::")]
-    compiled = sum(1 for e in events if e.name.startswith("## Call CompiledFxGraph"))
-    return compiled + sum(1 for e in aten if not any(c.name.startswith("aten::") for c in e.cpu_children))
-
-
-# -- environment -----------------------------------------------------------------------------
-
-
-def environment(device: str, command: str) -> dict:
-    """Machine, versions, commit and date, recorded in every row."""
-    try:
-        import triton
-
-        triton_version = triton.__version__
-    except Exception:
-        triton_version = "unavailable"
-    if device == "cuda":
-        device_name = torch.cuda.get_device_name()
-    else:
-        device_name = _cpu_name()
-    return dict(
-        machine=f"{platform.node()} {platform.machine()} {os.cpu_count()} cpus",
-        device_name=device_name,
-        threads=torch.get_num_threads(),
-        torch=torch.__version__,
-        triton=triton_version,
-        canon=canon.__version__,
-        git_commit=git_commit(),
-        date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        command=command,
-    )
-
-
-def _cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "cpu"
-
-
-def git_commit() -> str:
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    try:
-        git = ["git", "-C", root]
-        sha = subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
-        status = [*git, "status", "--porcelain", "--untracked-files=no"]
-        dirty = subprocess.run(status, capture_output=True, text=True).stdout.strip()
-        return sha + ("+dirty" if dirty else "")
-    except Exception:
-        return "unknown"
-
-
-# -- one row -------------------------------------------------------------------------------
-
-
-def _base_row(cfg: Config, provider: str, device: str, env: dict, copy_gbps: float, cuda_graph: bool) -> dict:
-    row = dict.fromkeys(COLUMNS, "")
-    row.update(env)
-    row.update(
-        case=cfg.case,
-        provider=provider,
-        mode=cfg.mode,
-        device=device,
-        dtype=cfg.dtype,
-        batch=cfg.batch,
-        group=cfg.group,
-        in_shape="x".join(map(str, cfg.in_shape)),
-        cuda_graph=cuda_graph,
-        copy_gbps=round(copy_gbps, 2),
-        load_avg=round(os.getloadavg()[0], 2),  # 1-minute load average when the row started
-    )
-    return row
-
-
-def _failed(row: dict, e: Exception) -> dict:
-    if isinstance(e, Unavailable):
-        row.update(status="unavailable", note=str(e))
-    else:  # a failing provider is a published result, not a crash of the suite
-        row.update(status="error", note=f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:300])
-    return row
-
-
-def _finish(row: dict, cfg: Config, b: Bench, t: dict, device: str, copy_gbps: float, cuda_graph: bool) -> dict:
-    """Fill the timing-derived columns, then profile one more call for memory and launches."""
-    row.update({k: (round(v, 4) if isinstance(v, float) else v) for k, v in t.items()})
-    row["iqr_ms"] = round(t["q75_ms"] - t["q25_ms"], 4)
-    row["images_per_s"] = round(cfg.batch / (t["median_ms"] * 1e-3), 1)
-    if b.bytes:
-        gbps = b.bytes / (t["median_ms"] * 1e-3) / 1e9
-        row.update(gbps=round(gbps, 3), pct_copy=round(100 * gbps / copy_gbps, 2))
-    if not cuda_graph:
-        p = profile_call(b.fn, device)
-        row.update(
-            peak_mem_mb=round(p["peak_mem_mb"], 2),
-            mem_method=p["mem_method"],
-            launches=p["launches"],
-            launch_kind=p["launch_kind"],
-        )
-    row["status"] = "ok"
-    return row
-
-
-def measure(
-    cfg: Config,
-    provider: str,
-    device: str,
-    env: dict,
-    copy_gbps: float,
-    quick: bool = True,
-    cuda_graph: bool = False,
-    min_time_s: float = 1.0,
-) -> dict:
-    """Build, time and profile one (case, provider, size); always returns a row (status ok/unavailable/error)."""
-    row = _base_row(cfg, provider, device, env, copy_gbps, cuda_graph)
-    try:
-        b = build(cfg, provider, device)
-        row.update(out_shape=b.out_shape, note=b.note, bytes=b.bytes or "")
-        if device == "cuda":
-            t = time_cuda(b.fn, cuda_graph=cuda_graph, quick=quick)
-        else:
-            t = time_cpu(b.fn, min_time_s=min_time_s, min_reps=REGISTRY[cfg.case].min_reps)
-        return _finish(row, cfg, b, t, device, copy_gbps, cuda_graph)
-    except Exception as e:
-        return _failed(row, e)
-
-
-def measure_interleaved(
-    cfg: Config,
-    providers: list[str],
-    env: dict,
-    copy_gbps: float,
-    min_time_s: float = 1.0,
-    max_reps: int = 100,
-) -> list[dict]:
-    """CPU: time every provider of one size point in alternating rounds (A B A B ...).
-
-    On a shared machine the speed drifts with the load of other processes; alternating
-    the calls gives every provider the same conditions, so their ratio stays fair. Each
-    provider gets one warm-up call, then rounds run until every provider has the case's
-    ``min_reps`` calls (3 for steps, 5 otherwise) and its calls took ``min_time_s`` in total.
-    """
-    rows = {p: _base_row(cfg, p, "cpu", env, copy_gbps, False) for p in providers}
-    benches = {}
-    for p in providers:
-        try:
-            b = build(cfg, p, "cpu")
-            rows[p].update(out_shape=b.out_shape, note=b.note, bytes=b.bytes or "")
-            b.fn()  # warm-up
-            benches[p] = b
-        except Exception as e:
-            _failed(rows[p], e)
-    wall, cpu = _alternate(benches, rows, REGISTRY[cfg.case].min_reps, min_time_s, max_reps)
-    for p, b in benches.items():
-        q25, med, q75 = _quantiles(wall[p])
-        t = dict(median_ms=med, q25_ms=q25, q75_ms=q75, reps=len(wall[p]), timer="perf_counter-interleaved")
-        t["cpu_ms"] = statistics.median(cpu[p])
-        try:
-            _finish(rows[p], cfg, b, t, "cpu", copy_gbps, False)
-        except Exception as e:
-            _failed(rows[p], e)
-    return [rows[p] for p in providers]
-
-
-def _alternate(benches: dict, rows: dict, min_reps: int, min_time_s: float, max_reps: int) -> tuple[dict, dict]:
-    """Rounds of one call per provider; ({provider: wall ms per call}, {provider: CPU ms per call}).
-
-    A provider whose call raises gets an error row and leaves the rounds (``benches`` shrinks).
-    """
-    wall = {p: [] for p in benches}
-    cpu = {p: [] for p in benches}
-
-    def more(p: str) -> bool:
-        return len(wall[p]) < max_reps and (len(wall[p]) < min_reps or sum(wall[p]) < min_time_s * 1e3)
-
-    while benches and any(more(p) for p in benches):
-        for p, b in list(benches.items()):
-            try:
-                c0, t0 = time.process_time(), time.perf_counter()
-                b.fn()
-                wall[p].append((time.perf_counter() - t0) * 1e3)
-                cpu[p].append((time.process_time() - c0) * 1e3)
-            except Exception as e:
-                _failed(rows[p], e)
-                del benches[p]
-    return wall, cpu

@@ -35,7 +35,7 @@ import time
 import torch
 
 import canon
-from bench._cli import prepare_output_dir
+from bench._cli import check_threads, prepare_output_dir
 from canon import reference as ref
 from canon.geometry import view_tables
 from canon.groups import as_group
@@ -301,8 +301,7 @@ def main(argv: list[str]) -> int:
         ap.error(f"--calls must be >= 1, got {args.calls}")
     if args.repeats < 1:
         ap.error(f"--repeats must be >= 1, got {args.repeats}")
-    if args.threads < 1 or args.threads > (os.cpu_count() or 1):
-        ap.error(f"--threads must be in [1, {os.cpu_count() or 1}], got {args.threads}")
+    check_threads(ap, args.threads)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     if device == "cuda" and not torch.cuda.is_available():
         print("bench overhead: --device cuda but CUDA is not available", file=sys.stderr)

@@ -14,40 +14,26 @@ import argparse
 import json
 import os
 import statistics
-import time
 
 import torch
 
-from bench import cases as C
-from bench._cli import prepare_output_dir
-
-
-def _sync(device: str) -> None:
-    if device == "cuda":
-        torch.cuda.synchronize()
-
-
-def _time(fn, device: str, reps: int) -> list[float]:
-    ts = []
-    for _ in range(reps):
-        _sync(device)
-        t0 = time.perf_counter()
-        fn()
-        _sync(device)
-        ts.append((time.perf_counter() - t0) * 1e3)
-    return ts
+from bench._cli import check_output_dir, check_threads, prepare_output_dir, resolve_device
+from bench.cases import make_encoder, step_work
+from bench.registry import DTYPES, PROVIDERS, SHAPES, Config, Unavailable
+from bench.rows import environment
+from bench.timers import count_leaf_ops, sync, time_calls
 
 
 def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m bench profile", description="profile canonicalizer training steps")
     ap.add_argument("--device", choices=("cpu", "cuda"), default=None)
     provider = "default ours-reference (ours-triton on CUDA)"
-    ap.add_argument("--provider", default="ours-reference", choices=C.PROVIDERS, help=provider)
+    ap.add_argument("--provider", default="ours-reference", choices=PROVIDERS, help=provider)
     ap.add_argument("--case", default="step", choices=("step", "step-no-encoder"))
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--n", type=int, default=8)
-    ap.add_argument("--shape", default="3x32x32", choices=list(C.SHAPES))
-    ap.add_argument("--dtype", default="fp32", choices=list(C.DTYPES))
+    ap.add_argument("--shape", default="3x32x32", choices=list(SHAPES))
+    ap.add_argument("--dtype", default="fp32", choices=list(DTYPES))
     ap.add_argument("--steps", type=int, default=3, help="profiled steps (after 2 warm-up steps)")
     ap.add_argument("--top", type=int, default=15, help="rows of the per-kernel table")
     ap.add_argument("--output-dir", default=os.path.join("bench", "results", "local", "profile"))
@@ -64,16 +50,13 @@ def _check_args(ap: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     for name in ("batch", "n", "steps", "top"):
         if getattr(args, name) < 1:
             ap.error(f"--{name} must be >= 1, got {getattr(args, name)}")
-    cores = os.cpu_count() or 1
-    if args.threads is not None and not 1 <= args.threads <= cores:
-        ap.error(f"--threads must be in [1, {cores}] (the cores of this machine), got {args.threads}")
-    if os.path.exists(args.output_dir) and not os.path.isdir(args.output_dir):
-        ap.error(f"--output-dir {args.output_dir} is a file; choose a folder")
+    check_threads(ap, args.threads)
+    check_output_dir(ap, args.output_dir)
 
 
-def _encoder_ms(cfg: C.Config, device: str, reps: int, cuda_graph: bool = False) -> list[float]:
+def _encoder_ms(cfg: Config, device: str, reps: int, cuda_graph: bool = False) -> list[float]:
     """The encoder alone, forward + backward, on as many views as the step scores."""
-    enc = C.make_encoder(cfg).to(device)
+    enc = make_encoder(cfg).to(device)
     views = torch.rand(cfg.batch * cfg.n, cfg.in_shape[0], cfg.view, cfg.view, device=device)
     if cuda_graph:
         enc = torch.cuda.make_graphed_callables(enc, (views,))
@@ -84,7 +67,7 @@ def _encoder_ms(cfg: C.Config, device: str, reps: int, cuda_graph: bool = False)
         out.float().square().mean().backward()
 
     enc_step()
-    return _time(enc_step, device, reps)
+    return time_calls(enc_step, device, reps)
 
 
 def _profile(fn, device: str, steps: int, out_dir: str, top: int) -> tuple[str, float, str, str]:
@@ -96,7 +79,7 @@ def _profile(fn, device: str, steps: int, out_dir: str, top: int) -> tuple[str, 
         for i in range(steps):
             with record_function(f"step{i}"):
                 fn()
-            _sync(device)
+            sync(device)
     trace = os.path.join(out_dir, "trace.json")
     prof.export_chrome_trace(trace)
     events = prof.events()
@@ -104,7 +87,7 @@ def _profile(fn, device: str, steps: int, out_dir: str, top: int) -> tuple[str, 
         launches = sum(1 for e in events if e.device_type == torch.autograd.DeviceType.CUDA) / steps
         kind, sort_key = "CUDA kernels", "self_cuda_time_total"
     else:
-        launches = C.count_leaf_ops(events) / steps
+        launches = count_leaf_ops(events) / steps
         kind, sort_key = "leaf aten ops (CPU: no kernels)", "self_cpu_time_total"
     return trace, launches, kind, prof.key_averages().table(sort_by=sort_key, row_limit=top)
 
@@ -133,24 +116,22 @@ def main(argv: list[str]) -> int:
     _check_args(ap, args)
     if args.threads:
         torch.set_num_threads(args.threads)
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("bench profile: --device cuda but CUDA is not available")
+    device = resolve_device(args.device, "bench profile")
     provider = args.provider
     if device == "cuda" and provider == "ours-reference" and "--provider" not in argv:
         provider = "ours-triton"
     if args.cuda_graph and (device != "cuda" or provider != "ours-triton" or args.dtype != "fp32"):
         got = f"{device}, {provider}, {args.dtype}"
         ap.error(f"--cuda-graph needs --device cuda, provider ours-triton and fp32; got {got}")
-    cfg = C.Config(args.case, args.batch, args.n, args.shape, args.dtype)
+    cfg = Config(args.case, args.batch, args.n, args.shape, args.dtype)
     prepare_output_dir(ap, args.output_dir)
     try:
-        fn = C.step_work(cfg, provider, device, cuda_graph=args.cuda_graph).step
-    except C.Unavailable as e:
+        fn = step_work(cfg, provider, device, cuda_graph=args.cuda_graph).step
+    except Unavailable as e:
         ap.error(f"--provider {provider} on {device}: {e}")
     for _ in range(2):
         fn()
-    step_ms = _time(fn, device, max(3, args.steps))
+    step_ms = time_calls(fn, device, max(3, args.steps))
     enc_ms = _encoder_ms(cfg, device, max(3, args.steps), args.cuda_graph)
     trace, launches, kind, table = _profile(fn, device, args.steps, args.output_dir, args.top)
     med, med_enc = statistics.median_high(step_ms), statistics.median_high(enc_ms)
@@ -168,7 +149,7 @@ def main(argv: list[str]) -> int:
         launch_kind=kind,
         images_per_s=round(cfg.batch / (med * 1e-3), 1),
         trace=trace,
-        **C.environment(device, "python -m bench profile " + " ".join(argv)),
+        **environment(device, "python -m bench profile " + " ".join(argv)),
     )
     _report(summary, step_ms, table, args.output_dir)
     return 0

@@ -151,7 +151,7 @@ def main(argv: list[str]) -> int:
     prepare_output_dir(ap, args.output_dir)
     import triton.testing as tt
 
-    from bench.cases import copy_bandwidth
+    from bench.timers import copy_bandwidth
 
     copy_gbps = copy_bandwidth("cuda")
     rows = []

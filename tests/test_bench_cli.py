@@ -6,11 +6,11 @@ import pytest
 import torch
 
 from bench import __main__ as bench_cli
-from bench import cases as C
+from bench.rows import COLUMNS
 
 
 def _row(provider: str, median: str) -> dict:
-    row = dict.fromkeys(C.COLUMNS, "")
+    row = dict.fromkeys(COLUMNS, "")
     row.update(
         case="orbit",
         provider=provider,
@@ -34,7 +34,7 @@ def _row(provider: str, median: str) -> dict:
 
 def _write(path, rows, columns=None):
     with open(path, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=columns or C.COLUMNS, extrasaction="ignore")
+        w = csv.DictWriter(f, fieldnames=columns or COLUMNS, extrasaction="ignore")
         w.writeheader()
         w.writerows(rows)
     return str(path)

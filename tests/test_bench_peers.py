@@ -7,8 +7,10 @@ import pytest
 import torch
 from conftest import assert_close, kernel_device
 
-from bench import cases as C
+import bench.cases  # noqa: F401  (registers the cases)
+import canon
 from bench import peers
+from bench.registry import REGISTRY, Config, Inputs, Unavailable, build
 
 # (case, batch, N, shape): views that shrink (orbit-one-tap 224 → 96), upsample (orbit 32 → 96), full-size transforms
 POINTS = [
@@ -24,9 +26,9 @@ if torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET") != "1":
     OURS.append(("ours-triton", "cuda"))
 
 
-def _outputs(cfg: C.Config, provider: str, device: str):
+def _outputs(cfg: Config, provider: str, device: str):
     """(outputs, gradients of the leaves) of one provider's work on the bench's seeded inputs."""
-    work = C.REGISTRY[cfg.case].build(cfg, provider, C.Inputs.make(cfg, device, grad=cfg.mode != "forward"))
+    work = REGISTRY[cfg.case].build(cfg, provider, Inputs.make(cfg, device, grad=cfg.mode != "forward"))
     outs = work.forward()
     if cfg.mode == "forward":
         return [o.detach() for o in outs], []
@@ -39,7 +41,7 @@ def _outputs(cfg: C.Config, provider: str, device: str):
 @pytest.mark.parametrize("point", POINTS, ids=lambda p: f"{p[0]}-C{p[2]}-{p[3]}")
 def test_torch_batched_computes_canons_outputs_and_gradients(point, mode, ours, device):
     case, batch, n, shape = point
-    cfg = C.Config(case, batch, n, shape, mode=mode)
+    cfg = Config(case, batch, n, shape, mode=mode)
     peer_out, peer_grads = _outputs(cfg, "torch-batched", device)
     our_out, our_grads = _outputs(cfg, ours, device)
     assert [o.shape for o in peer_out] == [o.shape for o in our_out]
@@ -54,10 +56,10 @@ def test_torch_compile_provider_compiles_the_same_function(monkeypatch):
     the GPU run uses inductor) and the result equals the eager peer."""
     monkeypatch.setenv("BENCH_COMPILE_BACKEND", "aot_eager")
     for mode in ("forward", "backward"):
-        cfg = C.Config("canonicalize", 2, 4, "3x32x32", mode=mode)
-        b = C.build(cfg, "torch-compile", "cpu")
+        cfg = Config("canonicalize", 2, 4, "3x32x32", mode=mode)
+        b = build(cfg, "torch-compile", "cpu")
         assert "torch.compile(backend=aot_eager, mode=default)" in b.note
-        got, want = b.fn(), C.build(cfg, "torch-batched", "cpu").fn()
+        got, want = b.fn(), build(cfg, "torch-batched", "cpu").fn()
         got, want = (got, want) if mode == "backward" else (got[0:1], want[0:1])
         for a, w in zip(got, want):
             assert_close(a, w, case="compiled_graph")
@@ -72,13 +74,13 @@ def test_torch_compile_provider_compiles_the_same_function(monkeypatch):
     ],
 )
 def test_peers_say_where_they_do_not_apply(case, shape, why):
-    with pytest.raises(C.Unavailable, match=why):
-        C.build(C.Config(case, 2, 4, shape), "torch-batched", "cpu")
+    with pytest.raises(Unavailable, match=why):
+        build(Config(case, 2, 4, shape), "torch-batched", "cpu")
 
 
 def test_thetas_map_pixel_centres_as_canons_view_matrices():
     """θ of the identity view at equal size is the identity; a 90° view swaps the axes (normalised)."""
-    g = C.canon.groups.as_group("C4")
+    g = canon.groups.as_group("C4")
     t = peers.thetas(g, (5, 7), (5, 7))
     assert torch.allclose(t[0], torch.tensor([[1.0, 0, 0], [0, 1.0, 0]], dtype=torch.float64))
     assert torch.allclose(t[1, :, :2].abs(), torch.tensor([[0, 5 / 7], [7 / 5, 0]], dtype=torch.float64))
@@ -89,7 +91,6 @@ def test_thetas_map_pixel_centres_as_canons_view_matrices():
 @kernel_device
 def test_adjoint_check_compares_the_same_gradients(dev):
     """bench/adjoint_check.py: both adjoints of a padded view, the same gradients (tiny shapes here)."""
-    import canon
     from bench.adjoint_check import CASES, Case, gradients
 
     tiny = (Case("orbit", "C8", 1, 7, 5, 0.9, "border"), Case("canonicalize", "C4", 2, 5, None, 1.0, "border"))

@@ -8,8 +8,10 @@ import torch
 from conftest import assert_close, kernel_device
 
 from bench import __main__ as bench_cli
-from bench import cases as C
 from bench.baselines import EquiadaptLoop, rotate
+from bench.cases import CASES, quick_configs, with_modes
+from bench.registry import MODES, PROVIDERS, REGISTRY, Bench, Config, Unavailable, build, graphable
+from bench.rows import COLUMNS
 from canon.networks import ConvEncoder
 
 # kornia-style rotation: its tolerance is the "kornia_rotation" case of the table in tests/conftest.py
@@ -31,9 +33,9 @@ def _run_cli(tmp_path, *argv: str) -> list[dict]:
     assert rc == 0
     with open(tmp_path / "results.csv", newline="") as f:
         rows = list(csv.DictReader(f))
-    assert rows and list(rows[0].keys()) == C.COLUMNS
+    assert rows and list(rows[0].keys()) == COLUMNS
     for r in rows:
-        assert r["status"] in ("ok", "unavailable", "error") and r["mode"] in C.MODES, r
+        assert r["status"] in ("ok", "unavailable", "error") and r["mode"] in MODES, r
         assert r["git_commit"] and r["torch"] and r["date"] and r["machine"], r
         if r["status"] != "ok":
             assert r["note"], r  # every missing result says why
@@ -42,7 +44,7 @@ def _run_cli(tmp_path, *argv: str) -> list[dict]:
 
 def test_cli_writes_valid_csv(tmp_path):
     rows = _run_cli(tmp_path, "--cases", "orbit")
-    assert {r["provider"] for r in rows} == set(C.PROVIDERS)
+    assert {r["provider"] for r in rows} == set(PROVIDERS)
     assert {r["case"] for r in rows} == {"orbit"} and {r["mode"] for r in rows} == {"forward", "backward"}
     ok = [r for r in rows if r["status"] == "ok"]
     assert {"ours-reference", "equiadapt-loop"} <= {r["provider"] for r in ok}
@@ -64,7 +66,7 @@ def test_cli_backward_rows_for_every_op(tmp_path):
     """``--modes backward``: a backward row of every op for the reference backend and the loop baseline."""
     rows = _run_cli(tmp_path, "--cases", ",".join(OPS), "--modes", "backward", "--no-plots")
     assert {r["mode"] for r in rows} == {"backward"}
-    assert {r["provider"] for r in rows} == set(C.PROVIDERS)
+    assert {r["provider"] for r in rows} == set(PROVIDERS)
     ok = {(r["case"], r["provider"]) for r in rows if r["status"] == "ok"}
     assert {(c, p) for c in OPS for p in ("ours-reference", "equiadapt-loop")} <= ok
     for r in rows:
@@ -73,21 +75,21 @@ def test_cli_backward_rows_for_every_op(tmp_path):
 
 
 def test_registry_lists_every_case():
-    assert C.CASES == tuple(C.REGISTRY) == (
+    assert CASES == tuple(REGISTRY) == (
         "orbit", "orbit-one-tap", "select", "canonicalize", "invert", "step", "step-no-encoder"
     )  # fmt: skip
-    for name, case in C.REGISTRY.items():
+    for name, case in REGISTRY.items():
         assert case.name == name and case.summary, name
         assert case.default_mode == ("full" if name in STEPS else "forward"), name
-        assert C.Config(name, 2, 4, "1x28x28").mode == case.default_mode
-    quick = C.quick_configs("cpu")
-    assert {c.case for c in quick} == set(C.CASES)
+        assert Config(name, 2, 4, "1x28x28").mode == case.default_mode
+    quick = quick_configs("cpu")
+    assert {c.case for c in quick} == set(CASES)
     assert {c.case for c in quick if c.mode == "backward"} == set(OPS)
-    assert [c.mode for c in C.with_modes(quick[:1], ["backward", "full", "backward"])] == ["backward", "full"]
+    assert [c.mode for c in with_modes(quick[:1], ["backward", "full", "backward"])] == ["backward", "full"]
     # CUDA graphs capture forwards without autograd only
-    assert C.graphable(C.Config("orbit", 2, 4, "1x28x28"))
-    assert not C.graphable(C.Config("orbit", 2, 4, "1x28x28", mode="backward"))
-    assert not C.graphable(C.Config("step", 2, 4, "1x28x28", mode="forward"))
+    assert graphable(Config("orbit", 2, 4, "1x28x28"))
+    assert not graphable(Config("orbit", 2, 4, "1x28x28", mode="backward"))
+    assert not graphable(Config("step", 2, 4, "1x28x28", mode="forward"))
 
 
 def _check_grads(grads, what: str) -> None:
@@ -97,7 +99,7 @@ def _check_grads(grads, what: str) -> None:
         assert bool(g.abs().sum() > 0), f"{what}: gradient {i} is zero"
 
 
-def _check_mode(cfg: C.Config, b: C.Bench, provider: str) -> None:
+def _check_mode(cfg: Config, b: Bench, provider: str) -> None:
     what = f"{cfg.case} {cfg.mode} {provider}"
     out = b.fn()
     assert b.out_shape, what
@@ -112,12 +114,12 @@ def _check_mode(cfg: C.Config, b: C.Bench, provider: str) -> None:
         assert out.dim() == 0 and bool(torch.isfinite(out)), what
 
 
-@pytest.mark.parametrize("mode", C.MODES)
+@pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize(
     "case,provider",
     [
         (c, p)
-        for c in C.CASES
+        for c in CASES
         for p in ("ours-reference", "equiadapt-loop")
         if (c, p) != ("orbit-one-tap", "equiadapt-loop")
     ],
@@ -125,30 +127,30 @@ def _check_mode(cfg: C.Config, b: C.Bench, provider: str) -> None:
 def test_every_case_runs_every_mode(case, mode, provider):
     """Backward rows time a backward that reaches every input: x and the one-hot for canonicalize/invert,
     the vectors and the reference for select, x for orbit, every parameter for steps."""
-    cfg = C.Config(case, 2, 4, "3x32x32", mode=mode)
-    _check_mode(cfg, C.build(cfg, provider, "cpu"), provider)
+    cfg = Config(case, 2, 4, "3x32x32", mode=mode)
+    _check_mode(cfg, build(cfg, provider, "cpu"), provider)
 
 
 def test_one_tap_views_have_no_equiadapt_twin():
-    with pytest.raises(C.Unavailable, match="always antialiases"):  # said in the row, not timed
-        C.build(C.Config("orbit-one-tap", 2, 4, "3x32x32"), "equiadapt-loop", "cpu")
+    with pytest.raises(Unavailable, match="always antialiases"):  # said in the row, not timed
+        build(Config("orbit-one-tap", 2, 4, "3x32x32"), "equiadapt-loop", "cpu")
 
 
 @kernel_device
-@pytest.mark.parametrize("mode", C.MODES)
+@pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("case", OPS)
 def test_triton_closures_run_every_mode(case, mode, dev):
     """ours-triton's closures (Triton forward and backward kernels): on CPU tensors under the Triton
     interpreter (no performance path, so the availability check is skipped), compiled on CUDA."""
-    cfg = C.Config(case, 2, 4, "1x28x28", mode=mode)
-    _check_mode(cfg, C.build(cfg, "ours-triton", dev, check_provider=False), "ours-triton")
+    cfg = Config(case, 2, 4, "1x28x28", mode=mode)
+    _check_mode(cfg, build(cfg, "ours-triton", dev, check_provider=False), "ours-triton")
 
 
 def test_ours_triton_is_unavailable_without_cuda():
     if torch.cuda.is_available():
         pytest.skip("CUDA is available here")
-    with pytest.raises(C.Unavailable, match="no CUDA device"):
-        C.build(C.Config("orbit", 2, 4, "1x28x28", mode="backward"), "ours-triton", "cpu")
+    with pytest.raises(Unavailable, match="no CUDA device"):
+        build(Config("orbit", 2, 4, "1x28x28", mode="backward"), "ours-triton", "cpu")
 
 
 def test_rotate_matches_kornia_convention():
