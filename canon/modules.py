@@ -26,6 +26,8 @@ from canon.numerics import orbit_empty
 
 __all__ = ["OrbitCanonicalizer", "CanonicalizationState", "NotCanonicalizedYet"]
 
+_PLANS_KEPT = 16  # input sizes whose plans a module keeps (more: it starts over)
+
 
 class NotCanonicalizedYet(RuntimeError, AttributeError):
     """What the last-forward attributes (``selection``, ``element``, ``scores``, the losses) raise before a
@@ -145,11 +147,11 @@ class OrbitCanonicalizer(nn.Module):
         self.state: CanonicalizationState | None = None
         self._losses: tuple[torch.Tensor, torch.Tensor] | None = None
         self._dtype: torch.dtype | None = None  # the encoder's parameter dtype, looked up once
-        self._plan_cache = Cache(limit=16)  # (input size, device, settings) -> the orbit's and the transform's plans
+        self._plan_cache = Cache(_PLANS_KEPT)  # (input size, device, settings) -> the orbit's and the transform's plans
 
     def _apply(self, fn, *args, **kwargs):
         self._dtype = None  # .to()/.half()/... may change the encoder's dtype
-        self._plan_cache = Cache(limit=16)
+        self._plan_cache = Cache(_PLANS_KEPT)
         self.__dict__["_views_buffer"] = None
         return super()._apply(fn, *args, **kwargs)
 
@@ -161,7 +163,7 @@ class OrbitCanonicalizer(nn.Module):
 
     def __setstate__(self, state: dict) -> None:
         super().__setstate__(state)
-        self._plan_cache = Cache(limit=16)  # (a module pickled before plans were a Cache kept a dict here)
+        self._plan_cache = Cache(_PLANS_KEPT)  # (a module pickled before plans were a Cache kept a dict here)
 
     def extra_repr(self) -> str:
         return (

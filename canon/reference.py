@@ -25,8 +25,6 @@ from canon.numerics import acc_dtype, orbit_empty, sample_coords
 from canon.types import Selection
 
 __all__ = [
-    "acc_dtype",
-    "orbit_empty",
     "orbit_ref",
     "transform_values_ref",
     "select_ref",
