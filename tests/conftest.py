@@ -222,6 +222,21 @@ TINY_TRAIN += ["--device", "cpu"]
 TINY_TRAIN += ["--quiet", "--no-plots"]
 
 
+def train_config(base, *args):
+    """The resolved training configuration of the options ``base`` then ``args`` (a test's tiny run)."""
+    from canon.train import build_parser, resolve
+
+    return resolve(build_parser().parse_args([*base, *args]))
+
+
+@pytest.fixture(scope="module")
+def digits():
+    """The built-in digits with a 20 % test split, loaded once per test module."""
+    from canon.data import load_dataset
+
+    return load_dataset("digits", 0.2, 0)
+
+
 def equiadapt_hparams(**kw) -> dict:
     """equiadapt's canonicalization hyperparameters for the compat layer (C4 rotations, crop 0.8,
     views of 16), with ``kw`` replacing any of them."""

@@ -12,13 +12,13 @@ import signal
 import subprocess
 import sys
 import time
+from functools import partial
 
 import pytest
 import torch
-from conftest import TINY_TRAIN
+from conftest import TINY_TRAIN, train_config
 
-from canon.data import load_dataset
-from canon.train import build_parser, load_checkpoint, main, resolve, run
+from canon.train import load_checkpoint, main, run
 from canon.train.checkpoint import CheckpointError, payload_digest, read_checkpoint, save_checkpoint, write_atomic
 from canon.train.config import ConfigError
 from canon.train.loop import NonFiniteError
@@ -36,13 +36,7 @@ def _imports(name: str) -> bool:
     return True
 
 
-def cfg_of(*args):
-    return resolve(build_parser().parse_args([*TINY, *args]))
-
-
-@pytest.fixture(scope="module")
-def digits():
-    return load_dataset("digits", 0.2, 0)
+cfg_of = partial(train_config, TINY)
 
 
 @pytest.fixture(scope="module")

@@ -3,12 +3,13 @@
 import csv
 import json
 import os
+from functools import partial
 
 import numpy as np
 import pytest
 import torch
+from conftest import train_config
 
-from canon.data import load_dataset
 from canon.train import build_parser, load_checkpoint, main, resolve, run
 from canon.train.cli import param_digest
 from canon.train.evaluate import CONSISTENCY_TOL, evaluate, same_images
@@ -34,13 +35,7 @@ TINY = [
 FRACTIONS = ("upright_acc", "group_avg_acc", "invariance_rate")
 
 
-def cfg_of(*args):
-    return resolve(build_parser().parse_args([*TINY, *args]))
-
-
-@pytest.fixture(scope="module")
-def digits():
-    return load_dataset("digits", 0.2, 0)
+cfg_of = partial(train_config, TINY)
 
 
 @pytest.fixture(scope="module")

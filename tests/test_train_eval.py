@@ -4,15 +4,16 @@ elpv dataset option, and the training loop on canon.Canonicalized / backbone_enc
 import importlib.util
 import re
 import sys
+from functools import partial
 
 import numpy as np
 import pytest
 import torch
-from conftest import TINY_TRAIN
+from conftest import TINY_TRAIN, train_config
 
 import canon
 from canon.data import ImageData, elpv_classes, load_dataset, load_elpv, resize_images
-from canon.train import build_parser, main, resolve, run
+from canon.train import build_parser, main, run
 from canon.train.cli import _check_resume
 from canon.train.config import ADDED_DEFAULTS, ConfigError, validate
 from canon.train.evaluate import (
@@ -29,13 +30,7 @@ TINY = list(TINY_TRAIN)
 HAS_ELPV = importlib.util.find_spec("elpv_dataset") is not None
 
 
-def cfg_of(*args):
-    return resolve(build_parser().parse_args([*TINY, *args]))
-
-
-@pytest.fixture(scope="module")
-def digits():
-    return load_dataset("digits", 0.2, 0)
+cfg_of = partial(train_config, TINY)
 
 
 # -- accuracy every 15 degrees ------------------------------------------------------
