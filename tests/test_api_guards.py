@@ -1,5 +1,6 @@
-"""Issue 12, items 5–9 outside the training command: the equiadapt-compatible class, silent wrong
-results in the API, large groups, the module's state after a forward, clear messages."""
+"""Guards of the public API outside the training command: the equiadapt-compatible class refuses what
+it cannot honour, no silent wrong result (image ranges, indices, large groups), the module's state
+after a forward stays out of copies, and bad input gets a message naming the problem."""
 
 import copy
 import io
