@@ -62,12 +62,19 @@ def backend_as(name: str | None):
     if name is None:
         yield
         return
-    prev = getattr(_state, "name", None)
-    _state.name = name
+    with thread_setting(_state, "name", name):
+        yield
+
+
+@contextlib.contextmanager
+def thread_setting(state: threading.local, attr: str, value):
+    """``state.attr`` is ``value`` in this thread inside the block, and what it was (or unset) after it."""
+    prev = getattr(state, attr, None)
+    setattr(state, attr, value)
     try:
         yield
     finally:
-        _state.name = prev
+        setattr(state, attr, prev)
 
 
 def set_backend(name: str) -> None:

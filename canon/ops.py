@@ -40,7 +40,7 @@ from torch.autograd import forward_ad as _forward_ad
 from canon import decompositions as decomp
 from canon import reference as ref
 from canon._opdecl import Eager, Op, declare
-from canon.backend import resolve_backend
+from canon.backend import resolve_backend, thread_setting
 from canon.numerics import acc_dtype, orbit_empty
 from canon.types import Selection
 
@@ -542,7 +542,7 @@ def _pin_traced_size(x: Tensor) -> Tensor:
 def _compiling() -> bool:
     """Take the registered custom ops: while tracing (:func:`tracing`), or when asked
     (:func:`registered_ops`)."""
-    return tracing() or getattr(_route, "registered", False)
+    return tracing() or bool(getattr(_route, "registered", False))
 
 
 _functorch_level = torch._C._functorch.maybe_current_level  # None outside torch.func transforms
@@ -571,12 +571,8 @@ def registered_ops():
     """Route eager calls through the registered ``torch.ops.canon.*`` ops (as compiled code runs
     them) instead of the direct autograd path: for tests and dispatch-level tools
     (``TorchDispatchMode``), which see only registered ops."""
-    prev = getattr(_route, "registered", False)
-    _route.registered = True
-    try:
+    with thread_setting(_route, "registered", True):
         yield
-    finally:
-        _route.registered = prev
 
 
 def _call(op: type[Op], a, out=None):
