@@ -8,7 +8,7 @@
 #   PYTHON=/path/to/python bash bench/gpu_run.sh
 #   BUDGET=420 bash bench/gpu_run.sh [DIR]  # end within ~420 s: each step's limit is cut to what is left
 #                                           # (a step with under 15 s left is not run, and the exit status says so)
-#   STEPS="env tests peers" bash bench/gpu_run.sh [DIR]  # only these steps (names as in status.txt; train
+#   STEPS="env tests adjoint ncu peers" bash bench/gpu_run.sh [DIR]  # only these steps (names as in status.txt; train
 #                                           # runs all three trainings); TESTS="tests/test_gpu.py ..." narrows the suite
 #
 # Data and the real equiadapt: the GPU image has torch, triton and torchvision but neither
@@ -72,6 +72,12 @@ else
   xdist=(); "$PY" -c "import xdist" 2>/dev/null && xdist=(-n 15 --dist loadfile)
   # shellcheck disable=SC2086  # TESTS is a list of paths
   step tests 200 env OMP_NUM_THREADS=1 "$PY" -m pytest -q -rfE --tb=short -p no:cacheprovider "${xdist[@]}" ${TESTS:-tests}
+  # the two adjoints of border/reflection-padded views (pull vs scatter): same gradients, their times
+  step adjoint 120 "$PY" bench/adjoint_check.py --output "$DIR/adjoint.csv"
+  # Nsight Compute on the issue-20 cases (bandwidth, occupancy, stalls), each kernel launched twice
+  step ncu 150 bash -c "ncu --clock-control none -k regex:'^(orbit|transform|select)' --section SpeedOfLight \
+    --section MemoryWorkloadAnalysis --section Occupancy --section LaunchStats --section WarpStateStats \
+    --section SchedulerStats $PY bench/ncu_targets.py"
   step overhead 60 "$PY" -m bench overhead --device cuda --calls 500 --output-dir "$DIR/overhead"
   step profile 45 "$PY" -m bench profile --device cuda --output-dir "$DIR/profile"
   step profile-graphed 45 "$PY" -m bench profile --device cuda --cuda-graph --output-dir "$DIR/profile-graphed"
