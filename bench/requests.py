@@ -153,7 +153,10 @@ def _scenarios(B: int, C: int, side: int) -> list[tuple[str, Callable[[], Scenar
             "orbit backward C8 shrink, border (in-range pull + folded scatter)",
             lambda: orbit_bwd("C8", half, 0.8, "border"),
         ),
-        bwd("orbit backward C8 upsampling, border (scatter)", lambda: orbit_bwd("C8", double, 0.8, "border")),
+        bwd(
+            "orbit backward C8 upsampling, border (pull + folded scatter)",
+            lambda: orbit_bwd("C8", double, 0.8, "border"),
+        ),
         bwd(
             "orbit backward C8 shrink, antialiased (pull)",
             lambda: orbit_bwd("C8", half, 0.8, "zeros", antialias=True),

@@ -58,7 +58,8 @@ def _config(kind: str, override: tuple[int, int, int, int] | None):
         cfg = orig(h, w, C, dtype, k)
         if k == kind:
             th, tw, ch, warps = override
-            cfg = dict(TILE_H=th, TILE_W=tw, CHANNELS=min(ch, triton.next_power_of_2(max(int(C), 1))), num_warps=warps)
+            channels = min(ch, triton.next_power_of_2(max(int(C), 1)))
+            cfg = dict(cfg, TILE_H=th, TILE_W=tw, CHANNELS=channels, num_warps=warps)  # keeps the kind's maxnreg
         return cfg
 
     resample.resample_config = patched

@@ -169,8 +169,8 @@ def pull_rows(mats) -> list[list[float]]:
                 p12,
                 rj,
                 ri,
-                float(math.floor(2 * rj + 0.02) + 2),
-                float(math.floor(2 * ri + 0.02) + 2),
+                float(math.floor(2 * rj + 0.02) + 1),
+                float(math.floor(2 * ri + 0.02) + 1),
             ]
         )
     return rows

@@ -98,11 +98,16 @@ _stock = torch.version.hip is not None
 _compiled: dict[tuple, object] = {}
 
 
-def launch(kernel, grid: tuple[int, ...], num_warps: int, fp_fusion: bool = True, **args) -> None:
-    """Launch ``kernel`` over ``grid`` with keyword ``args`` (pointers, sizes, strides, meta-parameters)."""
+def launch(
+    kernel, grid: tuple[int, ...], num_warps: int, fp_fusion: bool = True, maxnreg: int | None = None, **args
+) -> None:
+    """Launch ``kernel`` over ``grid`` with keyword ``args`` (pointers, sizes, strides, meta-parameters);
+    ``maxnreg`` caps the registers per thread (Triton's option of that name)."""
     options = {"num_warps": num_warps}
     if not fp_fusion:
         options["enable_fp_fusion"] = False
+    if maxnreg is not None:
+        options["maxnreg"] = maxnreg
     if _recorder is not None:
         _recorder(Launch(kernel, tuple(grid), args, options))
         return
@@ -128,6 +133,7 @@ def _launch_cached(kernel, grid, options: dict, args: dict) -> None:
         device,
         options.get("num_warps"),
         options.get("enable_fp_fusion", True),
+        options.get("maxnreg"),
         knobs.runtime.debug,
         knobs.compilation.instrumentation_mode,
         *specialization,

@@ -88,8 +88,9 @@ MAT_SLOTS = tl.constexpr(6)
 # Slots of the pull table (N, PULL_SLOTS): the inverse affine map (input pixel -> output
 # coordinate, same slot order as a view matrix), the half-widths of the window of output
 # pixels whose taps can reach one input pixel, and the number of candidates per axis. The
-# caller builds it on the host in float64 (canon.geometry.pull_rows); the kernel starts
-# each window 0.01 px before its left/top edge to absorb float32 rounding.
+# caller builds it on the host in float64 (canon.geometry.pull_rows); the kernel widens
+# each window by 0.01 px on both sides to absorb float32 rounding and starts at the first
+# integer inside it.
 P_RJ = tl.constexpr(6)
 P_RI = tl.constexpr(7)
 P_KJ = tl.constexpr(8)
@@ -367,6 +368,17 @@ def _channels(c0, C, N_PERM, chan_perm_row, s_c, CHANNELS: tl.constexpr, CHANNEL
         k = c // N_PERM
         src = k * N_PERM + tl.load(chan_perm_row + (c - k * N_PERM), mask=ok, other=0).to(tl.int32)
     return c, (src.to(tl.int64) * s_c)[:, None, None], ok[:, None, None]
+
+
+@triton.jit
+def _channel_at(c, C, N_PERM, chan_perm_row, s_c, CHANNEL_PERM: tl.constexpr):
+    """(source offset, exists) of the one channel ``c``: :func:`_channels` for a scalar channel."""
+    ok = c < C
+    src = c
+    if CHANNEL_PERM:
+        k = c // N_PERM
+        src = k * N_PERM + tl.load(chan_perm_row + (c - k * N_PERM), mask=ok, other=0).to(tl.int32)
+    return tl.cast(src, tl.int64) * s_c, ok
 
 
 @triton.jit
@@ -671,10 +683,13 @@ def _pull_tile(
     pull_ptr,  # (N, PULL_SLOTS) float32 pull table
     mats_ptr,
     elem,  # which view
-    chan_off,
-    chan_ok,
+    c0,  # first channel of the block (channels c0 .. c0 + CHANNELS - 1 of the input gradient)
+    C,  # channel count
+    N_PERM,  # (CHANNEL_PERM) size of a channel group
+    perm_row,  # (CHANNEL_PERM) pointer to the gradient channel of each input channel in a group
+    sg_c,
     sg_h,
-    sg_w,
+    sg_w,  # gradient strides
     h,
     w,  # gradient (view) plane size
     r,
@@ -691,6 +706,7 @@ def _pull_tile(
     TILE_H: tl.constexpr,
     TILE_W: tl.constexpr,
     IN_RANGE: tl.constexpr,  # only output pixels whose coordinate lies inside the input
+    CHANNEL_PERM: tl.constexpr,  # input channel k·N_PERM + j reads gradient channel k·N_PERM + perm_row[j]
 ):
     """Adjoint of one zero-padded view at input pixels (r, q): Σ over the view's output pixels
     whose taps read (r, q) of tap weight × gradient, as [CHANNELS, TILE_H, TILE_W] in ACC.
@@ -698,7 +714,11 @@ def _pull_tile(
     Permutation views read the one output pixel the inverse permutation names. Other views
     enumerate the window of candidate output pixels around the inverse image of the input
     pixel (pull table) and recompute each candidate's forward taps with the forward's
-    operations, so the weights are exactly the forward's.
+    operations, so the weights are exactly the forward's. That arithmetic, not memory, bounds
+    the pull, so it is done once per pixel for every channel of the block: one 2-D accumulator
+    per channel (at most 4), each candidate's weight and address shared by the channels' loads.
+    (A [CHANNELS, TILE_H, TILE_W] accumulator let the compiler spread the channels over threads,
+    each of which then recomputed the weights of its pixel.)
 
     ``IN_RANGE``: the part of a border/reflection-padded view's adjoint that a pull can do. An
     output pixel whose coordinate lies in ``[0, W-1] × [0, H-1]`` samples the same taps with the
@@ -707,6 +727,7 @@ def _pull_tile(
     (``orbit_backward_scatter_kernel`` with ``OUT_OF_RANGE``). A permutation's pixel that reads
     (r, q) has exactly the coordinate (r, q), so that path needs no test.
     """
+    tl.static_assert(CHANNELS <= 4, "_pull_tile: at most 4 channels per block")
     m00, m01, m02, m10, m11, m12 = _load_matrix(mats_ptr, elem, MAT_SLOTS)
     p00, p01, p02, p10, p11, p12 = _load_matrix(pull_ptr, elem, PULL_SLOTS)
     if ALL_EXACT:
@@ -715,6 +736,7 @@ def _pull_tile(
         exact = _is_permutation(m00, m01, m02, m10, m11, m12)
     if exact:
         # the adjoint of a zero-padded permutation is the inverse permutation, zero-padded
+        _, chan_off, chan_ok = _channels(c0, C, N_PERM, perm_row, sg_c, CHANNELS, CHANNEL_PERM)
         if ALIGNED:
             acc = _permuted_tile(
                 grad_view,
@@ -755,18 +777,26 @@ def _pull_tile(
         ki = tl.load(row + P_KI).to(tl.int32)
         uu = q[None, :].to(tl.float32)
         vv = r[:, None].to(tl.float32)
-        in_ok = (r < H)[:, None] & (q < W)[None, :]
-        # first candidate per axis: left/top edge of the window around the inverse image
-        j0 = tl.floor((p00 * uu + p01 * vv) + p02 - rj - 0.01).to(tl.int32)
-        i0 = tl.floor((p10 * uu + p11 * vv) + p12 - ri - 0.01).to(tl.int32)
-        acc = tl.zeros([CHANNELS, TILE_H, TILE_W], dtype=ACC)
+        # first candidate per axis: the first integer inside the open window around the inverse image
+        j0 = tl.floor((p00 * uu + p01 * vv) + p02 - rj - 0.01).to(tl.int32) + 1
+        i0 = tl.floor((p10 * uu + p11 * vv) + p12 - ri - 0.01).to(tl.int32) + 1
+        # the block's channels: gradient offset and existence of each (unused past CHANNELS)
+        o0, e0 = _channel_at(c0, C, N_PERM, perm_row, sg_c, CHANNEL_PERM)
+        o1, e1 = _channel_at(c0 + 1, C, N_PERM, perm_row, sg_c, CHANNEL_PERM)
+        o2, e2 = _channel_at(c0 + 2, C, N_PERM, perm_row, sg_c, CHANNEL_PERM)
+        o3, e3 = _channel_at(c0 + 3, C, N_PERM, perm_row, sg_c, CHANNEL_PERM)
+        acc0 = tl.zeros([TILE_H, TILE_W], dtype=ACC)
+        acc1 = tl.zeros([TILE_H, TILE_W], dtype=ACC)
+        acc2 = tl.zeros([TILE_H, TILE_W], dtype=ACC)
+        acc3 = tl.zeros([TILE_H, TILE_W], dtype=ACC)
         w_last = W - 1.0  # (IN_RANGE) the input's last column and row
         h_last = H - 1.0
         for di in range(ki):
             ii = i0 + di
             for dj in range(kj):
                 jj = j0 + dj
-                ok = in_ok & (ii >= 0) & (ii < h) & (jj >= 0) & (jj < w)
+                # (pixels past the input's edge, r ≥ H or q ≥ W, read valid gradient pixels too: never stored)
+                ok = (ii >= 0) & (ii < h) & (jj >= 0) & (jj < w)
                 u, v = _source_coords(m00, m01, m02, m10, m11, m12, jj.to(tl.float32), ii.to(tl.float32))
                 if NEAREST:
                     wt = tl.where((_round_half_even(u) == uu) & (_round_half_even(v) == vv), 1.0, 0.0)
@@ -781,11 +811,27 @@ def _pull_tile(
                 ok = ok & (wt != 0.0)
                 if IN_RANGE:
                     ok = ok & (tl.minimum(u, v) >= 0.0) & (u <= w_last) & (v <= h_last)
-                off = (tl.minimum(tl.maximum(ii, 0), h - 1) * sg_h + tl.minimum(tl.maximum(jj, 0), w - 1) * sg_w)[
-                    None, :, :
-                ]
-                gv = tl.load(grad_view + chan_off + off, mask=chan_ok & ok[None, :, :], other=0.0).to(ACC)
-                acc += gv * wt[None, :, :]
+                at = grad_view + (
+                    tl.minimum(tl.maximum(ii, 0), h - 1) * sg_h + tl.minimum(tl.maximum(jj, 0), w - 1) * sg_w
+                )
+                # every channel's load is issued before the sums
+                g0 = tl.load(at + o0, mask=ok & e0, other=0.0)
+                if CHANNELS > 1:
+                    g1 = tl.load(at + o1, mask=ok & e1, other=0.0)
+                if CHANNELS > 2:
+                    g2 = tl.load(at + o2, mask=ok & e2, other=0.0)
+                    g3 = tl.load(at + o3, mask=ok & e3, other=0.0)
+                acc0 += g0.to(ACC) * wt
+                if CHANNELS > 1:
+                    acc1 += g1.to(ACC) * wt
+                if CHANNELS > 2:
+                    acc2 += g2.to(ACC) * wt
+                    acc3 += g3.to(ACC) * wt
+        # [CHANNELS, TILE_H, TILE_W], channel k from acc<k> (channels past C stay 0 and are not stored)
+        ch = tl.arange(0, CHANNELS)[:, None, None]
+        acc = tl.where(ch == 0, acc0[None, :, :], acc1[None, :, :])
+        if CHANNELS > 2:
+            acc = tl.where(ch == 2, acc2[None, :, :], tl.where(ch == 3, acc3[None, :, :], acc))
     return acc
 
 
@@ -829,14 +875,11 @@ def orbit_backward_kernel(
     tiles = tl.cdiv(H, TILE_H) * tl.cdiv(W, TILE_W)
     b = pid // tiles
     r, q, r0, q0 = _tile_coords(pid - b * tiles, W, TILE_H, TILE_W)
-    pix_ok = ((r < H)[:, None] & (q < W)[None, :])[None, :, :]
     grad_b = grad_ptr + b.to(tl.int64) * sg_b
     gx_b = gx_ptr + b.to(tl.int64) * sgx_b
-    gx_off = (r[:, None] * sgx_h + q[None, :] * sgx_w)[None, :, :]
     for c0 in range(0, C, CHANNELS):
         c = c0 + tl.arange(0, CHANNELS)
         c_ok = (c < C)[:, None, None]
-        chan_off = (c.to(tl.int64) * sg_c)[:, None, None]
         acc = tl.zeros([CHANNELS, TILE_H, TILE_W], dtype=ACC)
         grad_view = grad_b  # advanced by the view stride: 64-bit addresses, no int32 product
         for n in range(N):
@@ -845,8 +888,11 @@ def orbit_backward_kernel(
                 pull_ptr,
                 mats_ptr,
                 n,
-                chan_off,
-                c_ok,
+                c0,
+                C,
+                1,
+                pull_ptr,  # (no channel permutation)
+                sg_c,
                 sg_h,
                 sg_w,
                 h,
@@ -865,8 +911,12 @@ def orbit_backward_kernel(
                 TILE_H,
                 TILE_W,
                 IN_RANGE,
+                False,
             )
             grad_view += sg_n
+        # (the store's offsets and mask made after the views: fewer registers live through their loop)
+        pix_ok = ((r < H)[:, None] & (q < W)[None, :])[None, :, :]
+        gx_off = (r[:, None] * sgx_h + q[None, :] * sgx_w)[None, :, :]
         tl.store(
             gx_b + (c.to(tl.int64) * sgx_c)[:, None, None] + gx_off, acc.to(gx_ptr.dtype.element_ty), mask=c_ok & pix_ok
         )
@@ -933,15 +983,18 @@ def transform_backward_kernel(
         gx_b = gx_ptr + b.to(tl.int64) * sgx_b
         gx_off = (r[:, None] * sgx_h + q[None, :] * sgx_w)[None, :, :]
         for c0 in range(0, C, CHANNELS):
-            # gradient channel that the input channel's values went to
-            c, grad_off, c_ok = _channels(c0, C, N_PERM, chan_inv_ptr + sel * N_PERM, sg_c, CHANNELS, CHANNEL_PERM)
+            c = c0 + tl.arange(0, CHANNELS)
+            c_ok = (c < C)[:, None, None]
             acc = _pull_tile(
                 grad_b,
                 pull_ptr,
                 mats_ptr,
                 sel,
-                grad_off,
-                c_ok,
+                c0,
+                C,
+                N_PERM,
+                chan_inv_ptr + sel * N_PERM,  # gradient channel that each input channel's values went to
+                sg_c,
                 sg_h,
                 sg_w,
                 H,
@@ -960,6 +1013,7 @@ def transform_backward_kernel(
                 TILE_H,
                 TILE_W,
                 IN_RANGE,
+                CHANNEL_PERM,
             )
             acc = tl.where(valid, acc, float("nan"))
             tl.store(
@@ -974,14 +1028,16 @@ def transform_backward_kernel(
         Hf = H * 1.0
         for gi in range(N):
             m00, m01, m02, m10, m11, m12 = _load_matrix(mats_ptr, gi, MAT_SLOTS)
-            part = tl.zeros([CHANNELS, TILE_H, TILE_W], dtype=ACC)
+            part = tl.zeros([1, TILE_H, TILE_W], dtype=ACC)
             u, v = _source_coords(m00, m01, m02, m10, m11, m12, q[None, :].to(tl.float32), r[:, None].to(tl.float32))
             u, v = _pad(u, v, Wf, Hf, PADDING)
             ix, iy, wt00, wt01, wt10, wt11, k00, k01, k10, k11 = _taps(
                 u, v, pix_ok, Wf, Hf, ALL_EXACT or NEAREST, NEAREST
             )
-            for c0 in range(0, C, CHANNELS):
-                c, src_off, c_ok = _channels(c0, C, N_PERM, chan_perm_ptr + sel * N_PERM, sx_c, CHANNELS, CHANNEL_PERM)
+            # one channel at a time: the taps serve every channel, and each channel's loads are 2-D
+            # (a [CHANNELS, ...] block spread the channels over threads, which recomputed the taps)
+            for c in range(0, C):
+                src_off, c_ok = _channel_at(c, C, N_PERM, chan_perm_ptr + sel * N_PERM, sx_c, CHANNEL_PERM)
                 xs = _gather(
                     x_b,
                     src_off,
@@ -1001,12 +1057,8 @@ def transform_backward_kernel(
                     ACC,
                     ALL_EXACT or NEAREST,
                 ).to(ACC)
-                gv = tl.load(
-                    grad_b + (c.to(tl.int64) * sg_c)[:, None, None] + grad_tile_off,
-                    mask=c_ok & pix_ok[None, :, :],
-                    other=0.0,
-                ).to(ACC)
-                part += xs * gv
+                gv = tl.load(grad_b + tl.cast(c, tl.int64) * sg_c + grad_tile_off, mask=pix_ok[None, :, :], other=0.0)
+                part += xs * gv.to(ACC)
             total = tl.sum(tl.sum(tl.sum(part, axis=2), axis=1), axis=0)
             tl.store(dot_ptr + (b.to(tl.int64) * N + gi) * tiles + t, tl.where(valid, total, float("nan")))
 
@@ -1305,22 +1357,34 @@ def _resample_config(h: int, w: int, C: int, dtype: torch.dtype, kind: str) -> t
       ``bench/results/h100-2026-11-28``): C8 B=256 3×224² bilinear 1.030 ms and C16 B=256
       224→96 crop 0.8 0.561 ms, against 1.673 / 0.888 ms for the earlier 16×8, 2 channels,
       4 warps; a second channel per program was slower in every tile tried;
-    * ``pull`` (adjoints by gather, many candidates per pixel): 16×8, one channel, 4 warps.
+    * ``pull`` (adjoints by gather, many candidates per pixel): 16×8, up to 4 channels, 4 warps. A
+      candidate's coordinates, weights and address serve every channel of the block, and that
+      arithmetic, not memory, bounds the pull: one channel per program (before 2026-12-04) ran
+      the C8 B=64 224 → 96 orbit backward at 82% of the SM's issue rate and 1% of copy (ncu, H200).
 
     Register use, spills and occupancy of every variant are checked by ``canon.kernels.compile``.
     """
     elt = torch.finfo(dtype).bits // 8 if dtype.is_floating_point else 4
+    regs = None  # ptxas's own register count unless capped (launch option ``maxnreg``)
     if kind == "copy":
         # one 128-bit vector per thread per channel at 8 warps: ~32 registers, full occupancy
         tile_h, tile_w, channels, warps = 32, 32 if elt >= 4 else 64, 1, 8
     elif kind == "pull":
+        # 64 registers (half occupancy): left to itself ptxas took 56 and spilled one or two values
+        # (a mask held across the view loop); capped at 64 it spills none but in float64
+        tile_h, tile_w, channels, warps = 16, 8, 2 if elt >= 8 else 4, 4
+        regs = 64
+    elif kind == "filter-pull":
         tile_h, tile_w, channels, warps = 16, 8, 1, 4
     else:
         tile_h, tile_w, channels, warps = 8, 16, 1, 2
     tile_w = min(tile_w, max(8, next_power_of_2(w)))
     tile_h = min(tile_h, max(1, next_power_of_2(h)))
     channels = min(channels, next_power_of_2(max(int(C), 1)))
-    return tuple(dict(TILE_H=tile_h, TILE_W=tile_w, CHANNELS=channels, num_warps=warps).items())
+    cfg = dict(TILE_H=tile_h, TILE_W=tile_w, CHANNELS=channels, num_warps=warps)
+    if regs is not None:
+        cfg["maxnreg"] = regs
+    return tuple(cfg.items())
 
 
 def _check_plane(name: str, t: torch.Tensor, hw_dims=(-2, -1)) -> None:
@@ -1340,9 +1404,10 @@ def _kind(all_exact: bool, aligned: bool, padding: str) -> str:
     return "copy" if all_exact and aligned and padding == "zeros" else "taps"
 
 
-def _split(cfg: dict) -> tuple[dict, int]:
+def _split(cfg: dict) -> tuple[dict, dict]:
+    """(the kernel's meta-parameters, the launch options: ``num_warps`` and any ``maxnreg``) of a config."""
     meta = dict(cfg)
-    return meta, meta.pop("num_warps")
+    return meta, {k: meta.pop(k) for k in ("num_warps", "maxnreg") if k in meta}
 
 
 def _aligned(aligned: bool, meta: dict, kind: str) -> bool:
@@ -1368,9 +1433,9 @@ def orbit_forward(
     _check_plane("x", x)
     _check_plane("out", out)
     kind = _kind(all_exact, aligned, padding)
-    meta, warps = _split(resample_config(h, w, C, out.dtype, kind))
+    meta, opts = _split(resample_config(h, w, C, out.dtype, kind))
     launch(
-        orbit_kernel, (B * N * _tiles(h, w, meta),), warps, fp_fusion=False,
+        orbit_kernel, (B * N * _tiles(h, w, meta),), fp_fusion=False, **opts,
         x_ptr=x, mats_ptr=mats, out_ptr=out,
         sx_b=x.stride(0), sx_c=x.stride(1), sx_h=x.stride(2), sx_w=x.stride(3),
         so_b=out.stride(0), so_n=out.stride(1), so_c=out.stride(2), so_h=out.stride(3), so_w=out.stride(4),
@@ -1395,10 +1460,10 @@ def transform_forward(
     _check_plane("x", x)
     _check_plane("out", out)
     kind = _kind(all_exact, aligned, padding)
-    meta, warps = _split(resample_config(H, W, C, out.dtype, kind))
+    meta, opts = _split(resample_config(H, W, C, out.dtype, kind))
     n_perm = chan_perm.shape[1] if chan_perm is not None else 1
     launch(
-        transform_kernel, (B * _tiles(H, W, meta),), warps, fp_fusion=False,
+        transform_kernel, (B * _tiles(H, W, meta),), fp_fusion=False, **opts,
         x_ptr=x, mats_ptr=mats, index_ptr=index, chan_perm_ptr=chan_perm if chan_perm is not None else index,
         out_ptr=out,
         sx_b=x.stride(0), sx_c=x.stride(1), sx_h=x.stride(2), sx_w=x.stride(3),
@@ -1433,11 +1498,11 @@ def select_transform_forward(
     _check_plane("x", x)
     _check_plane("out", out)
     kind = _kind(all_exact, aligned, padding)
-    meta, warps = _split(resample_config(H, W, C, out.dtype, kind))
+    meta, opts = _split(resample_config(H, W, C, out.dtype, kind))
     block_n, block_d, _ = select_config(N, D)
     scores, probs, index, onehot = selection
     launch(
-        select_transform_kernel, (B * _tiles(H, W, meta),), warps, fp_fusion=False,
+        select_transform_kernel, (B * _tiles(H, W, meta),), fp_fusion=False, **opts,
         v_ptr=vectors, r_ptr=reference, x_ptr=x, mats_ptr=mats,
         scores_ptr=scores, probs_ptr=probs, index_ptr=index, onehot_ptr=onehot, out_ptr=out,
         sv_b=vectors.stride(0), sv_n=vectors.stride(1), sv_d=vectors.stride(2), sr_d=reference.stride(0),
@@ -1469,7 +1534,7 @@ def orbit_backward(
     _check_plane("grad", grad)
     _check_plane("out", out)
     nearest = interpolation == "nearest"
-    if padding != "zeros" and not _pull_padded(nearest, (h, w), (H, W)):
+    if padding != "zeros" and not _pull_padded(nearest):
         accum = torch.zeros((B, C, H, W), dtype=acc_dtype(out.dtype), device=grad.device)
         _scatter_launch(grad, mats, None, all_exact, padding, nearest, accum, (h, w))
         out.copy_(accum)
@@ -1477,9 +1542,9 @@ def orbit_backward(
     folded = padding != "zeros"  # border/reflection: pull the in-range part, then scatter the folded rest
     target = _atomic_target(out) if folded else out
     kind = _kind(all_exact, aligned, padding) if (all_exact and not folded) else "pull"
-    meta, warps = _split(resample_config(H, W, C, out.dtype, kind))
+    meta, opts = _split(resample_config(H, W, C, out.dtype, kind))
     launch(
-        orbit_backward_kernel, (B * _tiles(H, W, meta),), warps, fp_fusion=False,
+        orbit_backward_kernel, (B * _tiles(H, W, meta),), fp_fusion=False, **opts,
         grad_ptr=grad, mats_ptr=mats, pull_ptr=pull, gx_ptr=target,
         sg_b=grad.stride(0), sg_n=grad.stride(1), sg_c=grad.stride(2), sg_h=grad.stride(3), sg_w=grad.stride(4),
         sgx_b=target.stride(0), sgx_c=target.stride(1), sgx_h=target.stride(2), sgx_w=target.stride(3),
@@ -1494,21 +1559,22 @@ def orbit_backward(
     return out
 
 
-# How the adjoint of a border/reflection-padded bilinear view is computed: "pull" (a deterministic
-# gather of every output pixel whose coordinate lies inside the input, then atomics for the few
-# whose taps the padding folds onto the edge), "scatter" (atomics for every output pixel, as aten's
-# grid_sample backward does) or "auto" (the default: pull, except for views larger than the input,
-# whose pull windows are long and whose input tiles are few). All are exact; nearest views always
-# scatter (their in-range pull spilled registers on sm_80/sm_90). bench/adjoint_check.py times
-# "pull" against "scatter" on a GPU (not yet run: docs/kernels.md has the prediction).
-BORDER_ADJOINT = "auto"
+# How the adjoint of a border/reflection-padded bilinear view is computed: "pull" (the default: a
+# deterministic gather of every output pixel whose coordinate lies inside the input, then atomics for
+# the few whose taps the padding folds onto the edge) or "scatter" (atomics for every output pixel, as
+# aten's grid_sample backward does). Both are exact; nearest views always scatter. On one H200
+# (2026-12-04, bench/adjoint_check.py) the pull of that day was already faster when upsampling (C8
+# B=64 32 → 96: 0.61 against 0.93 ms) and 4× slower when shrinking (224 → 96: 2.04 against 0.53 ms,
+# bound by its arithmetic); the pull of docs/kernels.md's "Fewer candidates, shared by the channels"
+# does a seventh of that arithmetic.
+BORDER_ADJOINT = "pull"
 
 
-def _pull_padded(nearest: bool, view_hw, in_hw) -> bool:
+def _pull_padded(nearest: bool) -> bool:
     """Whether the adjoint of a border/reflection-padded view pulls (see :data:`BORDER_ADJOINT`)."""
-    if nearest or BORDER_ADJOINT == "scatter":
-        return False
-    return BORDER_ADJOINT == "pull" or view_hw[0] * view_hw[1] <= in_hw[0] * in_hw[1]
+    if BORDER_ADJOINT not in ("pull", "scatter"):
+        raise ValueError(f"kernels.resample.BORDER_ADJOINT: 'pull' or 'scatter', got {BORDER_ADJOINT!r}")
+    return not nearest and BORDER_ADJOINT == "pull"
 
 
 def _atomic_target(out: torch.Tensor) -> torch.Tensor:
@@ -1564,9 +1630,9 @@ def transform_backward(
     _check_plane("x", x)
     nearest = interpolation == "nearest"
     folded = grad_x is not None and padding != "zeros" and chan_perm is None
-    folded = folded and _pull_padded(nearest, (H, W), (H, W))
+    folded = folded and _pull_padded(nearest)
     kind = _kind(all_exact, aligned, padding) if (all_exact and grad_w is None and not folded) else "pull"
-    meta, warps = _split(resample_config(H, W, C, x.dtype, kind))
+    meta, opts = _split(resample_config(H, W, C, x.dtype, kind))
     tiles = _tiles(H, W, meta)
     acc_dt = acc_dtype(x.dtype)
     pull_gx = grad_x is not None and (padding == "zeros" or folded)
@@ -1576,7 +1642,7 @@ def transform_backward(
     if pull_gx or dot is not None:
         gx = target if pull_gx else grad
         launch(
-            transform_backward_kernel, (B * tiles,), warps, fp_fusion=False,
+            transform_backward_kernel, (B * tiles,), fp_fusion=False, **opts,
             grad_ptr=grad, x_ptr=x, mats_ptr=mats, pull_ptr=pull, index_ptr=index,
             chan_perm_ptr=chan_perm if chan_perm is not None else index,
             chan_inv_ptr=chan_inv if chan_inv is not None else index,
@@ -1615,9 +1681,9 @@ def orbit_antialias_forward(x, mats, pull, norm, taps: int, size, padding: str, 
     mats, pull, norm = dense(mats), dense(pull), dense(norm)
     _check_plane("x", x)
     _check_plane("out", out)
-    meta, warps = _split(resample_config(h, w, C, out.dtype, "taps"))
+    meta, opts = _split(resample_config(h, w, C, out.dtype, "taps"))
     launch(
-        orbit_antialias_kernel, (B * N * _tiles(h, w, meta),), warps, fp_fusion=False,
+        orbit_antialias_kernel, (B * N * _tiles(h, w, meta),), fp_fusion=False, **opts,
         x_ptr=x, mats_ptr=mats, pull_ptr=pull, norm_ptr=norm, out_ptr=out,
         sx_b=x.stride(0), sx_c=x.stride(1), sx_h=x.stride(2), sx_w=x.stride(3),
         so_b=out.stride(0), so_n=out.stride(1), so_c=out.stride(2), so_h=out.stride(3), so_w=out.stride(4),
@@ -1634,9 +1700,9 @@ def orbit_antialias_backward(grad, mats, pull, norm, back_taps: int, in_hw, out:
     mats, pull, norm = dense(mats), dense(pull), dense(norm)
     _check_plane("grad", grad)
     _check_plane("out", out)
-    meta, warps = _split(resample_config(H, W, C, out.dtype, "pull"))
+    meta, opts = _split(resample_config(H, W, C, out.dtype, "filter-pull"))
     launch(
-        orbit_antialias_backward_kernel, (B * _tiles(H, W, meta),), warps, fp_fusion=False,
+        orbit_antialias_backward_kernel, (B * _tiles(H, W, meta),), fp_fusion=False, **opts,
         grad_ptr=grad, mats_ptr=mats, pull_ptr=pull, norm_ptr=norm, gx_ptr=out,
         sg_b=grad.stride(0), sg_n=grad.stride(1), sg_c=grad.stride(2), sg_h=grad.stride(3), sg_w=grad.stride(4),
         sgx_b=out.stride(0), sgx_c=out.stride(1), sgx_h=out.stride(2), sgx_w=out.stride(3),

@@ -271,7 +271,8 @@ def test_exact_views_of_a_bilinear_group_keep_negative_zero(dev, rng):
     [
         ("pull", "C8", (7, 6), (7, 6), 1.0, "border", "bilinear"),  # rotated corners leave the input: folded taps
         ("pull", "C8", (7, 7), (3, 3), 0.9, "reflection", "bilinear"),  # shrinking views
-        ("scatter", "C4", (3, 4), (5, 6), 1.0, "border", "bilinear"),  # upsampling (auto scatters), non-square
+        ("scatter", "C4", (3, 4), (5, 6), 1.0, "border", "bilinear"),  # upsampling, non-square
+        ("pull", "C8", (3, 4), (7, 6), 0.9, "border", "bilinear"),  # upsampling: long pull windows
         ("pull", "C6", (6, 5), (4, 4), 1.0, "reflection", "nearest"),  # (nearest views always scatter)
     ],
 )
@@ -311,15 +312,14 @@ def test_padded_adjoint_pull_plus_folded_scatter_matches_the_reference(
 
 
 def test_padded_adjoint_routing(monkeypatch):
-    """BORDER_ADJOINT "auto" (default) pulls views no larger than the input and scatters upsampling and nearest
-    views; "pull" and "scatter" force one way (nearest always scatters)."""
+    """BORDER_ADJOINT "pull" (default) pulls every bilinear view, shrinking or upsampling; "scatter" scatters;
+    nearest views always scatter; any other value is an error naming the setting."""
     from canon.kernels import resample
 
-    assert resample.BORDER_ADJOINT == "auto"
-    pulls = resample._pull_padded
-    assert pulls(False, (96, 96), (224, 224)) and pulls(False, (224, 224), (224, 224))
-    assert not pulls(False, (96, 96), (32, 32)) and not pulls(True, (96, 96), (224, 224))
-    monkeypatch.setattr(resample, "BORDER_ADJOINT", "pull")
-    assert pulls(False, (96, 96), (32, 32)) and not pulls(True, (8, 8), (8, 8))
+    assert resample.BORDER_ADJOINT == "pull"
+    assert resample._pull_padded(False) and not resample._pull_padded(True)
     monkeypatch.setattr(resample, "BORDER_ADJOINT", "scatter")
-    assert not pulls(False, (96, 96), (224, 224))
+    assert not resample._pull_padded(False)
+    monkeypatch.setattr(resample, "BORDER_ADJOINT", "auto")
+    with pytest.raises(ValueError, match="BORDER_ADJOINT"):
+        resample._pull_padded(False)

@@ -96,6 +96,48 @@ def test_regular_invert_permutes_channels_forward_and_backward(dev, rng):
 
 
 @kernel_device
+@pytest.mark.parametrize("channels", [1, 2, 4])
+def test_pull_channel_blocks_match_the_oracle(dev, channels, monkeypatch, rng):
+    """The pull adjoints sum each channel of a block in its own accumulator: blocks of 1, 2 and 4 channels
+    over 5 channels (a partial last block), through shrinking, full-size and upsampling views, and a regular
+    invert (8 permuted channels: two blocks) through C8's non-permutation views, all equal the oracle."""
+    from canon.kernels import resample
+
+    orig = resample.resample_config
+
+    def config(h, w, C, dtype, kind):
+        cfg = orig(h, w, C, dtype, kind)
+        return dict(cfg, CHANNELS=channels) if kind == "pull" else cfg
+
+    monkeypatch.setattr(resample, "resample_config", config)
+    x = torch.randn(2, 5, 9, 8, generator=rng)
+    for out_hw, crop, padding in (((5, 5), 0.9, "zeros"), ((9, 8), 1.0, "border"), ((12, 13), 0.8, "reflection")):
+        t, td = _tables("C8", (9, 8), out_hw, crop), _tables("C8", (9, 8), out_hw, crop, dev=dev)
+        g = torch.randn(2, 8, 5, *out_hw, generator=rng)
+        xr = x.clone().requires_grad_()
+        (expect,) = torch.autograd.grad(oracle.orbit(xr, t.mats, t.exact, out_hw, padding, "bilinear"), xr, g)
+        got = torch.full(x.shape, NAN, device=dev)
+        resample.orbit_backward(g.to(dev), td.mats, td.pull, t.exact, t.aligned, (9, 8), padding, "bilinear", got)
+        assert_close(to_cpu(got), expect, msg=f"orbit backward {out_hw} {padding}")
+    G = as_group("C8")
+    y = torch.randn(2, 8, 9, 9, generator=rng)  # K = 1 regular field: channel h is group element h
+    index = torch.tensor([1, 6])  # 45° and 270° views: non-permutation and permutation
+    t, td = _tables(G, (9, 9), (9, 9), inverse=True), _tables(G, (9, 9), (9, 9), dev=dev, inverse=True)
+    perm, inv = channel_tables(G, torch.device("cpu"))
+    perm_d, inv_d = channel_tables(G, torch.device(dev))
+    yr = y.clone().requires_grad_()
+    w = torch.zeros(2, 8, requires_grad=True)
+    g = torch.randn(y.shape, generator=rng)
+    oracle.transform(yr, w, index, t.mats, t.exact, "zeros", "bilinear", chan_perm=perm).backward(g)
+    gx, gw = triton_ops.transform_backward(
+        g.to(dev), y.to(dev), index.to(dev), td.mats, td.pull, t.exact, t.aligned, "zeros", "bilinear",
+        True, True, perm_d, inv_d,
+    )  # fmt: skip
+    assert_close(to_cpu(gx), yr.grad, msg="regular invert grad_x")
+    assert_close(to_cpu(gw), w.grad, msg="regular invert grad_weights", case="inner_products")
+
+
+@kernel_device
 @pytest.mark.parametrize("group,padding", [("C4", "zeros"), ("C8", "zeros"), ("C8", "border")])
 def test_index_outside_the_table_gives_nan_never_a_read_outside_it(dev, group, padding, rng):
     # (an out-of-bounds read shows only on a GPU, as a fault or garbage; here the NaN contract)
