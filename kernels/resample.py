@@ -678,7 +678,21 @@ def select_transform_kernel(
 
 # ----------------------------------------------------------------------------- adjoints (pull)
 @triton.jit
+def _stack_channels(acc0, acc1, acc2, acc3, CHANNELS: tl.constexpr):
+    """[CHANNELS, TILE_H, TILE_W] whose channel k is the 2-D ``acc<k>`` (k < CHANNELS ≤ 4)."""
+    ch = tl.arange(0, CHANNELS)[:, None, None]
+    acc = tl.where(ch == 0, acc0[None, :, :], acc1[None, :, :])
+    if CHANNELS > 2:
+        acc = tl.where(ch == 2, acc2[None, :, :], tl.where(ch == 3, acc3[None, :, :], acc))
+    return acc
+
+
+@triton.jit
 def _pull_tile(
+    acc0,
+    acc1,
+    acc2,
+    acc3,  # [TILE_H, TILE_W] ACC sums so far of channels c0 .. c0 + 3 (those past CHANNELS unused)
     grad_view,  # pointer to the gradient planes of one view of one image
     pull_ptr,  # (N, PULL_SLOTS) float32 pull table
     mats_ptr,
@@ -708,17 +722,19 @@ def _pull_tile(
     IN_RANGE: tl.constexpr,  # only output pixels whose coordinate lies inside the input
     CHANNEL_PERM: tl.constexpr,  # input channel k·N_PERM + j reads gradient channel k·N_PERM + perm_row[j]
 ):
-    """Adjoint of one zero-padded view at input pixels (r, q): Σ over the view's output pixels
-    whose taps read (r, q) of tap weight × gradient, as [CHANNELS, TILE_H, TILE_W] in ACC.
+    """Adds the adjoint of one zero-padded view at input pixels (r, q) (Σ over the view's output
+    pixels whose taps read (r, q) of tap weight × gradient) to ``acc0 .. acc3``; returns them.
 
     Permutation views read the one output pixel the inverse permutation names. Other views
     enumerate the window of candidate output pixels around the inverse image of the input
     pixel (pull table) and recompute each candidate's forward taps with the forward's
     operations, so the weights are exactly the forward's. That arithmetic, not memory, bounds
     the pull, so it is done once per pixel for every channel of the block: one 2-D accumulator
-    per channel (at most 4), each candidate's weight and address shared by the channels' loads.
-    (A [CHANNELS, TILE_H, TILE_W] accumulator let the compiler spread the channels over threads,
-    each of which then recomputed the weights of its pixel.)
+    per channel (at most 4), each candidate's weight and address shared by the channels' loads,
+    kept by the caller across the views and stacked once (:func:`_stack_channels`). (A
+    [CHANNELS, TILE_H, TILE_W] accumulator let the compiler spread the channels over threads,
+    each of which recomputed its pixel's weights; stacking after every view cost a shared-memory
+    layout change with 8 barriers per view.)
 
     ``IN_RANGE``: the part of a border/reflection-padded view's adjoint that a pull can do. An
     output pixel whose coordinate lies in ``[0, W-1] × [0, H-1]`` samples the same taps with the
@@ -730,15 +746,21 @@ def _pull_tile(
     tl.static_assert(CHANNELS <= 4, "_pull_tile: at most 4 channels per block")
     m00, m01, m02, m10, m11, m12 = _load_matrix(mats_ptr, elem, MAT_SLOTS)
     p00, p01, p02, p10, p11, p12 = _load_matrix(pull_ptr, elem, PULL_SLOTS)
+    # the block's channels: gradient offset and existence of each (unused past CHANNELS)
+    o0, e0 = _channel_at(c0, C, N_PERM, perm_row, sg_c, CHANNEL_PERM)
+    o1, e1 = _channel_at(c0 + 1, C, N_PERM, perm_row, sg_c, CHANNEL_PERM)
+    o2, e2 = _channel_at(c0 + 2, C, N_PERM, perm_row, sg_c, CHANNEL_PERM)
+    o3, e3 = _channel_at(c0 + 3, C, N_PERM, perm_row, sg_c, CHANNEL_PERM)
     if ALL_EXACT:
         exact = True
     else:
         exact = _is_permutation(m00, m01, m02, m10, m11, m12)
     if exact:
         # the adjoint of a zero-padded permutation is the inverse permutation, zero-padded
-        _, chan_off, chan_ok = _channels(c0, C, N_PERM, perm_row, sg_c, CHANNELS, CHANNEL_PERM)
         if ALIGNED:
-            acc = _permuted_tile(
+            # (the tile-copy configuration): one [CHANNELS, TILE_H, TILE_W] copy, split by channel
+            _, chan_off, chan_ok = _channels(c0, C, N_PERM, perm_row, sg_c, CHANNELS, CHANNEL_PERM)
+            tile = _permuted_tile(
                 grad_view,
                 chan_off,
                 chan_ok,
@@ -762,13 +784,30 @@ def _pull_tile(
                 TILE_W,
                 ALIGNED,
             ).to(ACC)
+            ch = tl.arange(0, CHANNELS)[:, None, None]
+            acc0 += tl.sum(tl.where(ch == 0, tile, 0.0), axis=0)
+            if CHANNELS > 1:
+                acc1 += tl.sum(tl.where(ch == 1, tile, 0.0), axis=0)
+            if CHANNELS > 2:
+                acc2 += tl.sum(tl.where(ch == 2, tile, 0.0), axis=0)
+                acc3 += tl.sum(tl.where(ch == 3, tile, 0.0), axis=0)
         else:
             in_ok = (r < H)[:, None] & (q < W)[None, :]
             u, v = _source_coords(p00, p01, p02, p10, p11, p12, q[None, :].to(tl.float32), r[:, None].to(tl.float32))
-            ix, iy, wt00, wt01, wt10, wt11, k00, k01, k10, k11 = _taps(u, v, in_ok, w * 1.0, h * 1.0, True, False)
-            acc = _gather(
-                grad_view, chan_off, chan_ok, sg_h, sg_w, ix, iy, wt00, wt01, wt10, wt11, k00, k01, k10, k11, ACC, True
-            ).to(ACC)
+            ix, iy, _, _, _, _, k00, _, _, _ = _taps(u, v, in_ok, w * 1.0, h * 1.0, True, False)
+            at = grad_view + (iy * sg_h + ix * sg_w)
+            g0 = tl.load(at + o0, mask=k00 & e0, other=0.0)
+            if CHANNELS > 1:
+                g1 = tl.load(at + o1, mask=k00 & e1, other=0.0)
+            if CHANNELS > 2:
+                g2 = tl.load(at + o2, mask=k00 & e2, other=0.0)
+                g3 = tl.load(at + o3, mask=k00 & e3, other=0.0)
+            acc0 += g0.to(ACC)
+            if CHANNELS > 1:
+                acc1 += g1.to(ACC)
+            if CHANNELS > 2:
+                acc2 += g2.to(ACC)
+                acc3 += g3.to(ACC)
     else:
         row = pull_ptr + elem * PULL_SLOTS
         rj = tl.load(row + P_RJ)
@@ -780,15 +819,6 @@ def _pull_tile(
         # first candidate per axis: the first integer inside the open window around the inverse image
         j0 = tl.floor((p00 * uu + p01 * vv) + p02 - rj - 0.01).to(tl.int32) + 1
         i0 = tl.floor((p10 * uu + p11 * vv) + p12 - ri - 0.01).to(tl.int32) + 1
-        # the block's channels: gradient offset and existence of each (unused past CHANNELS)
-        o0, e0 = _channel_at(c0, C, N_PERM, perm_row, sg_c, CHANNEL_PERM)
-        o1, e1 = _channel_at(c0 + 1, C, N_PERM, perm_row, sg_c, CHANNEL_PERM)
-        o2, e2 = _channel_at(c0 + 2, C, N_PERM, perm_row, sg_c, CHANNEL_PERM)
-        o3, e3 = _channel_at(c0 + 3, C, N_PERM, perm_row, sg_c, CHANNEL_PERM)
-        acc0 = tl.zeros([TILE_H, TILE_W], dtype=ACC)
-        acc1 = tl.zeros([TILE_H, TILE_W], dtype=ACC)
-        acc2 = tl.zeros([TILE_H, TILE_W], dtype=ACC)
-        acc3 = tl.zeros([TILE_H, TILE_W], dtype=ACC)
         w_last = W - 1.0  # (IN_RANGE) the input's last column and row
         h_last = H - 1.0
         for di in range(ki):
@@ -827,12 +857,7 @@ def _pull_tile(
                 if CHANNELS > 2:
                     acc2 += g2.to(ACC) * wt
                     acc3 += g3.to(ACC) * wt
-        # [CHANNELS, TILE_H, TILE_W], channel k from acc<k> (channels past C stay 0 and are not stored)
-        ch = tl.arange(0, CHANNELS)[:, None, None]
-        acc = tl.where(ch == 0, acc0[None, :, :], acc1[None, :, :])
-        if CHANNELS > 2:
-            acc = tl.where(ch == 2, acc2[None, :, :], tl.where(ch == 3, acc3[None, :, :], acc))
-    return acc
+    return acc0, acc1, acc2, acc3
 
 
 @triton.jit
@@ -880,10 +905,17 @@ def orbit_backward_kernel(
     for c0 in range(0, C, CHANNELS):
         c = c0 + tl.arange(0, CHANNELS)
         c_ok = (c < C)[:, None, None]
-        acc = tl.zeros([CHANNELS, TILE_H, TILE_W], dtype=ACC)
+        acc0 = tl.zeros([TILE_H, TILE_W], dtype=ACC)  # one 2-D sum per channel, stacked after the views
+        acc1 = tl.zeros([TILE_H, TILE_W], dtype=ACC)
+        acc2 = tl.zeros([TILE_H, TILE_W], dtype=ACC)
+        acc3 = tl.zeros([TILE_H, TILE_W], dtype=ACC)
         grad_view = grad_b  # advanced by the view stride: 64-bit addresses, no int32 product
         for n in range(N):
-            acc += _pull_tile(
+            acc0, acc1, acc2, acc3 = _pull_tile(
+                acc0,
+                acc1,
+                acc2,
+                acc3,
                 grad_view,
                 pull_ptr,
                 mats_ptr,
@@ -914,6 +946,7 @@ def orbit_backward_kernel(
                 False,
             )
             grad_view += sg_n
+        acc = _stack_channels(acc0, acc1, acc2, acc3, CHANNELS)
         # (the store's offsets and mask made after the views: fewer registers live through their loop)
         pix_ok = ((r < H)[:, None] & (q < W)[None, :])[None, :, :]
         gx_off = (r[:, None] * sgx_h + q[None, :] * sgx_w)[None, :, :]
@@ -985,7 +1018,12 @@ def transform_backward_kernel(
         for c0 in range(0, C, CHANNELS):
             c = c0 + tl.arange(0, CHANNELS)
             c_ok = (c < C)[:, None, None]
-            acc = _pull_tile(
+            zero = tl.zeros([TILE_H, TILE_W], dtype=ACC)
+            acc0, acc1, acc2, acc3 = _pull_tile(
+                zero,
+                zero,
+                zero,
+                zero,
                 grad_b,
                 pull_ptr,
                 mats_ptr,
@@ -1015,7 +1053,7 @@ def transform_backward_kernel(
                 IN_RANGE,
                 CHANNEL_PERM,
             )
-            acc = tl.where(valid, acc, float("nan"))
+            acc = tl.where(valid, _stack_channels(acc0, acc1, acc2, acc3, CHANNELS), float("nan"))
             tl.store(
                 gx_b + (c.to(tl.int64) * sgx_c)[:, None, None] + gx_off,
                 acc.to(gx_ptr.dtype.element_ty),
