@@ -956,6 +956,55 @@ def orbit_backward_kernel(
 
 
 @triton.jit
+def _view_dot(
+    x_b,  # pointer to one image of x
+    grad_b,  # pointer to the same image of the output gradient
+    grad_tile_off,  # [1, TILE_H, TILE_W] the tile's offsets in a gradient plane
+    pix_ok,  # [TILE_H, TILE_W] pixels inside the plane
+    m00,
+    m01,
+    m02,
+    m10,
+    m11,
+    m12,  # the view's matrix
+    r,
+    q,  # [TILE_H] rows, [TILE_W] columns
+    Wf,
+    Hf,  # plane size (float)
+    perm_row,  # (CHANNEL_PERM) source channel of each channel in a group
+    C,
+    N_PERM,
+    sx_c,
+    sx_h,
+    sx_w,
+    sg_c,
+    PADDING: tl.constexpr,
+    NEAREST: tl.constexpr,
+    CHANNEL_PERM: tl.constexpr,
+    ACC: tl.constexpr,
+    ONE_TAP: tl.constexpr,  # nearest, or a permutation view: one tap per pixel
+    TILE_H: tl.constexpr,
+    TILE_W: tl.constexpr,
+):
+    """[1, TILE_H, TILE_W] per-pixel share of ``<grad[b], T x[b]>`` over every channel, for one view T.
+
+    The taps are computed once and serve every channel; channels one at a time, each a 2-D gather
+    (a [CHANNELS, ...] block spread the channels over threads, which recomputed the taps)."""
+    part = tl.zeros([1, TILE_H, TILE_W], dtype=ACC)
+    u, v = _source_coords(m00, m01, m02, m10, m11, m12, q[None, :].to(tl.float32), r[:, None].to(tl.float32))
+    u, v = _pad(u, v, Wf, Hf, PADDING)
+    ix, iy, wt00, wt01, wt10, wt11, k00, k01, k10, k11 = _taps(u, v, pix_ok, Wf, Hf, ONE_TAP, NEAREST)
+    for c in range(0, C):
+        src_off, c_ok = _channel_at(c, C, N_PERM, perm_row, sx_c, CHANNEL_PERM)
+        xs = _gather(
+            x_b, src_off, c_ok, sx_h, sx_w, ix, iy, wt00, wt01, wt10, wt11, k00, k01, k10, k11, ACC, ONE_TAP
+        ).to(ACC)
+        gv = tl.load(grad_b + tl.cast(c, tl.int64) * sg_c + grad_tile_off, mask=pix_ok[None, :, :], other=0.0)
+        part += xs * gv.to(ACC)
+    return part
+
+
+@triton.jit
 def transform_backward_kernel(
     # pointers
     grad_ptr,  # (B, C, H, W) gradient of the output, any strides
@@ -1066,37 +1115,23 @@ def transform_backward_kernel(
         Hf = H * 1.0
         for gi in range(N):
             m00, m01, m02, m10, m11, m12 = _load_matrix(mats_ptr, gi, MAT_SLOTS)
-            part = tl.zeros([1, TILE_H, TILE_W], dtype=ACC)
-            u, v = _source_coords(m00, m01, m02, m10, m11, m12, q[None, :].to(tl.float32), r[:, None].to(tl.float32))
-            u, v = _pad(u, v, Wf, Hf, PADDING)
-            ix, iy, wt00, wt01, wt10, wt11, k00, k01, k10, k11 = _taps(
-                u, v, pix_ok, Wf, Hf, ALL_EXACT or NEAREST, NEAREST
-            )
-            # one channel at a time: the taps serve every channel, and each channel's loads are 2-D
-            # (a [CHANNELS, ...] block spread the channels over threads, which recomputed the taps)
-            for c in range(0, C):
-                src_off, c_ok = _channel_at(c, C, N_PERM, chan_perm_ptr + sel * N_PERM, sx_c, CHANNEL_PERM)
-                xs = _gather(
-                    x_b,
-                    src_off,
-                    c_ok,
-                    sx_h,
-                    sx_w,
-                    ix,
-                    iy,
-                    wt00,
-                    wt01,
-                    wt10,
-                    wt11,
-                    k00,
-                    k01,
-                    k10,
-                    k11,
-                    ACC,
-                    ALL_EXACT or NEAREST,
-                ).to(ACC)
-                gv = tl.load(grad_b + tl.cast(c, tl.int64) * sg_c + grad_tile_off, mask=pix_ok[None, :, :], other=0.0)
-                part += xs * gv.to(ACC)
+            if ALL_EXACT or NEAREST:
+                one_tap = True
+            else:
+                # a quarter turn of a bilinear group: one tap, the same values as the four (weights 1, 0, 0, 0)
+                one_tap = _is_permutation(m00, m01, m02, m10, m11, m12)
+            if one_tap:
+                part = _view_dot(
+                    x_b, grad_b, grad_tile_off, pix_ok, m00, m01, m02, m10, m11, m12, r, q, Wf, Hf,
+                    chan_perm_ptr + sel * N_PERM, C, N_PERM, sx_c, sx_h, sx_w, sg_c,
+                    PADDING, NEAREST, CHANNEL_PERM, ACC, True, TILE_H, TILE_W,
+                )  # fmt: skip
+            else:
+                part = _view_dot(
+                    x_b, grad_b, grad_tile_off, pix_ok, m00, m01, m02, m10, m11, m12, r, q, Wf, Hf,
+                    chan_perm_ptr + sel * N_PERM, C, N_PERM, sx_c, sx_h, sx_w, sg_c,
+                    PADDING, NEAREST, CHANNEL_PERM, ACC, False, TILE_H, TILE_W,
+                )  # fmt: skip
             total = tl.sum(tl.sum(tl.sum(part, axis=2), axis=1), axis=0)
             tl.store(dot_ptr + (b.to(tl.int64) * N + gi) * tiles + t, tl.where(valid, total, float("nan")))
 
@@ -1408,8 +1443,8 @@ def _resample_config(h: int, w: int, C: int, dtype: torch.dtype, kind: str) -> t
         # one 128-bit vector per thread per channel at 8 warps: ~32 registers, full occupancy
         tile_h, tile_w, channels, warps = 32, 32 if elt >= 4 else 64, 1, 8
     elif kind == "pull":
-        # 64 registers (half occupancy): left to itself ptxas took 56 and spilled one or two values
-        # (a mask held across the view loop); capped at 64 it spills none but in float64
+        # capped at 64 registers (at least half occupancy): left to itself ptxas used ~48 and spilled
+        # 2-3 values in the bf16 and float64 variants; with the cap no variant spills (compile gate)
         tile_h, tile_w, channels, warps = 16, 8, 2 if elt >= 8 else 4, 4
         regs = 64
     elif kind == "filter-pull":

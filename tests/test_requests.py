@@ -26,9 +26,10 @@ BUDGETS = {
     "orbit backward C8 shrink, border (in-range pull + folded scatter)": dict(
         load_lanes_per_out=38.0, amplification=3.5, atomic_bytes_per_out=1.0
     ),
-    # canonicalize backward: adjoint pull + 8 inner products + folded corners [50 lanes, 10.3×, 1.9 atomic bytes]
+    # canonicalize backward: adjoint pull + 8 inner products (one tap for quarter turns) + folded corners
+    # [38 lanes, 10.3×, 1.9 atomic bytes]
     "canonicalize backward C8 border (pull + inner products + folded scatter)": dict(
-        load_lanes_per_out=56.0, amplification=11.0, atomic_bytes_per_out=4.0
+        load_lanes_per_out=44.0, amplification=11.0, atomic_bytes_per_out=4.0
     ),
 }
 
