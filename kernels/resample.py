@@ -1635,11 +1635,11 @@ def orbit_backward(
 # How the adjoint of a border/reflection-padded bilinear view is computed: "pull" (the default: a
 # deterministic gather of every output pixel whose coordinate lies inside the input, then atomics for
 # the few whose taps the padding folds onto the edge) or "scatter" (atomics for every output pixel, as
-# aten's grid_sample backward does). Both are exact; nearest views always scatter. On one H200
-# (2026-12-04, bench/adjoint_check.py) the pull of that day was already faster when upsampling (C8
-# B=64 32 → 96: 0.61 against 0.93 ms) and 4× slower when shrinking (224 → 96: 2.04 against 0.53 ms,
-# bound by its arithmetic); the pull of docs/kernels.md's "Fewer candidates, shared by the channels"
-# does a seventh of that arithmetic.
+# aten's grid_sample backward does). Both are exact; nearest views always scatter. Measured on one
+# H200 (bench/adjoint_check.py, bench/results/h200-2026-12-04-b, commit f1e928a), pull against
+# scatter: C8 B=64 32 → 96 0.50 / 0.93 ms, canonicalize C8 B=256 224² 1.90 / 2.31 ms, and the 224 → 96
+# shrink 0.56 / 0.52 ms (the one loss; the change after it, unmeasured, halves the pull's
+# instructions per view: docs/kernels.md, "Fewer candidates, shared by the channels").
 BORDER_ADJOINT = "pull"
 
 
