@@ -96,10 +96,10 @@ def test_regular_invert_permutes_channels_forward_and_backward(dev, rng):
 
 
 @kernel_device
-@pytest.mark.parametrize("channels", [1, 2, 4])
+@pytest.mark.parametrize("channels", [2, 4])
 def test_pull_channel_blocks_match_the_oracle(dev, channels, monkeypatch, rng):
-    """The pull adjoints sum each channel of a block in its own accumulator: blocks of 1, 2 and 4 channels
-    over 5 channels (a partial last block), through shrinking, full-size and upsampling views, and a regular
+    """The pull adjoints sum each channel of a block in its own accumulator: blocks of 2 (float64's) and 4
+    channels over 5 channels (a partial last block), through shrinking, full-size and upsampling views, and a regular
     invert (8 permuted channels: two blocks) through C8's non-permutation views, all equal the oracle."""
     from canon.kernels import resample
 
@@ -110,19 +110,19 @@ def test_pull_channel_blocks_match_the_oracle(dev, channels, monkeypatch, rng):
         return dict(cfg, CHANNELS=channels) if kind == "pull" else cfg
 
     monkeypatch.setattr(resample, "resample_config", config)
-    x = torch.randn(2, 5, 9, 8, generator=rng)
-    for out_hw, crop, padding in (((5, 5), 0.9, "zeros"), ((9, 8), 1.0, "border"), ((12, 13), 0.8, "reflection")):
-        t, td = _tables("C8", (9, 8), out_hw, crop), _tables("C8", (9, 8), out_hw, crop, dev=dev)
-        g = torch.randn(2, 8, 5, *out_hw, generator=rng)
+    x = torch.randn(1, 5, 6, 5, generator=rng)
+    for out_hw, crop, padding in (((4, 4), 0.9, "zeros"), ((6, 5), 1.0, "border"), ((8, 9), 0.8, "reflection")):
+        t, td = _tables("C8", (6, 5), out_hw, crop), _tables("C8", (6, 5), out_hw, crop, dev=dev)
+        g = torch.randn(1, 8, 5, *out_hw, generator=rng)
         xr = x.clone().requires_grad_()
         (expect,) = torch.autograd.grad(oracle.orbit(xr, t.mats, t.exact, out_hw, padding, "bilinear"), xr, g)
         got = torch.full(x.shape, NAN, device=dev)
-        resample.orbit_backward(g.to(dev), td.mats, td.pull, t.exact, t.aligned, (9, 8), padding, "bilinear", got)
+        resample.orbit_backward(g.to(dev), td.mats, td.pull, t.exact, t.aligned, (6, 5), padding, "bilinear", got)
         assert_close(to_cpu(got), expect, msg=f"orbit backward {out_hw} {padding}")
     G = as_group("C8")
-    y = torch.randn(2, 8, 9, 9, generator=rng)  # K = 1 regular field: channel h is group element h
+    y = torch.randn(2, 8, 6, 6, generator=rng)  # K = 1 regular field: channel h is group element h
     index = torch.tensor([1, 6])  # 45° and 270° views: non-permutation and permutation
-    t, td = _tables(G, (9, 9), (9, 9), inverse=True), _tables(G, (9, 9), (9, 9), dev=dev, inverse=True)
+    t, td = _tables(G, (6, 6), (6, 6), inverse=True), _tables(G, (6, 6), (6, 6), dev=dev, inverse=True)
     perm, inv = channel_tables(G, torch.device("cpu"))
     perm_d, inv_d = channel_tables(G, torch.device(dev))
     yr = y.clone().requires_grad_()
