@@ -47,7 +47,7 @@ CASES = [
 @kernel_device
 @pytest.mark.parametrize("group,in_hw,out_hw,crop,padding,interp", CASES)
 def test_orbit_forward_backward_matches_reference(dev, group, in_hw, out_hw, crop, padding, interp, rng):
-    B, C = 2, 2  # the default programs take one channel at a time (partial channel blocks: the tile test below)
+    B, C = 2, 2  # (partial channel blocks: the tile test below; pull blocks: tests/test_triton_transform.py)
     x = torch.randn(B, C, *in_hw, generator=rng)
     t = _tables(group, in_hw, out_hw, crop)
     td = _tables(group, in_hw, out_hw, crop, dev)
