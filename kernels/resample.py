@@ -688,6 +688,43 @@ def _stack_channels(acc0, acc1, acc2, acc3, CHANNELS: tl.constexpr):
 
 
 @triton.jit
+def _add_channels(
+    acc0,
+    acc1,
+    acc2,
+    acc3,  # [TILE_H, TILE_W] sums of the block's channels (those past CHANNELS unused)
+    at,  # [TILE_H, TILE_W] pointers to the gradient pixels read, channel offsets not yet added
+    o0,
+    o1,
+    o2,
+    o3,  # channel offsets
+    e0,
+    e1,
+    e2,
+    e3,  # which channels exist
+    ok,  # [TILE_H, TILE_W] which pixels read anything
+    wt,  # their weight ([TILE_H, TILE_W], or 1.0 for a copy)
+    ACC: tl.constexpr,
+    CHANNELS: tl.constexpr,
+):
+    """``acc<k> += wt × grad[channel k] at at`` for each channel of the block; every channel's load is
+    issued before the sums."""
+    g0 = tl.load(at + o0, mask=ok & e0, other=0.0)
+    if CHANNELS > 1:
+        g1 = tl.load(at + o1, mask=ok & e1, other=0.0)
+    if CHANNELS > 2:
+        g2 = tl.load(at + o2, mask=ok & e2, other=0.0)
+        g3 = tl.load(at + o3, mask=ok & e3, other=0.0)
+    acc0 += g0.to(ACC) * wt
+    if CHANNELS > 1:
+        acc1 += g1.to(ACC) * wt
+    if CHANNELS > 2:
+        acc2 += g2.to(ACC) * wt
+        acc3 += g3.to(ACC) * wt
+    return acc0, acc1, acc2, acc3
+
+
+@triton.jit
 def _pull_tile(
     acc0,
     acc1,
@@ -796,18 +833,9 @@ def _pull_tile(
             u, v = _source_coords(p00, p01, p02, p10, p11, p12, q[None, :].to(tl.float32), r[:, None].to(tl.float32))
             ix, iy, _, _, _, _, k00, _, _, _ = _taps(u, v, in_ok, w * 1.0, h * 1.0, True, False)
             at = grad_view + (iy * sg_h + ix * sg_w)
-            g0 = tl.load(at + o0, mask=k00 & e0, other=0.0)
-            if CHANNELS > 1:
-                g1 = tl.load(at + o1, mask=k00 & e1, other=0.0)
-            if CHANNELS > 2:
-                g2 = tl.load(at + o2, mask=k00 & e2, other=0.0)
-                g3 = tl.load(at + o3, mask=k00 & e3, other=0.0)
-            acc0 += g0.to(ACC)
-            if CHANNELS > 1:
-                acc1 += g1.to(ACC)
-            if CHANNELS > 2:
-                acc2 += g2.to(ACC)
-                acc3 += g3.to(ACC)
+            acc0, acc1, acc2, acc3 = _add_channels(
+                acc0, acc1, acc2, acc3, at, o0, o1, o2, o3, e0, e1, e2, e3, k00, 1.0, ACC, CHANNELS
+            )
     else:
         row = pull_ptr + elem * PULL_SLOTS
         rj = tl.load(row + P_RJ)
@@ -844,19 +872,9 @@ def _pull_tile(
                 at = grad_view + (
                     tl.minimum(tl.maximum(ii, 0), h - 1) * sg_h + tl.minimum(tl.maximum(jj, 0), w - 1) * sg_w
                 )
-                # every channel's load is issued before the sums
-                g0 = tl.load(at + o0, mask=ok & e0, other=0.0)
-                if CHANNELS > 1:
-                    g1 = tl.load(at + o1, mask=ok & e1, other=0.0)
-                if CHANNELS > 2:
-                    g2 = tl.load(at + o2, mask=ok & e2, other=0.0)
-                    g3 = tl.load(at + o3, mask=ok & e3, other=0.0)
-                acc0 += g0.to(ACC) * wt
-                if CHANNELS > 1:
-                    acc1 += g1.to(ACC) * wt
-                if CHANNELS > 2:
-                    acc2 += g2.to(ACC) * wt
-                    acc3 += g3.to(ACC) * wt
+                acc0, acc1, acc2, acc3 = _add_channels(
+                    acc0, acc1, acc2, acc3, at, o0, o1, o2, o3, e0, e1, e2, e3, ok, wt, ACC, CHANNELS
+                )
     return acc0, acc1, acc2, acc3
 
 
