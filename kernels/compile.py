@@ -18,10 +18,12 @@ Each row: ``{"name", "variant", "arch", "num_warps", "registers", "spill_stores"
 "spill_loads", "local", "stack", "shared", "occupancy", "global_load_bits",
 "global_store_bits", "global_atomic_bits", "vector_store", "error"}``: registers/stack/
 local/shared from ``cuobjdump --dump-resource-usage`` (bytes for stack/local/shared);
-spill stores/loads = count of STL/LDL instructions in the SASS; ``occupancy`` = resident
+spill stores/loads = count of STL/LDL instructions in the SASS (0 without a stack frame or
+local memory: the SASS is then not disassembled); ``occupancy`` = resident
 warps per SM / 64 as limited by registers, shared memory and block count (sm_80/sm_90: 64K
 registers, 64 warps, 32 blocks, 164/228 KB shared); the sorted sets of widths (bits) of
-global loads (LDG), stores (STG) and reductions/atomics (RED, ATOM); ``vector_store``: the
+global loads, stores and reductions/atomics, read from the PTX (``ld``/``st``/``red``/``atom``
+``.global``; equal to the SASS's LDG/STG/RED/ATOM on every variant when checked, 2026-12-04); ``vector_store``: the
 launch writes row-contiguous, 16-byte aligned rows, so its stores should be 128-bit;
 ``error`` is None or the compile error text (the other fields are then None).
 """
@@ -352,19 +354,22 @@ def _parse_usage(text: str) -> dict:
     return {k: int(v.group(1)) if v else None for k, v in m.items()}
 
 
-def _widths(sass: str, op: str) -> list[int]:
+# bits of a PTX element type
+_TYPE_BITS = {f"{k}{n}": n for k in "bfsu" for n in (8, 16, 32, 64)} | {"bf16": 16}
+
+
+def _ptx_widths(ptx: str, ops: tuple[str, ...]) -> list[int]:
+    """Sorted set of access widths (bits: vector length × element bits) of the global ``ops`` in ``ptx``
+    (``ld``, ``st``; ``atom``, ``red``). ptxas keeps them: on every variant of 2026-12-04 they equal the
+    widths of the SASS's LDG/STG/RED/ATOM, for sm_80 and sm_90."""
     found = set()
-    for line in sass.splitlines():
-        mm = re.search(rf"\b{op}(\.[A-Z0-9_.]+)?\s", line)
-        if not mm:
-            continue
-        bits = 32
-        for mod in (mm.group(1) or "").split("."):
-            if mod in ("128", "64", "U8", "S8", "U16", "S16", "8", "16"):
-                bits = {"U8": 8, "S8": 8, "8": 8, "U16": 16, "S16": 16, "16": 16}.get(
-                    mod, int(mod) if mod.isdigit() else 32
-                )
-        found.add(bits)
+    for m in re.finditer(r"\b(?:" + "|".join(ops) + r")\.global((?:\.[A-Za-z0-9_:]+)*)", ptx):
+        mods = m.group(1).split(".")
+        vec = next((int(x[1:]) for x in mods if x in ("v2", "v4", "v8")), 1)
+        bits = next((_TYPE_BITS[x] for x in mods if x in _TYPE_BITS), None)
+        if bits is None:
+            raise ValueError(f"kernels.compile: no element type in PTX access {m.group(0)!r}")
+        found.add(vec * bits)
     return sorted(found)
 
 
@@ -404,15 +409,21 @@ def compile_one(args: tuple[dict, int]) -> dict:
             usage = subprocess.run(
                 [_bin("cuobjdump"), "--dump-resource-usage", path], capture_output=True, text=True, check=True
             ).stdout
-            sass = subprocess.run([_bin("cuobjdump"), "-sass", path], capture_output=True, text=True, check=True).stdout
-        u = _parse_usage(usage)
+            u = _parse_usage(usage)
+            # Local-memory traffic in the SASS: register spills (and any stack-resident arrays). Without a
+            # stack frame or local memory there is none, and the disassembly (~0.3 s a kernel, most of
+            # the gate's time) is skipped.
+            sass = ""
+            if u["STACK"] or u["LOCAL"]:
+                cmd = [_bin("cuobjdump"), "-sass", path]
+                sass = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
         row.update(registers=u["REG"], stack=u["STACK"], shared=u["SHARED"], local=u["LOCAL"])
-        # Local-memory traffic in the SASS: register spills (and any stack-resident arrays).
         row["spill_stores"] = len(re.findall(r"\bSTL(\.[A-Z0-9]+)*\s", sass))
         row["spill_loads"] = len(re.findall(r"\bLDL(\.[A-Z0-9]+)*\s", sass))
-        row["global_load_bits"] = _widths(sass, "LDG")
-        row["global_store_bits"] = _widths(sass, "STG")
-        row["global_atomic_bits"] = sorted({b for op in ("RED", "REDG", "ATOM", "ATOMG") for b in _widths(sass, op)})
+        ptx = k.asm["ptx"]
+        row["global_load_bits"] = _ptx_widths(ptx, ("ld",))
+        row["global_store_bits"] = _ptx_widths(ptx, ("st",))
+        row["global_atomic_bits"] = _ptx_widths(ptx, ("atom", "red"))
         shared = max(u["SHARED"] or 0, getattr(k.metadata, "shared", 0) or 0)
         row["shared"] = shared
         row["occupancy"] = round(occupancy(u["REG"], v["options"]["num_warps"], shared, arch), 4)
