@@ -38,7 +38,7 @@ import subprocess
 import tempfile
 from concurrent.futures import ProcessPoolExecutor
 
-__all__ = ["launch_scenarios", "variants", "compile_report", "compile_one", "occupancy"]
+__all__ = ["launch_scenarios", "variants", "compile_report", "compile_one", "occupancy", "sass", "sass_loops"]
 
 _SM = {80: dict(warps=64, blocks=32, shared=164 * 1024), 90: dict(warps=64, blocks=32, shared=228 * 1024)}
 
@@ -430,6 +430,43 @@ def compile_one(args: tuple[dict, int]) -> dict:
     except Exception as e:  # reported, not raised: the gate decides
         row["error"] = f"{type(e).__name__}: {e}"[:2000]
     return row
+
+
+def sass(variant: dict, arch: int) -> str:
+    """The SASS of one variant of :func:`variants` compiled for sm_``arch`` (``cuobjdump -sass``)."""
+    import importlib
+
+    import triton
+    from triton.backends.compiler import GPUTarget
+
+    v = variant
+    fn = getattr(importlib.import_module(v["module"]), v["kernel"])
+    src = triton.compiler.ASTSource(fn=fn, signature=v["signature"], constexprs=v["constexprs"], attrs=v["attrs"])
+    k = triton.compile(src, target=GPUTarget("cuda", arch, 32), options=v["options"])
+    with tempfile.TemporaryDirectory() as d:
+        path = os.path.join(d, "k.cubin")
+        with open(path, "wb") as f:
+            f.write(k.asm["cubin"])
+        return subprocess.run([_bin("cuobjdump"), "-sass", path], capture_output=True, text=True, check=True).stdout
+
+
+def sass_loops(text: str) -> list[dict]:
+    """The loops of a kernel's SASS: one dict per backward branch, ``{"start", "end"}`` (byte addresses of the
+    branch target and the branch), ``instructions`` (in that range), ``barriers`` (``BAR`` among them) and
+    ``inner`` (whether no other loop lies inside it), in address order of the branches."""
+    ins = [(int(m.group(1), 16), m.group(2)) for m in re.finditer(r"/\*([0-9a-f]{4,})\*/\s+([^;/]*?)\s*;", text)]
+    spans = []
+    for addr, op in ins:
+        m = re.search(r"\bBRA\s+(?:`\(\S+\)\s*)?0x([0-9a-f]+)", op)
+        if m and int(m.group(1), 16) < addr:  # (a branch to itself is the end-of-kernel trap, not a loop)
+            spans.append((int(m.group(1), 16), addr))
+    loops = []
+    for a, b in spans:
+        body = [op for addr, op in ins if a <= addr <= b]
+        inner = not any((c, d) != (a, b) and a <= c and d <= b for c, d in spans)
+        barriers = sum(1 for op in body if re.match(r"(@!?U?P\w+\s+)?BAR\b", op))
+        loops.append(dict(start=a, end=b, instructions=len(body), barriers=barriers, inner=inner))
+    return loops
 
 
 def compile_report(archs: tuple[int, ...] = (80, 90), jobs: int | None = None) -> list[dict]:

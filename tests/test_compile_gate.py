@@ -86,3 +86,39 @@ def test_copies_store_128_bit_vectors(report):
 def test_only_the_scatter_fallback_uses_atomics(report):
     atomic = {r["name"] for r in report if r["global_atomic_bits"]}
     assert atomic == {"orbit_backward_scatter_kernel"}, atomic
+
+
+# the pull adjoint's loops on sm_90 (orbit backward C8 224 → 96: channel blocks, views, candidate rows,
+# candidates), in SASS instructions per channel of the block, counted 2026-12-04: candidates 67 / 4 channels
+# (45 / 1 when a program took one channel), one view 261 / 4 (202 / 1); the 2-D sums stacked after every
+# view added 8 barriers to the view loop
+PULL_CANDIDATE_PER_CHANNEL_MAX = 20
+PULL_VIEW_PER_CHANNEL_MAX = 90
+
+
+def test_pull_adjoint_loops_stay_lean():
+    """The pull is bound by its instructions (H200, docs/kernels.md): its candidate and view loops stay under
+    their budgets per channel, and the loops inside the channel-block loop hold no barrier (no layout change
+    per view)."""
+    pytest.importorskip("triton", reason="the compile gate needs triton")
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    code = (
+        "import json; from canon.kernels import compile as kc\n"
+        "v = next(v for v in kc.variants() if 'orbit_backward pull C8 224->96 crop' in v['labels'])\n"
+        "ch = int(v['desc'].split('CHANNELS=')[1].split(',')[0])\n"
+        "print('@@' + json.dumps([ch, kc.sass_loops(kc.sass(v, 90))]))"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    channels, loops = json.loads([ln for ln in proc.stdout.splitlines() if ln.startswith("@@")][-1][2:])
+
+    def inside(a, b):
+        return a is not b and b["start"] <= a["start"] and a["end"] <= b["end"]
+
+    nested = [lp for lp in loops if any(inside(lp, o) for o in loops)]
+    assert all(lp["barriers"] == 0 for lp in nested), loops
+    candidates = [lp for lp in nested if lp["inner"]]
+    views = [lp for lp in nested if not lp["inner"] and any(inside(o, lp) for o in nested if not o["inner"])]
+    assert candidates and views, loops
+    assert max(lp["instructions"] for lp in candidates) / channels <= PULL_CANDIDATE_PER_CHANNEL_MAX, loops
+    assert max(lp["instructions"] for lp in views) / channels <= PULL_VIEW_PER_CHANNEL_MAX, loops
