@@ -1656,8 +1656,8 @@ def orbit_backward(
 # aten's grid_sample backward does). Both are exact; nearest views always scatter. Measured on one
 # H200 (bench/adjoint_check.py, bench/results/h200-2026-12-04-b, commit f1e928a), pull against
 # scatter: C8 B=64 32 → 96 0.50 / 0.93 ms, canonicalize C8 B=256 224² 1.90 / 2.31 ms, and the 224 → 96
-# shrink 0.56 / 0.52 ms (the one loss; the change after it, unmeasured, halves the pull's
-# instructions per view: docs/kernels.md, "Fewer candidates, shared by the channels").
+# shrink 0.56 / 0.52 ms (the one loss; the change after it, unmeasured, takes ~20% of the pull's
+# instructions per view and its barriers: docs/kernels.md, "Fewer candidates, shared by the channels").
 BORDER_ADJOINT = "pull"
 
 
