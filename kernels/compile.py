@@ -383,15 +383,30 @@ def occupancy(registers: int, num_warps: int, shared: int, arch: int) -> float:
     return blocks * num_warps / sm["warps"]
 
 
-def compile_one(args: tuple[dict, int]) -> dict:
-    """Compile one variant for one arch (sm_XX) and measure it; never raises."""
+def _compile(v: dict, arch: int):
+    """Variant ``v`` of :func:`variants` compiled for sm_``arch`` (a Triton ``CompiledKernel``)."""
     import importlib
 
     import triton
     from triton.backends.compiler import GPUTarget
 
-    v, arch = args
     fn = getattr(importlib.import_module(v["module"]), v["kernel"])
+    src = triton.compiler.ASTSource(fn=fn, signature=v["signature"], constexprs=v["constexprs"], attrs=v["attrs"])
+    return triton.compile(src, target=GPUTarget("cuda", arch, 32), options=v["options"])
+
+
+def _cuobjdump(kernel, option: str) -> str:
+    """``cuobjdump OPTION`` of a compiled kernel's cubin."""
+    with tempfile.TemporaryDirectory() as d:
+        path = os.path.join(d, "k.cubin")
+        with open(path, "wb") as f:
+            f.write(kernel.asm["cubin"])
+        return subprocess.run([_bin("cuobjdump"), option, path], capture_output=True, text=True, check=True).stdout
+
+
+def compile_one(args: tuple[dict, int]) -> dict:
+    """Compile one variant for one arch (sm_XX) and measure it; never raises."""
+    v, arch = args
     row = dict(
         name=v["kernel"], variant=v["desc"], cases="; ".join(v["labels"]), arch=arch,
         num_warps=v["options"]["num_warps"],
@@ -400,23 +415,12 @@ def compile_one(args: tuple[dict, int]) -> dict:
         error=None,
     )  # fmt: skip
     try:
-        src = triton.compiler.ASTSource(fn=fn, signature=v["signature"], constexprs=v["constexprs"], attrs=v["attrs"])
-        k = triton.compile(src, target=GPUTarget("cuda", arch, 32), options=v["options"])
-        with tempfile.TemporaryDirectory() as d:
-            path = os.path.join(d, "k.cubin")
-            with open(path, "wb") as f:
-                f.write(k.asm["cubin"])
-            usage = subprocess.run(
-                [_bin("cuobjdump"), "--dump-resource-usage", path], capture_output=True, text=True, check=True
-            ).stdout
-            u = _parse_usage(usage)
-            # Local-memory traffic in the SASS: register spills (and any stack-resident arrays). Without a
-            # stack frame or local memory there is none, and the disassembly (~0.3 s a kernel, most of
-            # the gate's time) is skipped.
-            sass = ""
-            if u["STACK"] or u["LOCAL"]:
-                cmd = [_bin("cuobjdump"), "-sass", path]
-                sass = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+        k = _compile(v, arch)
+        u = _parse_usage(_cuobjdump(k, "--dump-resource-usage"))
+        # Local-memory traffic in the SASS: register spills (and any stack-resident arrays). Without a
+        # stack frame or local memory there is none, and the disassembly (~0.3 s a kernel, most of
+        # the gate's time) is skipped.
+        sass = _cuobjdump(k, "-sass") if (u["STACK"] or u["LOCAL"]) else ""
         row.update(registers=u["REG"], stack=u["STACK"], shared=u["SHARED"], local=u["LOCAL"])
         row["spill_stores"] = len(re.findall(r"\bSTL(\.[A-Z0-9]+)*\s", sass))
         row["spill_loads"] = len(re.findall(r"\bLDL(\.[A-Z0-9]+)*\s", sass))
@@ -434,20 +438,7 @@ def compile_one(args: tuple[dict, int]) -> dict:
 
 def sass(variant: dict, arch: int) -> str:
     """The SASS of one variant of :func:`variants` compiled for sm_``arch`` (``cuobjdump -sass``)."""
-    import importlib
-
-    import triton
-    from triton.backends.compiler import GPUTarget
-
-    v = variant
-    fn = getattr(importlib.import_module(v["module"]), v["kernel"])
-    src = triton.compiler.ASTSource(fn=fn, signature=v["signature"], constexprs=v["constexprs"], attrs=v["attrs"])
-    k = triton.compile(src, target=GPUTarget("cuda", arch, 32), options=v["options"])
-    with tempfile.TemporaryDirectory() as d:
-        path = os.path.join(d, "k.cubin")
-        with open(path, "wb") as f:
-            f.write(k.asm["cubin"])
-        return subprocess.run([_bin("cuobjdump"), "-sass", path], capture_output=True, text=True, check=True).stdout
+    return _cuobjdump(_compile(variant, arch), "-sass")
 
 
 def sass_loops(text: str) -> list[dict]:
