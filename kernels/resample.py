@@ -688,11 +688,22 @@ def _stack_channels(acc0, acc1, acc2, acc3, CHANNELS: tl.constexpr):
 
 
 @triton.jit
+def _load_channel(at, o, e, ok, CHECK_C: tl.constexpr):
+    """The gradient of one channel (offset ``o``) at ``at`` where ``ok`` (and, with ``CHECK_C``, where the
+    channel exists: ``e``), else 0."""
+    if CHECK_C:
+        g = tl.load(at + o, mask=ok & e, other=0.0)
+    else:
+        g = tl.load(at + o, mask=ok, other=0.0)
+    return g
+
+
+@triton.jit
 def _add_channels(
     acc0,
     acc1,
     acc2,
-    acc3,  # [TILE_H, TILE_W] sums of the block's channels (those past CHANNELS unused)
+    acc3,  # [TILE_H, TILE_W] sums of the block's channels (those past LIVE unused)
     at,  # [TILE_H, TILE_W] pointers to the gradient pixels read, channel offsets not yet added
     o0,
     o1,
@@ -701,26 +712,29 @@ def _add_channels(
     e0,
     e1,
     e2,
-    e3,  # which channels exist
+    e3,  # which channels exist (read only with CHECK_C)
     ok,  # [TILE_H, TILE_W] which pixels read anything
     wt,  # their weight ([TILE_H, TILE_W], or 1.0 for a copy)
     ACC: tl.constexpr,
-    CHANNELS: tl.constexpr,
+    LIVE: tl.constexpr,  # channels of the block (at most 4)
+    CHECK_C: tl.constexpr,  # whether a block's channels may pass the last one (else no test per load)
 ):
-    """``acc<k> += wt × grad[channel k] at at`` for each channel of the block; every channel's load is
-    issued before the sums."""
-    g0 = tl.load(at + o0, mask=ok & e0, other=0.0)
-    if CHANNELS > 1:
-        g1 = tl.load(at + o1, mask=ok & e1, other=0.0)
-    if CHANNELS > 2:
-        g2 = tl.load(at + o2, mask=ok & e2, other=0.0)
-        g3 = tl.load(at + o3, mask=ok & e3, other=0.0)
-    acc0 += g0.to(ACC) * wt
-    if CHANNELS > 1:
-        acc1 += g1.to(ACC) * wt
-    if CHANNELS > 2:
-        acc2 += g2.to(ACC) * wt
-        acc3 += g3.to(ACC) * wt
+    """``acc<k> += wt × grad[channel k] at at`` (one fused multiply-add) for each of the block's ``LIVE``
+    channels; every channel's load is issued before the sums."""
+    g0 = _load_channel(at, o0, e0, ok, CHECK_C)
+    if LIVE > 1:
+        g1 = _load_channel(at, o1, e1, ok, CHECK_C)
+    if LIVE > 2:
+        g2 = _load_channel(at, o2, e2, ok, CHECK_C)
+    if LIVE > 3:
+        g3 = _load_channel(at, o3, e3, ok, CHECK_C)
+    acc0 = tl.fma(g0.to(ACC), wt, acc0)
+    if LIVE > 1:
+        acc1 = tl.fma(g1.to(ACC), wt, acc1)
+    if LIVE > 2:
+        acc2 = tl.fma(g2.to(ACC), wt, acc2)
+    if LIVE > 3:
+        acc3 = tl.fma(g3.to(ACC), wt, acc3)
     return acc0, acc1, acc2, acc3
 
 
@@ -753,7 +767,9 @@ def _pull_tile(
     ALL_EXACT: tl.constexpr,  # every view is a permutation: only the copy path is compiled
     ALIGNED: tl.constexpr,
     ACC: tl.constexpr,
-    CHANNELS: tl.constexpr,
+    CHANNELS: tl.constexpr,  # channels of the stacked block (a power of 2, at least LIVE)
+    LIVE: tl.constexpr,  # channels c0 .. c0 + LIVE - 1 are read (LIVE ≤ CHANNELS, ≤ 4)
+    CHECK_C: tl.constexpr,  # whether some of them may not exist (c ≥ C): tested per load
     TILE_H: tl.constexpr,
     TILE_W: tl.constexpr,
     IN_RANGE: tl.constexpr,  # only output pixels whose coordinate lies inside the input
@@ -781,13 +797,20 @@ def _pull_tile(
     (r, q) has exactly the coordinate (r, q), so that path needs no test.
     """
     tl.static_assert(CHANNELS <= 4, "_pull_tile: at most 4 channels per block")
+    tl.static_assert(LIVE <= CHANNELS, "_pull_tile: LIVE channels of a block of CHANNELS")
     m00, m01, m02, m10, m11, m12 = _load_matrix(mats_ptr, elem, MAT_SLOTS)
     p00, p01, p02, p10, p11, p12 = _load_matrix(pull_ptr, elem, PULL_SLOTS)
-    # the block's channels: gradient offset and existence of each (unused past CHANNELS)
+    # the block's channels: gradient offset and existence of each (those past LIVE unused)
     o0, e0 = _channel_at(c0, C, N_PERM, perm_row, sg_c, CHANNEL_PERM)
-    o1, e1 = _channel_at(c0 + 1, C, N_PERM, perm_row, sg_c, CHANNEL_PERM)
-    o2, e2 = _channel_at(c0 + 2, C, N_PERM, perm_row, sg_c, CHANNEL_PERM)
-    o3, e3 = _channel_at(c0 + 3, C, N_PERM, perm_row, sg_c, CHANNEL_PERM)
+    o1, e1 = o0, e0
+    o2, e2 = o0, e0
+    o3, e3 = o0, e0
+    if LIVE > 1:
+        o1, e1 = _channel_at(c0 + 1, C, N_PERM, perm_row, sg_c, CHANNEL_PERM)
+    if LIVE > 2:
+        o2, e2 = _channel_at(c0 + 2, C, N_PERM, perm_row, sg_c, CHANNEL_PERM)
+    if LIVE > 3:
+        o3, e3 = _channel_at(c0 + 3, C, N_PERM, perm_row, sg_c, CHANNEL_PERM)
     if ALL_EXACT:
         exact = True
     else:
@@ -834,7 +857,7 @@ def _pull_tile(
             ix, iy, _, _, _, _, k00, _, _, _ = _taps(u, v, in_ok, w * 1.0, h * 1.0, True, False)
             at = grad_view + (iy * sg_h + ix * sg_w)
             acc0, acc1, acc2, acc3 = _add_channels(
-                acc0, acc1, acc2, acc3, at, o0, o1, o2, o3, e0, e1, e2, e3, k00, 1.0, ACC, CHANNELS
+                acc0, acc1, acc2, acc3, at, o0, o1, o2, o3, e0, e1, e2, e3, k00, 1.0, ACC, LIVE, CHECK_C
             )
     else:
         row = pull_ptr + elem * PULL_SLOTS
@@ -853,7 +876,8 @@ def _pull_tile(
             ii = i0 + di
             for dj in range(kj):
                 jj = j0 + dj
-                # (pixels past the input's edge, r ≥ H or q ≥ W, read valid gradient pixels too: never stored)
+                # (pixels past the input's edge, r ≥ H or q ≥ W, read valid gradient pixels too: never stored;
+                # a candidate outside the view is masked, its address never dereferenced)
                 ok = (ii >= 0) & (ii < h) & (jj >= 0) & (jj < w)
                 u, v = _source_coords(m00, m01, m02, m10, m11, m12, jj.to(tl.float32), ii.to(tl.float32))
                 if NEAREST:
@@ -863,17 +887,16 @@ def _pull_tile(
                     y0 = tl.floor(v)
                     fx = u - x0
                     fy = v - y0
-                    wx = tl.where(x0 == uu, 1.0 - fx, tl.where((x0 + 1.0 == uu) & (fx != 0.0), fx, 0.0))
-                    wy = tl.where(y0 == vv, 1.0 - fy, tl.where((y0 + 1.0 == vv) & (fy != 0.0), fy, 0.0))
+                    # (the second tap's weight is fx; where fx is 0 so is wt, and the pixel is masked below)
+                    wx = tl.where(x0 == uu, 1.0 - fx, tl.where(x0 + 1.0 == uu, fx, 0.0))
+                    wy = tl.where(y0 == vv, 1.0 - fy, tl.where(y0 + 1.0 == vv, fy, 0.0))
                     wt = wx * wy
                 ok = ok & (wt != 0.0)
                 if IN_RANGE:
                     ok = ok & (tl.minimum(u, v) >= 0.0) & (u <= w_last) & (v <= h_last)
-                at = grad_view + (
-                    tl.minimum(tl.maximum(ii, 0), h - 1) * sg_h + tl.minimum(tl.maximum(jj, 0), w - 1) * sg_w
-                )
+                at = grad_view + (ii * sg_h + jj * sg_w)
                 acc0, acc1, acc2, acc3 = _add_channels(
-                    acc0, acc1, acc2, acc3, at, o0, o1, o2, o3, e0, e1, e2, e3, ok, wt, ACC, CHANNELS
+                    acc0, acc1, acc2, acc3, at, o0, o1, o2, o3, e0, e1, e2, e3, ok, wt, ACC, LIVE, CHECK_C
                 )
     return acc0, acc1, acc2, acc3
 
@@ -907,7 +930,9 @@ def orbit_backward_kernel(
     ALL_EXACT: tl.constexpr,
     ALIGNED: tl.constexpr,
     ACC: tl.constexpr,
-    CHANNELS: tl.constexpr,
+    CHANNELS: tl.constexpr,  # channels stacked per block (a power of 2)
+    LIVE: tl.constexpr,  # channels read per block (≤ CHANNELS; see _channel_blocks)
+    CHECK_C: tl.constexpr,  # whether a block may pass the last channel
     TILE_H: tl.constexpr,
     TILE_W: tl.constexpr,
     IN_RANGE: tl.constexpr,  # border/reflection: the in-range part only (see _pull_tile)
@@ -920,9 +945,10 @@ def orbit_backward_kernel(
     r, q, r0, q0 = _tile_coords(pid - b * tiles, W, TILE_H, TILE_W)
     grad_b = grad_ptr + b.to(tl.int64) * sg_b
     gx_b = gx_ptr + b.to(tl.int64) * sgx_b
-    for c0 in range(0, C, CHANNELS):
-        c = c0 + tl.arange(0, CHANNELS)
-        c_ok = (c < C)[:, None, None]
+    for c0 in range(0, C, LIVE):
+        k = tl.arange(0, CHANNELS)
+        c = c0 + k
+        c_ok = ((k < LIVE) & (c < C))[:, None, None]
         acc0 = tl.zeros([TILE_H, TILE_W], dtype=ACC)  # one 2-D sum per channel, stacked after the views
         acc1 = tl.zeros([TILE_H, TILE_W], dtype=ACC)
         acc2 = tl.zeros([TILE_H, TILE_W], dtype=ACC)
@@ -958,6 +984,8 @@ def orbit_backward_kernel(
                 ALIGNED,
                 ACC,
                 CHANNELS,
+                LIVE,
+                CHECK_C,
                 TILE_H,
                 TILE_W,
                 IN_RANGE,
@@ -1062,7 +1090,9 @@ def transform_backward_kernel(
     NEED_GX: tl.constexpr,  # the adjoint to x by pull (all of it with zero padding; IN_RANGE: its in-range part)
     NEED_DOT: tl.constexpr,  # <grad[b], T_g x[b]> for every g (mixture straight-through)
     ACC: tl.constexpr,
-    CHANNELS: tl.constexpr,
+    CHANNELS: tl.constexpr,  # channels stacked per block (a power of 2)
+    LIVE: tl.constexpr,  # channels read per block (≤ CHANNELS; see _channel_blocks)
+    CHECK_C: tl.constexpr,  # whether a block may pass the last channel
     TILE_H: tl.constexpr,
     TILE_W: tl.constexpr,
     IN_RANGE: tl.constexpr,  # border/reflection: pull the in-range part only (see _pull_tile)
@@ -1082,9 +1112,10 @@ def transform_backward_kernel(
     if NEED_GX:
         gx_b = gx_ptr + b.to(tl.int64) * sgx_b
         gx_off = (r[:, None] * sgx_h + q[None, :] * sgx_w)[None, :, :]
-        for c0 in range(0, C, CHANNELS):
-            c = c0 + tl.arange(0, CHANNELS)
-            c_ok = (c < C)[:, None, None]
+        for c0 in range(0, C, LIVE):
+            k = tl.arange(0, CHANNELS)
+            c = c0 + k
+            c_ok = ((k < LIVE) & (c < C))[:, None, None]
             zero = tl.zeros([TILE_H, TILE_W], dtype=ACC)
             acc0, acc1, acc2, acc3 = _pull_tile(
                 zero,
@@ -1115,6 +1146,8 @@ def transform_backward_kernel(
                 ALIGNED,
                 ACC,
                 CHANNELS,
+                LIVE,
+                CHECK_C,
                 TILE_H,
                 TILE_W,
                 IN_RANGE,
@@ -1478,6 +1511,18 @@ def _resample_config(h: int, w: int, C: int, dtype: torch.dtype, kind: str) -> t
     return tuple(cfg.items())
 
 
+def _channel_blocks(C: int, channels: int) -> dict:
+    """``LIVE`` and ``CHECK_C`` of the pull kernels for ``C`` channels in blocks of at most ``channels``: the
+    largest block that splits ``C`` evenly into as many blocks as ``channels`` would (RGB: one block of 3,
+    rather than 4 with one channel loaded, added and tested for nothing per candidate), and no test of the
+    channel count per load; else blocks of ``channels`` that test it (C = 5: 4 + 1)."""
+    blocks = cdiv(C, channels)
+    for live in range(channels, 0, -1):
+        if C % live == 0 and C // live == blocks:
+            return dict(LIVE=live, CHECK_C=False)
+    return dict(LIVE=channels, CHECK_C=True)
+
+
 def _check_plane(name: str, t: torch.Tensor, hw_dims=(-2, -1)) -> None:
     # In-plane offsets are int32 (batch/channel offsets are int64).
     extent = sum((t.shape[d] - 1) * abs(t.stride(d)) for d in hw_dims) + 1
@@ -1641,7 +1686,7 @@ def orbit_backward(
         sgx_b=target.stride(0), sgx_c=target.stride(1), sgx_h=target.stride(2), sgx_w=target.stride(3),
         C=C, H=H, W=W, h=h, w=w, N=N, NEAREST=nearest, ALL_EXACT=bool(all_exact),
         ALIGNED=_aligned(aligned, meta, kind),
-        ACC=acc_tl(out.dtype), IN_RANGE=folded, **meta,
+        ACC=acc_tl(out.dtype), IN_RANGE=folded, **meta, **_channel_blocks(C, meta["CHANNELS"]),
     )  # fmt: skip
     if folded:
         _scatter_launch(grad, mats, None, all_exact, padding, nearest, target, (h, w), out_of_range=True)
@@ -1656,7 +1701,7 @@ def orbit_backward(
 # aten's grid_sample backward does). Both are exact; nearest views always scatter. Measured on one
 # H200 (bench/adjoint_check.py, bench/results/h200-2026-12-04-b, commit f1e928a), pull against
 # scatter: C8 B=64 32 → 96 0.50 / 0.93 ms, canonicalize C8 B=256 224² 1.90 / 2.31 ms, and the 224 → 96
-# shrink 0.56 / 0.52 ms (the one loss; the change after it, unmeasured, takes ~20% of the pull's
+# shrink 0.56 / 0.52 ms (the one loss; the two changes after it, unmeasured, take ~40% of the pull's
 # instructions per view and its barriers: docs/kernels.md, "Fewer candidates, shared by the channels").
 BORDER_ADJOINT = "pull"
 
@@ -1745,7 +1790,7 @@ def transform_backward(
             PADDING=PADDING_CODES[padding], NEAREST=nearest, ALL_EXACT=bool(all_exact),
             ALIGNED=_aligned(aligned, meta, kind),
             CHANNEL_PERM=chan_perm is not None, NEED_GX=pull_gx, NEED_DOT=dot is not None, ACC=acc_tl(x.dtype),
-            IN_RANGE=folded, **meta,
+            IN_RANGE=folded, **meta, **_channel_blocks(C, meta["CHANNELS"]),
         )  # fmt: skip
     if folded:  # the folded rest of the border/reflection adjoint
         _scatter_launch(grad.unsqueeze(1), mats, index, all_exact, padding, nearest, target, (H, W), out_of_range=True)

@@ -95,12 +95,26 @@ def test_regular_invert_permutes_channels_forward_and_backward(dev, rng):
     )
 
 
+def test_channel_blocks_split_evenly_or_test_the_count():
+    """Blocks of at most 4 (or 2) channels: RGB is one block of 3 with no per-load test of the channel count,
+    6 is two of 3; where no even split keeps the number of blocks (5, 7; 3 in blocks of 2) every load tests it."""
+    from canon.kernels.resample import _channel_blocks
+
+    want = {
+        (1, 1): (1, False), (2, 2): (2, False), (3, 4): (3, False), (4, 4): (4, False), (5, 4): (4, True),
+        (6, 4): (3, False), (7, 4): (4, True), (8, 4): (4, False), (64, 4): (4, False), (3, 2): (2, True),
+    }  # fmt: skip
+    got = {k: tuple(_channel_blocks(*k).values()) for k in want}
+    assert got == want
+
+
 @kernel_device
-@pytest.mark.parametrize("channels", [2, 4])
-def test_pull_channel_blocks_match_the_oracle(dev, channels, monkeypatch, rng):
+@pytest.mark.parametrize("channels,C", [(2, 5), (4, 5), (4, 3), (4, 6), (2, 3)])
+def test_pull_channel_blocks_match_the_oracle(dev, channels, C, monkeypatch, rng):
     """The pull adjoints sum each channel of a block in its own accumulator: blocks of 2 (float64's) and 4
-    channels over 5 channels (a partial last block), through shrinking, full-size and upsampling views, and a regular
-    invert (8 permuted channels: two blocks) through C8's non-permutation views, all equal the oracle."""
+    channels over C channels (5: a partial last block, tested per load; 3 and 6: even blocks of 3, untested), through
+    shrinking, full-size and upsampling views, and a regular invert (8 permuted channels: two blocks) through C8's
+    non-permutation views, all equal the oracle."""
     from canon.kernels import resample
 
     orig = resample.resample_config
@@ -110,15 +124,17 @@ def test_pull_channel_blocks_match_the_oracle(dev, channels, monkeypatch, rng):
         return dict(cfg, CHANNELS=channels) if kind == "pull" else cfg
 
     monkeypatch.setattr(resample, "resample_config", config)
-    x = torch.randn(1, 5, 6, 5, generator=rng)
+    x = torch.randn(1, C, 6, 5, generator=rng)
     for out_hw, crop, padding in (((4, 4), 0.9, "zeros"), ((6, 5), 1.0, "border"), ((8, 9), 0.8, "reflection")):
         t, td = _tables("C8", (6, 5), out_hw, crop), _tables("C8", (6, 5), out_hw, crop, dev=dev)
-        g = torch.randn(1, 8, 5, *out_hw, generator=rng)
+        g = torch.randn(1, 8, C, *out_hw, generator=rng)
         xr = x.clone().requires_grad_()
         (expect,) = torch.autograd.grad(oracle.orbit(xr, t.mats, t.exact, out_hw, padding, "bilinear"), xr, g)
         got = torch.full(x.shape, NAN, device=dev)
         resample.orbit_backward(g.to(dev), td.mats, td.pull, t.exact, t.aligned, (6, 5), padding, "bilinear", got)
         assert_close(to_cpu(got), expect, msg=f"orbit backward {out_hw} {padding}")
+    if C != 5:
+        return  # (the invert's 8 channels split alike whatever C)
     G = as_group("C8")
     y = torch.randn(2, 8, 6, 6, generator=rng)  # K = 1 regular field: channel h is group element h
     index = torch.tensor([1, 6])  # 45° and 270° views: non-permutation and permutation
