@@ -6,6 +6,7 @@ Usage::
                     [--modes forward,backward,full]
     python -m bench profile [--device cpu|cuda] [--steps 5] [--provider ours-reference] [--output-dir DIR]
     python -m bench kernels [--archs 80,90] [--output-dir DIR]
+    python -m bench wavefronts [--configs 8x16x1x2,...] [--sweep-log FILE]
     python -m bench accuracy [--providers ours,equiadapt-loop,equiadapt] [--epochs 3] [--seeds 0] [-- JOB OPTIONS]
     python -m bench overhead [--device cpu|cuda] [--calls 2000] [--output-dir DIR]
     python -m bench sweep [--quick] [--output-dir DIR]            (GPU: launch configurations of the resampling kernels)
@@ -107,6 +108,7 @@ SUBCOMMANDS = """subcommands (python -m bench SUBCOMMAND --help for their option
   kernels    registers, spills and memory widths of every kernel, compiled for sm_80/sm_90 without a GPU
   requests   memory requests per output element of each kernel variant, under the Triton interpreter
   accuracy   the default training job with canon's canonicalizer and with equiadapt's: accuracy, images/s
+  wavefronts warp requests and cache lines of the bilinear orbit's gathers per launch configuration (no GPU)
   plot       redraw the figures from a results.csv
 """
 
@@ -280,6 +282,10 @@ def main(argv: list[str] | None = None) -> int:
         from bench import accuracy
 
         return accuracy.main(argv[1:])
+    if argv and argv[0] == "wavefronts":
+        from bench import wavefronts
+
+        return wavefronts.main(argv[1:])
     if argv and argv[0] == "kernels":
         from bench import kernel_report
 
