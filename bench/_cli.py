@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import csv
 import os
 
 import torch
@@ -42,3 +43,11 @@ def prepare_output_dir(ap: argparse.ArgumentParser, path: str | None) -> None:
         ap.error(f"--output-dir {path}: cannot create the folder: {e.strerror or e}")
     if not os.access(path, os.W_OK | os.X_OK):
         ap.error(f"--output-dir {path} is not writable by this user")
+
+
+def write_csv_rows(path: str, rows: list[dict], fields=None) -> None:
+    """``rows`` (dicts) as a CSV file: the columns ``fields``, else the first row's keys, in order."""
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(fields or rows[0]))
+        w.writeheader()
+        w.writerows(rows)

@@ -18,13 +18,13 @@ the same run.
 from __future__ import annotations
 
 import argparse
-import csv
 import sys
 from dataclasses import dataclass
 
 import torch
 
 import canon
+from bench._cli import write_csv_rows
 
 __all__ = ["Case", "CASES", "gradients", "main"]
 
@@ -128,10 +128,7 @@ def main(argv: list[str] | None = None) -> int:
         diff = r["max_rel_diff_pull_vs_scatter"]
         print(f"{r['case']:58s} {r['adjoint']:8s} {r['median_ms']:10.4f} {r['pct_copy']:7.1f}  {diff}")
     if args.output:
-        with open(args.output, "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=list(rows[0]))
-            w.writeheader()
-            w.writerows(rows)
+        write_csv_rows(args.output, rows)
     return 0
 
 

@@ -10,11 +10,10 @@ Keys it does not know are kept: the table shows the known columns, the CSV every
 from __future__ import annotations
 
 import argparse
-import csv
 import os
 import sys
 
-from bench._cli import prepare_output_dir
+from bench._cli import prepare_output_dir, write_csv_rows
 
 # preferred column order; synonyms the report may use for the same quantity
 KNOWN = [
@@ -110,10 +109,7 @@ def main(argv: list[str]) -> int:
     if args.output_dir:
         keys = list(dict.fromkeys(k for r in rows for k in r))
         path = os.path.join(args.output_dir, "kernels.csv")
-        with open(path, "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=keys)
-            w.writeheader()
-            w.writerows({k: _cell(r.get(k, "")) for k in keys} for r in rows)
+        write_csv_rows(path, [{k: _cell(r.get(k, "")) for k in keys} for r in rows], keys)
         n_archs = len({r.get("arch") for r in rows}) or 1
         print(f"# {len(rows) // n_archs} kernel variants × {n_archs} archs ({len(rows)} compilations) → {path}")
     return 0

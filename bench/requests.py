@@ -22,13 +22,14 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import csv
 import os
 import subprocess
 import sys
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
+
+from bench._cli import write_csv_rows
 
 __all__ = ["count_requests", "Scenario", "scenarios", "measure", "main"]
 
@@ -226,9 +227,6 @@ def main(argv: list[str]) -> int:
     print(format_rows(rows))
     if args.output_dir:
         path = os.path.join(args.output_dir, "requests.csv")
-        with open(path, "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=list(rows[0]))
-            w.writeheader()
-            w.writerows(rows)
+        write_csv_rows(path, rows)
         print(f"# {len(rows)} variants → {path}")
     return 0

@@ -7,7 +7,6 @@ A row always comes back: ``status`` is ``ok``, ``unavailable`` (the provider can
 
 from __future__ import annotations
 
-import csv
 import datetime
 import os
 import platform
@@ -16,6 +15,7 @@ import subprocess
 import torch
 
 import canon
+from bench._cli import write_csv_rows
 from bench.registry import REGISTRY, Bench, Config, Unavailable, build
 from bench.timers import profile_call, time_cpu, time_cuda, time_interleaved
 
@@ -139,10 +139,7 @@ def add_speedups(rows: list[dict]) -> None:
 
 def write_csv(rows: list[dict], path: str) -> None:
     """``rows`` as a CSV file with :data:`COLUMNS` in order."""
-    with open(path, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=COLUMNS)
-        w.writeheader()
-        w.writerows(rows)
+    write_csv_rows(path, rows, COLUMNS)
 
 
 # -- one row -------------------------------------------------------------------------------

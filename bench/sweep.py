@@ -19,14 +19,13 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import csv
 import os
 import sys
 
 import torch
 
 import canon
-from bench._cli import prepare_output_dir
+from bench._cli import prepare_output_dir, write_csv_rows
 from canon.geometry import view_tables
 from canon.groups import as_group
 
@@ -211,8 +210,5 @@ def main(argv: list[str]) -> int:
         )
     print(f"# copy bandwidth {copy_gbps:.0f} GB/s")
     if args.output_dir:
-        with open(os.path.join(args.output_dir, "sweep.csv"), "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=list(rows[0]))
-            w.writeheader()
-            w.writerows(rows)
+        write_csv_rows(os.path.join(args.output_dir, "sweep.csv"), rows)
     return 0

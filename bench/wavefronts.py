@@ -24,7 +24,6 @@ it ranks the configurations it timed against each figure (Spearman correlation).
 from __future__ import annotations
 
 import argparse
-import csv
 import itertools
 import json
 import os
@@ -32,6 +31,8 @@ import re
 import subprocess
 import sys
 import tempfile
+
+from bench._cli import write_csv_rows
 
 __all__ = ["layout_slots", "load_layouts", "count", "spearman", "main"]
 
@@ -311,10 +312,7 @@ def main(argv: list[str]) -> int:
             print(f"# Spearman({k}, timed ms) over {len(both)} configurations: {rho:.3f}")
     if args.output_dir:
         path = os.path.join(args.output_dir, "wavefronts.csv")
-        with open(path, "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=list(table[0]))
-            w.writeheader()
-            w.writerows(table)
+        write_csv_rows(path, table)
         print(f"# {len(table)} configurations → {path}")
     return 0
 

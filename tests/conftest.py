@@ -261,3 +261,20 @@ def readme_block(marker: str) -> str:
     after = text[text.index(marker) :]
     start = after.index("```python\n") + len("```python\n")
     return after[start : after.index("```", start)]
+
+
+def compiled_json(code: str, timeout: int = 300):
+    """Run ``code`` in a fresh Python without ``TRITON_INTERPRET`` (the kernels compile for real GPU targets,
+    no GPU needed) from the repository root; the JSON it printed last after ``@@``."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    pytest.importorskip("triton", reason="compiling the kernels needs triton")
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    root = Path(__file__).resolve().parents[1]
+    run = [sys.executable, "-c", code]
+    proc = subprocess.run(run, cwd=root, env=env, capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return json.loads([ln for ln in proc.stdout.splitlines() if ln.startswith("@@")][-1][2:])

@@ -2,28 +2,17 @@
 sm_80 and sm_90 with no spills, keeps at least half occupancy on sm_90, copies with 128-bit
 stores, and needs no atomics except in the border/reflection scatter fallback."""
 
-import json
-import os
-import subprocess
-import sys
-
 import pytest
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from conftest import compiled_json
 
 
 @pytest.fixture(scope="module")
 def report():
-    pytest.importorskip("triton", reason="the compile gate needs triton")
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     code = (
         "import json; from canon.kernels.compile import compile_report; "
         "print('@@' + json.dumps(compile_report(jobs=2)))"
     )
-    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    line = [ln for ln in proc.stdout.splitlines() if ln.startswith("@@")][-1]
-    return json.loads(line[2:])
+    return compiled_json(code, timeout=600)
 
 
 def _where(r):
@@ -101,17 +90,13 @@ def test_pull_adjoint_loops_stay_lean():
     """The pull is bound by its instructions (H200, docs/kernels.md): its candidate and view loops stay under
     their budgets per channel read, and the loops inside the channel-block loop hold no barrier (no layout change
     per view)."""
-    pytest.importorskip("triton", reason="the compile gate needs triton")
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     code = (
         "import json; from canon.kernels import compile as kc\n"
         "v = next(v for v in kc.variants() if 'orbit_backward pull C8 224->96 crop' in v['labels'])\n"
         "ch = int(v['desc'].split('LIVE=')[1].split(',')[0])\n"
         "print('@@' + json.dumps([ch, kc.sass_loops(kc.sass(v, 90))]))"
     )
-    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    channels, loops = json.loads([ln for ln in proc.stdout.splitlines() if ln.startswith("@@")][-1][2:])
+    channels, loops = compiled_json(code)
 
     def inside(a, b):
         return a is not b and b["start"] <= a["start"] and a["end"] <= b["end"]

@@ -3,17 +3,14 @@ tallies of the interpreter's loads follow from them, and the compiled layouts ar
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
+from conftest import compiled_json
 
 from bench import wavefronts as wf
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # what sm_90 gives the taps of an 8×16 tile at 2 warps, and of a 16×8 one (TTGIR, 2026-12-04): rows vary fastest
 ROWS_8 = dict(sizePerThread=[1, 1, 1], threadsPerWarp=[1, 8, 4], warpsPerCTA=[1, 1, 2], order=[0, 1, 2])
 ROWS_16 = dict(sizePerThread=[1, 1, 1], threadsPerWarp=[1, 16, 2], warpsPerCTA=[1, 1, 2], order=[0, 1, 2])
@@ -86,15 +83,11 @@ def test_spearman_and_the_sweep_log(tmp_path):
 def test_compiled_layouts_are_read_from_the_ttgir():
     """Compiled for sm_90 without a GPU (a process without the interpreter): the tap loads of an 8×16 tile at
     2 warps have one blocked layout of 32 lanes over 2 warps."""
-    pytest.importorskip("triton", reason="the compile step needs triton")
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     code = (
         "import json; from bench import wavefronts as wf\n"
         "print('@@' + json.dumps(wf.load_layouts([(8, 16, 1, 2)], side=16)))"
     )
-    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    got = json.loads([ln for ln in proc.stdout.splitlines() if ln.startswith("@@")][-1][2:])
+    got = compiled_json(code)
     (lay,) = got["8x16x1x2"].values()
     assert int(np.prod(lay["threadsPerWarp"])) == 32 and int(np.prod(lay["warpsPerCTA"])) == 2
     assert list(got["8x16x1x2"]) == ["1x8x16"]
