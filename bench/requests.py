@@ -127,9 +127,21 @@ def _scenarios(B: int, C: int, side: int) -> list[tuple[str, Callable[[], Scenar
         up = torch.randn(out.shape, generator=g)
         return (lambda: torch.autograd.grad(out, (xr, onehot), up, retain_graph=True)), 4 * 3 * plane
 
-    def fwd(name, group, n, size, crop, padding, antialias=True):
+    def fwd(name, group, n, size, crop, padding, antialias=True, families=False):
         v = size or side
         run = orbit(group, size, crop, padding, antialias)
+        if families:  # the quarter-turn family path (kernels.resample.ORBIT_FAMILIES), on for this call only
+            plain = run
+
+            def run():
+                from canon.kernels import resample
+
+                saved, resample.ORBIT_FAMILIES = resample.ORBIT_FAMILIES, True
+                try:
+                    return plain()
+                finally:
+                    resample.ORBIT_FAMILIES = saved
+
         return name, lambda: Scenario(name, run, views(n, v), 4 * (plane + views(n, v)))
 
     def bwd(name, build):
@@ -146,6 +158,7 @@ def _scenarios(B: int, C: int, side: int) -> list[tuple[str, Callable[[], Scenar
     return [
         fwd("orbit exact C4 (tile copy)", "C4", 4, None, 1.0, "zeros"),
         fwd("orbit bilinear C8 (taps)", "C8", 8, None, 1.0, "zeros"),
+        fwd("orbit bilinear C8, quarter-turn families", "C8", 8, None, 1.0, "zeros", families=True),
         fwd("orbit bilinear C8 shrink, one tap", "C8", 8, half, 0.8, "border", antialias=False),
         fwd("orbit antialiased C8 shrink", "C8", 8, half, 0.8, "border"),
         ("canonicalize C8 45° (transform)", canon_fwd),

@@ -83,7 +83,7 @@ def cases(quick: bool) -> list[tuple[str, str, object, int]]:
         t = view_tables(as_group(group), tuple(x.shape[-2:]), (size, size), crop, dev)
         kind = "copy" if (t.exact and t.aligned and padding == "zeros") else "taps"
         o = torch.empty(x.shape[0], t.mats.shape[0], x.shape[1], size, size, device=dev)
-        fn = lambda: T.orbit(x, t.mats, t.pull, t.exact, t.aligned, (size, size), padding, "bilinear", out=o)  # noqa: E731
+        fn = lambda: T.orbit(x, t.mats, t.pull, t.exact, t.aligned, (size, size), padding, "bilinear", out=o, fam=t.fam)  # noqa: E731
         out.append((name, kind, fn, x.numel() * 4 + o.numel() * 4))
 
     # bilinear ("taps") cases first: the H100 run of 2026-11-28 found them the furthest from copy

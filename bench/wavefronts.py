@@ -24,6 +24,7 @@ it ranks the configurations it timed against each figure (Spearman correlation).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import itertools
 import json
 import os
@@ -90,6 +91,18 @@ def layout_slots(shape: tuple[int, ...], layout: dict):
     return out
 
 
+@contextlib.contextmanager
+def _families(on: bool):
+    """``kernels.resample.ORBIT_FAMILIES`` set to ``on`` inside the block."""
+    from canon.kernels import resample
+
+    saved, resample.ORBIT_FAMILIES = resample.ORBIT_FAMILIES, on
+    try:
+        yield
+    finally:
+        resample.ORBIT_FAMILIES = saved
+
+
 def _patched_config(config: tuple[int, int, int, int]):
     """A ``resample_config`` that gives ``kind == "taps"`` this configuration."""
     from canon.kernels import resample
@@ -127,7 +140,9 @@ def _orbit_case(group: str, side: int, dtype_name: str, device):
     return x, t, out
 
 
-def load_layouts(configs: list[tuple], group: str = "C8", side: int = 64, dtype: str = "float32") -> dict:
+def load_layouts(
+    configs: list[tuple], group: str = "C8", side: int = 64, dtype: str = "float32", families: bool = False
+) -> dict:
     """``{config: {shape: layout}}`` of the tensor loads of the orbit kernel compiled for sm_90 (no interpreter)."""
     import torch
 
@@ -144,8 +159,8 @@ def load_layouts(configs: list[tuple], group: str = "C8", side: int = 64, dtype:
         sink: list = []
         resample.resample_config = patched
         try:
-            with recording(sink):
-                resample.orbit_forward(x, t.mats, t.exact, t.aligned, (side, side), "zeros", "bilinear", o)
+            with recording(sink), _families(families):
+                resample.orbit_forward(x, t.mats, t.exact, t.aligned, (side, side), "zeros", "bilinear", o, fam=t.fam)
         finally:
             resample.resample_config = orig
         (la,) = sink
@@ -171,7 +186,7 @@ def _distinct(addr, act, unit: int):
     return int((((np.diff(u, axis=-1) != 0) & (u[..., 1:] >= 0)).sum(-1) + (u[..., 0] >= 0)).sum())
 
 
-def _count_config(name: str, shapes: dict, x, t, out, side: int) -> dict:
+def _count_config(name: str, shapes: dict, x, t, out, side: int, families: bool = False) -> dict:
     """The tallies of one configuration's launch (its loads mapped through ``shapes``' layouts)."""
     import numpy as np
     from triton.runtime.interpreter import InterpreterBuilder as IB
@@ -201,13 +216,14 @@ def _count_config(name: str, shapes: dict, x, t, out, side: int) -> dict:
     orig, patched = _patched_config(parse_config(name))
     IB.create_masked_load, resample.resample_config = counted, patched
     try:
-        resample.orbit_forward(x, t.mats, t.exact, t.aligned, (side, side), "zeros", "bilinear", out)
+        with _families(families):
+            resample.orbit_forward(x, t.mats, t.exact, t.aligned, (side, side), "zeros", "bilinear", out, fam=t.fam)
     finally:
         IB.create_masked_load, resample.resample_config = load, orig
     return {k: v / out.numel() for k, v in tally.items()}
 
 
-def count(layouts: dict, group: str = "C8", side: int = 64, dtype: str = "float32") -> dict:
+def count(layouts: dict, group: str = "C8", side: int = 64, dtype: str = "float32", families: bool = False) -> dict:
     """``{config: {requests, lines, sectors, lanes}}`` per output element, under the interpreter."""
     import torch
 
@@ -215,7 +231,7 @@ def count(layouts: dict, group: str = "C8", side: int = 64, dtype: str = "float3
         raise RuntimeError("count needs TRITON_INTERPRET=1 set before the kernels are imported")
     torch.manual_seed(0)
     x, t, out = _orbit_case(group, side, dtype, torch.device("cpu"))
-    return {name: _count_config(name, shapes, x, t, out, side) for name, shapes in layouts.items()}
+    return {name: _count_config(name, shapes, x, t, out, side, families) for name, shapes in layouts.items()}
 
 
 def spearman(a: list[float], b: list[float]) -> float:
@@ -254,6 +270,7 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--group", default="C8", help="the views' group (default C8)")
     ap.add_argument("--side", type=int, default=64, help="image side of the counted launch (default 64)")
     ap.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"))
+    ap.add_argument("--families", action="store_true", help="the quarter-turn family path (ORBIT_FAMILIES)")
     ap.add_argument("--sweep-log", default=None, help=f"rank against the times of '{SWEEP_CASE}' in this log")
     ap.add_argument("--output-dir", default=None, help="also write wavefronts.csv there")
     ap.add_argument("--layouts", default=None, help=argparse.SUPPRESS)  # (the interpreter half of the run)
@@ -278,7 +295,7 @@ def main(argv: list[str]) -> int:
         from bench._cli import prepare_output_dir
 
         prepare_output_dir(ap, args.output_dir)
-        layouts = load_layouts(configs, args.group, args.side, args.dtype)
+        layouts = load_layouts(configs, args.group, args.side, args.dtype, args.families)
         with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
             json.dump(layouts, f)
         try:
@@ -288,9 +305,10 @@ def main(argv: list[str]) -> int:
             os.unlink(f.name)
     with open(args.layouts) as f:
         layouts = json.load(f)
-    rows = count(layouts, args.group, args.side, args.dtype)
+    rows = count(layouts, args.group, args.side, args.dtype, args.families)
     timed = read_sweep(args.sweep_log) if args.sweep_log else {}
-    print(f"# per output element: orbit {args.group}, 1×3×{args.side}² → {args.side}², bilinear, {args.dtype}")
+    fams = ", quarter-turn families" if args.families else ""
+    print(f"# per output element: orbit {args.group}, 1×3×{args.side}² → {args.side}², bilinear, {args.dtype}{fams}")
     head = f"{'config':12s} " + " ".join(f"{k:>9s}" for k in FIELDS) + "  lines/request  layout of the taps"
     print(head + ("   timed ms" if timed else ""))
     table = []

@@ -52,7 +52,7 @@ __all__ = [
 
 def orbit(
     x, mats, pull, exact, aligned, h, w, padding, interpolation, out_dtype, channels_last,
-    aa_norm=None, aa_taps=0, aa_back_taps=0,
+    aa_norm=None, aa_taps=0, aa_back_taps=0, fam=None,
 ):  # fmt: skip
     if aa_norm is not None:
         return oracle.orbit_antialias(x, mats, pull, aa_norm, aa_taps, (h, w), padding, out_dtype, channels_last)

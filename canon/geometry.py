@@ -42,6 +42,7 @@ __all__ = [
     "group_table",
     "views_in_range",
     "pull_rows",
+    "quarter_turn_families",
     "copies_aligned",
     "transform_points",
     "transform_boxes",
@@ -115,13 +116,16 @@ class ViewTables(NamedTuple):
     windows for the gather adjoints (:func:`pull_rows`, built in plain Python so the CPU path
     needs no triton); ``exact``: every view is a pixel permutation; ``aligned``: every view
     that is a permutation (and its inverse) copies runs of source columns that start at
-    multiples of 16 (:func:`copies_aligned`), so the GPU copies can use 128-bit accesses.
+    multiples of 16 (:func:`copies_aligned`), so the GPU copies can use 128-bit accesses; ``fam``: the
+    views that are quarter turns of one another (:func:`quarter_turn_families`), or None.
     """
 
     mats: torch.Tensor
     pull: torch.Tensor
     exact: bool
     aligned: bool
+    # (F, 4) int32 quarter-turn families of square views (:func:`quarter_turn_families`), or None
+    fam: torch.Tensor | None = None
 
 
 # Device tables, built once per argument set (canon._cache: none is kept while tracing).
@@ -191,6 +195,50 @@ def copies_aligned(mats) -> bool:
     return True
 
 
+# The quarter turns of a square output grid of side s + 1 as affine maps of the output pixel (j, i):
+# Q_1 (j, i) = (s − i, j), Q_2 = Q_1², Q_3 = Q_1³ (exact pixel permutations).
+def _quarter_turn(k: int, s: float):
+    return {1: ((0, -1, s), (1, 0, 0)), 2: ((-1, 0, s), (0, -1, s)), 3: ((0, 1, 0), (-1, 0, s))}[k]
+
+
+def _compose(m, q):
+    """The affine map p ↦ m(q(p)) of two 2×3 maps."""
+    (a, b, c), (d, e, f) = m
+    (qa, qb, qc), (qd, qe, qf) = q
+    first = (a * qa + b * qd, a * qb + b * qe, a * qc + b * qf + c)
+    return first, (d * qa + e * qd, d * qb + e * qe, d * qc + e * qf + f)
+
+
+def quarter_turn_families(mats, out_hw: tuple[int, int]) -> list[list[int]] | None:
+    """Rows ``[base, g1, g2, g3]`` grouping the views whose matrices are the base's composed with a quarter turn
+    of the (square) output grid: ``M_gk = M_base ∘ Q_k`` (within 1e-9 per output pixel, float64 matrices), so
+    view ``gk`` is view ``base`` turned by k quarter turns, and the kernels can sample a family once; −1 where
+    no view is that turn. None when the views are not square or no two views are related.
+
+    Views come in the order of ``mats``; each view is in exactly one row, as its base or as a member.
+    """
+    h, w = out_hw
+    if h != w or len(mats) < 2:
+        return None
+    s = float(w - 1)
+    tol = 1e-9 * (1.0 + s)
+    close = lambda a, b: all(abs(x - y) <= tol for ra, rb in zip(a, b) for x, y in zip(ra, rb))  # noqa: E731
+    placed = [False] * len(mats)
+    rows = []
+    for g, m in enumerate(mats):
+        if placed[g]:
+            continue
+        placed[g] = True
+        row = [g, -1, -1, -1]
+        for k in (1, 2, 3):
+            turned = _compose(m, _quarter_turn(k, s))
+            hit = next((o for o in range(g + 1, len(mats)) if not placed[o] and close(mats[o], turned)), None)
+            if hit is not None:
+                row[k], placed[hit] = hit, True
+        rows.append(row)
+    return rows if len(rows) < len(mats) else None
+
+
 def _inverse_mats(mats):
     return tuple(((r[0], r[1], r[2]), (r[3], r[4], r[5])) for r in pull_rows(mats))
 
@@ -214,7 +262,9 @@ def view_tables(
             mats = tuple(mats[group.inverse(g)] for g in range(group.order))
         m = torch.tensor(mats, dtype=torch.float64).to(torch.float32).to(device)
         pull = torch.tensor(pull_rows(mats), dtype=torch.float64).to(torch.float32).to(device)
-        return ViewTables(m, pull, exact, copies_aligned(mats) and copies_aligned(_inverse_mats(mats)))
+        fam = quarter_turn_families(mats, tuple(out_hw))
+        fam = torch.tensor(fam, dtype=torch.int32, device=device) if fam is not None else None
+        return ViewTables(m, pull, exact, copies_aligned(mats) and copies_aligned(_inverse_mats(mats)), fam)
 
     return _cached(key, build)
 

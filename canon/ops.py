@@ -79,7 +79,7 @@ class Orbit(Op):
     """All views (B, N, C, h, w) of ``x`` (B, C, H, W) through the view tables."""
 
     name = "orbit"
-    tables = frozenset({"mats", "pull", "aa_norm", "chan_perm", "chan_inv"})  # constant device tables
+    tables = frozenset({"mats", "pull", "aa_norm", "fam", "chan_perm", "chan_inv"})  # constant device tables
     differentiable = ("x",)
 
     class Args(NamedTuple):
@@ -99,6 +99,8 @@ class Orbit(Op):
         aa_norm: Tensor | None = None
         aa_taps: int = 0
         aa_back_taps: int = 0
+        # the views' quarter-turn families (ViewTables.fam): the kernels may sample each family once
+        fam: Tensor | None = None
 
     class Backward(NamedTuple):
         grad: Tensor
@@ -122,7 +124,7 @@ class Orbit(Op):
         if _triton_for(x):
             return _triton().orbit(
                 x, a.mats, a.pull, a.exact, a.aligned, hw, a.padding, a.interpolation, a.out_dtype, a.channels_last,
-                out=out, aa_norm=a.aa_norm, aa_taps=a.aa_taps,
+                out=out, aa_norm=a.aa_norm, aa_taps=a.aa_taps, fam=a.fam,
             )  # fmt: skip
         if a.aa_norm is not None:
             return ref.orbit_antialias_fast(
@@ -607,7 +609,7 @@ def orbit(
     h, w = size
     a = Orbit.Args(
         x, tables.mats, tables.pull, tables.exact, tables.aligned, h, w, padding, interpolation, out_dtype,
-        channels_last,
+        channels_last, fam=getattr(tables, "fam", None),
     )  # fmt: skip
     if antialias is not None:
         a = a._replace(aa_norm=antialias.norm, aa_taps=antialias.taps, aa_back_taps=antialias.back_taps)

@@ -42,9 +42,10 @@ def _device(t: torch.Tensor):
 
 def orbit(
     x, mats, pull, exact, aligned, size, padding, interpolation, out_dtype=None, channels_last=False, out=None,
-    aa_norm=None, aa_taps=0,
+    aa_norm=None, aa_taps=0, fam=None,
 ) -> torch.Tensor:  # fmt: skip
-    """Views; antialiased (``aa_norm``, ``aa_taps`` from ``canon.geometry.antialias_tables``) when given."""
+    """Views; antialiased (``aa_norm``, ``aa_taps`` from ``canon.geometry.antialias_tables``) when given;
+    ``fam``: the views' quarter-turn families (``ViewTables.fam``), used where the kernels' switch allows."""
     B, C = x.shape[:2]
     h, w = size
     if out is None:
@@ -52,7 +53,7 @@ def orbit(
     with _device(x):
         if aa_norm is not None:
             return resample.orbit_antialias_forward(x, mats, pull, aa_norm, aa_taps, (h, w), padding, out)
-        return resample.orbit_forward(x, mats, exact, aligned, (h, w), padding, interpolation, out)
+        return resample.orbit_forward(x, mats, exact, aligned, (h, w), padding, interpolation, out, fam=fam)
 
 
 def orbit_backward(

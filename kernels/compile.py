@@ -112,6 +112,22 @@ def launch_scenarios() -> list[tuple[str, bool, object]]:
             interp,
             out_t,
         )
+    # quarter-turn families (resample.ORBIT_FAMILIES, off by default): C8 = 2 families, C16 = 4
+    for label, dt, n, hw, size, pad in (
+        ("C8 bilinear 224", f32, 8, 224, 224, "zeros"),
+        ("C16 224->96 crop border", f32, 16, 224, 96, "border"),
+        ("C8 bilinear 224 bf16", bf16, 8, 224, 224, "zeros"),
+    ):
+        mats, _ = tables(n)
+        saved, resample.ORBIT_FAMILIES = resample.ORBIT_FAMILIES, True
+        try:
+            record(
+                f"orbit families {label}", False, resample.orbit_forward,
+                t(B, 3, hw, hw, dtype=dt), mats, False, True, (size, size), pad, "bilinear",
+                t(B, n, 3, size, size, dtype=dt), fam=t(n // 4, 4, dtype=torch.int32),
+            )  # fmt: skip
+        finally:
+            resample.ORBIT_FAMILIES = saved
     mats, _ = tables(8)
     cl = torch.empty((B, 8, 96, 96, 3), device=meta).permute(0, 1, 4, 2, 3)
     record(

@@ -40,6 +40,7 @@ These kernels know tensors, strides and matrices, nothing about groups or traini
 from __future__ import annotations
 
 import functools
+import os
 
 import torch
 import triton
@@ -410,8 +411,15 @@ def _resample_tile(
     CHANNELS: tl.constexpr,
     TILE_H: tl.constexpr,
     TILE_W: tl.constexpr,
+    FAMILY: tl.constexpr = False,  # also store the tile, turned, into the views of the family's members
+    out_img=None,  # (FAMILY) pointer to the destination views of image b (view n: + n · so_n)
+    so_n=0,  # (FAMILY) view stride
+    g1=-1,
+    g2=-1,
+    g3=-1,  # (FAMILY) the views that are this one turned by 1, 2, 3 quarter turns, or −1
 ):
-    """One destination tile of one view, every channel, in chunks of CHANNELS."""
+    """One destination tile of one view, every channel, in chunks of CHANNELS (and, with ``FAMILY``, the
+    same values turned into the views ``g1``, ``g2``, ``g3``: see :func:`_store_turned`)."""
     r, q, r0, q0 = _tile_coords(t, w, TILE_H, TILE_W)
     m00, m01, m02, m10, m11, m12 = _load_matrix(mats_ptr, elem, MAT_SLOTS)
     pix_ok = (r < h)[:, None] & (q < w)[None, :]
@@ -484,6 +492,28 @@ def _resample_tile(
                 val.to(out_ty),
                 mask=c_ok & pix_ok[None, :, :],
             )
+            if FAMILY:
+                chan = (c.to(tl.int64) * so_c)[:, None, None]
+                keep = c_ok & pix_ok[None, :, :]
+                _store_turned(out_img, so_n, chan, so_h, so_w, r, q, w, g1, 1, val.to(out_ty), keep)
+                _store_turned(out_img, so_n, chan, so_h, so_w, r, q, w, g2, 2, val.to(out_ty), keep)
+                _store_turned(out_img, so_n, chan, so_h, so_w, r, q, w, g3, 3, val.to(out_ty), keep)
+
+
+@triton.jit
+def _store_turned(out_img, so_n, chan, so_h, so_w, r, q, w, g, K: tl.constexpr, val, keep):
+    """Store a tile of view ``n`` (rows ``r``, columns ``q`` of a square ``w × w`` plane) into view ``g``
+    (nothing when ``g`` < 0), the view whose matrix is view n's composed with ``K`` quarter turns of the
+    output grid, ``Q_1 (j, i) = (s − i, j)`` with s = w − 1 (``canon.geometry.quarter_turn_families``):
+    ``out_g[p] = out_n[Q_K p]``, so base pixel (j, i) = (q, r) lands at ``Q_K⁻¹ (q, r)``."""
+    s = w - 1
+    if K == 1:
+        off = (s - q)[None, :] * so_h + r[:, None] * so_w
+    elif K == 2:
+        off = (s - r)[:, None] * so_h + (s - q)[None, :] * so_w
+    else:
+        off = q[None, :] * so_h + (s - r)[:, None] * so_w
+    tl.store(out_img + g.to(tl.int64) * so_n + chan + off[None, :, :], val, mask=keep & (g >= 0))
 
 
 # ----------------------------------------------------------------------------- forward kernels
@@ -492,6 +522,7 @@ def orbit_kernel(
     # pointers
     x_ptr,  # (B, C, H, W) input, any strides
     mats_ptr,  # (N, MAT_SLOTS) float32 view matrices, contiguous
+    fam_ptr,  # (NV, 4) int32 quarter-turn families [base, g1, g2, g3] (FAMILIES), else unused
     out_ptr,  # (B, N, C, h, w) views, any strides
     # strides (elements)
     sx_b,
@@ -509,7 +540,7 @@ def orbit_kernel(
     W,  # input plane
     h,
     w,  # view plane
-    N,  # views per image
+    NV,  # programs' views per image: N, or the number of families (FAMILIES)
     # meta-parameters
     PADDING: tl.constexpr,  # PADDING_ZEROS | PADDING_BORDER | PADDING_REFLECTION
     NEAREST: tl.constexpr,  # nearest instead of bilinear
@@ -519,18 +550,31 @@ def orbit_kernel(
     CHANNELS: tl.constexpr,  # channels per chunk
     TILE_H: tl.constexpr,
     TILE_W: tl.constexpr,
+    FAMILIES: tl.constexpr,  # one program per (b, family, tile) samples its base view and stores all members
 ):
-    """``out[b, n] = view n of x[b]``: one program per (b, n, output tile)."""
+    """``out[b, n] = view n of x[b]``: one program per (b, n, output tile); with ``FAMILIES``, per
+    (b, family, tile): the base view's tile is sampled once and stored, turned, into its members' views."""
     pid = tl.program_id(0)
     tiles = tl.cdiv(h, TILE_H) * tl.cdiv(w, TILE_W)
     view = pid // tiles
-    b = view // N
-    n = view - b * N
+    b = view // NV
+    n = view - b * NV
+    g1 = -1
+    g2 = -1
+    g3 = -1
+    if FAMILIES:
+        row = fam_ptr + n * 4
+        g1 = tl.load(row + 1)
+        g2 = tl.load(row + 2)
+        g3 = tl.load(row + 3)
+        n = tl.load(row)
+    out_img = out_ptr + b.to(tl.int64) * so_b
     _resample_tile(
-        x_ptr + b.to(tl.int64) * sx_b, out_ptr + b.to(tl.int64) * so_b + n.to(tl.int64) * so_n, mats_ptr, n, x_ptr,
+        x_ptr + b.to(tl.int64) * sx_b, out_img + n.to(tl.int64) * so_n, mats_ptr, n, x_ptr,
         pid - view * tiles,
         sx_c, sx_h, sx_w, so_c, so_h, so_w, C, H, W, h, w, 1,
         PADDING, NEAREST, ALL_EXACT, ALIGNED, False, ACC, CHANNELS, TILE_H, TILE_W,
+        FAMILIES, out_img, so_n, g1, g2, g3,
     )  # fmt: skip
 
 
@@ -1554,7 +1598,7 @@ def _aligned(aligned: bool, meta: dict, kind: str) -> bool:
 
 
 def orbit_forward(
-    x, mats, all_exact: bool, aligned: bool, size, padding: str, interpolation: str, out: torch.Tensor
+    x, mats, all_exact: bool, aligned: bool, size, padding: str, interpolation: str, out: torch.Tensor, fam=None
 ) -> torch.Tensor:
     """Write all views of ``x`` (B, C, H, W) through ``mats`` (N, 2, 3) into ``out`` (B, N, C, h, w), any strides.
 
@@ -1570,17 +1614,40 @@ def orbit_forward(
     _check_plane("out", out)
     kind = _kind(all_exact, aligned, padding)
     meta, opts = _split(resample_config(h, w, C, out.dtype, kind))
+    families = _use_families(fam, kind, interpolation, x.dtype, (h, w))
+    nv = fam.shape[0] if families else N
     launch(
-        orbit_kernel, (B * N * _tiles(h, w, meta),), fp_fusion=False, **opts,
-        x_ptr=x, mats_ptr=mats, out_ptr=out,
+        orbit_kernel, (B * nv * _tiles(h, w, meta),), fp_fusion=False, **opts,
+        x_ptr=x, mats_ptr=mats, fam_ptr=fam if families else mats, out_ptr=out,
         sx_b=x.stride(0), sx_c=x.stride(1), sx_h=x.stride(2), sx_w=x.stride(3),
         so_b=out.stride(0), so_n=out.stride(1), so_c=out.stride(2), so_h=out.stride(3), so_w=out.stride(4),
-        C=C, H=H, W=W, h=h, w=w, N=N,
+        C=C, H=H, W=W, h=h, w=w, NV=nv,
         PADDING=PADDING_CODES[padding], NEAREST=interpolation == "nearest", ALL_EXACT=bool(all_exact),
         ALIGNED=_aligned(aligned, meta, kind),
-        ACC=acc_tl(x.dtype), **meta,
+        ACC=acc_tl(x.dtype), FAMILIES=families, **meta,
     )  # fmt: skip
     return out
+
+
+# Whether the bilinear orbit samples each quarter-turn family once (``canon.geometry.quarter_turn_families``:
+# C8's eight views are two families of four) and stores the tile turned into the other members' views: a
+# quarter of the gathers of C8/C16 views. The members' values then come from the base view's coordinates,
+# which differ from the member's own matrix by float32 rounding: up to 3.0e-5 of the oracle on uniform
+# noise at 224² (1.5e-6 at 16²; the direct path 1.1e-7), above the float32 test tolerance. Off until a GPU measures it
+# (docs/kernels.md, "Quarter-turn families"); float64 and nearest views never use it. The environment
+# variable CANON_ORBIT_FAMILIES=1 turns it on at import (to time both on a GPU without code changes).
+ORBIT_FAMILIES = os.environ.get("CANON_ORBIT_FAMILIES", "0") == "1"
+
+
+def _use_families(fam, kind: str, interpolation: str, dtype: torch.dtype, hw) -> bool:
+    return (
+        ORBIT_FAMILIES
+        and fam is not None
+        and kind == "taps"
+        and interpolation == "bilinear"
+        and dtype != torch.float64
+        and hw[0] == hw[1]
+    )
 
 
 def transform_forward(

@@ -17,6 +17,9 @@ from bench import requests  # noqa: E402
 BUDGETS = {
     # one bilinear view pixel: 4 tap loads, one store [4 lanes, 2.72× the minimum bytes]
     "orbit bilinear C8 (taps)": dict(load_lanes_per_out=4.0, amplification=3.0),
+    # the same views sampled once per quarter-turn family and stored turned (off by default): a quarter of
+    # the taps [1 lane, 1.35×]
+    "orbit bilinear C8, quarter-turn families": dict(load_lanes_per_out=1.2, amplification=1.5),
     # the triangle filter of a 2× shrink: a few dozen taps [74 lanes, 7.67×]
     "orbit antialiased C8 shrink": dict(load_lanes_per_out=80.0, amplification=8.5),
     # the gather adjoint: candidates per input pixel and view [32 lanes, 3.0×; 72 before the window

@@ -323,3 +323,78 @@ def test_padded_adjoint_routing(monkeypatch):
     monkeypatch.setattr(resample, "BORDER_ADJOINT", "auto")
     with pytest.raises(ValueError, match="BORDER_ADJOINT"):
         resample._pull_padded(False)
+
+
+def test_quarter_turn_families_group_the_turned_views():
+    """Views related by a quarter turn of the square output grid share a row [base, 1, 2, 3 turns]; every view
+    is in one row; views that are not square, or with no partner, have none."""
+    from canon.geometry import quarter_turn_families, view_matrices
+
+    def fam(group, in_hw, out_hw, crop=1.0):
+        return quarter_turn_families(view_matrices(as_group(group), in_hw, out_hw, crop)[0], out_hw)
+
+    assert fam("C8", (16, 16), (16, 16)) == [[0, 2, 4, 6], [1, 3, 5, 7]]
+    assert fam("C16", (224, 224), (96, 96), 0.8) == [[k, k + 4, k + 8, k + 12] for k in range(4)]
+    assert fam("D8", (13, 13), (7, 7), 0.9) == [[0, 2, 4, 6], [1, 3, 5, 7], [8, 10, 12, 14], [9, 11, 13, 15]]
+    # a non-square input: only the half turns map its crop onto itself
+    assert fam("C8", (5, 7), (5, 5)) == [[k, -1, k + 4, -1] for k in range(4)]
+    assert fam("C8", (7, 9), (5, 6), 0.8) is None  # views not square
+    assert fam("C3", (6, 6), (6, 6)) is None  # no view is a quarter turn of another
+
+
+FAMILY_CASES = [
+    # group, (H, W), (h, w), crop, padding, dtype
+    ("C8", (16, 16), (16, 16), 1.0, "zeros", torch.float32),
+    ("C16", (20, 20), (9, 9), 0.8, "border", torch.float32),
+    ("D8", (13, 13), (7, 7), 0.9, "reflection", torch.float32),
+    ("C8", (5, 7), (5, 5), 1.0, "zeros", torch.float32),  # half turns only
+    ("C8", (12, 12), (24, 24), 0.8, "border", torch.bfloat16),  # upsampling, several tiles per plane
+]
+
+
+@kernel_device
+@pytest.mark.parametrize("group,in_hw,out_hw,crop,padding,dtype", FAMILY_CASES)
+def test_family_path_samples_each_family_once_and_matches_the_oracle(
+    dev, group, in_hw, out_hw, crop, padding, dtype, monkeypatch, rng
+):
+    """With ``ORBIT_FAMILIES`` the orbit launches one program per (image, family, tile), writes every view (the
+    output is poisoned with NaN first) and equals the oracle within the dtype's tolerance: the members' values
+    come from the base view's coordinates, equal to their own up to float32 rounding."""
+    from canon.kernels import resample
+
+    launches = []
+    real = resample.launch
+
+    def spy(kernel, grid, *args, **kw):
+        launches.append((grid[0], kw.get("FAMILIES"), kw.get("TILE_H"), kw.get("TILE_W")))
+        return real(kernel, grid, *args, **kw)
+
+    monkeypatch.setattr(resample, "ORBIT_FAMILIES", True)
+    monkeypatch.setattr(resample, "launch", spy)
+    t, td = _tables(group, in_hw, out_hw, crop), _tables(group, in_hw, out_hw, crop, dev=dev)
+    B, n = 2, t.mats.shape[0]
+    x = torch.rand(B, 3, *in_hw, generator=rng).to(dtype)
+    out = torch.full((B, n, 3, *out_hw), NAN, dtype=dtype, device=dev)
+    triton_ops.orbit(x.to(dev), td.mats, td.pull, t.exact, t.aligned, out_hw, padding, "bilinear", out=out, fam=td.fam)
+    (grid, families, th, tw), f = launches[-1], td.fam.shape[0]
+    assert families and grid == B * f * -(-out_hw[0] // th) * -(-out_hw[1] // tw)
+    expect = oracle.orbit(x.float(), t.mats, t.exact, out_hw, padding, "bilinear").to(dtype)
+    assert_close(to_cpu(out), expect, dtype=dtype, msg=f"{group} {in_hw}->{out_hw} {padding} {dtype}")
+
+
+@kernel_device
+@pytest.mark.parametrize("dtype,interp", [(torch.float64, "bilinear"), (torch.float32, "nearest")])
+def test_family_path_leaves_float64_and_nearest_views_alone(dev, dtype, interp, monkeypatch, rng):
+    """float64 views keep their own coordinates (the oracle's to 1e-10), nearest ones their own rounding."""
+    from canon.kernels import resample
+
+    flags = []
+    real = resample.launch
+    monkeypatch.setattr(resample, "ORBIT_FAMILIES", True)
+    monkeypatch.setattr(
+        resample, "launch", lambda k, g, *a, **kw: (flags.append(kw.get("FAMILIES")), real(k, g, *a, **kw))
+    )
+    td = _tables("C8", (8, 8), (8, 8), dev=dev)
+    x = torch.rand(1, 2, 8, 8, generator=rng).to(dtype)
+    triton_ops.orbit(x.to(dev), td.mats, td.pull, td.exact, td.aligned, (8, 8), "zeros", interp, fam=td.fam)
+    assert flags == [False]
