@@ -398,3 +398,26 @@ def test_family_path_leaves_float64_and_nearest_views_alone(dev, dtype, interp, 
     x = torch.rand(1, 2, 8, 8, generator=rng).to(dtype)
     triton_ops.orbit(x.to(dev), td.mats, td.pull, td.exact, td.aligned, (8, 8), "zeros", interp, fam=td.fam)
     assert flags == [False]
+
+
+@kernel_device
+def test_public_orbit_hands_the_families_to_the_kernel(dev, monkeypatch, rng):
+    """``canon.orbit`` passes its tables' families down: with the switch on, C8 views of a square image launch
+    one program per family and tile, and equal the views with the switch off within the float32 tolerance."""
+    from canon.kernels import resample
+
+    flags = []
+    real = resample.launch
+
+    def spy(kernel, grid, *args, **kw):
+        flags.append(kw.get("FAMILIES"))
+        return real(kernel, grid, *args, **kw)
+
+    monkeypatch.setattr(resample, "launch", spy)
+    x = torch.rand(2, 3, 12, 12, generator=rng).to(dev)
+    with canon.use_backend("triton"):
+        plain = canon.orbit(x, "C8", antialias=False)
+        monkeypatch.setattr(resample, "ORBIT_FAMILIES", True)
+        turned = canon.orbit(x, "C8", antialias=False)
+    assert flags == [False, True]
+    assert_close(to_cpu(turned), to_cpu(plain))
