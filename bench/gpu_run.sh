@@ -84,8 +84,9 @@ else
   step bench 150 "$PY" -m bench --quick --device cuda --output-dir "$DIR/bench"
   # canon against what a PyTorch user writes: one batched grid_sample per op, eager and under torch.compile
   step peers 240 "$PY" -m bench --peers --device cuda --providers ours-triton,torch-batched,torch-compile --output-dir "$DIR/peers"
-  # the same forwards with the quarter-turn family path (kernels.resample.ORBIT_FAMILIES, off by default): A/B
-  step peers-families 90 env CANON_ORBIT_FAMILIES=1 "$PY" -m bench --peers --device cuda --providers ours-triton --modes forward --output-dir "$DIR/peers-families"
+  # ours again with the quarter-turn family path (kernels.resample.ORBIT_FAMILIES, off by default: the orbit
+  # forwards and the canonicalize/invert backwards' inner products): A/B against the peers step
+  step peers-families 120 env CANON_ORBIT_FAMILIES=1 "$PY" -m bench --peers --device cuda --providers ours-triton --output-dir "$DIR/peers-families"
   train train-fp32
   train train-graphed --cuda-graph   # the same run with the canonicalizer replayed from a CUDA graph
   train train-bf16 --amp bf16

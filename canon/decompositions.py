@@ -68,13 +68,13 @@ def orbit_backward(
     return ref.orbit_backward_ref(grad, mats, exact, (H, W), padding, interpolation, x_dtype)
 
 
-def transform(x, weights, index, mats, pull, exact, aligned, padding, interpolation, chan_perm, chan_inv):
+def transform(x, weights, index, mats, pull, exact, aligned, padding, interpolation, chan_perm, chan_inv, fam=None):
     return oracle.transform(x, weights, index, mats, exact, padding, interpolation, chan_perm)
 
 
 def transform_backward(
     grad, x, index, mats, pull, exact, aligned, padding, interpolation, need_x, need_weights, chan_perm, chan_inv,
-    backend=None,
+    fam=None, backend=None,
 ):  # fmt: skip
     gx, gw = ref.transform_backward_ref(
         grad, x, index, mats, exact, padding, interpolation, need_x, need_weights, chan_perm

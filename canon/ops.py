@@ -177,7 +177,7 @@ class Transform(Op):
     """``T_{index[b]} x[b]`` with the mixture straight-through gradient to ``weights`` (docs/spec.md §3.5)."""
 
     name = "transform"
-    tables = frozenset({"mats", "pull", "aa_norm", "chan_perm", "chan_inv"})  # constant device tables
+    tables = frozenset({"mats", "pull", "aa_norm", "fam", "chan_perm", "chan_inv"})  # constant device tables
     differentiable = ("x", "weights")
     backward_returns = tuple[Tensor, Tensor]
 
@@ -195,6 +195,8 @@ class Transform(Op):
         # (N, N') int64, applied before the resampling; None: scalar channels
         chan_perm: Tensor | None
         chan_inv: Tensor | None
+        # the views' quarter-turn families (ViewTables.fam): the backward's inner products may use them
+        fam: Tensor | None = None
 
     class Backward(NamedTuple):
         grad: Tensor
@@ -210,6 +212,7 @@ class Transform(Op):
         need_weights: bool
         chan_perm: Tensor | None
         chan_inv: Tensor | None
+        fam: Tensor | None = None
         backend: str | None = None
 
     @staticmethod
@@ -228,7 +231,7 @@ class Transform(Op):
     def save(a, outputs):
         return dict(
             x=a.x, index=a.index, mats=a.mats, pull=a.pull, exact=a.exact, aligned=a.aligned, padding=a.padding,
-            interpolation=a.interpolation, chan_perm=a.chan_perm, chan_inv=a.chan_inv,
+            interpolation=a.interpolation, chan_perm=a.chan_perm, chan_inv=a.chan_inv, fam=a.fam,
             w_dtype=None if a.weights is None else a.weights.dtype,
         )  # fmt: skip
 
@@ -244,7 +247,7 @@ class Transform(Op):
         if _triton_for(b.grad) and not (b.need_x and _scatter_adjoint_in_deterministic_mode(b.padding)):
             gx, gw = _triton().transform_backward(
                 b.grad, x, b.index, b.mats, b.pull, b.exact, b.aligned, b.padding, b.interpolation, b.need_x,
-                b.need_weights, b.chan_perm, b.chan_inv,
+                b.need_weights, b.chan_perm, b.chan_inv, fam=b.fam,
             )  # fmt: skip
         else:
             gx, gw = ref.transform_backward_ref(
@@ -627,7 +630,7 @@ def transform(
     chan_perm, chan_inv = chan_tables if chan_tables is not None else (None, None)
     a = Transform.Args(
         x, weights, index, tables.mats, tables.pull, tables.exact, tables.aligned, padding, interpolation, chan_perm,
-        chan_inv,
+        chan_inv, fam=getattr(tables, "fam", None),
     )  # fmt: skip
     return _call(Transform, a)
 

@@ -91,8 +91,10 @@ def transform_backward(
     need_weights=True,
     chan_perm=None,
     chan_inv=None,
+    fam=None,
 ):
-    """(grad_x in x.dtype or None, grad_weights (B, N) in the accumulation dtype or None)."""
+    """(grad_x in x.dtype or None, grad_weights (B, N) in the accumulation dtype or None); ``fam``: the
+    tables' quarter-turn families, used for the inner products where the kernels' switch allows."""
     gx = gw = None
     if need_x:
         gx = torch.empty(x.shape, dtype=x.dtype, device=x.device)
@@ -114,6 +116,7 @@ def transform_backward(
                 gw,
                 chan_perm,
                 chan_inv,
+                fam,
             )
     return gx, gw
 

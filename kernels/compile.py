@@ -258,6 +258,18 @@ def launch_scenarios() -> list[tuple[str, bool, object]]:
             t(B, C, 224, 224), t(B, C, 224, 224), idx, mats, pull, exact, True, pad, interp, t(B, C, 224, 224), None,
             perm, inv,
         )  # fmt: skip
+    # the inner products by quarter-turn family (resample.ORBIT_FAMILIES, off by default)
+    for label, pad in (("C8 bilinear 224", "zeros"), ("C8 border 224", "border")):
+        mats, pull = tables(8)
+        saved, resample.ORBIT_FAMILIES = resample.ORBIT_FAMILIES, True
+        try:
+            record(
+                f"transform_backward families {label}", False, resample.transform_backward,
+                t(B, 3, 224, 224), t(B, 3, 224, 224), idx, mats, pull, False, True, pad, "bilinear",
+                t(B, 3, 224, 224), t(B, 8), None, None, t(2, 4, dtype=torch.int32),
+            )  # fmt: skip
+        finally:
+            resample.ORBIT_FAMILIES = saved
     # ---- selection
     for n in (4, 8, 16):
         v, r = t(B, n, 128), t(128)

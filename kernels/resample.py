@@ -1095,6 +1095,76 @@ def _view_dot(
 
 
 @triton.jit
+def _family_dot(
+    x_b,  # pointer to one image of x
+    grad_b,  # pointer to the same image of the output gradient
+    pix_ok,  # [TILE_H, TILE_W] pixels inside the (square) plane
+    m00,
+    m01,
+    m02,
+    m10,
+    m11,
+    m12,  # the family's base view
+    g1,
+    g2,
+    g3,  # its members turned by 1, 2, 3 quarter turns, or −1
+    r,
+    q,  # [TILE_H] rows, [TILE_W] columns
+    W,  # plane side
+    C,
+    sx_c,
+    sx_h,
+    sx_w,
+    sg_c,
+    sg_h,
+    sg_w,
+    PADDING: tl.constexpr,
+    ACC: tl.constexpr,
+    ONE_TAP: tl.constexpr,
+    TILE_H: tl.constexpr,
+    TILE_W: tl.constexpr,
+):
+    """Per-pixel shares of ``<grad[b], T_g x[b]>`` for the four views of a quarter-turn family from one
+    sample of the base view: member k's view is the base's turned, ``(T_gk x)(p) = (T_base x)(Q_k p)``,
+    so its inner product is Σ_q grad(Q_k⁻¹ q)·(T_base x)(q), the gradient read at the turned pixel
+    (the offsets of :func:`_store_turned`). Returns four [1, TILE_H, TILE_W] tensors (base, k = 1, 2, 3)."""
+    part0 = tl.zeros([1, TILE_H, TILE_W], dtype=ACC)
+    part1 = tl.zeros([1, TILE_H, TILE_W], dtype=ACC)
+    part2 = tl.zeros([1, TILE_H, TILE_W], dtype=ACC)
+    part3 = tl.zeros([1, TILE_H, TILE_W], dtype=ACC)
+    Wf = W * 1.0
+    u, v = _source_coords(m00, m01, m02, m10, m11, m12, q[None, :].to(tl.float32), r[:, None].to(tl.float32))
+    u, v = _pad(u, v, Wf, Wf, PADDING)
+    ix, iy, wt00, wt01, wt10, wt11, k00, k01, k10, k11 = _taps(u, v, pix_ok, Wf, Wf, ONE_TAP, False)
+    s = W - 1
+    off0 = (r[:, None] * sg_h + q[None, :] * sg_w)[None, :, :]
+    off1 = ((s - q)[None, :] * sg_h + r[:, None] * sg_w)[None, :, :]
+    off2 = ((s - r)[:, None] * sg_h + (s - q)[None, :] * sg_w)[None, :, :]
+    off3 = (q[None, :] * sg_h + (s - r)[:, None] * sg_w)[None, :, :]
+    ok = pix_ok[None, :, :]
+    for c in range(0, C):
+        src_off = tl.cast(c, tl.int64) * sx_c
+        xs = _gather(
+            x_b, src_off, c < C, sx_h, sx_w, ix, iy, wt00, wt01, wt10, wt11, k00, k01, k10, k11, ACC, ONE_TAP
+        ).to(ACC)
+        gc = grad_b + tl.cast(c, tl.int64) * sg_c
+        part0 += xs * tl.load(gc + off0, mask=ok, other=0.0).to(ACC)
+        part1 += xs * tl.load(gc + off1, mask=ok & (g1 >= 0), other=0.0).to(ACC)
+        part2 += xs * tl.load(gc + off2, mask=ok & (g2 >= 0), other=0.0).to(ACC)
+        part3 += xs * tl.load(gc + off3, mask=ok & (g3 >= 0), other=0.0).to(ACC)
+    return part0, part1, part2, part3
+
+
+@triton.jit
+def _store_dot(dot_ptr, b, N, g, tiles, t, part, valid):
+    """The tile's share of ``<grad[b], T_g x[b]>`` (NaN for an invalid index) at ``dot[b, g, t]``; nothing for
+    g < 0."""
+    total = tl.sum(tl.sum(tl.sum(part, axis=2), axis=1), axis=0)
+    gs = tl.maximum(g, 0)
+    tl.store(dot_ptr + (b.to(tl.int64) * N + gs) * tiles + t, tl.where(valid, total, float("nan")), mask=g >= 0)
+
+
+@triton.jit
 def transform_backward_kernel(
     # pointers
     grad_ptr,  # (B, C, H, W) gradient of the output, any strides
@@ -1106,6 +1176,7 @@ def transform_backward_kernel(
     chan_inv_ptr,  # (N, N_PERM) its inverse (CHANNEL_PERM, for the adjoint)
     gx_ptr,  # (B, C, H, W) gradient of x, any strides (NEED_GX)
     dot_ptr,  # (B, N, tiles) ACC partial inner products per tile (NEED_DOT)
+    fam_ptr,  # (NF, 4) int32 quarter-turn families [base, g1, g2, g3] (FAMILIES), else unused
     # strides
     sg_b,
     sg_c,
@@ -1125,6 +1196,7 @@ def transform_backward_kernel(
     W,
     N,
     N_PERM,
+    NF,  # (FAMILIES) number of families
     # meta-parameters
     PADDING: tl.constexpr,
     NEAREST: tl.constexpr,
@@ -1140,6 +1212,7 @@ def transform_backward_kernel(
     TILE_H: tl.constexpr,
     TILE_W: tl.constexpr,
     IN_RANGE: tl.constexpr,  # border/reflection: pull the in-range part only (see _pull_tile)
+    FAMILIES: tl.constexpr = False,  # inner products per quarter-turn family (_family_dot); square planes
 ):
     """Backward of :func:`transform_kernel` for ``out[b] = T_{index[b]} x[b]``: one program per
     (b, tile) writes the adjoint to x on its tile and its share of every inner product."""
@@ -1203,7 +1276,34 @@ def transform_backward_kernel(
                 acc.to(gx_ptr.dtype.element_ty),
                 mask=c_ok & pix_ok[None, :, :],
             )
-    if NEED_DOT:
+    if NEED_DOT and FAMILIES:
+        x_b = x_ptr + b.to(tl.int64) * sx_b
+        for f in range(NF):
+            row = fam_ptr + f * 4
+            g0 = tl.load(row)
+            g1 = tl.load(row + 1)
+            g2 = tl.load(row + 2)
+            g3 = tl.load(row + 3)
+            m00, m01, m02, m10, m11, m12 = _load_matrix(mats_ptr, g0, MAT_SLOTS)
+            if ALL_EXACT:
+                one_tap = True
+            else:
+                one_tap = _is_permutation(m00, m01, m02, m10, m11, m12)
+            if one_tap:
+                p0, p1, p2, p3 = _family_dot(
+                    x_b, grad_b, pix_ok, m00, m01, m02, m10, m11, m12, g1, g2, g3, r, q, W, C,
+                    sx_c, sx_h, sx_w, sg_c, sg_h, sg_w, PADDING, ACC, True, TILE_H, TILE_W,
+                )  # fmt: skip
+            else:
+                p0, p1, p2, p3 = _family_dot(
+                    x_b, grad_b, pix_ok, m00, m01, m02, m10, m11, m12, g1, g2, g3, r, q, W, C,
+                    sx_c, sx_h, sx_w, sg_c, sg_h, sg_w, PADDING, ACC, False, TILE_H, TILE_W,
+                )  # fmt: skip
+            _store_dot(dot_ptr, b, N, g0, tiles, t, p0, valid)
+            _store_dot(dot_ptr, b, N, g1, tiles, t, p1, valid)
+            _store_dot(dot_ptr, b, N, g2, tiles, t, p2, valid)
+            _store_dot(dot_ptr, b, N, g3, tiles, t, p3, valid)
+    elif NEED_DOT:
         x_b = x_ptr + b.to(tl.int64) * sx_b
         grad_tile_off = (r[:, None] * sg_h + q[None, :] * sg_w)[None, :, :]
         Wf = W * 1.0
@@ -1615,6 +1715,7 @@ def orbit_forward(
     kind = _kind(all_exact, aligned, padding)
     meta, opts = _split(resample_config(h, w, C, out.dtype, kind))
     families = _use_families(fam, kind, interpolation, x.dtype, (h, w))
+    fam = dense(fam) if families else None
     nv = fam.shape[0] if families else N
     launch(
         orbit_kernel, (B * nv * _tiles(h, w, meta),), fp_fusion=False, **opts,
@@ -1818,6 +1919,7 @@ def transform_backward(
     grad_w,
     chan_perm=None,
     chan_inv=None,
+    fam=None,
 ) -> None:
     """Backward of :func:`transform_forward` over ``grad`` (B, C, H, W).
 
@@ -1842,6 +1944,8 @@ def transform_backward(
     target = _atomic_target(grad_x) if folded else grad_x
     dot = torch.empty((B, N, tiles), dtype=acc_dt, device=grad.device) if grad_w is not None else None
     n_perm = chan_perm.shape[1] if chan_perm is not None else 1
+    families = dot is not None and chan_perm is None and _use_families(fam, "taps", interpolation, x.dtype, (H, W))
+    fam = dense(fam) if families else None
     if pull_gx or dot is not None:
         gx = target if pull_gx else grad
         launch(
@@ -1849,15 +1953,15 @@ def transform_backward(
             grad_ptr=grad, x_ptr=x, mats_ptr=mats, pull_ptr=pull, index_ptr=index,
             chan_perm_ptr=chan_perm if chan_perm is not None else index,
             chan_inv_ptr=chan_inv if chan_inv is not None else index,
-            gx_ptr=gx, dot_ptr=dot if dot is not None else grad,
+            gx_ptr=gx, dot_ptr=dot if dot is not None else grad, fam_ptr=fam if families else mats,
             sg_b=grad.stride(0), sg_c=grad.stride(1), sg_h=grad.stride(2), sg_w=grad.stride(3),
             sx_b=x.stride(0), sx_c=x.stride(1), sx_h=x.stride(2), sx_w=x.stride(3),
             sgx_b=gx.stride(0), sgx_c=gx.stride(1), sgx_h=gx.stride(2), sgx_w=gx.stride(3),
-            C=C, H=H, W=W, N=N, N_PERM=n_perm,
+            C=C, H=H, W=W, N=N, N_PERM=n_perm, NF=fam.shape[0] if families else 0,
             PADDING=PADDING_CODES[padding], NEAREST=nearest, ALL_EXACT=bool(all_exact),
             ALIGNED=_aligned(aligned, meta, kind),
             CHANNEL_PERM=chan_perm is not None, NEED_GX=pull_gx, NEED_DOT=dot is not None, ACC=acc_tl(x.dtype),
-            IN_RANGE=folded, **meta, **_channel_blocks(C, meta["CHANNELS"]),
+            IN_RANGE=folded, FAMILIES=families, **meta, **_channel_blocks(C, meta["CHANNELS"]),
         )  # fmt: skip
     if folded:  # the folded rest of the border/reflection adjoint
         _scatter_launch(grad.unsqueeze(1), mats, index, all_exact, padding, nearest, target, (H, W), out_of_range=True)

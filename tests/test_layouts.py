@@ -271,7 +271,7 @@ def _transform_backward_args(dev):
 def _transform_backward_op(grad, x, index, mats, pull, backend):
     t = _c3(x.device)
     return torch.ops.canon.transform_backward(
-        grad, x, index, mats, pull, t.exact, t.aligned, "zeros", "bilinear", True, True, None, None, backend
+        grad, x, index, mats, pull, t.exact, t.aligned, "zeros", "bilinear", True, True, None, None, None, backend
     )
 
 
@@ -286,7 +286,7 @@ def _transform_backward_regular_op(grad, index, chan_perm, chan_inv, backend):
     x = _x(grad.device, C=4)
     return torch.ops.canon.transform_backward(
         grad, x, index, t.mats, t.pull, t.exact, t.aligned, "zeros", "bilinear", True, True, chan_perm, chan_inv,
-        backend,
+        None, backend,
     )  # fmt: skip
 
 
