@@ -136,11 +136,8 @@ def _scenarios(B: int, C: int, side: int) -> list[tuple[str, Callable[[], Scenar
             def run():
                 from canon.kernels import resample
 
-                saved, resample.ORBIT_FAMILIES = resample.ORBIT_FAMILIES, True
-                try:
+                with resample.orbit_families():
                     return plain()
-                finally:
-                    resample.ORBIT_FAMILIES = saved
 
         return name, lambda: Scenario(name, run, views(n, v), 4 * (plane + views(n, v)))
 

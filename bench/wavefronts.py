@@ -24,7 +24,6 @@ it ranks the configurations it timed against each figure (Spearman correlation).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import itertools
 import json
 import os
@@ -91,16 +90,10 @@ def layout_slots(shape: tuple[int, ...], layout: dict):
     return out
 
 
-@contextlib.contextmanager
 def _families(on: bool):
-    """``kernels.resample.ORBIT_FAMILIES`` set to ``on`` inside the block."""
     from canon.kernels import resample
 
-    saved, resample.ORBIT_FAMILIES = resample.ORBIT_FAMILIES, on
-    try:
-        yield
-    finally:
-        resample.ORBIT_FAMILIES = saved
+    return resample.orbit_families(on)
 
 
 def _patched_config(config: tuple[int, int, int, int]):

@@ -119,15 +119,12 @@ def launch_scenarios() -> list[tuple[str, bool, object]]:
         ("C8 bilinear 224 bf16", bf16, 8, 224, 224, "zeros"),
     ):
         mats, _ = tables(n)
-        saved, resample.ORBIT_FAMILIES = resample.ORBIT_FAMILIES, True
-        try:
+        with resample.orbit_families():
             record(
                 f"orbit families {label}", False, resample.orbit_forward,
                 t(B, 3, hw, hw, dtype=dt), mats, False, True, (size, size), pad, "bilinear",
                 t(B, n, 3, size, size, dtype=dt), fam=t(n // 4, 4, dtype=torch.int32),
             )  # fmt: skip
-        finally:
-            resample.ORBIT_FAMILIES = saved
     mats, _ = tables(8)
     cl = torch.empty((B, 8, 96, 96, 3), device=meta).permute(0, 1, 4, 2, 3)
     record(
@@ -261,15 +258,12 @@ def launch_scenarios() -> list[tuple[str, bool, object]]:
     # the inner products by quarter-turn family (resample.ORBIT_FAMILIES, off by default)
     for label, pad in (("C8 bilinear 224", "zeros"), ("C8 border 224", "border")):
         mats, pull = tables(8)
-        saved, resample.ORBIT_FAMILIES = resample.ORBIT_FAMILIES, True
-        try:
+        with resample.orbit_families():
             record(
                 f"transform_backward families {label}", False, resample.transform_backward,
                 t(B, 3, 224, 224), t(B, 3, 224, 224), idx, mats, pull, False, True, pad, "bilinear",
                 t(B, 3, 224, 224), t(B, 8), None, None, t(2, 4, dtype=torch.int32),
             )  # fmt: skip
-        finally:
-            resample.ORBIT_FAMILIES = saved
     # ---- selection
     for n in (4, 8, 16):
         v, r = t(B, n, 128), t(128)

@@ -39,6 +39,7 @@ These kernels know tensors, strides and matrices, nothing about groups or traini
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 
@@ -1738,6 +1739,17 @@ def orbit_forward(
 # (docs/kernels.md, "Quarter-turn families"); float64 and nearest views never use it. The environment
 # variable CANON_ORBIT_FAMILIES=1 turns it on at import (to time both on a GPU without code changes).
 ORBIT_FAMILIES = os.environ.get("CANON_ORBIT_FAMILIES", "0") == "1"
+
+
+@contextlib.contextmanager
+def orbit_families(on: bool = True):
+    """:data:`ORBIT_FAMILIES` set to ``on`` inside the block (restored after it)."""
+    global ORBIT_FAMILIES
+    saved, ORBIT_FAMILIES = ORBIT_FAMILIES, bool(on)
+    try:
+        yield
+    finally:
+        ORBIT_FAMILIES = saved
 
 
 def _use_families(fam, kind: str, interpolation: str, dtype: torch.dtype, hw) -> bool:

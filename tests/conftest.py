@@ -278,3 +278,19 @@ def compiled_json(code: str, timeout: int = 300):
     proc = subprocess.run(run, cwd=root, env=env, capture_output=True, text=True, timeout=timeout)
     assert proc.returncode == 0, proc.stderr[-4000:]
     return json.loads([ln for ln in proc.stdout.splitlines() if ln.startswith("@@")][-1][2:])
+
+
+def spy_launches(monkeypatch) -> list:
+    """Record ``(grid, keyword arguments)`` of every launch of ``canon.kernels.resample`` from now on (the
+    launches still run): what a launcher chose, e.g. ``FAMILIES``."""
+    from canon.kernels import resample
+
+    seen = []
+    real = resample.launch
+
+    def spy(kernel, grid, *args, **kw):
+        seen.append((tuple(grid), kw))
+        return real(kernel, grid, *args, **kw)
+
+    monkeypatch.setattr(resample, "launch", spy)
+    return seen

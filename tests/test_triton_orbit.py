@@ -4,7 +4,7 @@ interpreter on CPU here and on compiled kernels on a CUDA machine (``make test-g
 
 import pytest
 import torch
-from conftest import assert_close, assert_within_torch_error, kernel_device, to_cpu
+from conftest import assert_close, assert_within_torch_error, kernel_device, spy_launches, to_cpu
 
 pytest.importorskip("triton", reason="the Triton path needs triton")
 
@@ -362,22 +362,16 @@ def test_family_path_samples_each_family_once_and_matches_the_oracle(
     come from the base view's coordinates, equal to their own up to float32 rounding."""
     from canon.kernels import resample
 
-    launches = []
-    real = resample.launch
-
-    def spy(kernel, grid, *args, **kw):
-        launches.append((grid[0], kw.get("FAMILIES"), kw.get("TILE_H"), kw.get("TILE_W")))
-        return real(kernel, grid, *args, **kw)
-
+    launches = spy_launches(monkeypatch)
     monkeypatch.setattr(resample, "ORBIT_FAMILIES", True)
-    monkeypatch.setattr(resample, "launch", spy)
     t, td = _tables(group, in_hw, out_hw, crop), _tables(group, in_hw, out_hw, crop, dev=dev)
     B, n = 2, t.mats.shape[0]
     x = torch.rand(B, 3, *in_hw, generator=rng).to(dtype)
     out = torch.full((B, n, 3, *out_hw), NAN, dtype=dtype, device=dev)
     triton_ops.orbit(x.to(dev), td.mats, td.pull, t.exact, t.aligned, out_hw, padding, "bilinear", out=out, fam=td.fam)
-    (grid, families, th, tw), f = launches[-1], td.fam.shape[0]
-    assert families and grid == B * f * -(-out_hw[0] // th) * -(-out_hw[1] // tw)
+    (grid,), kw = launches[-1]
+    th, tw, f = kw["TILE_H"], kw["TILE_W"], td.fam.shape[0]
+    assert kw["FAMILIES"] and grid == B * f * -(-out_hw[0] // th) * -(-out_hw[1] // tw)
     expect = oracle.orbit(x.float(), t.mats, t.exact, out_hw, padding, "bilinear").to(dtype)
     assert_close(to_cpu(out), expect, dtype=dtype, msg=f"{group} {in_hw}->{out_hw} {padding} {dtype}")
 
@@ -388,16 +382,12 @@ def test_family_path_leaves_float64_and_nearest_views_alone(dev, dtype, interp, 
     """float64 views keep their own coordinates (the oracle's to 1e-10), nearest ones their own rounding."""
     from canon.kernels import resample
 
-    flags = []
-    real = resample.launch
+    launches = spy_launches(monkeypatch)
     monkeypatch.setattr(resample, "ORBIT_FAMILIES", True)
-    monkeypatch.setattr(
-        resample, "launch", lambda k, g, *a, **kw: (flags.append(kw.get("FAMILIES")), real(k, g, *a, **kw))
-    )
     td = _tables("C8", (8, 8), (8, 8), dev=dev)
     x = torch.rand(1, 2, 8, 8, generator=rng).to(dtype)
     triton_ops.orbit(x.to(dev), td.mats, td.pull, td.exact, td.aligned, (8, 8), "zeros", interp, fam=td.fam)
-    assert flags == [False]
+    assert [kw["FAMILIES"] for _, kw in launches] == [False]
 
 
 @kernel_device
@@ -406,18 +396,11 @@ def test_public_orbit_hands_the_families_to_the_kernel(dev, monkeypatch, rng):
     one program per family and tile, and equal the views with the switch off within the float32 tolerance."""
     from canon.kernels import resample
 
-    flags = []
-    real = resample.launch
-
-    def spy(kernel, grid, *args, **kw):
-        flags.append(kw.get("FAMILIES"))
-        return real(kernel, grid, *args, **kw)
-
-    monkeypatch.setattr(resample, "launch", spy)
+    launches = spy_launches(monkeypatch)
     x = torch.rand(2, 3, 12, 12, generator=rng).to(dev)
     with canon.use_backend("triton"):
         plain = canon.orbit(x, "C8", antialias=False)
         monkeypatch.setattr(resample, "ORBIT_FAMILIES", True)
         turned = canon.orbit(x, "C8", antialias=False)
-    assert flags == [False, True]
+    assert [kw["FAMILIES"] for _, kw in launches] == [False, True]
     assert_close(to_cpu(turned), to_cpu(plain))

@@ -4,7 +4,7 @@ Triton interpreter on CPU here and on compiled kernels on a CUDA machine (``make
 
 import pytest
 import torch
-from conftest import assert_close, kernel_device, to_cpu
+from conftest import assert_close, kernel_device, spy_launches, to_cpu
 
 pytest.importorskip("triton", reason="the Triton path needs triton")
 
@@ -269,14 +269,7 @@ def test_family_inner_products_match_the_oracle(dev, group, side, padding, monke
     the inner-product tolerance, and the adjoint to x is the same bits as without."""
     from canon.kernels import resample
 
-    flags = []
-    real = resample.launch
-
-    def spy(kernel, grid, *args, **kw):
-        flags.append(kw.get("FAMILIES"))
-        return real(kernel, grid, *args, **kw)
-
-    monkeypatch.setattr(resample, "launch", spy)
+    launches = spy_launches(monkeypatch)
     t, td = _tables(group, (side, side), (side, side)), _tables(group, (side, side), (side, side), dev=dev)
     n = t.mats.shape[0]
     x = torch.rand(3, 3, side, side, generator=rng)
@@ -286,6 +279,7 @@ def test_family_inner_products_match_the_oracle(dev, group, side, padding, monke
     gx0, _ = triton_ops.transform_backward(*args, True, True, fam=td.fam)
     monkeypatch.setattr(resample, "ORBIT_FAMILIES", True)
     gx, gw = triton_ops.transform_backward(*args, True, True, fam=td.fam)
+    flags = [kw.get("FAMILIES") for _, kw in launches]
     assert [f for f in flags if f is not None] == [False, True]  # (the folded scatter of padded views has no flag)
     xr = x.double().requires_grad_()
     w = torch.zeros(3, n, dtype=torch.float64, requires_grad=True)
