@@ -421,6 +421,7 @@ def _resample_tile(
 ):
     """One destination tile of one view, every channel, in chunks of CHANNELS (and, with ``FAMILY``, the
     same values turned into the views ``g1``, ``g2``, ``g3``: see :func:`_store_turned`)."""
+    tl.static_assert(not (FAMILY and ALIGNED), "_resample_tile: families are sampled views, not tile copies")
     r, q, r0, q0 = _tile_coords(t, w, TILE_H, TILE_W)
     m00, m01, m02, m10, m11, m12 = _load_matrix(mats_ptr, elem, MAT_SLOTS)
     pix_ok = (r < h)[:, None] & (q < w)[None, :]
@@ -1705,7 +1706,9 @@ def orbit_forward(
 
     ``all_exact``: every matrix is a signed permutation with integer translation;
     ``aligned``: the translations of those that are put every copied run on a multiple of 16
-    (ascending axes at multiples of 16, reversed axes one below).
+    (ascending axes at multiples of 16, reversed axes one below); ``fam``: the views' quarter-turn
+    families (``canon.geometry.quarter_turn_families``), sampled once each where :data:`ORBIT_FAMILIES`
+    allows.
     """
     B, C, H, W = x.shape
     N = mats.shape[0]
