@@ -1718,7 +1718,7 @@ def orbit_forward(
     _check_plane("out", out)
     kind = _kind(all_exact, aligned, padding)
     meta, opts = _split(resample_config(h, w, C, out.dtype, kind))
-    families = _use_families(fam, kind, interpolation, x.dtype, (h, w))
+    families = _use_families(fam, kind, interpolation, (x.dtype, out.dtype), (h, w))
     fam = dense(fam) if families else None
     nv = fam.shape[0] if families else N
     launch(
@@ -1755,13 +1755,14 @@ def orbit_families(on: bool = True):
         ORBIT_FAMILIES = saved
 
 
-def _use_families(fam, kind: str, interpolation: str, dtype: torch.dtype, hw) -> bool:
+def _use_families(fam, kind: str, interpolation: str, dtypes: tuple, hw) -> bool:
+    """Whether a launch samples by family: the switch, square bilinear views, and no float64 in or out."""
     return (
         ORBIT_FAMILIES
         and fam is not None
         and kind == "taps"
         and interpolation == "bilinear"
-        and dtype != torch.float64
+        and torch.float64 not in dtypes
         and hw[0] == hw[1]
     )
 
@@ -1959,7 +1960,7 @@ def transform_backward(
     target = _atomic_target(grad_x) if folded else grad_x
     dot = torch.empty((B, N, tiles), dtype=acc_dt, device=grad.device) if grad_w is not None else None
     n_perm = chan_perm.shape[1] if chan_perm is not None else 1
-    families = dot is not None and chan_perm is None and _use_families(fam, "taps", interpolation, x.dtype, (H, W))
+    families = dot is not None and chan_perm is None and _use_families(fam, "taps", interpolation, (x.dtype,), (H, W))
     fam = dense(fam) if families else None
     if pull_gx or dot is not None:
         gx = target if pull_gx else grad

@@ -377,17 +377,25 @@ def test_family_path_samples_each_family_once_and_matches_the_oracle(
 
 
 @kernel_device
-@pytest.mark.parametrize("dtype,interp", [(torch.float64, "bilinear"), (torch.float32, "nearest")])
-def test_family_path_leaves_float64_and_nearest_views_alone(dev, dtype, interp, monkeypatch, rng):
-    """float64 views keep their own coordinates (the oracle's to 1e-10), nearest ones their own rounding."""
+@pytest.mark.parametrize(
+    "dtype,out_dtype,interp",
+    [(torch.float64, None, "bilinear"), (torch.float32, torch.float64, "bilinear"), (torch.float32, None, "nearest")],
+)
+def test_family_path_leaves_float64_and_nearest_views_alone(dev, dtype, out_dtype, interp, monkeypatch, rng):
+    """float64 views (in or out) keep their own coordinates (the oracle's to 1e-10), nearest ones their own
+    rounding."""
     from canon.kernels import resample
 
     launches = spy_launches(monkeypatch)
     monkeypatch.setattr(resample, "ORBIT_FAMILIES", True)
-    td = _tables("C8", (8, 8), (8, 8), dev=dev)
+    t, td = _tables("C8", (8, 8), (8, 8)), _tables("C8", (8, 8), (8, 8), dev=dev)
     x = torch.rand(1, 2, 8, 8, generator=rng).to(dtype)
-    triton_ops.orbit(x.to(dev), td.mats, td.pull, td.exact, td.aligned, (8, 8), "zeros", interp, fam=td.fam)
+    got = triton_ops.orbit(
+        x.to(dev), td.mats, td.pull, td.exact, td.aligned, (8, 8), "zeros", interp, out_dtype=out_dtype, fam=td.fam
+    )
     assert [kw["FAMILIES"] for _, kw in launches] == [False]
+    expect = oracle.orbit(x, t.mats, t.exact, (8, 8), "zeros", interp, out_dtype)
+    assert_close(to_cpu(got), expect, dtype=got.dtype)
 
 
 @kernel_device
