@@ -47,9 +47,6 @@ from torch import nn
 from bench._cli import check_threads, prepare_output_dir, resolve_device
 
 PROVIDERS = ("ours", "equiadapt-loop", "equiadapt")
-# equiadapt's example configuration (examples/images/classification/configs/experiment/default.yaml):
-# prior_weight 100, and the group_contrast_weight its comment gives for the optimized canonicalizer
-EQUIADAPT_PRIOR_WEIGHT, EQUIADAPT_CONTRAST_WEIGHT = 100.0, 1e-4
 
 __all__ = ["PROVIDERS", "job_config", "train_ours", "train_equiadapt", "main"]
 
@@ -105,27 +102,23 @@ class Predict(nn.Module):
 
 def equiadapt_layer(provider: str, cfg: dict, encoder: nn.Module, in_shape: tuple[int, int, int], size: int):
     """equiadapt's canonicalizer (``provider`` ``equiadapt``) or its loop (``equiadapt-loop``) around ``encoder``."""
-    from bench.baselines import EquiadaptLoop, load_equiadapt
+    from bench.baselines import EquiadaptLoop, equiadapt_canonicalizer
     from canon.groups import as_group
 
+    if provider not in ("equiadapt", "equiadapt-loop"):
+        raise ValueError(f"equiadapt_layer: provider must be 'equiadapt' or 'equiadapt-loop', got {provider!r}")
     g = as_group(cfg["group"])
     kind = "roto-reflection" if g.reflections else "rotation"
     n = g.order // 2 if g.reflections else g.order
-    if provider == "equiadapt-loop":
-        return EquiadaptLoop(encoder, cfg["encoder_dim"], in_shape, n, kind, cfg["crop_ratio"], size, cfg["beta"])
-    if provider != "equiadapt":
-        raise ValueError(f"equiadapt_layer: provider must be 'equiadapt' or 'equiadapt-loop', got {provider!r}")
-    cls, OmegaConf = load_equiadapt()
-    encoder.out_vector_size = cfg["encoder_dim"]
-    hp = dict(beta=cfg["beta"], input_crop_ratio=cfg["crop_ratio"], resize_shape=size, group_type=kind)
-    hp.update(num_rotations=n, artifact_err_wt=0, learn_ref_vec=False)
-    return cls(encoder, OmegaConf.create(hp), in_shape)
+    make = EquiadaptLoop if provider == "equiadapt-loop" else equiadapt_canonicalizer
+    return make(encoder, cfg["encoder_dim"], in_shape, n, kind, cfg["crop_ratio"], size, cfg["beta"])
 
 
 def train_equiadapt(provider: str, cfg: dict, data, device: str) -> dict:
     """equiadapt's recipe (see the module docstring) in the job's loop; the evaluation of ``canon.train``."""
     from torch.utils.data import DistributedSampler
 
+    from bench.baselines import EQUIADAPT_CONTRAST_WEIGHT, EQUIADAPT_PRIOR_WEIGHT
     from canon.groups import as_group
     from canon.predictors import build_encoder, build_predictor
     from canon.train.evaluate import evaluate
@@ -182,17 +175,6 @@ def train_equiadapt(provider: str, cfg: dict, data, device: str) -> dict:
         seconds += dt
     metrics = evaluate({provider: model}, test, as_group(cfg["group"]), device, cfg["eval_batch_size"], cfg["padding"])
     return _summary(metrics[provider], rates, seconds)
-
-
-FIELDS = (
-    "provider",
-    "seed",
-    "group_avg_acc",
-    "upright_acc",
-    "invariance_rate",
-    "train_images_per_s",
-    "train_seconds",
-)
 
 
 def markdown(rows: list[dict], group: str) -> str:

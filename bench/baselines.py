@@ -48,7 +48,14 @@ __all__ = [
     "EquiadaptLoop",
     "equiadapt_status",
     "load_equiadapt",
+    "equiadapt_canonicalizer",
+    "EQUIADAPT_PRIOR_WEIGHT",
+    "EQUIADAPT_CONTRAST_WEIGHT",
 ]
+
+# equiadapt's example configuration (examples/images/classification/configs/experiment/default.yaml):
+# prior_weight 100, and the group_contrast_weight its comment gives for the optimized canonicalizer
+EQUIADAPT_PRIOR_WEIGHT, EQUIADAPT_CONTRAST_WEIGHT = 100.0, 1e-4
 
 
 # -- kornia / torchvision semantics with torch ops ------------------------------------------
@@ -302,3 +309,22 @@ def load_equiadapt():
     from omegaconf import OmegaConf
 
     return OptimizedGroupEquivariantImageCanonicalization, OmegaConf
+
+
+def equiadapt_canonicalizer(
+    network: nn.Module,
+    out_dim: int,
+    in_shape: tuple[int, int, int],
+    num_rotations: int,
+    group_type: str = "rotation",
+    input_crop_ratio: float = 0.8,
+    resize_shape: int = 96,
+    beta: float = 1.0,
+):
+    """equiadapt's own optimized canonicalizer around ``network``, configured as :class:`EquiadaptLoop`
+    with the same arguments (fixed reference vector, no artifact term); ImportError where it does not import."""
+    cls, OmegaConf = load_equiadapt()
+    network.out_vector_size = out_dim
+    hp = dict(beta=beta, input_crop_ratio=input_crop_ratio, resize_shape=resize_shape, group_type=group_type)
+    hp.update(num_rotations=num_rotations, artifact_err_wt=0, learn_ref_vec=False)
+    return cls(network, OmegaConf.create(hp), tuple(in_shape))

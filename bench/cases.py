@@ -29,7 +29,7 @@ from torch import nn
 
 import canon
 from bench import peers
-from bench.baselines import EquiadaptLoop, load_equiadapt
+from bench.baselines import EQUIADAPT_CONTRAST_WEIGHT, EQUIADAPT_PRIOR_WEIGHT, EquiadaptLoop, equiadapt_canonicalizer
 from bench.registry import (
     DIM,
     DTYPES,
@@ -47,7 +47,7 @@ from canon.networks import ConvEncoder
 
 CROP_RATIO = 0.8  # equiadapt's example config (input_crop_ratio)
 # equiadapt's example prior_weight, and the group_contrast_weight its config comment suggests
-PRIOR_WEIGHT, CONTRAST_WEIGHT = 100.0, 1e-4
+PRIOR_WEIGHT, CONTRAST_WEIGHT = EQUIADAPT_PRIOR_WEIGHT, EQUIADAPT_CONTRAST_WEIGHT
 
 
 # -- what the providers share ----------------------------------------------------------------
@@ -85,11 +85,7 @@ def _loop_module(cfg: Config, encoder: nn.Module, device: str) -> EquiadaptLoop:
 
 
 def _equiadapt_module(cfg: Config, encoder: nn.Module, device: str):
-    cls, OmegaConf = load_equiadapt()
-    encoder.out_vector_size = DIM
-    hp = dict(beta=1.0, input_crop_ratio=CROP_RATIO, resize_shape=cfg.view, group_type="rotation")
-    hp.update(num_rotations=cfg.n, artifact_err_wt=0, learn_ref_vec=False)
-    model = cls(encoder, OmegaConf.create(hp), cfg.in_shape).to(device)
+    model = equiadapt_canonicalizer(encoder, DIM, cfg.in_shape, cfg.n, "rotation", CROP_RATIO, cfg.view).to(device)
     model.device = torch.device(device)
     return model
 

@@ -90,12 +90,6 @@ def layout_slots(shape: tuple[int, ...], layout: dict):
     return out
 
 
-def _families(on: bool):
-    from canon.kernels import resample
-
-    return resample.orbit_families(on)
-
-
 def _patched_config(config: tuple[int, int, int, int]):
     """A ``resample_config`` that gives ``kind == "taps"`` this configuration."""
     from canon.kernels import resample
@@ -152,7 +146,7 @@ def load_layouts(
         sink: list = []
         resample.resample_config = patched
         try:
-            with recording(sink), _families(families):
+            with recording(sink), resample.orbit_families(families):
                 resample.orbit_forward(x, t.mats, t.exact, t.aligned, (side, side), "zeros", "bilinear", o, fam=t.fam)
         finally:
             resample.resample_config = orig
@@ -209,7 +203,7 @@ def _count_config(name: str, shapes: dict, x, t, out, side: int, families: bool 
     orig, patched = _patched_config(parse_config(name))
     IB.create_masked_load, resample.resample_config = counted, patched
     try:
-        with _families(families):
+        with resample.orbit_families(families):
             resample.orbit_forward(x, t.mats, t.exact, t.aligned, (side, side), "zeros", "bilinear", out, fam=t.fam)
     finally:
         IB.create_masked_load, resample.resample_config = load, orig

@@ -497,25 +497,36 @@ def _resample_tile(
             if FAMILY:
                 chan = (c.to(tl.int64) * so_c)[:, None, None]
                 keep = c_ok & pix_ok[None, :, :]
-                _store_turned(out_img, so_n, chan, so_h, so_w, r, q, w, g1, 1, val.to(out_ty), keep)
-                _store_turned(out_img, so_n, chan, so_h, so_w, r, q, w, g2, 2, val.to(out_ty), keep)
-                _store_turned(out_img, so_n, chan, so_h, so_w, r, q, w, g3, 3, val.to(out_ty), keep)
+                turned = val.to(out_ty)
+                _store_turned(out_img, so_n, chan, so_h, so_w, r, q, w, g1, 1, turned, keep)
+                _store_turned(out_img, so_n, chan, so_h, so_w, r, q, w, g2, 2, turned, keep)
+                _store_turned(out_img, so_n, chan, so_h, so_w, r, q, w, g3, 3, turned, keep)
+
+
+@triton.jit
+def _turned_offsets(r, q, w, s_h, s_w, K: tl.constexpr):
+    """[1, TILE_H, TILE_W] offsets in a square ``w × w`` plane of the pixels ``Q_K⁻¹ (q, r)`` of a tile (rows
+    ``r``, columns ``q``): where a view turned by ``K`` quarter turns of the output grid holds the tile's
+    pixels, ``Q_1 (j, i) = (s − i, j)`` with s = w − 1 (``canon.geometry.quarter_turn_families``)."""
+    s = w - 1
+    if K == 0:
+        off = r[:, None] * s_h + q[None, :] * s_w
+    elif K == 1:
+        off = (s - q)[None, :] * s_h + r[:, None] * s_w
+    elif K == 2:
+        off = (s - r)[:, None] * s_h + (s - q)[None, :] * s_w
+    else:
+        off = q[None, :] * s_h + (s - r)[:, None] * s_w
+    return off[None, :, :]
 
 
 @triton.jit
 def _store_turned(out_img, so_n, chan, so_h, so_w, r, q, w, g, K: tl.constexpr, val, keep):
-    """Store a tile of view ``n`` (rows ``r``, columns ``q`` of a square ``w × w`` plane) into view ``g``
-    (nothing when ``g`` < 0), the view whose matrix is view n's composed with ``K`` quarter turns of the
-    output grid, ``Q_1 (j, i) = (s − i, j)`` with s = w − 1 (``canon.geometry.quarter_turn_families``):
-    ``out_g[p] = out_n[Q_K p]``, so base pixel (j, i) = (q, r) lands at ``Q_K⁻¹ (q, r)``."""
-    s = w - 1
-    if K == 1:
-        off = (s - q)[None, :] * so_h + r[:, None] * so_w
-    elif K == 2:
-        off = (s - r)[:, None] * so_h + (s - q)[None, :] * so_w
-    else:
-        off = q[None, :] * so_h + (s - r)[:, None] * so_w
-    tl.store(out_img + g.to(tl.int64) * so_n + chan + off[None, :, :], val, mask=keep & (g >= 0))
+    """Store a tile of view ``n`` into view ``g`` (nothing when ``g`` < 0), the view whose matrix is view n's
+    composed with ``K`` quarter turns of the output grid: ``out_g[p] = out_n[Q_K p]``, so the tile's pixel
+    (j, i) = (q, r) lands at ``Q_K⁻¹ (q, r)`` (:func:`_turned_offsets`)."""
+    off = _turned_offsets(r, q, w, so_h, so_w, K)
+    tl.store(out_img + g.to(tl.int64) * so_n + chan + off, val, mask=keep & (g >= 0))
 
 
 # ----------------------------------------------------------------------------- forward kernels
@@ -1129,7 +1140,7 @@ def _family_dot(
     """Per-pixel shares of ``<grad[b], T_g x[b]>`` for the four views of a quarter-turn family from one
     sample of the base view: member k's view is the base's turned, ``(T_gk x)(p) = (T_base x)(Q_k p)``,
     so its inner product is Σ_q grad(Q_k⁻¹ q)·(T_base x)(q), the gradient read at the turned pixel
-    (the offsets of :func:`_store_turned`). Returns four [1, TILE_H, TILE_W] tensors (base, k = 1, 2, 3)."""
+    (:func:`_turned_offsets`). Returns four [1, TILE_H, TILE_W] tensors (base, k = 1, 2, 3)."""
     part0 = tl.zeros([1, TILE_H, TILE_W], dtype=ACC)
     part1 = tl.zeros([1, TILE_H, TILE_W], dtype=ACC)
     part2 = tl.zeros([1, TILE_H, TILE_W], dtype=ACC)
@@ -1138,11 +1149,10 @@ def _family_dot(
     u, v = _source_coords(m00, m01, m02, m10, m11, m12, q[None, :].to(tl.float32), r[:, None].to(tl.float32))
     u, v = _pad(u, v, Wf, Wf, PADDING)
     ix, iy, wt00, wt01, wt10, wt11, k00, k01, k10, k11 = _taps(u, v, pix_ok, Wf, Wf, ONE_TAP, False)
-    s = W - 1
-    off0 = (r[:, None] * sg_h + q[None, :] * sg_w)[None, :, :]
-    off1 = ((s - q)[None, :] * sg_h + r[:, None] * sg_w)[None, :, :]
-    off2 = ((s - r)[:, None] * sg_h + (s - q)[None, :] * sg_w)[None, :, :]
-    off3 = (q[None, :] * sg_h + (s - r)[:, None] * sg_w)[None, :, :]
+    off0 = _turned_offsets(r, q, W, sg_h, sg_w, 0)
+    off1 = _turned_offsets(r, q, W, sg_h, sg_w, 1)
+    off2 = _turned_offsets(r, q, W, sg_h, sg_w, 2)
+    off3 = _turned_offsets(r, q, W, sg_h, sg_w, 3)
     ok = pix_ok[None, :, :]
     for c in range(0, C):
         src_off = tl.cast(c, tl.int64) * sx_c
