@@ -252,6 +252,13 @@ def _reflect(x, size_f):
 
 
 @triton.jit
+def _reflect_inside(x):
+    # _reflect(x, size) for 0 ≤ x ≤ size - 1, operation for operation: |x + 0.5| is x + 0.5 and lies
+    # below size - 0.5, so no flip and no clip applies; what is left is (x + 0.5) - 0.5, rounded twice
+    return (x + 0.5) - 0.5
+
+
+@triton.jit
 def _round_half_even(x):
     r = tl.floor(x + 0.5)
     tie = (r - x) == 0.5
@@ -829,7 +836,7 @@ def _pull_tile(
     CHECK_C: tl.constexpr,  # whether some of them may not exist (c ≥ C): tested per load
     TILE_H: tl.constexpr,
     TILE_W: tl.constexpr,
-    IN_RANGE: tl.constexpr,  # only output pixels whose coordinate lies inside the input
+    PADDING: tl.constexpr,  # zeros: every output pixel; border/reflection: those inside the input only
     CHANNEL_PERM: tl.constexpr,  # input channel k·N_PERM + j reads gradient channel k·N_PERM + perm_row[j]
 ):
     """Adds the adjoint of one zero-padded view at input pixels (r, q) (Σ over the view's output
@@ -846,12 +853,14 @@ def _pull_tile(
     each of which recomputed its pixel's weights; stacking after every view cost a shared-memory
     layout change with 8 barriers per view.)
 
-    ``IN_RANGE``: the part of a border/reflection-padded view's adjoint that a pull can do. An
-    output pixel whose coordinate lies in ``[0, W-1] × [0, H-1]`` samples the same taps with the
-    same weights under every padding (the padding leaves it unchanged), so it is pulled here; the
-    others (their taps folded onto the edge by the padding) are left to a scatter
-    (``orbit_backward_scatter_kernel`` with ``OUT_OF_RANGE``). A permutation's pixel that reads
-    (r, q) has exactly the coordinate (r, q), so that path needs no test.
+    ``PADDING`` border/reflection: the part of the view's adjoint that a pull can do. An output
+    pixel whose coordinate lies in ``[0, W-1] × [0, H-1]`` samples the same taps under every
+    padding, so it is pulled here; the others (their taps folded onto the edge by the padding)
+    are left to a scatter (``orbit_backward_scatter_kernel`` with ``OUT_OF_RANGE``). Border
+    leaves such a coordinate unchanged; reflection computes it as ``(u + 0.5) - 0.5``, which can
+    move it by one float32 rounding, so its weights are taken at that coordinate, as the
+    forward's are (:func:`_reflect_inside`). A permutation's pixel that reads (r, q) has exactly
+    the coordinate (r, q), so that path needs no test.
     """
     tl.static_assert(CHANNELS <= 4, "_pull_tile: at most 4 channels per block")
     tl.static_assert(LIVE <= CHANNELS, "_pull_tile: LIVE channels of a block of CHANNELS")
@@ -927,7 +936,7 @@ def _pull_tile(
         # first candidate per axis: the first integer inside the open window around the inverse image
         j0 = tl.floor((p00 * uu + p01 * vv) + p02 - rj - 0.01).to(tl.int32) + 1
         i0 = tl.floor((p10 * uu + p11 * vv) + p12 - ri - 0.01).to(tl.int32) + 1
-        w_last = W - 1.0  # (IN_RANGE) the input's last column and row
+        w_last = W - 1.0  # (border/reflection) the input's last column and row
         h_last = H - 1.0
         for di in range(ki):
             ii = i0 + di
@@ -937,6 +946,12 @@ def _pull_tile(
                 # a candidate outside the view is masked, its address never dereferenced)
                 ok = (ii >= 0) & (ii < h) & (jj >= 0) & (jj < w)
                 u, v = _source_coords(m00, m01, m02, m10, m11, m12, jj.to(tl.float32), ii.to(tl.float32))
+                if PADDING != PADDING_ZEROS:
+                    # the in-range part: the test on the coordinate itself, as the scatter of the rest tests it
+                    ok = ok & (tl.minimum(u, v) >= 0.0) & (u <= w_last) & (v <= h_last)
+                if PADDING == PADDING_REFLECTION:
+                    u = _reflect_inside(u)
+                    v = _reflect_inside(v)
                 if NEAREST:
                     wt = tl.where((_round_half_even(u) == uu) & (_round_half_even(v) == vv), 1.0, 0.0)
                 else:
@@ -949,8 +964,6 @@ def _pull_tile(
                     wy = tl.where(y0 == vv, 1.0 - fy, tl.where(y0 + 1.0 == vv, fy, 0.0))
                     wt = wx * wy
                 ok = ok & (wt != 0.0)
-                if IN_RANGE:
-                    ok = ok & (tl.minimum(u, v) >= 0.0) & (u <= w_last) & (v <= h_last)
                 at = grad_view + (ii * sg_h + jj * sg_w)
                 acc0, acc1, acc2, acc3 = _add_channels(
                     acc0, acc1, acc2, acc3, at, o0, o1, o2, o3, e0, e1, e2, e3, ok, wt, ACC, LIVE, CHECK_C
@@ -992,7 +1005,7 @@ def orbit_backward_kernel(
     CHECK_C: tl.constexpr,  # whether a block may pass the last channel
     TILE_H: tl.constexpr,
     TILE_W: tl.constexpr,
-    IN_RANGE: tl.constexpr,  # border/reflection: the in-range part only (see _pull_tile)
+    PADDING: tl.constexpr,  # zeros: all of the adjoint; border/reflection: its in-range part (see _pull_tile)
 ):
     """Adjoint of a zero-padded :func:`orbit_kernel` by gather: ``gx[b] = Σ_n T_nᵀ g[b, n]``,
     views summed in order n = 0, 1, … (deterministic, no atomics). One program per (b, input tile)."""
@@ -1045,7 +1058,7 @@ def orbit_backward_kernel(
                 CHECK_C,
                 TILE_H,
                 TILE_W,
-                IN_RANGE,
+                PADDING,
                 False,
             )
             grad_view += sg_n
@@ -1215,7 +1228,7 @@ def transform_backward_kernel(
     ALL_EXACT: tl.constexpr,
     ALIGNED: tl.constexpr,
     CHANNEL_PERM: tl.constexpr,
-    NEED_GX: tl.constexpr,  # the adjoint to x by pull (all of it with zero padding; IN_RANGE: its in-range part)
+    NEED_GX: tl.constexpr,  # the adjoint to x by pull (all of it with zero padding, else its in-range part)
     NEED_DOT: tl.constexpr,  # <grad[b], T_g x[b]> for every g (mixture straight-through)
     ACC: tl.constexpr,
     CHANNELS: tl.constexpr,  # channels stacked per block (a power of 2)
@@ -1223,7 +1236,6 @@ def transform_backward_kernel(
     CHECK_C: tl.constexpr,  # whether a block may pass the last channel
     TILE_H: tl.constexpr,
     TILE_W: tl.constexpr,
-    IN_RANGE: tl.constexpr,  # border/reflection: pull the in-range part only (see _pull_tile)
     FAMILIES: tl.constexpr = False,  # inner products per quarter-turn family (_family_dot); square planes
 ):
     """Backward of :func:`transform_kernel` for ``out[b] = T_{index[b]} x[b]``: one program per
@@ -1279,7 +1291,7 @@ def transform_backward_kernel(
                 CHECK_C,
                 TILE_H,
                 TILE_W,
-                IN_RANGE,
+                PADDING,
                 CHANNEL_PERM,
             )
             acc = tl.where(valid, _stack_channels(acc0, acc1, acc2, acc3, CHANNELS), float("nan"))
@@ -1394,8 +1406,8 @@ def orbit_backward_scatter_kernel(
     """Adjoint of a border/reflection-padded view by scatter (atomics): these paddings fold whole
     half-planes onto edge pixels, so an input pixel has no bounded set of output pixels to pull
     from. Not bit-deterministic on a GPU; ``canon.triton_ops`` uses the reference adjoint in
-    deterministic mode. With ``OUT_OF_RANGE`` it adds only the folded part, after a pull with
-    ``IN_RANGE`` wrote the rest (few pixels: the corners of rotated crops)."""
+    deterministic mode. With ``OUT_OF_RANGE`` it adds only the folded part, after a padded pull
+    (:func:`_pull_tile`) wrote the rest (few pixels: the corners of rotated crops)."""
     pid = tl.program_id(0)
     nblk = tl.cdiv(h * w, BLOCK)
     o = pid // nblk
@@ -1880,7 +1892,7 @@ def orbit_backward(
         sgx_b=target.stride(0), sgx_c=target.stride(1), sgx_h=target.stride(2), sgx_w=target.stride(3),
         C=C, H=H, W=W, h=h, w=w, N=N, NEAREST=nearest, ALL_EXACT=bool(all_exact),
         ALIGNED=_aligned(aligned, meta, kind),
-        ACC=acc_tl(out.dtype), IN_RANGE=folded, **meta, **_channel_blocks(C, meta["CHANNELS"]),
+        ACC=acc_tl(out.dtype), PADDING=PADDING_CODES[padding], **meta, **_channel_blocks(C, meta["CHANNELS"]),
     )  # fmt: skip
     if folded:
         _scatter_launch(grad, mats, None, all_exact, padding, nearest, target, (h, w), out_of_range=True)
@@ -1987,7 +1999,7 @@ def transform_backward(
             PADDING=PADDING_CODES[padding], NEAREST=nearest, ALL_EXACT=bool(all_exact),
             ALIGNED=_aligned(aligned, meta, kind),
             CHANNEL_PERM=chan_perm is not None, NEED_GX=pull_gx, NEED_DOT=dot is not None, ACC=acc_tl(x.dtype),
-            IN_RANGE=folded, FAMILIES=families, **meta, **_channel_blocks(C, meta["CHANNELS"]),
+            FAMILIES=families, **meta, **_channel_blocks(C, meta["CHANNELS"]),
         )  # fmt: skip
     if folded:  # the folded rest of the border/reflection adjoint
         _scatter_launch(grad.unsqueeze(1), mats, index, all_exact, padding, nearest, target, (H, W), out_of_range=True)

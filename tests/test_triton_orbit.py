@@ -280,35 +280,40 @@ def test_padded_adjoint_pull_plus_folded_scatter_matches_the_reference(
     dev, mode, group, in_hw, out_hw, crop, padding, interp, rng, monkeypatch
 ):
     """Border/reflection adjoints: the in-range pull plus the out-of-range scatter ("pull", the default) and
-    the scatter of every pixel equal the reference, for orbit and transform, into float32 and bf16 gradients."""
+    the scatter of every pixel equal the reference, for orbit and transform, into float32, bf16 and float64
+    gradients (float64 to 1e-10: reflection moves in-range coordinates by a float32 rounding, which the
+    pull's weights must follow)."""
     from canon.kernels import resample
 
     monkeypatch.setattr(resample, "BORDER_ADJOINT", mode)
     B, C = 2, 2
     t, td = _tables(group, in_hw, out_hw, crop), _tables(group, in_hw, out_hw, crop, dev=dev)
     N = t.mats.shape[0]
-    g = torch.randn(B, N, C, *out_hw, generator=rng)
-    x = torch.randn(B, C, *in_hw, generator=rng)
-    for dtype in (torch.float32, torch.bfloat16):
-        gq = g.to(dtype)  # the reference sums the same rounded gradient in float32
-        (expect,) = torch.autograd.grad(
-            oracle.orbit(x.requires_grad_(), t.mats, t.exact, out_hw, padding, interp), x, gq.float()
-        )
+    g = torch.randn(B, N, C, *out_hw, generator=rng, dtype=torch.float64)
+    x = torch.randn(B, C, *in_hw, generator=rng, dtype=torch.float64)
+    for dtype in (torch.float32, torch.bfloat16, torch.float64):
+        acc = torch.float64 if dtype == torch.float64 else torch.float32
+        gq = g.to(dtype)  # the reference sums the same rounded gradient in the kernel's accumulation dtype
+        xa = x.to(acc).clone().requires_grad_()
+        (expect,) = torch.autograd.grad(oracle.orbit(xa, t.mats, t.exact, out_hw, padding, interp), xa, gq.to(acc))
         out = torch.full((B, C, *in_hw), NAN, dtype=dtype, device=dev)
         resample.orbit_backward(gq.to(dev), td.mats, td.pull, t.exact, t.aligned, in_hw, padding, interp, out)
-        assert_close(to_cpu(out).float(), expect.to(dtype).float(), dtype=dtype, msg=f"orbit {dtype}")
+        assert_close(to_cpu(out).to(acc), expect.to(dtype).to(acc), dtype=dtype, msg=f"orbit {dtype}")
     # transform (canonicalize) at full size, with the inner products of the straight-through rule
     tt, ttd = _tables(group, in_hw, in_hw), _tables(group, in_hw, in_hw, dev=dev)
     index = torch.randint(0, N, (B,), generator=rng)
-    xr = x.detach().clone().requires_grad_()
-    w = torch.zeros(B, N, requires_grad=True)
-    gy = torch.randn(B, C, *in_hw, generator=rng)
-    oracle.transform(xr, w, index, tt.mats, tt.exact, padding, interp).backward(gy)
-    gx, gw = triton_ops.transform_backward(
-        gy.to(dev), xr.detach().to(dev), index.to(dev), ttd.mats, ttd.pull, tt.exact, tt.aligned, padding, interp
-    )
-    assert_close(to_cpu(gx), xr.grad, msg="transform grad_x")
-    assert_close(to_cpu(gw), w.grad, msg="grad_weights", case="inner_products")
+    gy = torch.randn(B, C, *in_hw, generator=rng, dtype=torch.float64)
+    for dtype in (torch.float32, torch.float64):
+        xr = x.to(dtype).clone().requires_grad_()
+        w = torch.zeros(B, N, dtype=dtype, requires_grad=True)
+        oracle.transform(xr, w, index, tt.mats, tt.exact, padding, interp).backward(gy.to(dtype))
+        gx, gw = triton_ops.transform_backward(
+            gy.to(dtype).to(dev), xr.detach().to(dev), index.to(dev), ttd.mats, ttd.pull, tt.exact, tt.aligned,
+            padding, interp,
+        )  # fmt: skip
+        assert_close(to_cpu(gx), xr.grad, msg=f"transform grad_x {dtype}")
+        case = "inner_products" if dtype == torch.float32 else None
+        assert_close(to_cpu(gw), w.grad, msg=f"grad_weights {dtype}", case=case)
 
 
 def test_padded_adjoint_routing(monkeypatch):
