@@ -17,6 +17,8 @@ the backend in force when the graph was traced).
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import inspect
 import typing
 from collections.abc import Callable
@@ -185,9 +187,35 @@ class Eager(torch.autograd.Function):
         return (None, None, None, *(got.get(f) for f in op.differentiable))
 
 
+_AUTOCAST_DEVICES = ("cpu", "cuda")
+
+
+def _without_autocast(fn: Callable) -> Callable:
+    """``fn`` with autocast off inside it. Every op chooses its own dtypes (outputs in the input's or the
+    requested dtype, sums in :func:`canon.numerics.acc_dtype`), so an autocast region around a call must
+    not recast the products inside it: the CPU antialias product is a sparse one without a bfloat16
+    kernel, and the contrastive loss's Gram matrices would lose their float32 sums."""
+
+    @functools.wraps(fn)
+    def run(*args, **kwargs):
+        on = [d for d in _AUTOCAST_DEVICES if torch.is_autocast_enabled(d)]
+        if not on:
+            return fn(*args, **kwargs)
+        with contextlib.ExitStack() as stack:
+            for d in on:
+                stack.enter_context(torch.autocast(d, enabled=False))
+            return fn(*args, **kwargs)
+
+    return run
+
+
 def declare(op: type[Op]) -> type[Op]:
-    """Register ``op`` (and its backward op, unless it reuses another op's) with torch.library."""
+    """Register ``op`` (and its backward op, unless it reuses another op's) with torch.library; its
+    forward and backward run with autocast off (:func:`_without_autocast`) on every path."""
     name = op.name
+    op.forward = staticmethod(_without_autocast(op.forward))
+    if op.backward_of is None:
+        op.backward = staticmethod(_without_autocast(op.backward))
     forward = _signature_fn(op.Args, op.returns, op.forward)
     registered = torch.library.custom_op(f"canon::{name}", forward, mutates_args=())
     registered.register_fake(_signature_fn(op.Args, op.returns, op.fake))

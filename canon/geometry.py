@@ -19,6 +19,7 @@ flips give exact integer coordinates (they are then pixel permutations).
 
 from __future__ import annotations
 
+import bisect
 import math
 from functools import lru_cache
 from typing import NamedTuple
@@ -223,6 +224,9 @@ def quarter_turn_families(mats, out_hw: tuple[int, int]) -> list[list[int]] | No
     s = float(w - 1)
     tol = 1e-9 * (1.0 + s)
     close = lambda a, b: all(abs(x - y) <= tol for ra, rb in zip(a, b) for x, y in zip(ra, rb))  # noqa: E731
+    # candidates by their first entry (sorted, bisected): O(N log N) for groups of thousands of elements
+    order = sorted(range(len(mats)), key=lambda o: mats[o][0][0])
+    first = [mats[o][0][0] for o in order]
     placed = [False] * len(mats)
     rows = []
     for g, m in enumerate(mats):
@@ -232,7 +236,10 @@ def quarter_turn_families(mats, out_hw: tuple[int, int]) -> list[list[int]] | No
         row = [g, -1, -1, -1]
         for k in (1, 2, 3):
             turned = _compose(m, _quarter_turn(k, s))
-            hit = next((o for o in range(g + 1, len(mats)) if not placed[o] and close(mats[o], turned)), None)
+            lo = bisect.bisect_left(first, turned[0][0] - tol)
+            hi = bisect.bisect_right(first, turned[0][0] + tol)
+            hits = [order[i] for i in range(lo, hi) if order[i] > g and not placed[order[i]]]
+            hit = min((o for o in hits if close(mats[o], turned)), default=None)  # the first view that is the turn
             if hit is not None:
                 row[k], placed[hit] = hit, True
         rows.append(row)

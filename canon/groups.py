@@ -26,7 +26,7 @@ import torch
 __all__ = ["Group", "CyclicGroup", "DihedralGroup", "as_group", "MAX_TABLE_ORDER"]
 
 MAX_TABLE_ORDER = 2**14  # a Cayley table of this order holds 2.1 GB of int64
-_SPEC_RE = re.compile(r"^\s*([CcDd])\s*(\d+)\s*$")
+_SPEC_RE = re.compile(r"^\s*([CcDd])\s*(\d+)\s*$", re.ASCII)  # ASCII digits: "C４" is not C4
 
 
 def _exact_cos_sin(k: int, n: int) -> tuple[float, float]:

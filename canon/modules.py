@@ -50,8 +50,10 @@ class OrbitCanonicalizer(nn.Module):
     against a reference vector (:func:`canon.select`) and returns the canonical
     images ``T_{g*} x`` (:func:`canon.canonicalize`). In training mode the choice is
     straight-through (gradients reach the encoder through the scores); in eval mode
-    it is a hard argmax, and for exact groups (C2, C4, D1, D2, D4 on square inputs)
-    ``forward(T_g x) == forward(x)`` bit for bit.
+    it is a hard argmax, and for exact groups (C2, C4, D1, D2, D4 on square inputs) with
+    views at the input's size (no ``size``, crop 1) ``forward(T_g x) == forward(x)`` bit for
+    bit; resized or cropped views are resampled: bilinear ones keep that up to float32 rounding
+    of their coordinates (scores closer than ~1e-7 may choose differently), nearest ones do not.
 
     Args:
         encoder: φ mapping (M, C, h, w) to (M, D).

@@ -17,6 +17,7 @@ X = torch.randn(2, 3, 8, 8)
         (lambda: canon.orbit(torch.randn(0, 3, 8, 8), "C4"), ValueError, "empty batch"),
         (lambda: canon.orbit(torch.randn(2, 3, 0, 8), "C4"), ValueError, "empty"),
         (lambda: canon.orbit(X, "Q4"), ValueError, "cannot parse 'Q4'"),
+        (lambda: canon.orbit(X, "C\uff14"), ValueError, "cannot parse"),  # a full-width digit is not 4
         (lambda: canon.orbit(X, 4), TypeError, "group must be"),
         (lambda: canon.orbit(X, "C4", size=0), ValueError, "size must be positive"),
         (lambda: canon.orbit(X, "C4", size=(3, 4, 5)), TypeError, "size must be"),

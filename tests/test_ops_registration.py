@@ -1,5 +1,7 @@
 """The registered canon:: ops pass torch.library.opcheck on both backends."""
 
+import contextlib
+
 import pytest
 import torch
 from conftest import KERNEL_DEVICES, NO_KERNEL_DEVICE
@@ -289,3 +291,27 @@ def test_a_torch_func_transform_leaves_no_wrapped_tensor_in_the_caches():
     model.eval()(x)
     assert cached_tensors() and not any(wrapped(t) for t in cached_tensors())
     torch.export.export(model, (x,))  # with the tables of this size cached: a wrapped one failed here
+
+
+@pytest.mark.parametrize("route", ["eager", "registered"])
+def test_ops_keep_their_dtypes_inside_autocast(route, rng):
+    """An autocast region around the ops changes nothing: values, gradients and dtypes are those outside it
+    (without the guard, the CPU antialias product had no bfloat16 kernel and the loss was computed and
+    returned in bfloat16)."""
+    from canon.ops import registered_ops
+
+    x = torch.rand(2, 3, 16, 16, generator=rng, requires_grad=True)
+    v = torch.randn(2, 8, 6, generator=rng, requires_grad=True)
+
+    def step():
+        views = canon.orbit(x, "C8", size=8)  # shrinking views: antialiased by default
+        loss = canon.losses.contrastive_loss(v) + views.square().mean()
+        gx, gv = torch.autograd.grad(loss, (x, v))
+        return views, loss, gx, gv
+
+    with registered_ops() if route == "registered" else contextlib.nullcontext():
+        expect = step()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            got = step()
+    for name, a, b in zip(("views", "loss", "grad x", "grad v"), got, expect):
+        assert a.dtype == b.dtype == torch.float32 and torch.equal(a, b), name

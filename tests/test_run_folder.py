@@ -7,6 +7,8 @@
   checkpoint is kept.
 * What can be known before training is checked before anything is written: images the models cannot
   take, an equivariant network too large to build.
+* ``--overwrite`` sets the previous run aside until the new run's first checkpoint: a run that fails
+  before it loses nothing.
 * ``--resume`` refuses a dataset that changed since the checkpoint, and checkpoints whose payload is
   malformed although their checksum matches; ``--test-data`` with labels never trained on is named.
 """
@@ -23,12 +25,13 @@ import sys
 
 import numpy as np
 import pytest
+import torch
 from conftest import TINY_TRAIN
 
 from canon.train import checkpoint as ck
 from canon.train import main
 from canon.train.loop import read_checkpoint
-from canon.train.rundir import LOCK_NAME, RUN_FILES
+from canon.train.rundir import LOCK_NAME, OVERWRITTEN, RUN_FILES, RunDirectory
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = [*TINY_TRAIN, "--methods", "plain", "--eval-batch-size", "400"]
@@ -250,3 +253,63 @@ def test_test_labels_never_trained_on_are_named(tmp_path, capsys):
 def test_run_files_cover_every_plot_name():
     # --overwrite and the previous-run check go by this list: every file a run writes is in it
     assert "canonical_grid_equivariant.png" in RUN_FILES and "canonical_grid.png" in RUN_FILES
+
+
+def _plant_run(folder, tag: str) -> dict:
+    os.makedirs(folder, exist_ok=True)
+    files = {"config.json": f"config {tag}".encode(), "checkpoint.pt": f"weights {tag}".encode()}
+    for f, data in files.items():
+        (folder / f).write_bytes(data)
+    return files
+
+
+def test_overwrite_keeps_the_previous_run_until_the_first_checkpoint(tmp_path, capsys):
+    out = tmp_path / "run"
+    old = _plant_run(out, "A")
+    d = RunDirectory(str(out), overwrite=True)  # the run then dies before its first checkpoint
+    d.release()
+    kept = out / OVERWRITTEN
+    assert {f: (kept / f).read_bytes() for f in os.listdir(kept)} == old
+    assert not any((out / f).exists() for f in RUN_FILES)
+    # a second --overwrite after a run that never wrote a checkpoint keeps the first run, not that one
+    (out / "config.json").write_bytes(b"config B")
+    d = RunDirectory(str(out), overwrite=True)
+    assert {f: (kept / f).read_bytes() for f in os.listdir(kept)} == old and not (out / "config.json").exists()
+    d.checkpoint_written()
+    d.release()
+    assert not kept.exists()
+    # through the command line: a run that writes a checkpoint leaves no trace of the one it overwrote
+    _plant_run(out, "C")
+    assert main([*TINY, "--output-dir", str(out), "--overwrite", "--epochs", "1", "--angle-step", "0"]) is None
+    assert f"previous run's files are in {out / OVERWRITTEN}" in capsys.readouterr().out
+    assert not kept.exists() and read_checkpoint(str(out / "checkpoint.pt"))["epoch"] == 1
+
+
+def test_overwrite_refuses_a_planted_entry_at_the_kept_folder_name(tmp_path, capsys):
+    out = tmp_path / "run"
+    old = _plant_run(out, "A")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    os.symlink(elsewhere, out / OVERWRITTEN)
+    code, err = _main_exit([*TINY, "--output-dir", str(out), "--overwrite"], capsys)
+    assert code == 1 and f"{OVERWRITTEN} is a symbolic link" in err and "Traceback" not in err
+    assert {f: (out / f).read_bytes() for f in old} == old and os.listdir(elsewhere) == []
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 30.52 GiB"),
+        RuntimeError("DefaultCPUAllocator: not enough memory: you tried to allocate 32768000000 bytes."),
+    ],
+)
+def test_out_of_memory_ends_the_run_with_one_line_naming_the_options(tmp_path, capsys, monkeypatch, error):
+    from canon.train import cli
+
+    def run(cfg, data):
+        raise error
+
+    monkeypatch.setattr(cli, "run", run)
+    code, err = _main_exit([*TINY, "--output-dir", str(tmp_path / "run"), "--view-size", "24"], capsys)
+    assert code == 1 and "Traceback" not in err, err
+    assert "out of memory" in err and "--batch-size" in err and "--view-size 24" in err

@@ -147,6 +147,11 @@ def test_resume_refuses_changed_options(tmp_path, digits, capsys):
     capsys.readouterr()
     run(cfg_of(*common, "--resume", "--epochs", str(epochs + 1)), digits)
     assert "warning: --resume with different epochs" in capsys.readouterr().err
+    # fewer epochs than trained is refused before config.json is rewritten to claim them
+    config = (tmp_path / "config.json").read_bytes()
+    with pytest.raises(ValueError, match=f"--epochs 1 is fewer than the {epochs + 1} epochs the checkpoint has"):
+        run(cfg_of(*common, "--resume", "--epochs", "1"), digits)
+    assert (tmp_path / "config.json").read_bytes() == config
 
 
 def test_d4_is_exactly_invariant_and_bf16_autocast_runs(tmp_path, digits):

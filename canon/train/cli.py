@@ -33,7 +33,7 @@ from canon.train.config import (
 )
 from canon.train.evaluate import angle_accuracy, canonicalizer_cost, collapse_statistics, evaluate, upright_accuracy
 from canon.train.loop import CheckpointError, NonFiniteError, Trainer, read_checkpoint, save_checkpoint
-from canon.train.rundir import RunDirectory, check_output_dir
+from canon.train.rundir import OVERWRITTEN, RunDirectory, check_output_dir
 
 __all__ = ["main", "run", "format_table"]
 
@@ -177,6 +177,12 @@ def _open_run_dir(cfg: dict, rank: int, world: int) -> RunDirectory | None:
             run_dir = RunDirectory(cfg["output_dir"], resume=cfg["resume"], overwrite=cfg.get("overwrite", False))
         except RunError as e:
             error = e
+        if run_dir is not None and run_dir.set_aside:
+            _log(
+                rank,
+                f"--overwrite: the previous run's files are in {os.path.join(cfg['output_dir'], OVERWRITTEN)} until "
+                "this run writes its first checkpoint",
+            )
         if run_dir is not None and run_dir.removed_temporaries:
             _log(
                 rank, f"removed temporary files left by an interrupted writer: {', '.join(run_dir.removed_temporaries)}"
@@ -227,6 +233,11 @@ def _resume(trainer: Trainer, ckpt_path: str, cfg: dict, rank: int) -> None:
         trainer.load_state_dict(ck)
     except CheckpointError as e:
         raise CheckpointError(f"--resume: {e}") from None
+    if trainer.epoch > cfg["epochs"]:  # before config.json is rewritten: it would claim fewer epochs than trained
+        raise ConfigError(
+            f"--resume: --epochs {cfg['epochs']} is fewer than the {trainer.epoch} epochs the checkpoint has trained "
+            f"(--epochs counts them all); give --epochs {trainer.epoch} or more"
+        )
     _log(rank, f"resumed from {ckpt_path} after epoch {trainer.epoch}")
 
 
@@ -258,7 +269,7 @@ def run(cfg: dict, data=None) -> dict | None:
         if cfg["resume"]:
             _resume(trainer, os.path.join(cfg["output_dir"], "checkpoint.pt"), cfg, rank)
         _write_run_info(trainer, cfg, train, test, device, rank, world)
-        if not _train_epochs(trainer, cfg, test, device, rank, world):
+        if not _train_epochs(trainer, cfg, test, device, rank, world, run_dir):
             return None
         tm = time.perf_counter()
         result = _evaluate_all(trainer, cfg, train, test, device, rank, world)
@@ -336,8 +347,9 @@ def _encoder_share(trainer: Trainer) -> dict:
     }
 
 
-def _train_epochs(trainer: Trainer, cfg: dict, test, device, rank: int, world: int) -> bool:
-    """The remaining epochs, each followed by a checkpoint; False when --stop-after stopped them early."""
+def _train_epochs(trainer: Trainer, cfg: dict, test, device, rank: int, world: int, run_dir=None) -> bool:
+    """The remaining epochs, each followed by a checkpoint (the first lets ``run_dir`` drop what --overwrite
+    set aside); False when --stop-after stopped them early."""
     show = not cfg["quiet"] and rank == 0 and sys.stderr.isatty()
     from tqdm import tqdm
 
@@ -371,6 +383,8 @@ def _train_epochs(trainer: Trainer, cfg: dict, test, device, rank: int, world: i
         if rank == 0:
             out = cfg["output_dir"]
             save_checkpoint(os.path.join(out, "checkpoint.pt"), trainer.state_dict())
+            if run_dir is not None:
+                run_dir.checkpoint_written()
             _write_csv(os.path.join(out, "epochs.csv"), trainer.history)
             if not show and not cfg["quiet"]:
                 accs = " ".join(
@@ -551,10 +565,24 @@ def main(argv: list[str] | None = None) -> None:
         _fail(str(e), 1)
     except WriteError as e:  # disk full, file size limit, something planted at a file's name
         _fail(_resume_hint(argv, cfg["output_dir"], str(e), "once that is solved, "), 1)
+    except RuntimeError as e:  # (torch.OutOfMemoryError is one)
+        if not _out_of_memory(e):
+            raise
+        _fail(
+            f"out of memory ({str(e).strip().splitlines()[0]}) at --batch-size {cfg['batch_size']}, --view-size "
+            f"{cfg['view_size'] or 'min(H, 16)'}, --encoder-width {cfg['encoder_width']}: make one of them "
+            "smaller; the last checkpoint, if any, is kept",
+            1,
+        )
     except KeyboardInterrupt:
         if first:
             print(_resume_hint(argv, cfg["output_dir"]), file=sys.stderr, flush=True)
         sys.exit(130)
+
+
+def _out_of_memory(e: RuntimeError) -> bool:
+    """Whether ``e`` is an allocator's refusal (CUDA's OutOfMemoryError, the CPU allocator's RuntimeError)."""
+    return isinstance(e, torch.OutOfMemoryError) or "not enough memory" in str(e)
 
 
 def _fail(message: str, status: int) -> None:

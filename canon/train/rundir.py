@@ -5,8 +5,12 @@
   ``--overwrite`` was given. The command line calls it before loading data.
 * :class:`RunDirectory` creates the folder, takes an exclusive ``fcntl.flock`` on
   ``OUTPUT_DIR/.lock`` (released when the process ends, however it ends), repeats the
-  checks under the lock, removes temporary files left by killed writers and, with
-  ``--overwrite``, the previous run's files.
+  checks under the lock and removes temporary files left by killed writers. With
+  ``--overwrite`` it moves the previous run's files into ``OUTPUT_DIR/overwritten/``, where
+  they stay until a run in the folder has written its first checkpoint
+  (:meth:`RunDirectory.checkpoint_written`): a run that fails before that (a bad option found
+  late, a crash, a kill) loses nothing. If that folder is already there, the files beside it
+  belong to a run that never wrote a checkpoint; they are removed and the folder is kept.
 
 Nothing planted in the folder turns a run against its owner: the lock and every run file are
 regular files or absent. A symbolic link, folder, FIFO, device or socket at one of their names
@@ -25,7 +29,7 @@ import stat
 from canon.train.checkpoint import remove_stale_temporaries, special_file
 from canon.train.config import CANONICALIZING, RunError
 
-__all__ = ["RUN_FILES", "LOCK_NAME", "check_output_dir", "previous_run", "RunDirectory"]
+__all__ = ["RUN_FILES", "LOCK_NAME", "OVERWRITTEN", "check_output_dir", "previous_run", "RunDirectory"]
 
 # every file a run writes; a folder holding any of them holds a previous run
 RUN_FILES = (
@@ -38,6 +42,7 @@ RUN_FILES = (
     *(f"canonical_grid_{name}.png" for name in CANONICALIZING if name != "canonicalized"),
 )
 LOCK_NAME = ".lock"
+OVERWRITTEN = "overwritten"  # --overwrite: the previous run's files, until the new run's first checkpoint
 _LOCK_FLAGS = os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
 
 
@@ -178,15 +183,79 @@ class RunDirectory:
             if found and not (resume or overwrite):
                 raise _refuse_previous(folder, found)
             self.removed_temporaries = remove_stale_temporaries(folder, RUN_FILES)
-            if overwrite:
-                for f in found:
-                    os.remove(os.path.join(folder, f))
+            self.set_aside = _set_aside(folder, found) if overwrite and found else False
+            self._keeping = _kept_folder(folder)
         except BaseException:
             self.release()
             raise
+
+    def checkpoint_written(self) -> None:
+        """The run has a checkpoint of its own: the files an ``--overwrite`` set aside go (idempotent)."""
+        if self._keeping:
+            self._keeping = False
+            _discard_set_aside(self.folder)
 
     def release(self) -> None:
         """Unlock (idempotent). The lock file stays: removing it would let two runs lock two different files."""
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
+
+
+def _kept_folder(folder: str, strict: bool = False) -> bool:
+    """Whether ``OUTPUT_DIR/overwritten`` is there as a folder; something else there is left alone, or with
+    ``strict`` (an --overwrite about to use that name) refused with a RunError."""
+    path = os.path.join(folder, OVERWRITTEN)
+    what = special_file(path)
+    if what is None and os.path.lexists(path):
+        what = "a file"
+    if what == "a folder":
+        return True
+    if what is None or not strict:
+        return False
+    raise RunError(
+        f"--output-dir {folder}: {OVERWRITTEN} is {what}. A run keeps the files that --overwrite sets aside in a "
+        "folder of that name and never follows a link out of its folder, so it refuses to start; remove it, or "
+        "choose another --output-dir"
+    )
+
+
+def _open_kept(folder: str) -> int:
+    return os.open(os.path.join(folder, OVERWRITTEN), os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+
+
+def _set_aside(folder: str, found: list[str]) -> bool:
+    """--overwrite: move the previous run's files into ``OUTPUT_DIR/overwritten``, or, when that folder already
+    holds the files of an earlier overwritten run, remove the files beside it: they belong to a run that never
+    wrote a checkpoint. True (the folder holds a previous run now)."""
+    try:
+        if _kept_folder(folder, strict=True):
+            for f in found:
+                os.remove(os.path.join(folder, f))
+            return True
+        os.mkdir(os.path.join(folder, OVERWRITTEN))
+        fd = _open_kept(folder)  # no link followed: the renames land in this very folder
+        try:
+            for f in found:
+                os.rename(os.path.join(folder, f), f, dst_dir_fd=fd)
+        finally:
+            os.close(fd)
+    except OSError as e:
+        raise RunError(
+            f"--output-dir {folder}: --overwrite cannot set the previous run aside in {OVERWRITTEN}/: {e.strerror or e}"
+        ) from None
+    return True
+
+
+def _discard_set_aside(folder: str) -> None:
+    """Remove the run files in ``OUTPUT_DIR/overwritten``, then the folder if nothing else is in it."""
+    with contextlib.suppress(OSError):  # gone, or replaced by something that is not a folder: nothing to do
+        fd = _open_kept(folder)
+        try:
+            for f in RUN_FILES:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(f, dir_fd=fd)
+        finally:
+            os.close(fd)
+        with contextlib.suppress(OSError):  # something else was put there: left as it is
+            os.rmdir(os.path.join(folder, OVERWRITTEN))
