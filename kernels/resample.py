@@ -2006,12 +2006,15 @@ def transform_backward(
         if target is not grad_x:
             grad_x.copy_(target)
     if grad_x is not None and not pull_gx:
-        if chan_perm is not None:
-            raise NotImplementedError(
-                "kernels.resample.transform_backward: channel permutation with border/reflection padding"
-            )
         accum = torch.zeros((B, C, H, W), dtype=acc_dt, device=grad.device)
         _scatter_launch(grad.unsqueeze(1), mats, index, all_exact, padding, nearest, accum, (H, W))
+        if chan_perm is not None:
+            # the forward read input channel k·n + chan_perm[g, j] into channel k·n + j: its adjoint reads
+            # channel k·n + chan_inv[g, i] into k·n + i (an index outside the table: row 0, NaN from the scatter)
+            n = chan_inv.shape[1]
+            rows = chan_inv[index.clamp(0, chan_inv.shape[0] - 1)]  # (B, n)
+            perm = rows[:, None, :, None, None].expand(B, C // n, n, H, W)
+            accum = torch.gather(accum.reshape(B, C // n, n, H, W), 2, perm).reshape(B, C, H, W)
         grad_x.copy_(accum)
     if dot is not None:
         torch.sum(dot, dim=-1, out=grad_w)

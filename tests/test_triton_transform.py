@@ -95,6 +95,30 @@ def test_regular_invert_permutes_channels_forward_and_backward(dev, rng):
     )
 
 
+@kernel_device
+@pytest.mark.parametrize("padding", ["border", "reflection"])
+def test_regular_invert_with_folding_padding_scatters_then_permutes_channels(dev, padding, rng):
+    """The adjoint to x of a regular invert whose padding folds taps onto the edge: a scatter, then the inverse
+    channel permutation (it raised NotImplementedError); 45° elements, two fields of C8's 8 channels."""
+    G = as_group("C8")
+    B, K, N = 3, 2, G.order
+    y = torch.randn(B, K * N, 7, 7, generator=rng)
+    index = torch.tensor([1, 6, 3])
+    t, td = _tables(G, (7, 7), (7, 7), inverse=True), _tables(G, (7, 7), (7, 7), dev=dev, inverse=True)
+    perm, inv = channel_tables(G, torch.device("cpu"))
+    perm_d, inv_d = channel_tables(G, torch.device(dev))
+    yr = y.clone().requires_grad_()
+    w = torch.zeros(B, N, requires_grad=True)
+    g = torch.randn(y.shape, generator=rng)
+    oracle.transform(yr, w, index, t.mats, t.exact, padding, "bilinear", chan_perm=perm).backward(g)
+    gx, gw = triton_ops.transform_backward(
+        g.to(dev), y.to(dev), index.to(dev), td.mats, td.pull, t.exact, t.aligned, padding, "bilinear", True, True,
+        perm_d, inv_d,
+    )  # fmt: skip
+    assert_close(to_cpu(gx), yr.grad, msg="grad_x")
+    assert_close(to_cpu(gw), w.grad, msg="grad_weights", case="inner_products")
+
+
 def test_channel_blocks_split_evenly_or_test_the_count():
     """Blocks of at most 4 (or 2) channels: RGB is one block of 3 with no per-load test of the channel count,
     6 is two of 3; where no even split keeps the number of blocks (5, 7; 3 in blocks of 2) every load tests it."""
