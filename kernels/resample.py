@@ -1721,6 +1721,12 @@ def _aligned(aligned: bool, meta: dict, kind: str) -> bool:
     return kind == "copy" and bool(aligned) and meta["TILE_W"] % 16 == 0 and meta["TILE_H"] % 16 == 0
 
 
+def _rounded_from_float64(x: torch.Tensor, out: torch.Tensor) -> bool:
+    """Float64 input, 16-bit output: the views are computed in float64 and rounded once by torch. (The
+    kernels' own float64 → bfloat16 store is wrong under the Triton interpreter: NaN and zeros.)"""
+    return x.dtype == torch.float64 and out.dtype in (torch.bfloat16, torch.float16)
+
+
 def orbit_forward(
     x, mats, all_exact: bool, aligned: bool, size, padding: str, interpolation: str, out: torch.Tensor, fam=None
 ) -> torch.Tensor:
@@ -1732,6 +1738,9 @@ def orbit_forward(
     families (``canon.geometry.quarter_turn_families``), sampled once each where :data:`ORBIT_FAMILIES`
     allows.
     """
+    if _rounded_from_float64(x, out):
+        tmp = torch.empty(out.shape, dtype=torch.float64, device=out.device)
+        return out.copy_(orbit_forward(x, mats, all_exact, aligned, size, padding, interpolation, tmp, fam))
     B, C, H, W = x.shape
     N = mats.shape[0]
     h, w = size
@@ -2023,6 +2032,9 @@ def transform_backward(
 def orbit_antialias_forward(x, mats, pull, norm, taps: int, size, padding: str, out: torch.Tensor) -> torch.Tensor:
     """Antialiased views of ``x`` (B, C, H, W) into ``out`` (B, N, C, h, w), any strides; ``norm`` (N, h, w)
     and ``taps`` from ``canon.geometry.antialias_tables``."""
+    if _rounded_from_float64(x, out):
+        tmp = torch.empty(out.shape, dtype=torch.float64, device=out.device)
+        return out.copy_(orbit_antialias_forward(x, mats, pull, norm, taps, size, padding, tmp))
     B, C, H, W = x.shape
     N = mats.shape[0]
     h, w = size

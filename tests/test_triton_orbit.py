@@ -11,7 +11,7 @@ pytest.importorskip("triton", reason="the Triton path needs triton")
 import canon  # noqa: E402
 from canon import oracle, triton_ops  # noqa: E402
 from canon import reference as ref  # noqa: E402
-from canon.geometry import view_tables  # noqa: E402
+from canon.geometry import antialias_tables, view_tables  # noqa: E402
 from canon.groups import as_group  # noqa: E402
 
 NAN = float("nan")
@@ -159,6 +159,19 @@ def test_low_precision_io_within_torch_own_error(dev, dtype, rng):
     )
     assert o.dtype == dtype
     assert_close(o.float(), oracle.orbit(x32, t.mats, t.exact, (6, 6), "border", "bilinear"), dtype=dtype)
+    # float64 in, low precision out: the float64 views rounded once (plain and antialiased; under the
+    # interpreter the kernels' own float64 → bfloat16 store gave NaN)
+    x64 = x32.double()
+    aa = antialias_tables(as_group("C8"), (9, 9), (6, 6), 0.8, torch.device(dev))
+    for norm, taps in ((None, 0), (aa.norm, aa.taps)):
+        o = triton_ops.orbit(
+            x64.to(dev), td.mats, td.pull, t.exact, t.aligned, (6, 6), "border", "bilinear", out_dtype=dtype,
+            aa_norm=norm, aa_taps=taps,
+        )  # fmt: skip
+        expect = triton_ops.orbit(
+            x64.to(dev), td.mats, td.pull, t.exact, t.aligned, (6, 6), "border", "bilinear", aa_norm=norm, aa_taps=taps
+        )
+        assert o.dtype == dtype and torch.equal(to_cpu(o), to_cpu(expect).to(dtype)), f"antialias={norm is not None}"
     # exact views are copies: bit-identical in any dtype
     te, ted = _tables("D4", (9, 9), (9, 9)), _tables("D4", (9, 9), (9, 9), dev=dev)
     copies = to_cpu(triton_ops.orbit(x.to(dev), ted.mats, ted.pull, te.exact, te.aligned, (9, 9), "zeros", "bilinear"))
