@@ -24,6 +24,9 @@ That gives two things one seam:
 from __future__ import annotations
 
 import contextlib
+import functools
+import math
+import struct
 from collections.abc import Callable
 
 import torch
@@ -179,3 +182,25 @@ def recording(sink: list):
         yield sink
     finally:
         _recorder = prev
+
+
+def float_args(**values: float) -> dict:
+    """Float scalar arguments as Triton takes them, and exact enough for float64 kernels.
+
+    Triton passes a Python float as float32, so a float64 kernel would compute with ``beta = 0.1``
+    rounded to 2^-24. Each value ``name`` comes with ``name_lo``, the rest of it (``value − float32(value)``,
+    itself in float32), which the float64 kernels add back (``kernels.select.scalar``): ~2^-48."""
+    out = {}
+    for name, value in values.items():
+        out[name], out[f"{name}_lo"] = _float32_split(float(value))
+    return out
+
+
+@functools.lru_cache(maxsize=256)
+def _float32_split(value: float) -> tuple[float, float]:
+    try:
+        hi = struct.unpack("f", struct.pack("f", value))[0]
+    except OverflowError:  # beyond float32: Triton makes it inf anyway
+        hi = value
+    lo = value - hi
+    return hi, (lo if math.isfinite(lo) else 0.0)

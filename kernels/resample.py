@@ -47,8 +47,8 @@ import torch
 import triton
 import triton.language as tl
 
-from .launch import acc_dtype, acc_tl, cdiv, dense, launch, next_power_of_2
-from .select import select_argmax, select_config, select_scores_row
+from .launch import acc_dtype, acc_tl, cdiv, dense, float_args, launch, next_power_of_2
+from .select import scalar, select_argmax, select_config, select_scores_row
 
 __all__ = [
     "PADDING_CODES",
@@ -697,9 +697,11 @@ def select_transform_kernel(
     C,
     H,
     W,
-    # runtime scalars
+    # runtime scalars (each with its float32 rest, NAME_lo: kernels.launch.float_args)
     beta,  # inverse temperature of the softmax
+    beta_lo,
     eps,  # norm clamp of the cosine
+    eps_lo,
     # meta-parameters
     COSINE: tl.constexpr,
     PADDING: tl.constexpr,
@@ -717,6 +719,8 @@ def select_transform_kernel(
     """Eval canonicalization in one launch: scores of image b's orbit vectors, argmax (ties to the
     lowest index), then ``out[b] = T_{argmax} x[b]``. The scores come from the same helper as
     the select kernel (same values, same choice)."""
+    beta = scalar(beta, beta_lo, SCORE_ACC)
+    eps = scalar(eps, eps_lo, SCORE_ACC)
     pid = tl.program_id(0)
     tiles = tl.cdiv(H, TILE_H) * tl.cdiv(W, TILE_W)
     b = pid // tiles
@@ -1859,7 +1863,7 @@ def select_transform_forward(
         sv_b=vectors.stride(0), sv_n=vectors.stride(1), sv_d=vectors.stride(2), sr_d=reference.stride(0),
         sx_b=x.stride(0), sx_c=x.stride(1), sx_h=x.stride(2), sx_w=x.stride(3),
         so_b=out.stride(0), so_c=out.stride(1), so_h=out.stride(2), so_w=out.stride(3),
-        N=N, D=D, C=C, H=H, W=W, beta=float(beta), eps=float(eps),
+        N=N, D=D, C=C, H=H, W=W, **float_args(beta=beta, eps=eps),
         COSINE=bool(cosine), PADDING=PADDING_CODES[padding], NEAREST=interpolation == "nearest",
         ALL_EXACT=bool(all_exact),
         ALIGNED=_aligned(aligned, meta, kind), SCORE_ACC=acc_tl(vectors.dtype), ACC=acc_tl(x.dtype), BLOCK_N=block_n,

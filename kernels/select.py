@@ -17,7 +17,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .launch import acc_dtype, acc_tl, dense, launch, next_power_of_2
+from .launch import acc_dtype, acc_tl, dense, float_args, launch, next_power_of_2
 
 __all__ = [
     "CONTRASTIVE_CODES",
@@ -31,6 +31,7 @@ __all__ = [
     "select_argmax",
     "select_kernel",
     "select_backward_kernel",
+    "scalar",
 ]
 
 # contrastive loss variants (docs/spec.md §4)
@@ -47,6 +48,16 @@ _PRIOR_TARGET = tl.constexpr(PRIOR_TARGET)
 LOSS_ROWS = 2  # losses tensor (LOSS_ROWS, B): row 0 contrastive, row 1 prior
 ROW_CONTRASTIVE = tl.constexpr(0)
 ROW_PRIOR = tl.constexpr(1)
+
+
+@triton.jit
+def scalar(hi, lo, ACC: tl.constexpr):
+    """A float scalar argument in ``ACC``: as passed (float32) for float32 kernels; for float64 ones with
+    the rest that ``kernels.launch.float_args`` passes beside it added back."""
+    if ACC == tl.float64:
+        return tl.cast(hi, tl.float64) + tl.cast(lo, tl.float64)
+    else:
+        return hi
 
 
 @triton.jit
@@ -143,12 +154,17 @@ def select_kernel(
     B,
     N,
     D,
-    # runtime scalars
+    # runtime scalars (each with its float32 rest, NAME_lo: kernels.launch.float_args)
     beta,  # inverse temperature of the choice softmax
+    beta_lo,
     tau,  # Gumbel-softmax temperature (HAS_NOISE)
+    tau_lo,
     eps,  # norm clamp
+    eps_lo,
     pair_scale,  # 1 / pairs averaged by the contrastive loss: N(N-1) normalized, N² raw, 0 when N < 2
+    pair_scale_lo,
     prior_beta,  # inverse temperature of the prior cross-entropy
+    prior_beta_lo,
     # meta-parameters
     COSINE: tl.constexpr,
     HAS_NOISE: tl.constexpr,
@@ -160,6 +176,11 @@ def select_kernel(
     BLOCK_D: tl.constexpr,
 ):
     """Selection and per-sample losses of sample b = program id."""
+    beta = scalar(beta, beta_lo, ACC)
+    tau = scalar(tau, tau_lo, ACC)
+    eps = scalar(eps, eps_lo, ACC)
+    pair_scale = scalar(pair_scale, pair_scale_lo, ACC)
+    prior_beta = scalar(prior_beta, prior_beta_lo, ACC)
     b = tl.program_id(0)
     v_row = v_ptr + b.to(tl.int64) * sv_b
     if SELECT:
@@ -224,11 +245,15 @@ def select_backward_kernel(
     B,
     N,
     D,
-    # runtime scalars
+    # runtime scalars (each with its float32 rest, NAME_lo: kernels.launch.float_args)
     logit_scale,  # d logits / d scores: beta (beta / tau with Gumbel noise)
+    logit_scale_lo,
     eps,
+    eps_lo,
     pair_scale,  # as in select_kernel
+    pair_scale_lo,
     prior_beta,
+    prior_beta_lo,
     # meta-parameters
     COSINE: tl.constexpr,
     SELECT: tl.constexpr,  # gradients through scores/probs/one-hot (and the prior) to vectors and reference
@@ -242,6 +267,10 @@ def select_backward_kernel(
     BLOCK_D: tl.constexpr,
 ):
     """Gradient of everything :func:`select_kernel` produced, for sample b = program id."""
+    logit_scale = scalar(logit_scale, logit_scale_lo, ACC)
+    eps = scalar(eps, eps_lo, ACC)
+    pair_scale = scalar(pair_scale, pair_scale_lo, ACC)
+    prior_beta = scalar(prior_beta, prior_beta_lo, ACC)
     b = tl.program_id(0)
     n = tl.arange(0, BLOCK_N)
     n_ok = n < N
@@ -282,15 +311,20 @@ def select_backward_kernel(
                 r = tl.load(r_ptr + d * sr_d, mask=d_ok, other=0.0).to(ACC)
                 vv += tl.sum(vt * vt, axis=1)
                 rr += r * r
-            nv = tl.maximum(tl.sqrt(vv), eps)
-            nr = tl.maximum(tl.sqrt(tl.sum(rr, axis=0)), eps)
-            # d/dv = r/(|v||r|) - cos·v/|v|²,  d/dr = Σ v/(|v||r|) - cos·r/|r|²
+            tv = tl.sqrt(vv)
+            tr = tl.sqrt(tl.sum(rr, axis=0))
+            nv = tl.maximum(tv, eps)
+            nr = tl.maximum(tr, eps)
+            # d/dv = r/(|v||r|) - cos·v/|v|²,  d/dr = Σ v/(|v||r|) - cos·r/|r|². A norm clamped at eps divides
+            # by eps but keeps its own derivative v/|v| (F.cosine_similarity clamps the norm in place, out of
+            # autograd's sight): cos·v/(eps|v|), and 0 for a zero vector
             a = gsc / (nv * nr)
-            cv = gsc * s / (nv * nv)
-            cr = tl.sum(gsc * s, axis=0) / (nr * nr)
+            cv = tl.where(tv > 0.0, gsc * s / (nv * tl.where(tv > 0.0, tv, 1.0)), 0.0)
+            cr = tl.where(tr > 0.0, tl.sum(gsc * s, axis=0) / (nr * tl.where(tr > 0.0, tr, 1.0)), 0.0)
     if CONTRASTIVE != CONTRASTIVE_NONE:
         gram, vv2 = _gram_row(v_row, sv_n, sv_d, N, D, ACC, BLOCK_N, BLOCK_D)
         inv = 1.0 / tl.maximum(tl.sqrt(vv2), eps)
+        clamped = tl.sqrt(vv2) < eps  # v / eps: no projection term below
         if CONTRASTIVE == CONTRASTIVE_NORMALIZED:
             gram = gram * inv[:, None] * inv[None, :]
         scale = tl.load(gl_ptr + ROW_CONTRASTIVE).to(ACC) * pair_scale / B
@@ -299,6 +333,7 @@ def select_backward_kernel(
         S = tl.where(_off_diagonal(n, N), sgn, 0.0) * (2.0 * scale)
         if CONTRASTIVE == CONTRASTIVE_NORMALIZED:
             proj = tl.sum(S * gram, axis=1)  # <vn, dVn> per row, from G without another pass over D
+            proj = tl.where(clamped, 0.0, proj)
     for d0 in range(0, D, BLOCK_D):
         d = d0 + tl.arange(0, BLOCK_D)
         d_ok = d < D
@@ -389,8 +424,8 @@ def select_forward(
         scores_ptr=scores, probs_ptr=probs, index_ptr=index, onehot_ptr=onehot, losses_ptr=losses,
         sv_b=vectors.stride(0), sv_n=vectors.stride(1), sv_d=vectors.stride(2), sr_d=r.stride(0) if select else 0,
         sn_b=noise.stride(0) if noise is not None else 0, sn_n=noise.stride(1) if noise is not None else 0,
-        B=B, N=N, D=D, beta=float(beta), tau=float(tau), eps=float(eps), pair_scale=pair_scale(N, contrastive),
-        prior_beta=float(prior_beta),
+        B=B, N=N, D=D,
+        **float_args(beta=beta, tau=tau, eps=eps, pair_scale=pair_scale(N, contrastive), prior_beta=prior_beta),
         COSINE=bool(cosine), HAS_NOISE=noise is not None, SELECT=select, CONTRASTIVE=CONTRASTIVE_CODES[contrastive],
         PRIOR=int(prior),
         ACC=acc_tl(vectors.dtype), BLOCK_N=block_n, BLOCK_D=block_d,
@@ -439,8 +474,10 @@ def select_backward(
         gl_ptr=grad_losses if grad_losses is not None else dummy, gv_ptr=gv, gr_ptr=gr,
         sv_b=vectors.stride(0), sv_n=vectors.stride(1), sv_d=vectors.stride(2),
         sr_d=reference.stride(0) if select else 0,
-        B=B, N=N, D=D, logit_scale=float(logit_scale), eps=float(eps), pair_scale=pair_scale(N, contrastive),
-        prior_beta=float(prior_beta),
+        B=B, N=N, D=D,
+        **float_args(
+            logit_scale=logit_scale, eps=eps, pair_scale=pair_scale(N, contrastive), prior_beta=prior_beta
+        ),
         COSINE=bool(cosine), SELECT=select, HAS_GS=gs is not None, HAS_GP=gp is not None, HAS_GH=gh is not None,
         CONTRASTIVE=CONTRASTIVE_CODES[contrastive], PRIOR=int(prior), ACC=acc_tl(vectors.dtype), BLOCK_N=block_n,
         BLOCK_D=block_d,

@@ -197,3 +197,44 @@ def test_select_backward_deterministic(dev, rng):
         g, g, g, gl, v, r, sel.probs, 1.0, "cosine", True, None, 1.0, "normalized", "identity"
     )
     assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+
+
+@kernel_device
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_norms_below_eps_and_zero_vectors_match_the_reference(dev, dtype, rng):
+    """Vectors with 0 < |v| < eps and zero vectors (a clamped norm divides by eps; autograd through
+    F.cosine_similarity keeps the norm's own derivative, and the normalized loss's clamp has none), and a
+    zero reference: scores and gradients of the kernels equal the oracle's, float64 to 1e-10 (eps and the
+    other float scalars reach float64 kernels unrounded)."""
+    v = torch.randn(2, 5, 3, generator=rng, dtype=dtype)
+    v[0, 1] = torch.tensor([3e-9, -4e-9, 0.0], dtype=dtype)  # |v| = 5e-9 < eps
+    v[1, 2] = 0.0
+    d = lambda t: t.to(dev)  # noqa: E731
+    for r in (torch.randn(3, generator=rng, dtype=dtype), torch.zeros(3, dtype=dtype)):
+        sel, _ = triton_ops.select(d(v), d(r), 0.3, "cosine", None, 1.0)
+        vr, rr = v.clone().requires_grad_(), r.clone().requires_grad_()
+        e = oracle.select(vr, rr, 0.3, "cosine", False)
+        assert_close(to_cpu(sel.scores), e.scores, msg="scores")
+        gs = torch.randn(2, 5, generator=rng, dtype=dtype)
+        gv, gr = triton_ops.select_backward(
+            d(gs), None, None, None, d(v), d(r), sel.probs, 0.3, "cosine", False, None, 1.0
+        )
+        ev, er = torch.autograd.grad(e.scores, [vr, rr], gs)
+        assert_close(to_cpu(gv), ev, msg="grad vectors")
+        assert_close(to_cpu(gr), er, msg="grad reference")
+    vr = v.clone().requires_grad_()
+    ev = torch.autograd.grad(oracle.contrastive_loss(vr, "normalized"), vr)[0]
+    gv = triton_ops.contrastive_loss_backward(torch.tensor(1.0, dtype=dtype, device=dev), d(v), "normalized")
+    assert_close(to_cpu(gv), ev, msg="grad of the normalized contrastive loss")
+
+
+def test_float_args_carry_float64_scalars_past_triton_float32():
+    """Triton passes Python floats as float32; each float argument comes with its float32 rest."""
+    from canon.kernels.launch import float_args
+
+    args = float_args(beta=0.1, pair=1 / 56, big=1e300, one=1.0, inf=float("inf"))
+    for name, value in (("beta", 0.1), ("pair", 1 / 56), ("one", 1.0)):
+        hi, lo = args[name], args[f"{name}_lo"]
+        assert torch.tensor(hi, dtype=torch.float32).item() == hi  # hi is a float32
+        assert abs((hi + lo) - value) <= 1e-15 * value and (lo == 0.0) == (hi == value)
+    assert args["big_lo"] == 0.0 and args["inf"] == float("inf") and args["inf_lo"] == 0.0
