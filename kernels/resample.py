@@ -286,10 +286,15 @@ def _pad(u, v, Wf, Hf, PADDING: tl.constexpr):
 
 
 @triton.jit
-def _taps(u, v, pix_ok, Wf, Hf, ONE_TAP: tl.constexpr, NEAREST: tl.constexpr):
+def _taps(u, v, pix_ok, Wf, Hf, ONE_TAP: tl.constexpr, NEAREST: tl.constexpr, skip_zero=False):
     """Taps of padded coordinates (u, v): top-left tap (int32, clamped to [-1, size] so it stays
     representable), the four bilinear weights and the four in-range masks (and'ed with
-    ``pix_ok``). One-tap modes (nearest, exact views) use ``wt00``/``k00`` only."""
+    ``pix_ok``). One-tap modes (nearest, exact views) use ``wt00``/``k00`` only.
+
+    A bilinear tap of weight 0 is read like the others (NaN · 0 is NaN: the oracle's and aten's
+    grid_sample's rule) unless ``skip_zero`` (a scalar): a view that permutes pixels reads its one
+    pixel, as the oracle's (keeping -0.0 and a neighbour's NaN out), and a scatter adds nothing for
+    ``grad · 0`` (no atomic; as the pull, which skips weight 0 too)."""
     if ONE_TAP:
         if NEAREST:
             u = _round_half_even(u)
@@ -305,9 +310,12 @@ def _taps(u, v, pix_ok, Wf, Hf, ONE_TAP: tl.constexpr, NEAREST: tl.constexpr):
         fx = u - x0
         fy = v - y0
         in_x0 = (x0 >= 0.0) & (x0 <= Wf - 1.0) & pix_ok
-        in_x1 = (x0 + 1.0 >= 0.0) & (x0 + 1.0 <= Wf - 1.0) & (fx != 0.0) & pix_ok
+        in_x1 = (x0 + 1.0 >= 0.0) & (x0 + 1.0 <= Wf - 1.0) & pix_ok
         in_y0 = (y0 >= 0.0) & (y0 <= Hf - 1.0)
-        in_y1 = (y0 + 1.0 >= 0.0) & (y0 + 1.0 <= Hf - 1.0) & (fy != 0.0)
+        in_y1 = (y0 + 1.0 >= 0.0) & (y0 + 1.0 <= Hf - 1.0)
+        if skip_zero is not False:
+            in_x1 = in_x1 & ~tl.where(skip_zero, fx == 0.0, False)
+            in_y1 = in_y1 & ~tl.where(skip_zero, fy == 0.0, False)
         ix = tl.minimum(tl.maximum(x0, -1.0), Wf).to(tl.int32)
         iy = tl.minimum(tl.maximum(y0, -1.0), Hf).to(tl.int32)
         gx = 1.0 - fx
@@ -342,7 +350,7 @@ def _gather(
         return tl.load(base, mask=chan_ok & k00[None, :, :], other=0.0)
     else:
         # every tap's load is issued before the sums; same summation order as the reference; taps
-        # that read nothing add nothing (an exact position keeps -0.0, as the reference's gather)
+        # outside the input add nothing (their masks), taps of weight 0 add value · 0
         t00 = tl.load(base, mask=chan_ok & k00[None, :, :], other=0.0).to(ACC)
         t01 = tl.load(base + s_w, mask=chan_ok & k01[None, :, :], other=0.0).to(ACC)
         t10 = tl.load(base + s_h, mask=chan_ok & k10[None, :, :], other=0.0).to(ACC)
@@ -474,7 +482,10 @@ def _resample_tile(
         Hf = H * 1.0
         u, v = _source_coords(m00, m01, m02, m10, m11, m12, q[None, :].to(tl.float32), r[:, None].to(tl.float32))
         u, v = _pad(u, v, Wf, Hf, PADDING)
-        ix, iy, wt00, wt01, wt10, wt11, k00, k01, k10, k11 = _taps(u, v, pix_ok, Wf, Hf, ALL_EXACT or NEAREST, NEAREST)
+        perm = _is_permutation(m00, m01, m02, m10, m11, m12)
+        ix, iy, wt00, wt01, wt10, wt11, k00, k01, k10, k11 = _taps(
+            u, v, pix_ok, Wf, Hf, ALL_EXACT or NEAREST, NEAREST, perm
+        )
         for c0 in range(0, C, CHANNELS):
             c, src_off, c_ok = _channels(c0, C, N_PERM, chan_perm_row, sx_c, CHANNELS, CHANNEL_PERM)
             val = _gather(
@@ -1436,7 +1447,7 @@ def orbit_backward_scatter_kernel(
     if OUT_OF_RANGE:
         p_ok = p_ok & ((u < 0.0) | (u > Wf - 1.0) | (v < 0.0) | (v > Hf - 1.0))
     u, v = _pad(u, v, Wf, Hf, PADDING)
-    ix, iy, wt00, wt01, wt10, wt11, k00, k01, k10, k11 = _taps(u, v, p_ok, Wf, Hf, ALL_EXACT or NEAREST, NEAREST)
+    ix, iy, wt00, wt01, wt10, wt11, k00, k01, k10, k11 = _taps(u, v, p_ok, Wf, Hf, ALL_EXACT or NEAREST, NEAREST, True)
     grad_c = grad_ptr + b.to(tl.int64) * sg_b + n.to(tl.int64) * sg_n
     gx_c = gx_ptr + b.to(tl.int64) * C * H * W
     grad_off = i * sg_h + j * sg_w

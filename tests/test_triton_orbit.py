@@ -432,3 +432,35 @@ def test_public_orbit_hands_the_families_to_the_kernel(dev, monkeypatch, rng):
         turned = canon.orbit(x, "C8", antialias=False)
     assert [kw["FAMILIES"] for _, kw in launches] == [False, True]
     assert_close(to_cpu(turned), to_cpu(plain))
+
+
+@kernel_device
+@pytest.mark.parametrize(
+    "group,in_hw,out_hw,crop,padding",
+    [
+        ("C4", (7, 7), (7, 7), 0.5, "zeros"),
+        ("C8", (7, 7), (5, 5), 1.0, "border"),
+        ("D3", (7, 7), (7, 7), 1.0, "reflection"),
+    ],
+)
+def test_nan_and_inf_pixels_reach_the_outputs_the_oracle_says(dev, group, in_hw, out_hw, crop, padding, rng):
+    """A bilinear tap of weight 0 is read (NaN · 0 and inf · 0 are NaN, as the oracle and grid_sample compute),
+    except in views that permute pixels (one pixel read): NaN outputs are exactly the oracle's, orbit and
+    transform. (The kernels used to skip every tap of weight 0.)"""
+    x = torch.randn(2, 2, *in_hw, generator=rng)
+    x[0, 0, 2, 3] = NAN
+    x[1, 1, 0, 0] = float("inf")
+    x[1, 0, 3, 2] = -float("inf")
+    t, td = _tables(group, in_hw, out_hw, crop), _tables(group, in_hw, out_hw, crop, dev)
+    expect = oracle.orbit(x, t.mats, t.exact, out_hw, padding, "bilinear")
+    got = to_cpu(triton_ops.orbit(x.to(dev), td.mats, td.pull, t.exact, t.aligned, out_hw, padding, "bilinear"))
+    assert torch.isnan(expect).any() and torch.equal(torch.isnan(got), torch.isnan(expect))
+    ok = ~torch.isnan(expect)
+    assert_close(got[ok], expect[ok])
+    tt, ttd = _tables(group, in_hw, in_hw), _tables(group, in_hw, in_hw, dev=dev)
+    index = torch.tensor([1, tt.mats.shape[0] - 1])
+    expect = oracle.transform(x, None, index, tt.mats, tt.exact, padding, "bilinear")
+    got = to_cpu(triton_ops.transform(x.to(dev), index.to(dev), ttd.mats, tt.exact, tt.aligned, padding, "bilinear"))
+    assert torch.equal(torch.isnan(got), torch.isnan(expect))
+    ok = ~torch.isnan(expect)
+    assert_close(got[ok], expect[ok])
