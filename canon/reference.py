@@ -2,7 +2,9 @@
 
 What the values are is defined in :mod:`canon.oracle` (small and slow on purpose); this module
 computes the same values fast: cached per-matrix plans, bilinear views through aten's
-``grid_sampler_2d`` with the batch folded into the channels, exact views as cached index gathers
+``grid_sampler_2d`` with the batch folded into the channels (float32 and lower; float64 views
+take the oracle's four taps, weighed in float32 as defined, where aten weighs in float64 and was
+up to 2e-6 off), exact views as cached index gathers
 written straight into their slot of the output, antialiased views as one sparse product, and
 explicit backward formulas (the registered ops' backward halves run without autograd). The tests
 compare it with the oracle, as they compare the Triton kernels.
@@ -157,11 +159,16 @@ class _ViewPlan:
         self.gathered_taps = [
             (i[rows].reshape(-1), wt[rows].reshape(-1), ok[rows].reshape(-1)) for i, wt, ok in self.taps
         ]
-        self.grids = None
-        if len(rows) < N:
+        self.grids = self.taps4 = None
+        if len(rows) < N and dtype == torch.float64:
+            # float64: aten's grid sampler would weigh in float64 (and reflect in float64), the definition
+            # weighs in float32 (canon.oracle): the four taps of every view, gathered and summed as there
+            self.taps4 = _taps(u, v, H, W, padding, interpolation, False)
+        elif len(rows) < N:
             grid = torch.stack([(2 * u.to(dtype) + 1) / W - 1, (2 * v.to(dtype) + 1) / H - 1], -1)
             self.grids = grid.reshape(N, h, w, 2)
         self.padding = _GRID_PADDING[padding]
+        self.padding_name, self.interpolation, self.out_hw = padding, interpolation, (h, w)
 
 
 _VIEW_PLANS = PerTensorCache()
@@ -196,6 +203,9 @@ def _grid_view(src: torch.Tensor, plan: _ViewPlan, n: int, out: torch.Tensor | N
     instead of once per image (bit-identical values; 11.4 → 10.4 ms for the quick benchmark's C8
     orbit on the 2-core machine). ``out`` may have another dtype (the copy converts)."""
     B, C, H, W = src.shape
+    if plan.taps4 is not None:  # float64
+        y = _tap_views(src, plan, n).reshape(B, C, *plan.out_hw)
+        return y if out is None else out.copy_(y)
     if out is not None:
         k = _image_chunks(B, C) if src.device.type == "cpu" else 0
         if k:
@@ -208,6 +218,13 @@ def _grid_view(src: torch.Tensor, plan: _ViewPlan, n: int, out: torch.Tensor | N
         return torch.ops.aten.grid_sampler_2d.out(src, grid, 0, plan.padding, False, out=out)
     grid = plan.grids[n : n + 1].expand(B, *plan.grids.shape[1:])
     return torch.ops.aten.grid_sampler_2d(src, grid, 0, plan.padding, False)
+
+
+def _tap_views(src: torch.Tensor, plan: _ViewPlan, rows) -> torch.Tensor:
+    """Bilinear views ``rows`` (an int: one view for the batch; a (B,) tensor: one per sample) of ``src``
+    (B, C, H, W) through the plan's four taps (float64 plans) → (B, C, P)."""
+    B, C, H, W = src.shape
+    return _apply_taps(src.reshape(B, C, H * W), [(i[rows], wt[rows], ok[rows]) for i, wt, ok in plan.taps4], False)
 
 
 def _gathered_views(src: torch.Tensor, plan: _ViewPlan) -> torch.Tensor:
@@ -287,13 +304,19 @@ def _sample_per_sample(
     flat = x.reshape(B, C, H * W)
     if all(plan.gathered):
         return _apply_taps(flat, [(i[index], wt[index], ok[index]) for i, wt, ok in plan.taps], True).reshape(x.shape)
+
+    def resampled(xs, idx):
+        if plan.taps4 is not None:  # float64
+            return _tap_views(xs, plan, idx).reshape(xs.shape)
+        return torch.ops.aten.grid_sampler_2d(xs, plan.grids[idx], 0, plan.padding, False)
+
     if not any(plan.gathered):
-        return torch.ops.aten.grid_sampler_2d(x, plan.grids[index], 0, plan.padding, False)
+        return resampled(x, index)
     # a group with exact and resampled elements (e.g. C8): split the batch by the kind of its element
     kind = plan.gathered_mask[index]
     ex, ne = kind.nonzero().flatten(), (~kind).nonzero().flatten()
     out = x.new_zeros(x.shape)
-    out = out.index_copy(0, ne, torch.ops.aten.grid_sampler_2d(x[ne], plan.grids[index[ne]], 0, plan.padding, False))
+    out = out.index_copy(0, ne, resampled(x[ne], index[ne]))
     taps = [(i[index[ex]], wt[index[ex]], ok[index[ex]]) for i, wt, ok in plan.taps]
     return out.index_copy(0, ex, _apply_taps(flat[ex], taps, True).reshape(-1, C, H, W))
 
@@ -316,6 +339,9 @@ def _sample_per_sample_adjoint(
         return torch.zeros_like(vals).scatter_add_(2, idx[:, None, :].expand(-1, C, P), vals).reshape(gs.shape)
 
     def resampled(gs, idx):
+        if plan.taps4 is not None:  # float64: the adjoint of the four taps
+            u, v = sample_coords(mats[idx], H, W)
+            return _scatter_taps(gs.reshape(-1, C, H * W), u, v, H, W, padding, interpolation, False).reshape(gs.shape)
         src = torch.zeros((), dtype=gs.dtype, device=gs.device).expand(gs.shape)
         return torch.ops.aten.grid_sampler_2d_backward(gs, src, plan.grids[idx], 0, plan.padding, False, [True, False])[
             0
@@ -441,6 +467,7 @@ def orbit_backward_ref(
     # aten's grid_sampler backward scatters with atomics on CUDA: deterministic mode takes
     # the tap scatter below for every view instead
     fast = grad.device.type == "cpu" or not torch.are_deterministic_algorithms_enabled()
+    fast = fast and cdt != torch.float64  # float64: the taps weighed in float32, as defined (see _ViewPlan)
     plan = _view_plan(mats, exact, (H, W), (h, w), padding, interpolation, cdt)
     scattered = [n for n in range(N) if plan.gathered[n] or not fast]
     out = None
