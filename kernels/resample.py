@@ -127,6 +127,16 @@ def _is_permutation(m00, m01, m02, m10, m11, m12):
 
 
 @triton.jit
+def _reads_one_pixel(m00, m01, m02, m10, m11, m12):
+    """The oracle's ``permutes_pixels``: linear entries in {0, ±1} and an integer translation, so every output
+    pixel samples an integer coordinate and reads that one pixel (wider than :func:`_is_permutation`: a 45°
+    view scaled by √2 is one, though not a bijection)."""
+    lin = ((m00 == 0.0) | (tl.abs(m00) == 1.0)) & ((m01 == 0.0) | (tl.abs(m01) == 1.0))
+    lin = lin & ((m10 == 0.0) | (tl.abs(m10) == 1.0)) & ((m11 == 0.0) | (tl.abs(m11) == 1.0))
+    return lin & (m02 == tl.floor(m02)) & (m12 == tl.floor(m12))
+
+
+@triton.jit
 def _load_segments(
     src, chan_off, chan_ok, row_off, row_ok, lo, keep_lo, keep_hi, src_w, s_w, LEN: tl.constexpr, ALIGNED: tl.constexpr
 ):
@@ -292,8 +302,9 @@ def _taps(u, v, pix_ok, Wf, Hf, ONE_TAP: tl.constexpr, NEAREST: tl.constexpr, sk
     ``pix_ok``). One-tap modes (nearest, exact views) use ``wt00``/``k00`` only.
 
     A bilinear tap of weight 0 is read like the others (NaN · 0 is NaN: the oracle's and aten's
-    grid_sample's rule) unless ``skip_zero`` (a scalar): a view that permutes pixels reads its one
-    pixel, as the oracle's (keeping -0.0 and a neighbour's NaN out), and a scatter adds nothing for
+    grid_sample's rule) unless ``skip_zero`` (a scalar): a view whose coordinates are all integers
+    (:func:`_reads_one_pixel`) reads its one pixel, as the oracle's (keeping -0.0 and a neighbour's
+    NaN out), and a scatter adds nothing for
     ``grad · 0`` (no atomic; as the pull, which skips weight 0 too)."""
     if ONE_TAP:
         if NEAREST:
@@ -482,9 +493,9 @@ def _resample_tile(
         Hf = H * 1.0
         u, v = _source_coords(m00, m01, m02, m10, m11, m12, q[None, :].to(tl.float32), r[:, None].to(tl.float32))
         u, v = _pad(u, v, Wf, Hf, PADDING)
-        perm = _is_permutation(m00, m01, m02, m10, m11, m12)
+        one_pixel = _reads_one_pixel(m00, m01, m02, m10, m11, m12)
         ix, iy, wt00, wt01, wt10, wt11, k00, k01, k10, k11 = _taps(
-            u, v, pix_ok, Wf, Hf, ALL_EXACT or NEAREST, NEAREST, perm
+            u, v, pix_ok, Wf, Hf, ALL_EXACT or NEAREST, NEAREST, one_pixel
         )
         for c0 in range(0, C, CHANNELS):
             c, src_off, c_ok = _channels(c0, C, N_PERM, chan_perm_row, sx_c, CHANNELS, CHANNEL_PERM)

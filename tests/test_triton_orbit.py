@@ -441,6 +441,8 @@ def test_public_orbit_hands_the_families_to_the_kernel(dev, monkeypatch, rng):
         ("C4", (7, 7), (7, 7), 0.5, "zeros"),
         ("C8", (7, 7), (5, 5), 1.0, "border"),
         ("D3", (7, 7), (7, 7), 1.0, "reflection"),
+        # 45° views scaled by √2: integer coordinates everywhere, one pixel read (the oracle's permutes_pixels)
+        ("C8", (9, 9), (5, 5), 2**0.5 * 5 / 9, "zeros"),
     ],
 )
 def test_nan_and_inf_pixels_reach_the_outputs_the_oracle_says(dev, group, in_hw, out_hw, crop, padding, rng):
