@@ -576,12 +576,17 @@ def select_backward_ref(
     if grad_scores is not None:
         gs = gs + grad_scores.to(cdt)
     if score == "cosine":
-        nv = v.norm(dim=-1).clamp_min(eps)
-        nr = r.norm().clamp_min(eps)
+        tv, tr = v.norm(dim=-1), r.norm()
+        nv, nr = tv.clamp_min(eps), tr.clamp_min(eps)
         cos = (v * r).sum(-1) / (nv * nr)
         a = gs / (nv * nr)
-        gv = a[..., None] * r - (gs * cos / nv**2)[..., None] * v
-        gr = (a[..., None] * v).sum((0, 1)) - (gs * cos).sum() * r / nr**2
+        # a norm clamped at eps divides by eps but keeps its own derivative v/|v| (F.cosine_similarity
+        # clamps it in place, out of autograd's sight): cos·v/(eps·|v|), 0 for a zero vector
+        zero = torch.zeros((), dtype=cdt, device=v.device)
+        cv = torch.where(tv > 0, gs * cos / (nv * torch.where(tv > 0, tv, 1.0)), zero)
+        cr = torch.where(tr > 0, (gs * cos).sum() / (nr * torch.where(tr > 0, tr, 1.0)), zero)
+        gv = a[..., None] * r - cv[..., None] * v
+        gr = (a[..., None] * v).sum((0, 1)) - cr * r
     else:
         gv = gs[..., None] * r
         gr = (gs[..., None] * v).sum((0, 1))
@@ -607,12 +612,14 @@ def contrastive_loss_backward_ref(
         return (2 * S @ v).to(vectors.dtype)
     if N < 2:
         return torch.zeros_like(vectors)
-    n = v.norm(dim=-1, keepdim=True).clamp_min(eps)
+    t = v.norm(dim=-1, keepdim=True)
+    n = t.clamp_min(eps)
     vn = v / n
     G = vn @ vn.transpose(1, 2)
     S = 2 * torch.sign(G) * off * (g / (B * N * (N - 1)))
     dvn = S @ vn
-    return ((dvn - vn * (S * G).sum(-1, keepdim=True)) / n).to(vectors.dtype)
+    proj = torch.where(t < eps, 0.0, (S * G).sum(-1, keepdim=True))  # a norm clamped at eps: v/eps, no projection
+    return ((dvn - vn * proj) / n).to(vectors.dtype)
 
 
 def select_losses_backward_ref(

@@ -147,6 +147,25 @@ def test_contrastive_loss_value_and_gradient(kind, rng):
     assert_close(_grads(got, v, None)[0], _grads(want, v, None)[0], dtype=torch.float64)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_norms_below_eps_and_zero_vectors(dtype, rng):
+    """Vectors with 0 < |v| < eps, a zero vector and a zero reference: the gradients of the scores and of the
+    normalized contrastive loss equal the oracle's (the CPU backend's explicit formulas, as the kernels')."""
+    v = torch.randn(2, 5, 3, generator=rng, dtype=dtype)
+    v[0, 1] = torch.tensor([3e-9, -4e-9, 0.0], dtype=dtype)
+    v[1, 2] = 0.0
+    for r in (torch.randn(3, generator=rng, dtype=dtype), torch.zeros(3, dtype=dtype)):
+        vr, rr = v.clone().requires_grad_(), r.clone().requires_grad_()
+        sel, _ = ops.select(vr, rr, 0.3, "cosine", False, None, 1.0)
+        want = oracle.select(vr, rr, 0.3, "cosine", False)
+        g = torch.randn(2, 5, generator=rng, dtype=dtype)
+        for a, b, name in zip(_grads(sel.scores, (vr, rr), g), _grads(want.scores, (vr, rr), g), ("v", "r")):
+            assert_close(a, b, msg=f"grad {name}")
+    vr = v.clone().requires_grad_()
+    got, want = ops.contrastive_loss(vr, "normalized"), oracle.contrastive_loss(vr, "normalized")
+    assert_close(_grads(got, vr, None)[0], _grads(want, vr, None)[0], msg="contrastive")
+
+
 @pytest.mark.parametrize("group,padding", [("C8", "border"), ("D4", "zeros")])
 def test_select_transform_values_and_gradient(group, padding, rng):
     t = _tables(group, (6, 6), (6, 6))

@@ -278,6 +278,17 @@ def test_overwrite_keeps_the_previous_run_until_the_first_checkpoint(tmp_path, c
     d.checkpoint_written()
     d.release()
     assert not kept.exists()
+    # a folder left beside a run that has a checkpoint (killed before the clean-up, or holding a user's file
+    # rmdir left alone): that run is the one set aside, the folder's older files go
+    kept.mkdir()
+    (kept / "notes.txt").write_bytes(b"mine")
+    (kept / "config.json").write_bytes(b"config stale")
+    newer = _plant_run(out, "B2")
+    RunDirectory(str(out), overwrite=True).release()
+    assert {f: (kept / f).read_bytes() for f in newer} == newer and (kept / "notes.txt").read_bytes() == b"mine"
+    for f in (*newer, "notes.txt"):
+        (kept / f).unlink()
+    kept.rmdir()
     # through the command line: a run that writes a checkpoint leaves no trace of the one it overwrote
     _plant_run(out, "C")
     assert main([*TINY, "--output-dir", str(out), "--overwrite", "--epochs", "1", "--angle-step", "0"]) is None

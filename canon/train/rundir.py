@@ -225,15 +225,20 @@ def _open_kept(folder: str) -> int:
 
 
 def _set_aside(folder: str, found: list[str]) -> bool:
-    """--overwrite: move the previous run's files into ``OUTPUT_DIR/overwritten``, or, when that folder already
-    holds the files of an earlier overwritten run, remove the files beside it: they belong to a run that never
-    wrote a checkpoint. True (the folder holds a previous run now)."""
+    """--overwrite: move the previous run's files into ``OUTPUT_DIR/overwritten``. When that folder already
+    holds an earlier run and the files beside it have no checkpoint (their run failed before its first),
+    those files are removed and the folder kept; when they do have one (a kill between the checkpoint and
+    its clean-up, or a folder ``rmdir`` could not remove), the folder's run files go and these take their
+    place. True (the folder holds a previous run now)."""
     try:
         if _kept_folder(folder, strict=True):
-            for f in found:
-                os.remove(os.path.join(folder, f))
-            return True
-        os.mkdir(os.path.join(folder, OVERWRITTEN))
+            if "checkpoint.pt" not in found:
+                for f in found:
+                    os.remove(os.path.join(folder, f))
+                return True
+            _discard_set_aside(folder)
+        if not _kept_folder(folder, strict=True):
+            os.mkdir(os.path.join(folder, OVERWRITTEN))
         fd = _open_kept(folder)  # no link followed: the renames land in this very folder
         try:
             for f in found:
