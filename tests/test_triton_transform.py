@@ -52,15 +52,21 @@ def test_transform_forward_backward_matches_reference(dev, group, in_hw, padding
     assert_close(to_cpu(gw), w.grad, msg="grad_weights", case="inner_products")
 
 
+def _regular_invert_case(group, side, index, dev, rng):
+    """Two fields of a regular representation (2·|G| channels) on a side × side plane, elements ``index``:
+    (B, N, y, index, inverse tables here and on ``dev``, channel tables here and on ``dev``)."""
+    G = as_group(group)
+    B, N = len(index), G.order
+    y = torch.randn(B, 2 * N, side, side, generator=rng)
+    hw = (side, side)
+    t, td = _tables(G, hw, hw, inverse=True), _tables(G, hw, hw, dev=dev, inverse=True)
+    chans, chans_d = channel_tables(G, torch.device("cpu")), channel_tables(G, torch.device(dev))
+    return B, N, y, torch.tensor(index), t, td, chans, chans_d
+
+
 @kernel_device
 def test_regular_invert_permutes_channels_forward_and_backward(dev, rng):
-    G = as_group("D4")
-    B, K, N = 3, 2, G.order
-    y = torch.randn(B, K * N, 6, 6, generator=rng)
-    index = torch.tensor([0, 5, 3])
-    t, td = _tables(G, (6, 6), (6, 6), inverse=True), _tables(G, (6, 6), (6, 6), dev=dev, inverse=True)
-    perm, inv = channel_tables(G, torch.device("cpu"))
-    perm_d, inv_d = channel_tables(G, torch.device(dev))
+    B, N, y, index, t, td, (perm, inv), (perm_d, inv_d) = _regular_invert_case("D4", 6, [0, 5, 3], dev, rng)
     out = torch.full(y.shape, NAN, device=dev)
     triton_ops.transform(
         y.to(dev), index.to(dev), td.mats, t.exact, t.aligned, "zeros", "bilinear", chan_perm=perm_d, out=out
@@ -100,13 +106,7 @@ def test_regular_invert_permutes_channels_forward_and_backward(dev, rng):
 def test_regular_invert_with_folding_padding_scatters_then_permutes_channels(dev, padding, rng):
     """The adjoint to x of a regular invert whose padding folds taps onto the edge: a scatter, then the inverse
     channel permutation (it raised NotImplementedError); 45° elements, two fields of C8's 8 channels."""
-    G = as_group("C8")
-    B, K, N = 3, 2, G.order
-    y = torch.randn(B, K * N, 7, 7, generator=rng)
-    index = torch.tensor([1, 6, 3])
-    t, td = _tables(G, (7, 7), (7, 7), inverse=True), _tables(G, (7, 7), (7, 7), dev=dev, inverse=True)
-    perm, inv = channel_tables(G, torch.device("cpu"))
-    perm_d, inv_d = channel_tables(G, torch.device(dev))
+    B, N, y, index, t, td, (perm, inv), (perm_d, inv_d) = _regular_invert_case("C8", 7, [1, 6, 3], dev, rng)
     yr = y.clone().requires_grad_()
     w = torch.zeros(B, N, requires_grad=True)
     g = torch.randn(y.shape, generator=rng)
