@@ -231,12 +231,13 @@ def _set_aside(folder: str, found: list[str]) -> bool:
     its clean-up, or a folder ``rmdir`` could not remove), the folder's run files go and these take their
     place. True (the folder holds a previous run now)."""
     try:
-        if _kept_folder(folder, strict=True):
-            if "checkpoint.pt" not in found:
-                for f in found:
-                    os.remove(os.path.join(folder, f))
-                return True
-            _discard_set_aside(folder)
+        kept = _kept_folder(folder, strict=True)
+        if kept and "checkpoint.pt" not in found:
+            for f in found:
+                os.remove(os.path.join(folder, f))
+            return True
+        if kept:
+            _discard_set_aside(folder)  # (the folder itself stays when something else is in it)
         if not _kept_folder(folder, strict=True):
             os.mkdir(os.path.join(folder, OVERWRITTEN))
         fd = _open_kept(folder)  # no link followed: the renames land in this very folder
